@@ -1,0 +1,92 @@
+"""The root of every error the gateway raises on purpose.
+
+Each trust boundary has its own subtree (``LedgerError``, ``PkiError``, ``ValidationError``, ...)
+defined in its own package; all of them descend from :class:`GatewayError`, which says whose
+fault the error is through :attr:`GatewayError.status`, the name of a gRPC status code. The
+server maps these to gRPC statuses in one interceptor; the CLI maps them to exit codes. This
+module imports nothing from gRPC, so the pure core can raise these errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = [
+    "AlreadyExistsError",
+    "FailedPreconditionError",
+    "FieldViolation",
+    "GatewayError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+]
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: its path (``notice.goods[0].actual_hs_code``) and why."""
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}"
+
+
+class GatewayError(Exception):
+    """Base of all deliberate errors. ``status`` names the gRPC code a caller receives.
+
+    The message is safe to show to a caller of another jurisdiction: it carries the numbers
+    needed to act (indexes, sizes, hashes in hex) and no internals.
+    """
+
+    status: ClassVar[str] = "INTERNAL"
+
+
+class InvalidArgumentError(GatewayError):
+    """The caller sent something malformed; ``violations`` lists every bad field."""
+
+    status = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, violations: list[FieldViolation] | None = None) -> None:
+        super().__init__(message)
+        self.violations: list[FieldViolation] = list(violations or [])
+
+
+class NotFoundError(GatewayError):
+    """The thing asked for does not exist here."""
+
+    status = "NOT_FOUND"
+
+
+class AlreadyExistsError(GatewayError):
+    """An identifier was reused for different content (a replay or a forgery)."""
+
+    status = "ALREADY_EXISTS"
+
+
+class FailedPreconditionError(GatewayError):
+    """The request is well formed but does not fit the current state (e.g. a stale version)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class PermissionDeniedError(GatewayError):
+    """The caller is known but not allowed to do this."""
+
+    status = "PERMISSION_DENIED"
+
+
+class UnauthenticatedError(GatewayError):
+    """The caller could not be identified (no, unknown, expired or revoked certificate)."""
+
+    status = "UNAUTHENTICATED"
+
+
+class UnavailableError(GatewayError):
+    """The node cannot serve now (shutting down, storage unavailable); retrying may succeed."""
+
+    status = "UNAVAILABLE"
