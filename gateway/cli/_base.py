@@ -1,0 +1,41 @@
+"""Parser assembly and the error type shared by every command group."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import NoReturn
+
+from gateway import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+# Command groups, each a module of gateway.cli with a register(subparsers) function.
+_COMMAND_MODULES = ("serve",)
+
+
+class CliError(Exception):
+    """An operator mistake: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every command group registered."""
+    parser = _Parser(
+        prog="customs-gateway",
+        description="Cross-border exchange of customs watchlists and seizure notices.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"gateway.cli.{name}")
+        module.register(subparsers)
+    return parser
