@@ -1,15 +1,10 @@
 """Who is calling, and may they? Authentication and deny-by-default authorization (pure).
 
 grpcio verifies the TLS chain against the trust bundle but knows nothing of jurisdictions or
-CRLs, so every call is checked again here, on the peer's leaf certificate:
-
-1. exactly one SPIFFE URI SAN naming a known jurisdiction, role and holder;
-2. issued by a root in the bundle that speaks for *that* jurisdiction (signature checked);
-3. within its validity period;
-4. allowed for TLS client authentication (extended key usage);
-5. not revoked by a loaded CRL of its issuer.
-
-The outcome is cached by certificate fingerprint until the CRLs change.
+CRLs, so every call is checked again here, on the peer's leaf certificate, with
+:func:`gateway.pki.chain.verify_leaf` (SPIFFE id, root of the same jurisdiction, validity,
+client EKU, CRL). The outcome is cached by certificate fingerprint until the bundle or CRLs
+change.
 """
 
 from __future__ import annotations
@@ -20,12 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import PermissionDeniedError, UnauthenticatedError
 from gateway.pki.bundle import TrustBundle, fingerprint
-from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
+from gateway.pki.chain import verify_leaf
+from gateway.pki.identity import Jurisdiction, Role, SpiffeId
 
 __all__ = ["Authenticator", "Principal", "authorize"]
 
@@ -109,56 +103,7 @@ class Authenticator:
         bundle: TrustBundle,
         crls: tuple[x509.CertificateRevocationList, ...],
     ) -> Principal:
-        who = f"certificate {fp[:16]}"
-        # (1) exactly one SPIFFE URI SAN
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            raise UnauthenticatedError(f"{who} has no subject alternative name") from None
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            raise UnauthenticatedError(f"{who} must carry exactly one URI SAN, has {len(uris)}")
-        try:
-            identity = SpiffeId.parse(uris[0])
-        except IdentityError as exc:
-            raise UnauthenticatedError(f"{who}: {exc}") from exc
-        who = f"{identity.uri} (certificate {fp[:16]})"
-        # (2) issued by a root of the identity's own jurisdiction
-        issuer = None
-        for root in bundle.roots_of(identity.jurisdiction):
-            try:
-                cert.verify_directly_issued_by(root)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            issuer = root
-            break
-        if issuer is None:
-            raise UnauthenticatedError(
-                f"{who} does not chain to a {identity.jurisdiction} root of the trust bundle"
-            )
-        # (3) validity
-        if now < cert.not_valid_before_utc:
-            raise UnauthenticatedError(
-                f"{who} is not valid before {cert.not_valid_before_utc.isoformat()}"
-            )
-        if now > cert.not_valid_after_utc:
-            raise UnauthenticatedError(f"{who} expired at {cert.not_valid_after_utc.isoformat()}")
-        # (4) client authentication usage
-        try:
-            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            raise UnauthenticatedError(f"{who} has no extended key usage") from None
-        if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-            raise UnauthenticatedError(f"{who} is not allowed for TLS client authentication")
-        # (5) revocation
-        for crl in crls:
-            if crl.issuer != issuer.subject:
-                continue
-            revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if revoked is not None:
-                raise UnauthenticatedError(
-                    f"{who} was revoked at {revoked.revocation_date_utc.isoformat()}"
-                )
+        identity = verify_leaf(cert, bundle, crls, at=now, usage="client")
         return Principal(identity, fp, cert.not_valid_after_utc)
 
 
