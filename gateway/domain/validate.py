@@ -24,7 +24,7 @@ from typing import Final
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain import identifiers, reference
