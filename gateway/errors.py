@@ -9,10 +9,12 @@ module imports nothing from gRPC, so the pure core can raise these errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 __all__ = [
@@ -50,6 +52,8 @@ class GatewayError(Exception):
     """
 
     status: ClassVar[str] = "INTERNAL"
+    # Extra protobuf messages for the google.rpc.Status details (e.g. a WitnessConflict).
+    details: Sequence[Message] = ()
 
 
 class InvalidArgumentError(GatewayError):
@@ -119,4 +123,9 @@ def to_status(exc: GatewayError) -> status_pb2.Status:
         )
     else:
         detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN))
-    return status_pb2.Status(code=code, message=str(exc), details=[detail])
+    extra = []
+    for message in exc.details:
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        extra.append(packed)
+    return status_pb2.Status(code=code, message=str(exc), details=[detail, *extra])

@@ -330,3 +330,28 @@ def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> Non
         "ON CONFLICT (witness) DO UPDATE SET size = excluded.size",
         (witness, size),
     )
+
+
+def ledger_indexes(conn: sqlite3.Connection, message_id: str) -> list[int]:
+    """Every ledger index that records something about ``message_id``, ascending."""
+    row = conn.execute(
+        "SELECT direction, ledger_index FROM exchange_messages WHERE message_id = ?",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        return []
+    direction, first = row
+    found = {int(first)}
+    if direction == "out":  # one "sent" entry per recipient, consecutive
+        (recipients,) = conn.execute(
+            "SELECT count(*) FROM exchange_outbox WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        found.update(range(first, first + recipients))
+    for (index,) in conn.execute(
+        "SELECT receipt_index FROM exchange_outbox "
+        "WHERE message_id = ? AND receipt_index IS NOT NULL "
+        "UNION SELECT ledger_index FROM exchange_acks WHERE message_id = ?",
+        (message_id, message_id),
+    ):
+        found.add(int(index))
+    return sorted(found)

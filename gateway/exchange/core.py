@@ -25,6 +25,7 @@ from google.rpc import status_pb2
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.validate import check_request, validate_request
 from gateway.envelope import (
+    PAYLOAD_TYPES,
     NotReleasableError,
     OpenedEnvelope,
     ReplayError,
@@ -64,8 +65,8 @@ SubmitRequest = (
 )
 # (bundle, CRLs) as loaded now: follows rotations.
 Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]]
-# Told of every payload this node sends or accepts: (origin, kind, payload, message id).
-PayloadListener = Callable[[Jurisdiction, int, Message, str], None]
+# Told of every payload this node sends or accepts: (origin, kind, payload, message id, when).
+PayloadListener = Callable[[Jurisdiction, int, Message, str, dt.datetime], None]
 
 _FINAL_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
@@ -168,10 +169,12 @@ class Exchange:
         """Call ``listener`` (cheaply, without blocking) whenever the outbox grows."""
         self._outbox_listeners.append(listener)
 
-    def _tell(self, origin: Jurisdiction, kind: int, payload: Message, message_id: str) -> None:
+    def _tell(
+        self, origin: Jurisdiction, kind: int, payload: Message, message_id: str, at: dt.datetime
+    ) -> None:
         for listener in self._listeners:
             try:
-                listener(origin, kind, payload, message_id)
+                listener(origin, kind, payload, message_id, at)
             except Exception:  # a view must never fail the write that already happened
                 log.exception("payload listener failed for %s", message_id)
 
@@ -180,15 +183,14 @@ class Exchange:
         conn = self.ledger.reader()
         count = 0
         rows = conn.execute(
-            "SELECT message_id, origin, kind, envelope FROM exchange_messages "
+            "SELECT message_id, origin, kind, envelope, created_ms FROM exchange_messages "
             "WHERE envelope IS NOT NULL ORDER BY ledger_index"
         ).fetchall()
-        for message_id, origin, kind, blob in rows:
+        for message_id, origin, kind, blob, created_ms in rows:
             envelope = envelope_pb2.Envelope.FromString(blob)
-            payload_type = _payload_type(kind)
-            self._tell(
-                Jurisdiction(origin), kind, payload_type.FromString(envelope.payload), message_id
-            )
+            payload = PAYLOAD_TYPES[kind].FromString(envelope.payload)
+            at = dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC)
+            self._tell(Jurisdiction(origin), kind, payload, message_id, at)
             count += 1
         return count
 
@@ -277,7 +279,7 @@ class Exchange:
             records[0].index,
             extra={"event": "sent", "message_id": addressing.message_id},
         )
-        self._tell(self.jurisdiction, kind, payload, addressing.message_id)
+        self._tell(self.jurisdiction, kind, payload, addressing.message_id, now)
         for listener in self._outbox_listeners:
             listener()
         return partner_pb2.SubmitResponse(
@@ -429,7 +431,7 @@ class Exchange:
             origin,
             extra={"event": "received", "message_id": header.message_id},
         )
-        self._tell(opened.origin, kind, opened.payload, header.message_id)
+        self._tell(opened.origin, kind, opened.payload, header.message_id, received_at)
         with self.inbound_changed:
             self.inbound_version += 1
             self.inbound_changed.notify_all()
@@ -509,12 +511,6 @@ class Exchange:
                 recipient.receipt.ParseFromString(out.receipt)
             status.recipients.append(recipient)
         return status
-
-
-def _payload_type(kind: int) -> type[Message]:
-    from gateway.envelope import PAYLOAD_TYPES
-
-    return PAYLOAD_TYPES[kind]
 
 
 def _payload_violations(opened: OpenedEnvelope, created: dt.datetime) -> list[FieldViolation]:

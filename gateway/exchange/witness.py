@@ -104,6 +104,7 @@ class WitnessConflictError(FailedPreconditionError):
     def __init__(self, message: str, known_size: int) -> None:
         super().__init__(message)
         self.known_size = known_size
+        self.details = [peer_pb2.WitnessConflict(known_size=known_size)]
 
 
 def _signing_key(

@@ -1,18 +1,23 @@
-"""A gateway node: one gRPC server, mutual TLS only, with health, reflection and access control.
+"""A gateway node: one gRPC server, mutual TLS only, with health, reflection and access control,
+around the ledger, the exchange, delivery to peers and witnessing.
 
-Lifecycle: :meth:`Node.start` binds the port (0 picks a free one) and marks every service
-SERVING; :meth:`Node.stop` first marks them NOT_SERVING (load balancers and peers stop sending),
-then lets in-flight calls finish within the grace period and closes the storage.
+Lifecycle: :meth:`Node.start` binds the port (0 picks a free one), starts the background
+workers and marks every service SERVING; :meth:`Node.stop` first marks them NOT_SERVING (peers
+and load balancers stop sending), ends inbound streams, lets in-flight calls finish within the
+grace period, stops the workers and closes the ledger.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -24,11 +29,22 @@ from customs.gateway.v1 import (
     peer_pb2,
     peer_pb2_grpc,
 )
+from gateway.envelope import Signer
 from gateway.errors import UnavailableError
+from gateway.exchange import _store as exchange_store
+from gateway.exchange.core import Exchange
+from gateway.exchange.delivery import Deliverer
+from gateway.exchange.watchlists import Watchlists
+from gateway.exchange.witness import WitnessClient, ledger_origin
+from gateway.ledger import Checkpointer, Ledger
+from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
-from gateway.server.config import NodeConfig
+from gateway.pki.identity import IdentityError, SpiffeId
+from gateway.pki.pem import load_certificate, load_private_key
+from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
-from gateway.transport import ServerTls, TlsMaterial
+from gateway.server.services import AuditService, PartnerService, PeerService
+from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = ["SERVICE_NAMES", "Node"]
 
@@ -55,6 +71,36 @@ class Node:
             on_change=self._tls_changed,
         )
         self.authenticator = Authenticator(self.tls.material.bundle, self.tls.material.crls)
+        self.signer = _load_signer(config)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        origin = ledger_origin(config.jurisdiction)
+        self.ledger = Ledger.open(
+            config.data_dir / "ledger.db",
+            origin=origin,
+            signer=NoteSigner(origin, self.signer.private_key),
+            schema=exchange_store.create_schema,
+        )
+        self.exchange = Exchange(
+            jurisdiction=config.jurisdiction,
+            ledger=self.ledger,
+            signer=self.signer,
+            trust=lambda: (self.tls.material.bundle, self.tls.material.crls),
+        )
+        self.watchlists = Watchlists(self.signer, self.exchange.now)
+        self.exchange.on_payload(self.watchlists.apply)
+        self.exchange.replay()
+        self.stopping = threading.Event()
+        interval = config.server.checkpoint_interval_seconds
+        self.checkpointer = Checkpointer(self.ledger, interval=interval)
+        self.deliverers = {
+            p.jurisdiction: Deliverer(self.exchange, p.jurisdiction, self._channel_factory(p))
+            for p in config.peers
+        }
+        self.witness_client = WitnessClient(
+            self.exchange,
+            {p.jurisdiction: self._channel_factory(p) for p in config.peers},
+            interval=interval,
+        )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -73,16 +119,23 @@ class Node:
     def _tls_changed(self, material: TlsMaterial) -> None:
         self.authenticator.update(material.bundle, material.crls)
 
+    def _channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
+        config = self.config
+
+        def connect() -> grpc.Channel:
+            identity = ClientIdentity.from_files(
+                config.tls_certificate, config.tls_key, config.trust_bundle
+            )
+            return secure_channel(peer.address, identity, peer.identity)
+
+        return connect
+
     def _register(self) -> None:
         partner_pb2_grpc.add_PartnerGatewayServicer_to_server(
-            partner_pb2_grpc.PartnerGatewayServicer(), self._server
+            PartnerService(self.exchange, self.watchlists, self.stopping), self._server
         )
-        peer_pb2_grpc.add_PeerExchangeServicer_to_server(
-            peer_pb2_grpc.PeerExchangeServicer(), self._server
-        )
-        audit_pb2_grpc.add_LedgerAuditServicer_to_server(
-            audit_pb2_grpc.LedgerAuditServicer(), self._server
-        )
+        peer_pb2_grpc.add_PeerExchangeServicer_to_server(PeerService(self.exchange), self._server)
+        audit_pb2_grpc.add_LedgerAuditServicer_to_server(AuditService(self.ledger), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -103,6 +156,10 @@ class Node:
         if self.port == 0:
             raise UnavailableError(f"cannot listen on {self.config.listen}")
         self._server.start()
+        self.checkpointer.start()
+        for deliverer in self.deliverers.values():
+            deliverer.start()
+        self.witness_client.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -120,8 +177,25 @@ class Node:
         self._stopped.set()
         grace = self.config.server.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
+        self.stopping.set()  # inbound streams end; unary calls in flight finish
         self._server.stop(grace).wait()
+        self.witness_client.stop()
+        for deliverer in self.deliverers.values():
+            deliverer.stop()
+        self.checkpointer.stop()
+        self.ledger.close()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
+
+    def kill(self) -> None:
+        """Stop at once without a grace period or a final checkpoint, as a crash test needs."""
+        self.stopping.set()
+        self._server.stop(0).wait()
+        self.witness_client.stop(0)
+        for deliverer in self.deliverers.values():
+            deliverer.stop(0)
+        self.checkpointer.stop()
+        self.ledger.close()
+        self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server terminates; True if it did."""
@@ -133,3 +207,27 @@ class Node:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _load_signer(config: NodeConfig) -> Signer:
+    """The node's Ed25519 signer; its certificate must name this node and match its key."""
+    cert = load_certificate(config.signing_certificate)
+    key = load_private_key(config.signing_key)
+    where = f"config {config.source}"
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ConfigError(f"{where}: key 'signing.key': not an Ed25519 private key")
+    public = cert.public_key()
+    if not isinstance(public, ed25519.Ed25519PublicKey) or public.public_bytes_raw() != (
+        key.public_key().public_bytes_raw()
+    ):
+        raise ConfigError(f"{where}: key 'signing.key': does not match signing.certificate")
+    try:
+        uris = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.UniformResourceIdentifier)
+        identity = SpiffeId.parse(uris[0]) if len(uris) == 1 else None
+    except (x509.ExtensionNotFound, IdentityError):
+        identity = None
+    if identity != config.identity:
+        raise ConfigError(f"{where}: key 'signing.certificate': is not for {config.identity.uri}")
+    return Signer(config.identity, key, cert)

@@ -1,0 +1,80 @@
+"""LedgerAudit: read-only access to the ledger for auditors of any jurisdiction."""
+
+from __future__ import annotations
+
+import grpc
+
+from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
+from gateway.errors import NotFoundError
+from gateway.exchange import _store as store
+from gateway.ledger import Ledger, SignedCheckpoint
+
+__all__ = ["AuditService"]
+
+_MAX_PAGE = 1000
+
+
+def _checkpoint(signed: SignedCheckpoint) -> audit_pb2.Checkpoint:
+    out = audit_pb2.Checkpoint(
+        note=signed.note.encode(), size=signed.size, root_hash=signed.root_hash
+    )
+    out.created_at.FromMilliseconds(signed.created_ms)
+    return out
+
+
+class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  # generated, untyped
+    """Checkpoints, entries, proofs and envelopes, all in RFC 9162 / C2SP forms."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.Checkpoint:
+        latest = self._ledger.latest_checkpoint()
+        if latest is None or latest.size < self._ledger.size():
+            latest = self._ledger.checkpoint()  # on demand: never older than what is durable
+            latest = self._ledger.latest_checkpoint() or latest
+        return _checkpoint(latest)
+
+    def ListCheckpoints(
+        self, request: audit_pb2.ListCheckpointsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListCheckpointsResponse:
+        limit = min(request.page_size or 100, _MAX_PAGE)
+        found = self._ledger.checkpoints(request.min_size, limit)
+        return audit_pb2.ListCheckpointsResponse(checkpoints=[_checkpoint(c) for c in found])
+
+    def GetEntries(
+        self, request: audit_pb2.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.GetEntriesResponse:
+        leaves = self._ledger.leaves(request.start, request.end, _MAX_PAGE)
+        return audit_pb2.GetEntriesResponse(
+            entries=[audit_pb2.LedgerEntry(index=i, leaf=leaf) for i, leaf in leaves]
+        )
+
+    def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.InclusionProof:
+        hashes = self._ledger.inclusion_proof(request.leaf_index, request.tree_size)
+        return audit_pb2.InclusionProof(
+            leaf_index=request.leaf_index, tree_size=request.tree_size, hashes=hashes
+        )
+
+    def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        hashes = self._ledger.consistency_proof(request.first, request.second)
+        return audit_pb2.ConsistencyProof(first=request.first, second=request.second, hashes=hashes)
+
+    def GetEnvelope(
+        self, request: audit_pb2.GetEnvelopeRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.GetEnvelopeResponse:
+        reader = self._ledger.reader()
+        row = store.MessageRow.get(reader, request.message_id)
+        if row is None:
+            raise NotFoundError(f"no message {request.message_id!r} in this ledger")
+        response = audit_pb2.GetEnvelopeResponse(erased=row.envelope is None)
+        if row.envelope is not None:
+            response.envelope.CopyFrom(envelope_pb2.Envelope.FromString(row.envelope))
+        response.ledger_indexes.extend(store.ledger_indexes(reader, request.message_id))
+        return response

@@ -1,0 +1,144 @@
+"""PartnerGateway: what partner systems of the node's own jurisdiction call."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from customs.gateway.v1 import envelope_pb2, partner_pb2, partner_pb2_grpc
+from gateway.envelope import PAYLOAD_TYPES
+from gateway.errors import FieldViolation, InvalidArgumentError
+from gateway.exchange import _store as store
+from gateway.exchange.core import AMEND, END, NEW, Exchange
+from gateway.exchange.watchlists import Watchlists
+from gateway.server.interceptors import current_caller
+
+__all__ = ["PartnerService", "decode_cursor", "encode_cursor"]
+
+_CURSOR = struct.Struct(">4sQ")
+_CURSOR_MAGIC = b"cgw1"
+_PAGE = 100
+# The InboundMessage oneof field for each payload type.
+_PAYLOAD_FIELDS = {
+    kind: {
+        "WatchlistEntry": "watchlist_entry",
+        "WatchlistRevocation": "watchlist_revocation",
+        "SeizureNotice": "seizure_notice",
+        "SeizureWithdrawal": "seizure_withdrawal",
+    }[message.DESCRIPTOR.name]
+    for kind, message in PAYLOAD_TYPES.items()
+}
+
+
+def encode_cursor(seq: int) -> str:
+    """The opaque cursor after inbound message number ``seq``."""
+    return base64.urlsafe_b64encode(_CURSOR.pack(_CURSOR_MAGIC, seq)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The inbound sequence number in ``cursor`` (0 for an empty cursor)."""
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        magic, seq = _CURSOR.unpack(raw)
+    except (ValueError, struct.error):
+        magic, seq = b"", 0
+    if magic != _CURSOR_MAGIC:
+        raise InvalidArgumentError(
+            "bad cursor", [FieldViolation("cursor", "not a cursor from this node's stream")]
+        )
+    return int(seq)
+
+
+class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[misc]  # generated, untyped
+    """Submit, status, watchlists, inbound stream and acknowledgement."""
+
+    def __init__(self, exchange: Exchange, watchlists: Watchlists, stopping: threading.Event):
+        self._exchange = exchange
+        self._watchlists = watchlists
+        self._stopping = stopping
+
+    def PublishWatchlistEntry(
+        self, request: partner_pb2.PublishWatchlistEntryRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.SubmitResponse:
+        mode = AMEND if request.entry.version > 1 else NEW
+        return self._exchange.submit(request, mode)
+
+    def RevokeWatchlistEntry(
+        self, request: partner_pb2.RevokeWatchlistEntryRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.SubmitResponse:
+        return self._exchange.submit(request, END)
+
+    def SubmitSeizureNotice(
+        self, request: partner_pb2.SubmitSeizureNoticeRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.SubmitResponse:
+        return self._exchange.submit(request, NEW)
+
+    def AmendSeizureNotice(
+        self, request: partner_pb2.SubmitSeizureNoticeRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.SubmitResponse:
+        return self._exchange.submit(request, AMEND)
+
+    def WithdrawSeizureNotice(
+        self, request: partner_pb2.WithdrawSeizureNoticeRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.SubmitResponse:
+        return self._exchange.submit(request, END)
+
+    def GetDeliveryStatus(
+        self, request: partner_pb2.GetDeliveryStatusRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.DeliveryStatus:
+        return self._exchange.delivery_status(request.message_id)
+
+    def ListWatchlist(
+        self, request: partner_pb2.ListWatchlistRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.ListWatchlistResponse:
+        return self._watchlists.list(request)
+
+    def ScreenDeclaration(
+        self, request: partner_pb2.ScreenDeclarationRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.ScreenDeclarationResponse:
+        return self._watchlists.screen(request)
+
+    def AcknowledgeInbound(
+        self, request: partner_pb2.AcknowledgeInboundRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.AcknowledgeInboundResponse:
+        return self._exchange.acknowledge(request.message_id, current_caller())
+
+    def StreamInbound(
+        self, request: partner_pb2.StreamInboundRequest, context: grpc.ServicerContext
+    ) -> Iterator[partner_pb2.InboundMessage]:
+        """Everything after the cursor, then new messages as they arrive, until cancelled."""
+        seq = decode_cursor(request.cursor)
+        kinds = tuple(int(k) for k in request.kinds)
+        exchange = self._exchange
+        while context.is_active() and not self._stopping.is_set():
+            with exchange.inbound_changed:
+                seen = exchange.inbound_version
+            rows = store.inbound_after(exchange.ledger.reader(), seq, kinds, _PAGE)
+            for row in rows:
+                yield self._message(row)
+                seq = row.seq
+            if not rows:
+                with exchange.inbound_changed:
+                    if exchange.inbound_version == seen:
+                        exchange.inbound_changed.wait(timeout=0.5)
+
+    @staticmethod
+    def _message(row: store.InboundRow) -> partner_pb2.InboundMessage:
+        message = partner_pb2.InboundMessage(
+            cursor=encode_cursor(row.seq),
+            message_id=row.message_id,
+            kind=row.kind,  # type: ignore[arg-type]
+            origin=f"JURISDICTION_{row.origin}",
+            ledger_index=row.ledger_index,
+        )
+        if row.envelope is not None:  # None once erased at the end of retention
+            envelope = envelope_pb2.Envelope.FromString(row.envelope)
+            message.envelope.CopyFrom(envelope)
+            getattr(message, _PAYLOAD_FIELDS[row.kind]).ParseFromString(envelope.payload)
+        return message
