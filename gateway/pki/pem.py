@@ -97,7 +97,9 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, passphrase)
     except TypeError as exc:
-        raise InvalidArgumentError(f"{path} is encrypted: a passphrase is needed") from exc
+        if passphrase is None:
+            raise InvalidArgumentError(f"{path} is encrypted: a passphrase is needed") from exc
+        raise InvalidArgumentError(f"{path} is not encrypted, but a passphrase was given") from exc
     except ValueError as exc:
         raise InvalidArgumentError(
             f"cannot load private key {path}: wrong passphrase or not a PEM private key"
