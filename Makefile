@@ -13,15 +13,15 @@ all: test
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Editable install in "compat" mode puts the checkout on sys.path, so the generated `customs`
-# package is importable as soon as it is generated.
+# The generated `customs` package must exist before the editable install maps the packages.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet 'grpcio-tools>=1.70,<2' 'googleapis-common-protos>=1.60,<2'
+	$(BIN)/python protos/generate.py
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-$(GEN): $(PROTOS) $(STAMP)
-	rm -rf customs
+$(GEN): $(PROTOS) | $(STAMP)
 	$(BIN)/python protos/generate.py
 	@echo "generated customs.gateway.v1 from protos/"
 

@@ -7,6 +7,7 @@ never committed (``make gen`` rebuilds them whenever a ``.proto`` changes).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ ROOT = HERE.parent
 
 
 def main() -> int:
+    shutil.rmtree(ROOT / "customs", ignore_errors=True)
     protos = sorted(str(p.relative_to(HERE)) for p in (HERE / "customs").rglob("*.proto"))
     args = [
         "grpc_tools.protoc",

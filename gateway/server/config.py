@@ -1,0 +1,251 @@
+"""The node's TOML configuration: parsed strictly, every mistake named by its key.
+
+Example (paths are relative to the config file)::
+
+    jurisdiction = "HK"
+    name = "gateway"                  # the node's holder name: spiffe://hk.customs-exchange/node/gateway
+    listen = "127.0.0.1:7002"
+    data_dir = "data"
+
+    [tls]
+    certificate = "certs/node.pem"
+    key = "certs/node.key"
+    trust_bundle = "certs/bundle.json"
+    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional
+
+    [signing]
+    certificate = "certs/node-signing.pem"
+    key = "certs/node-signing.key"
+
+    [[peers]]
+    jurisdiction = "CN"
+    address = "127.0.0.1:7001"
+    name = "gateway"                  # optional, the default
+
+    [server]                          # optional, defaults shown
+    grace_seconds = 5.0
+    max_workers = 32
+    expiry_warning_days = 14
+    checkpoint_interval_seconds = 10.0
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import InvalidArgumentError
+from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
+
+__all__ = ["ConfigError", "NodeConfig", "PeerConfig", "ServerSettings", "load_config"]
+
+T = TypeVar("T")
+
+
+class ConfigError(InvalidArgumentError):
+    """A config file with a mistake; the message names the file, the key and the problem."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Another jurisdiction's node this node delivers to and is witnessed by."""
+
+    jurisdiction: Jurisdiction
+    address: str
+    name: str = "gateway"
+
+    @property
+    def identity(self) -> SpiffeId:
+        """The peer node's SPIFFE identity."""
+        return SpiffeId(self.jurisdiction, Role.NODE, self.name)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Tunables with safe defaults."""
+
+    grace_seconds: float = 5.0
+    max_workers: int = 32
+    expiry_warning_days: int = 14
+    checkpoint_interval_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's configuration with every path resolved and every referenced file present."""
+
+    source: Path
+    jurisdiction: Jurisdiction
+    name: str
+    listen: str
+    data_dir: Path
+    tls_certificate: Path
+    tls_key: Path
+    trust_bundle: Path
+    signing_certificate: Path
+    signing_key: Path
+    crls: tuple[Path, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @property
+    def identity(self) -> SpiffeId:
+        """This node's SPIFFE identity."""
+        return SpiffeId(self.jurisdiction, Role.NODE, self.name)
+
+
+class _Reader:
+    """Takes keys out of a TOML table, remembering the path for error messages."""
+
+    def __init__(self, source: Path, table: dict[str, Any], prefix: str = "") -> None:
+        self.source = source
+        self.table = dict(table)
+        self.prefix = prefix
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"config {self.source}: key '{self.prefix}{key}': {problem}")
+
+    def take(self, key: str, kind: type[T], default: T | None = None) -> T:
+        if key not in self.table:
+            if default is None:
+                raise self.error(key, "is required")
+            return default
+        value = self.table.pop(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be a {kind.__name__}, not {type(value).__name__}")
+        return value
+
+    def parsed(self, key: str, parse: Callable[[str], T], default: str | None = None) -> T:
+        text = self.take(key, str, default)
+        try:
+            return parse(text)
+        except (InvalidArgumentError, ValueError) as exc:
+            raise self.error(key, str(exc)) from None
+
+    def file(self, key: str) -> Path:
+        path = (self.source.parent / self.take(key, str)).resolve()
+        if not path.is_file():
+            raise self.error(key, f"file {path} does not exist")
+        return path
+
+    def sub(self, key: str, *, required: bool) -> _Reader:
+        table = self.take(key, dict, None if required else {})
+        return _Reader(self.source, table, f"{self.prefix}{key}.")
+
+    def done(self) -> None:
+        if self.table:
+            raise self.error(sorted(self.table)[0], "unknown key")
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return text
+
+
+def _name(text: str) -> str:
+    try:
+        SpiffeId(Jurisdiction.CN, Role.NODE, text)
+    except IdentityError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and check a node config.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, has an unknown or missing key, a value of
+            the wrong type, or names a file that does not exist. One line, naming the key.
+    """
+    source = Path(path).resolve()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config {source}: file does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {source}: not valid TOML: {exc}") from None
+    top = _Reader(source, raw)
+    jurisdiction = top.parsed("jurisdiction", Jurisdiction.parse)
+    name = top.parsed("name", _name, "gateway")
+    listen = top.parsed("listen", _address)
+    data_dir = (source.parent / top.take("data_dir", str)).resolve()
+
+    tls = top.sub("tls", required=True)
+    tls_certificate, tls_key, bundle = (
+        tls.file("certificate"),
+        tls.file("key"),
+        tls.file("trust_bundle"),
+    )
+    crl_names = tls.take("crls", list, [])
+    crls: list[Path] = []
+    for i, item in enumerate(crl_names):
+        if not isinstance(item, str):
+            raise tls.error(f"crls[{i}]", "must be a string path")
+        crls.append((source.parent / item).resolve())
+    tls.done()
+
+    signing = top.sub("signing", required=True)
+    signing_certificate, signing_key = signing.file("certificate"), signing.file("key")
+    signing.done()
+
+    peers: list[PeerConfig] = []
+    for i, item in enumerate(top.take("peers", list, [])):
+        if not isinstance(item, dict):
+            raise top.error(f"peers[{i}]", "must be a table ([[peers]])")
+        peer = _Reader(source, item, f"peers[{i}].")
+        peer_jurisdiction = peer.parsed("jurisdiction", Jurisdiction.parse)
+        if peer_jurisdiction is jurisdiction:
+            raise peer.error(
+                "jurisdiction", f"a node does not peer with its own jurisdiction {jurisdiction}"
+            )
+        if any(p.jurisdiction is peer_jurisdiction for p in peers):
+            raise peer.error("jurisdiction", f"{peer_jurisdiction} is listed twice")
+        peers.append(
+            PeerConfig(
+                peer_jurisdiction,
+                peer.parsed("address", _address),
+                peer.parsed("name", _name, "gateway"),
+            )
+        )
+        peer.done()
+
+    srv = top.sub("server", required=False)
+    defaults = ServerSettings()
+    settings = ServerSettings(
+        grace_seconds=srv.take("grace_seconds", float, defaults.grace_seconds),
+        max_workers=srv.take("max_workers", int, defaults.max_workers),
+        expiry_warning_days=srv.take("expiry_warning_days", int, defaults.expiry_warning_days),
+        checkpoint_interval_seconds=srv.take(
+            "checkpoint_interval_seconds", float, defaults.checkpoint_interval_seconds
+        ),
+    )
+    if settings.max_workers < 1:
+        raise srv.error("max_workers", "must be at least 1")
+    if settings.grace_seconds < 0:
+        raise srv.error("grace_seconds", "must not be negative")
+    srv.done()
+    top.done()
+    return NodeConfig(
+        source=source,
+        jurisdiction=jurisdiction,
+        name=name,
+        listen=listen,
+        data_dir=data_dir,
+        tls_certificate=tls_certificate,
+        tls_key=tls_key,
+        trust_bundle=bundle,
+        signing_certificate=signing_certificate,
+        signing_key=signing_key,
+        crls=tuple(crls),
+        peers=tuple(peers),
+        server=settings,
+    )

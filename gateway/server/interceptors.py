@@ -1,0 +1,205 @@
+"""The two interceptors every call passes: error mapping (outermost), then access control.
+
+- :class:`ErrorInterceptor` is the one place where domain errors become gRPC statuses: a
+  :class:`~gateway.errors.GatewayError` becomes its ``status`` with a ``google.rpc.Status``
+  (``BadRequest`` listing every bad field for ``INVALID_ARGUMENT``, ``ErrorInfo`` otherwise);
+  anything else becomes a plain ``INTERNAL`` with an incident id that points to the log. No
+  exception text, class name or stack trace ever reaches a caller of another jurisdiction.
+- :class:`AccessInterceptor` authenticates the caller's leaf certificate and authorizes the
+  method (deny by default), then hands the caller to the servicer through :func:`current_caller`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.errors import GatewayError, InvalidArgumentError, UnauthenticatedError
+from gateway.pki.access import Authenticator, Principal, authorize
+from gateway.pki.identity import Jurisdiction
+
+__all__ = ["AccessInterceptor", "ErrorInterceptor", "current_caller", "to_rpc_status"]
+
+log = logging.getLogger("gateway.server")
+
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
+
+ERROR_DOMAIN = "customs-exchange"
+
+Behavior = Callable[..., Any]
+Wrapper = Callable[[Behavior, bool, str], Behavior]
+
+
+def current_caller() -> Principal:
+    """The authenticated caller of the RPC being served (set by :class:`AccessInterceptor`)."""
+    caller = _CALLER.get()
+    if caller is None:
+        raise UnauthenticatedError("no authenticated caller for this call")
+    return caller
+
+
+def to_rpc_status(exc: GatewayError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` a caller receives for ``exc``, with its details."""
+    code = getattr(code_pb2, exc.status, code_pb2.INTERNAL)
+    detail = any_pb2.Any()
+    if isinstance(exc, InvalidArgumentError) and exc.violations:
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    else:
+        detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=code, message=str(exc), details=[detail])
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
+    if isinstance(exc, GatewayError):
+        status = to_rpc_status(exc)
+    elif isinstance(exc, NotImplementedError):
+        status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented")
+    else:
+        incident = uuid.uuid4().hex[:12]
+        log.error("internal error in %s (incident %s)", method, incident, exc_info=exc)
+        status = status_pb2.Status(
+            code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
+        )
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, wrap: Wrapper
+) -> Any:
+    """Rebuild ``handler`` with its behavior wrapped by ``wrap(behavior, streaming, method)``."""
+    if handler is None:
+        return None
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, True, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, False, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True, method),  # type: ignore[arg-type]
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps every exception leaving a servicer to a gRPC status (see module docstring)."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        return _wrap_handler(
+            continuation(handler_call_details), handler_call_details.method, self._wrap
+        )
+
+    @staticmethod
+    def _wrap(behavior: Behavior, streaming: bool, method: str) -> Behavior:
+        if streaming:
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behavior(request, context)
+                except Exception as exc:
+                    _abort(context, method, exc)
+
+            return stream
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behavior(request, context)
+            except Exception as exc:
+                _abort(context, method, exc)
+                raise  # unreachable: abort raises
+
+        return unary
+
+
+def _peer_leaf(context: grpc.ServicerContext) -> bytes:
+    certs = context.auth_context().get("x509_pem_cert")
+    if not certs or not isinstance(certs, list):
+        raise UnauthenticatedError("no client certificate was presented")
+    return certs[0]
+
+
+class AccessInterceptor(grpc.ServerInterceptor):
+    """Authenticates and authorizes every call; refusals are logged with the rule."""
+
+    def __init__(self, authenticator: Authenticator, jurisdiction: Jurisdiction) -> None:
+        self._authenticator = authenticator
+        self._jurisdiction = jurisdiction
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        return _wrap_handler(
+            continuation(handler_call_details), handler_call_details.method, self._wrap
+        )
+
+    def _admit(self, context: grpc.ServicerContext, method: str) -> Principal:
+        try:
+            principal = self._authenticator.authenticate(_peer_leaf(context))
+            authorize(method, principal, self._jurisdiction)
+        except GatewayError as exc:
+            log.warning(
+                "refused %s from %s: %s",
+                method,
+                context.peer(),
+                exc,
+                extra={"event": "refused", "method": method, "status": exc.status},
+            )
+            raise
+        return principal
+
+    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
+        if streaming:
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                token = _CALLER.set(self._admit(context, method))
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    _CALLER.reset(token)
+
+            return stream
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            token = _CALLER.set(self._admit(context, method))
+            try:
+                return behavior(request, context)
+            finally:
+                _CALLER.reset(token)
+
+        return unary

@@ -1,0 +1,170 @@
+"""Mutual TLS for servers and clients; nothing here ever builds a plaintext channel or port.
+
+Server credentials are dynamic: grpcio asks :meth:`ServerTls.fetch` at each new handshake, and a
+renewed certificate, a new trust bundle or new CRLs on disk are picked up without a restart.
+Connections that are already open keep the credentials they were made with.
+
+Clients dial a node by address and check its certificate against the DNS name derived from the
+peer's identity (``gateway.cn.customs-exchange``): roots constrain DNS names to their own trust
+domain, so only a certificate of the expected jurisdiction can pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+
+from gateway.errors import InvalidArgumentError, NotFoundError
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.identity import SpiffeId
+
+__all__ = ["ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
+
+log = logging.getLogger(__name__)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} file {path} does not exist") from None
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return -1
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """What a handshake needs, as loaded at one moment: chain, key, bundle and CRLs."""
+
+    certificate_chain: bytes
+    private_key: bytes
+    bundle: TrustBundle
+    crls: tuple[x509.CertificateRevocationList, ...]
+
+
+class ServerTls:
+    """Server-side TLS material that follows its files on disk.
+
+    ``on_change`` is called with the new material whenever a file changed, before the next
+    handshake uses it (the node updates its authenticator's bundle and CRLs there).
+    """
+
+    def __init__(
+        self,
+        certificate: Path,
+        key: Path,
+        trust_bundle: Path,
+        crls: Sequence[Path] = (),
+        *,
+        on_change: Callable[[TlsMaterial], None] | None = None,
+    ) -> None:
+        self._paths = (certificate, key, trust_bundle, *crls)
+        self._crl_paths = tuple(crls)
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._stamp = self._stamps()
+        self.material = self._load()
+
+    def _stamps(self) -> tuple[int, ...]:
+        return tuple(_mtime(p) for p in self._paths)
+
+    def _load(self) -> TlsMaterial:
+        certificate, key, bundle_path = self._paths[:3]
+        bundle = TrustBundle.from_json(_read(bundle_path, "trust bundle"))
+        crls = []
+        for path in self._crl_paths:
+            if not path.exists():  # a CRL may be published after the node starts
+                continue
+            data = _read(path, "CRL")
+            try:
+                crl = (
+                    x509.load_pem_x509_crl(data)
+                    if data.lstrip().startswith(b"-----")
+                    else x509.load_der_x509_crl(data)
+                )
+            except ValueError as exc:
+                raise InvalidArgumentError(f"CRL file {path} is not a valid CRL") from exc
+            crls.append(crl)
+        return TlsMaterial(
+            _read(certificate, "certificate"), _read(key, "private key"), bundle, tuple(crls)
+        )
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        m = self.material
+        return grpc.ssl_server_certificate_configuration(
+            [(m.private_key, m.certificate_chain)], root_certificates=m.bundle.pem()
+        )
+
+    def refresh(self) -> bool:
+        """Reload the files if any changed; True when new material was loaded."""
+        with self._lock:
+            stamp = self._stamps()
+            if stamp == self._stamp:
+                return False
+            try:
+                material = self._load()
+            except (InvalidArgumentError, NotFoundError) as exc:
+                # Keep serving with what we have: a half-copied file must not take the node down.
+                log.warning("TLS material not reloaded: %s", exc)
+                return False
+            self._stamp, self.material = stamp, material
+        log.info("TLS material reloaded (certificate, trust bundle or CRLs changed)")
+        if self._on_change is not None:
+            self._on_change(material)
+        return True
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpcio's per-handshake callback: new configuration if the files changed, else None."""
+        return self._configuration() if self.refresh() else None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Dynamic server credentials requiring and verifying a client certificate."""
+        # grpcio accepts None from the callback ("no change"); its stubs say otherwise.
+        fetch: Callable[[], grpc.ServerCertificateConfiguration] = self.fetch  # type: ignore[assignment]
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(), fetch, require_client_authentication=True
+        )
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A client's certificate chain, key and trust roots (PEM bytes)."""
+
+    certificate_chain: bytes
+    private_key: bytes
+    root_certificates: bytes
+
+    @classmethod
+    def from_files(cls, certificate: Path, key: Path, trust_bundle: Path) -> ClientIdentity:
+        """Load a client identity; the bundle is the JSON trust bundle."""
+        bundle = TrustBundle.from_json(_read(trust_bundle, "trust bundle"))
+        return cls(_read(certificate, "certificate"), _read(key, "private key"), bundle.pem())
+
+
+def secure_channel(
+    address: str,
+    identity: ClientIdentity,
+    server: SpiffeId,
+    *,
+    options: Sequence[tuple[str, str | int]] = (),
+) -> grpc.Channel:
+    """A mutual-TLS channel to ``address`` that accepts only ``server``'s DNS name."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=identity.root_certificates,
+        private_key=identity.private_key,
+        certificate_chain=identity.certificate_chain,
+    )
+    opts = [("grpc.ssl_target_name_override", server.dns_name), *options]
+    return grpc.secure_channel(address, credentials, options=opts)

@@ -1,0 +1,176 @@
+"""Test support: a complete three-jurisdiction PKI on disk, node configs, and client channels.
+
+Everything is made by the project's own PKI code; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from gateway.pki import (
+    CertificateAuthority,
+    IssuedCertificate,
+    Jurisdiction,
+    Role,
+    SpiffeId,
+    create_root_ca,
+    issue_leaf,
+    issue_signing_certificate,
+)
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
+from gateway.server import Node, load_config
+from gateway.transport import ClientIdentity, secure_channel
+
+ALL = (Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO)
+
+
+@dataclass
+class Credential:
+    """A certificate and key on disk."""
+
+    identity: SpiffeId
+    certificate: Path
+    key: Path
+    issued: IssuedCertificate
+
+
+@dataclass
+class World:
+    """Three root CAs, the trust bundle, and per jurisdiction a node, a partner and an auditor."""
+
+    root: Path
+    cas: dict[Jurisdiction, CertificateAuthority]
+    bundle: Path
+    creds: dict[tuple[Jurisdiction, Role, str], Credential] = field(default_factory=dict)
+
+    def issue(
+        self,
+        jurisdiction: Jurisdiction,
+        role: Role,
+        name: str,
+        *,
+        now: dt.datetime | None = None,
+        lifetime: dt.timedelta = dt.timedelta(days=30),
+        signing: bool = False,
+        server_only: bool = False,
+        ca: CertificateAuthority | None = None,
+        tag: str = "",
+    ) -> Credential:
+        """Issue and write a credential (``signing`` for the Ed25519 signing certificate)."""
+        identity = SpiffeId(jurisdiction, role, name)
+        ca = ca or self.cas[jurisdiction]
+        if signing:
+            issued = issue_signing_certificate(ca, identity, now=now, lifetime=lifetime)
+        else:
+            issued = issue_leaf(ca, identity, now=now, lifetime=lifetime, server_only=server_only)
+        stem = f"{role.value}-{name}{'-signing' if signing else ''}{tag}"
+        directory = self.root / jurisdiction.value.lower()
+        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+        write_public_file(cert_path, certificate_pem(issued.certificate))
+        assert issued.private_key is not None
+        write_private_key(key_path, issued.private_key, overwrite=True)
+        cred = Credential(identity, cert_path, key_path, issued)
+        if not tag:
+            self.creds[
+                (jurisdiction, role, name)
+                if not signing
+                else (jurisdiction, role, name + "#signing")
+            ] = cred
+        return cred
+
+    def cred(self, jurisdiction: Jurisdiction, role: Role, name: str | None = None) -> Credential:
+        """A set-up credential: node ``gateway``, partner ``risk`` or auditor ``audit``."""
+        default = {Role.NODE: "gateway", Role.PARTNER: "risk", Role.AUDITOR: "audit"}[role]
+        return self.creds[(jurisdiction, role, name or default)]
+
+    def signing(self, jurisdiction: Jurisdiction) -> Credential:
+        """The node's Ed25519 signing credential."""
+        return self.creds[(jurisdiction, Role.NODE, "gateway#signing")]
+
+    def client_identity(self, cred: Credential) -> ClientIdentity:
+        """A client identity for ``cred`` trusting this world's bundle."""
+        return ClientIdentity.from_files(cred.certificate, cred.key, self.bundle)
+
+    def write_config(
+        self,
+        jurisdiction: Jurisdiction,
+        data_dir: Path,
+        *,
+        peers: dict[Jurisdiction, int] | None = None,
+        listen: str = "127.0.0.1:0",
+        crls: Sequence[Path] = (),
+        extra: str = "",
+    ) -> Path:
+        """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path."""
+        node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
+        lines = [
+            f'jurisdiction = "{jurisdiction.value}"',
+            'name = "gateway"',
+            f'listen = "{listen}"',
+            f'data_dir = "{data_dir}"',
+            "",
+            "[tls]",
+            f'certificate = "{node.certificate}"',
+            f'key = "{node.key}"',
+            f'trust_bundle = "{self.bundle}"',
+            f"crls = [{', '.join(repr(str(c)) for c in crls)}]",
+            "",
+            "[signing]",
+            f'certificate = "{signing.certificate}"',
+            f'key = "{signing.key}"',
+            "",
+            "[server]",
+            "grace_seconds = 1.0",
+            "max_workers = 16",
+            "",
+        ]
+        for peer, port in (peers or {}).items():
+            lines += [
+                "[[peers]]",
+                f'jurisdiction = "{peer.value}"',
+                f'address = "127.0.0.1:{port}"',
+                "",
+            ]
+        path = data_dir.parent / f"{jurisdiction.value.lower()}-node.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + extra)
+        return path
+
+
+def make_world(root: Path) -> World:
+    """Create the three roots, the bundle, and the default credentials under ``root``."""
+    cas = {j: create_root_ca(j) for j in ALL}
+    bundle = root / "bundle.json"
+    write_public_file(
+        bundle, TrustBundle(tuple((j, ca.certificate) for j, ca in cas.items())).to_json().encode()
+    )
+    world = World(root, cas, bundle)
+    for j in ALL:
+        world.issue(j, Role.NODE, "gateway")
+        world.issue(j, Role.NODE, "gateway", signing=True)
+        world.issue(j, Role.PARTNER, "risk")
+        world.issue(j, Role.AUDITOR, "audit")
+    return world
+
+
+@contextmanager
+def running_node(config: Path) -> Iterator[Node]:
+    """A started node for ``config``, stopped on exit."""
+    node = Node(load_config(config))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop(grace=0.5)
+
+
+def channel_to(world: World, node: Node, cred: Credential) -> grpc.Channel:
+    """A mutual-TLS channel from ``cred`` to ``node``."""
+    return secure_channel(node.address, world.client_identity(cred), node.config.identity)
