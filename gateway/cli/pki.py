@@ -275,7 +275,8 @@ def _issue(args: argparse.Namespace) -> int:
     identity = SpiffeId(directory.jurisdiction, args.role, args.name)
     if args.signing and identity.role is not Role.NODE:
         raise CliError(f"only nodes have signing certificates, not {identity.uri}")
-    cert_path, key_path = _out_paths(args.out_dir, args.name, args.signing)
+    stem = args.file_stem or args.name
+    cert_path, key_path = _out_paths(args.out_dir, stem, args.signing)
     _check_key_free(key_path, args.force)
     ca = directory.authority(_passphrase(args))
     issued = directory.issue(
@@ -298,7 +299,7 @@ def _renew(args: argparse.Namespace) -> int:
     directory = CaDirectory.open(args.ca_dir)
     entry = directory.find(parse_serial(args.serial))
     signing = entry.kind == "signing"
-    name = SpiffeId.parse(entry.identity).name
+    name = args.file_stem or SpiffeId.parse(entry.identity).name
     cert_path, key_path = _out_paths(args.out_dir, name, signing)
     public = None
     if args.key is not None:
@@ -596,6 +597,9 @@ def register(subparsers: Any) -> None:
         help="issue the node's Ed25519 signing certificate instead of a TLS certificate",
     )
     p.add_argument("--out-dir", required=True, type=Path, help="where NAME.pem and NAME.key go")
+    p.add_argument(
+        "--file-stem", metavar="STEM", help="name the files STEM.pem/STEM.key instead of NAME"
+    )
     p.add_argument("--days", type=_days, default=30, help="lifetime in days (default 30)")
     p.add_argument("--dns", action="append", default=[], help="extra DNS name (repeatable)")
     p.add_argument("--ip", action="append", default=[], help="IP address SAN (repeatable)")
@@ -613,6 +617,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ca-dir", required=True, type=Path, help="the CA directory")
     p.add_argument("--serial", required=True, help="serial (hex) as shown by 'pki list'")
     p.add_argument("--out-dir", required=True, type=Path, help="where NAME.pem (and .key) go")
+    p.add_argument(
+        "--file-stem", metavar="STEM", help="name the files STEM.pem/STEM.key instead of NAME"
+    )
     p.add_argument("--key", type=Path, help="keep this existing private key instead of a new one")
     p.add_argument("--days", type=_days, default=30, help="lifetime in days (default 30)")
     p.add_argument("--force", action="store_true", help="overwrite an existing private key")
