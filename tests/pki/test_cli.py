@@ -642,3 +642,9 @@ def test_every_command_has_help_with_an_example(run, command):
     code, out, _ = run("pki", *command, "--help")
     assert code == 0
     assert "example:\n  customs-gateway pki " in out
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c], ids=lambda c: "-".join(c))
+def test_every_command_has_a_place_in_the_operator_guide(command):
+    guide = (Path(__file__).parents[2] / "docs" / "operations-pki.md").read_text()
+    assert f"customs-gateway pki {' '.join(command)}" in guide
