@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
 __all__ = [
     "AlreadyExistsError",
     "FailedPreconditionError",
@@ -22,7 +25,10 @@ __all__ = [
     "PermissionDeniedError",
     "UnauthenticatedError",
     "UnavailableError",
+    "to_status",
 ]
+
+ERROR_DOMAIN = "customs-exchange"
 
 
 @dataclass(frozen=True)
@@ -90,3 +96,27 @@ class UnavailableError(GatewayError):
     """The node cannot serve now (shutting down, storage unavailable); retrying may succeed."""
 
     status = "UNAVAILABLE"
+
+
+def to_status(exc: GatewayError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` a caller receives for ``exc``, with its details.
+
+    ``INVALID_ARGUMENT`` carries a ``BadRequest`` listing every bad field; everything else an
+    ``ErrorInfo`` naming the error class.
+    """
+    code = getattr(code_pb2, exc.status, code_pb2.INTERNAL)
+    detail = any_pb2.Any()
+    if isinstance(exc, InvalidArgumentError) and exc.violations:
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    else:
+        detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=code, message=str(exc), details=[detail])

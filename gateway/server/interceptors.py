@@ -18,21 +18,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.errors import GatewayError, InvalidArgumentError, UnauthenticatedError
+from gateway.errors import GatewayError, UnauthenticatedError, to_status
 from gateway.pki.access import Authenticator, Principal, authorize
 from gateway.pki.identity import Jurisdiction
 
-__all__ = ["AccessInterceptor", "ErrorInterceptor", "current_caller", "to_rpc_status"]
+__all__ = ["AccessInterceptor", "ErrorInterceptor", "current_caller"]
 
 log = logging.getLogger("gateway.server")
 
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
-
-ERROR_DOMAIN = "customs-exchange"
 
 Behavior = Callable[..., Any]
 Wrapper = Callable[[Behavior, bool, str], Behavior]
@@ -46,29 +43,9 @@ def current_caller() -> Principal:
     return caller
 
 
-def to_rpc_status(exc: GatewayError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` a caller receives for ``exc``, with its details."""
-    code = getattr(code_pb2, exc.status, code_pb2.INTERNAL)
-    detail = any_pb2.Any()
-    if isinstance(exc, InvalidArgumentError) and exc.violations:
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in exc.violations
-                ]
-            )
-        )
-    else:
-        detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN))
-    return status_pb2.Status(code=code, message=str(exc), details=[detail])
-
-
 def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
     if isinstance(exc, GatewayError):
-        status = to_rpc_status(exc)
+        status = to_status(exc)
     elif isinstance(exc, NotImplementedError):
         status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented")
     else:

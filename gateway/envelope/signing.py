@@ -1,0 +1,289 @@
+"""Sealing and opening envelopes and receipts (pure; see docs/envelopes.md).
+
+What is signed is exactly what is carried. The origin serializes the header and the payload once;
+the signature covers a domain-separated, length-prefixed encoding of those bytes::
+
+    PAE = context || 0x0A || u64be(len(header)) || header || u64be(len(payload)) || payload
+
+with ``context`` = ``customs-gateway/envelope/v1``; a receipt is signed the same way with
+``customs-gateway/receipt/v1`` and a single part, its body. The message digest is
+``SHA-256(PAE)``: it binds header and payload, and is what ledgers record. A verifier checks the
+signature over the bytes it received, then parses them; it never re-serializes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.message import DecodeError, Message
+
+from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2
+from gateway.envelope.errors import (
+    BadSignatureError,
+    MalformedEnvelopeError,
+    UntrustedSignerError,
+)
+from gateway.pki.bundle import TrustBundle, fingerprint
+from gateway.pki.chain import CertificateCheckError, verify_leaf
+from gateway.pki.identity import Jurisdiction, Role, SpiffeId
+
+__all__ = [
+    "ENVELOPE_CONTEXT",
+    "PAYLOAD_TYPES",
+    "RECEIPT_CONTEXT",
+    "OpenedEnvelope",
+    "OpenedReceipt",
+    "Signer",
+    "envelope_digest",
+    "jurisdiction_of",
+    "open_envelope",
+    "open_receipt",
+    "pae",
+    "proto_jurisdiction",
+    "seal",
+    "sign_receipt",
+]
+
+ENVELOPE_CONTEXT = b"customs-gateway/envelope/v1"
+RECEIPT_CONTEXT = b"customs-gateway/receipt/v1"
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+MessageKind = common_pb2.MessageKind
+PAYLOAD_TYPES: dict[int, type[Message]] = {
+    common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY: domain_pb2.WatchlistEntry,
+    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION: domain_pb2.WatchlistRevocation,
+    common_pb2.MESSAGE_KIND_SEIZURE_NOTICE: domain_pb2.SeizureNotice,
+    common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL: domain_pb2.SeizureWithdrawal,
+}
+
+_PROTO_OF: dict[Jurisdiction, common_pb2.Jurisdiction] = {
+    Jurisdiction.CN: common_pb2.JURISDICTION_CN,
+    Jurisdiction.HK: common_pb2.JURISDICTION_HK,
+    Jurisdiction.MO: common_pb2.JURISDICTION_MO,
+}
+_JURISDICTION_OF: dict[int, Jurisdiction] = {int(v): k for k, v in _PROTO_OF.items()}
+
+
+def pae(context: bytes, *parts: bytes) -> bytes:
+    """Pre-authentication encoding: ``context || 0x0A`` then each part as u64be length + bytes."""
+    out = [context, b"\n"]
+    for part in parts:
+        out += [struct.pack(">Q", len(part)), part]
+    return b"".join(out)
+
+
+def envelope_digest(envelope: envelope_pb2.Envelope) -> bytes:
+    """SHA-256 of the envelope's signed bytes (32 bytes): the message digest ledgers record."""
+    return hashlib.sha256(pae(ENVELOPE_CONTEXT, envelope.header, envelope.payload)).digest()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A node's Ed25519 signing key with its certificate."""
+
+    identity: SpiffeId
+    private_key: ed25519.Ed25519PrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def key_id(self) -> str:
+        """Lower-case hex SHA-256 of the signing certificate's DER."""
+        return fingerprint(self.certificate)
+
+    @property
+    def certificate_der(self) -> bytes:
+        """The signing certificate, DER."""
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    def sign(self, data: bytes) -> bytes:
+        """Ed25519 signature of ``data``."""
+        return self.private_key.sign(data)
+
+
+def seal(
+    header: envelope_pb2.EnvelopeHeader, payload: bytes, signer: Signer
+) -> envelope_pb2.Envelope:
+    """Serialize ``header`` once and sign it with ``payload``; return the envelope to carry."""
+    header_bytes = header.SerializeToString()
+    return envelope_pb2.Envelope(
+        header=header_bytes,
+        payload=payload,
+        key_id=signer.key_id,
+        signature=signer.sign(pae(ENVELOPE_CONTEXT, header_bytes, payload)),
+        signer_certificate=signer.certificate_der,
+    )
+
+
+def sign_receipt(body: envelope_pb2.ReceiptBody, signer: Signer) -> envelope_pb2.SignedReceipt:
+    """Serialize and sign a receipt body."""
+    body_bytes = body.SerializeToString()
+    return envelope_pb2.SignedReceipt(
+        body=body_bytes,
+        key_id=signer.key_id,
+        signature=signer.sign(pae(RECEIPT_CONTEXT, body_bytes)),
+        signer_certificate=signer.certificate_der,
+    )
+
+
+def _parse(cls: type[Message], data: bytes, what: str) -> Message:
+    message = cls()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedEnvelopeError(f"{what} is not a valid {cls.DESCRIPTOR.name}") from exc
+    return message
+
+
+def _signer(
+    der: bytes,
+    key_id: str,
+    bundle: TrustBundle,
+    crls: Sequence[x509.CertificateRevocationList],
+    at: dt.datetime,
+    what: str,
+) -> tuple[SpiffeId, ed25519.Ed25519PublicKey]:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise UntrustedSignerError(f"{what} signer certificate is not valid DER") from exc
+    if fingerprint(cert) != key_id:
+        raise UntrustedSignerError(
+            f"{what} key id {key_id[:16]} does not name its certificate {fingerprint(cert)[:16]}"
+        )
+    try:
+        identity = verify_leaf(cert, bundle, crls, at=at, usage="signing")
+    except CertificateCheckError as exc:
+        raise UntrustedSignerError(f"{what} signer: {exc}") from exc
+    if identity.role is not Role.NODE:
+        raise UntrustedSignerError(f"{what} signer {identity.uri} is not a node")
+    public = cert.public_key()
+    if not isinstance(public, ed25519.Ed25519PublicKey):
+        raise UntrustedSignerError(f"{what} signer {identity.uri} has no Ed25519 key")
+    return identity, public
+
+
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    """A verified envelope: who signed it, its parsed header and payload, and its digest."""
+
+    envelope: envelope_pb2.Envelope
+    header: envelope_pb2.EnvelopeHeader
+    payload: Message
+    signer: SpiffeId
+    digest: bytes
+
+    @property
+    def origin(self) -> Jurisdiction:
+        """The origin jurisdiction (checked against the signer's)."""
+        return self.signer.jurisdiction
+
+
+def jurisdiction_of(value: int) -> Jurisdiction | None:
+    """The :class:`Jurisdiction` of a proto enum value, or None for an unknown value."""
+    return _JURISDICTION_OF.get(int(value))
+
+
+def proto_jurisdiction(jurisdiction: Jurisdiction) -> common_pb2.Jurisdiction:
+    """The proto enum value of ``jurisdiction``."""
+    return _PROTO_OF[jurisdiction]
+
+
+def open_envelope(
+    envelope: envelope_pb2.Envelope,
+    bundle: TrustBundle,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    *,
+    now: dt.datetime,
+) -> OpenedEnvelope:
+    """Verify and parse an envelope, in this order:
+
+    1. the header parses and names a known kind, origin and creation time not in the future;
+    2. the signer certificate is the one ``key_id`` names, chains to a root of its own
+       jurisdiction, was valid at ``created_at``, is for document signing, is not revoked,
+       and belongs to a node;
+    3. the Ed25519 signature verifies over the PAE of the carried header and payload bytes;
+    4. the header's origin and origin node are the signer's;
+    5. the payload parses as the type the kind fixes.
+
+    Raises:
+        MalformedEnvelopeError, UntrustedSignerError, BadSignatureError: naming the step.
+    """
+    # (1) header
+    header = _parse(envelope_pb2.EnvelopeHeader, envelope.header, "header")
+    assert isinstance(header, envelope_pb2.EnvelopeHeader)
+    payload_type = PAYLOAD_TYPES.get(header.kind)
+    if payload_type is None:
+        raise MalformedEnvelopeError(f"header.kind {header.kind} is not a known message kind")
+    if not header.HasField("created_at"):
+        raise MalformedEnvelopeError("header.created_at is missing")
+    created = header.created_at.ToDatetime(dt.UTC)
+    if created > now + CLOCK_SKEW:
+        raise MalformedEnvelopeError(f"header.created_at {created.isoformat()} is in the future")
+    # (2) signer
+    what = f"message {header.message_id}"
+    signer, public = _signer(
+        envelope.signer_certificate, envelope.key_id, bundle, crls, created, what
+    )
+    # (3) signature over exactly the carried bytes
+    try:
+        public.verify(envelope.signature, pae(ENVELOPE_CONTEXT, envelope.header, envelope.payload))
+    except InvalidSignature:
+        raise BadSignatureError(f"{what}: signature does not verify for {signer.uri}") from None
+    # (4) origin is the signer
+    origin = jurisdiction_of(header.origin)
+    if origin is not signer.jurisdiction or header.origin_node != signer.uri:
+        raise UntrustedSignerError(
+            f"{what}: header claims origin {common_pb2.Jurisdiction.Name(header.origin)} "
+            f"{header.origin_node!r} but is signed by {signer.uri}"
+        )
+    # (5) payload
+    payload = _parse(payload_type, envelope.payload, "payload")
+    return OpenedEnvelope(envelope, header, payload, signer, envelope_digest(envelope))
+
+
+@dataclass(frozen=True)
+class OpenedReceipt:
+    """A verified receipt and the node that signed it."""
+
+    body: envelope_pb2.ReceiptBody
+    signer: SpiffeId
+    digest: bytes
+
+
+def open_receipt(
+    receipt: envelope_pb2.SignedReceipt,
+    bundle: TrustBundle,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    *,
+    now: dt.datetime,
+) -> OpenedReceipt:
+    """Verify a receipt's signer (as for envelopes) and signature, then parse its body.
+
+    The caller checks that the body names the message id, digest and recipient it expects.
+    """
+    what = "receipt"
+    signer, public = _signer(receipt.signer_certificate, receipt.key_id, bundle, crls, now, what)
+    try:
+        public.verify(receipt.signature, pae(RECEIPT_CONTEXT, receipt.body))
+    except InvalidSignature:
+        raise BadSignatureError(f"receipt signature does not verify for {signer.uri}") from None
+    body = _parse(envelope_pb2.ReceiptBody, receipt.body, "receipt body")
+    assert isinstance(body, envelope_pb2.ReceiptBody)
+    if (
+        jurisdiction_of(body.recipient) is not signer.jurisdiction
+        or body.recipient_node != signer.uri
+    ):
+        raise UntrustedSignerError(
+            f"receipt for {body.message_id} names recipient {body.recipient_node!r} "
+            f"but is signed by {signer.uri}"
+        )
+    digest = hashlib.sha256(pae(RECEIPT_CONTEXT, receipt.body)).digest()
+    return OpenedReceipt(body, signer, digest)

@@ -1,0 +1,332 @@
+"""The exchange's own tables, in the ledger's SQLite file so they commit with its entries.
+
+Every write here runs inside a ledger transaction (``Ledger.append(..., within=...)`` or
+``Ledger.write``): a message row, its outbox rows and its ``sent`` entry are durable together or
+not at all. Reads use the ledger's per-thread read connections.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+__all__ = [
+    "DELIVERED",
+    "FAILING",
+    "QUEUED",
+    "REFUSED",
+    "Ack",
+    "InboundRow",
+    "MessageRow",
+    "OutboxRow",
+    "create_schema",
+]
+
+# Outbox states; the numbers are the proto DeliveryState values.
+QUEUED, DELIVERED, FAILING, REFUSED = 1, 2, 3, 4
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchange_messages (
+    message_id      TEXT PRIMARY KEY,
+    direction       TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+    origin          TEXT NOT NULL,
+    kind            INTEGER NOT NULL,
+    subject         TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    digest          BLOB NOT NULL,
+    request_digest  BLOB,
+    envelope        BLOB,
+    ledger_index    INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    retain_until_ms INTEGER,
+    erased_ms       INTEGER,
+    receipt         BLOB
+);
+CREATE TABLE IF NOT EXISTS exchange_versions (
+    origin  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    final   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (origin, subject)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exchange_outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id      TEXT NOT NULL REFERENCES exchange_messages(message_id),
+    recipient       TEXT NOT NULL,
+    state           INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT NOT NULL DEFAULT '',
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    receipt         BLOB,
+    receipt_index   INTEGER,
+    UNIQUE (message_id, recipient)
+);
+CREATE INDEX IF NOT EXISTS exchange_outbox_pending
+    ON exchange_outbox(recipient, state, seq);
+CREATE TABLE IF NOT EXISTS exchange_inbound (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE REFERENCES exchange_messages(message_id),
+    kind       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exchange_acks (
+    message_id   TEXT NOT NULL REFERENCES exchange_messages(message_id),
+    partner      TEXT NOT NULL,
+    ledger_index INTEGER NOT NULL,
+    PRIMARY KEY (message_id, partner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exchange_witness (
+    origin TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL,
+    root   BLOB NOT NULL,
+    note   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exchange_witnessed_by (
+    witness TEXT PRIMARY KEY,
+    size    INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the exchange tables (idempotent); run by ``Ledger.open(schema=...)``."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """A message this node sent or received."""
+
+    message_id: str
+    direction: str
+    origin: str
+    kind: int
+    subject: str
+    version: int
+    digest: bytes
+    request_digest: bytes | None
+    envelope: bytes | None
+    ledger_index: int
+    created_ms: int
+    receipt: bytes | None
+
+    _COLUMNS = (
+        "message_id, direction, origin, kind, subject, version, digest, request_digest, "
+        "envelope, ledger_index, created_ms, receipt"
+    )
+
+    @classmethod
+    def get(cls, conn: sqlite3.Connection, message_id: str) -> MessageRow | None:
+        """The row of ``message_id``, or None."""
+        row = conn.execute(
+            f"SELECT {cls._COLUMNS} FROM exchange_messages WHERE message_id = ?",  # noqa: S608
+            (message_id,),
+        ).fetchone()
+        return cls(*row) if row else None
+
+    def insert(self, conn: sqlite3.Connection, retain_until_ms: int | None) -> None:
+        """Insert this row (raises sqlite3.IntegrityError if the id exists)."""
+        conn.execute(
+            "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
+            "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
+            "retain_until_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                self.message_id,
+                self.direction,
+                self.origin,
+                self.kind,
+                self.subject,
+                self.version,
+                self.digest,
+                self.request_digest,
+                self.envelope,
+                self.ledger_index,
+                self.created_ms,
+                self.receipt,
+                retain_until_ms,
+            ),
+        )
+
+
+def last_version(conn: sqlite3.Connection, origin: str, subject: str) -> tuple[int, bool] | None:
+    """(last version, final) recorded for ``subject`` of ``origin``, or None if never seen."""
+    row = conn.execute(
+        "SELECT version, final FROM exchange_versions WHERE origin = ? AND subject = ?",
+        (origin, subject),
+    ).fetchone()
+    return (int(row[0]), bool(row[1])) if row else None
+
+
+def record_version(
+    conn: sqlite3.Connection, origin: str, subject: str, version: int, final: bool
+) -> None:
+    """Remember the highest version of ``subject`` (never lowers it)."""
+    conn.execute(
+        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
+        "ON CONFLICT (origin, subject) DO UPDATE SET "
+        "final = CASE WHEN excluded.version > version THEN excluded.final ELSE final END, "
+        "version = max(version, excluded.version)",
+        (origin, subject, version, int(final)),
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One (message, recipient) delivery."""
+
+    seq: int
+    message_id: str
+    recipient: str
+    state: int
+    attempts: int
+    last_error: str
+    next_attempt_ms: int
+    receipt: bytes | None
+
+    _COLUMNS = "seq, message_id, recipient, state, attempts, last_error, next_attempt_ms, receipt"
+
+
+def enqueue(conn: sqlite3.Connection, message_id: str, recipients: list[str]) -> None:
+    """Queue ``message_id`` for each recipient, in order."""
+    conn.executemany(
+        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
+        [(message_id, r, QUEUED) for r in recipients],
+    )
+
+
+def pending(conn: sqlite3.Connection, recipient: str, limit: int) -> list[OutboxRow]:
+    """Undelivered rows for ``recipient`` in submit order (the head decides when to retry)."""
+    rows = conn.execute(
+        f"SELECT {OutboxRow._COLUMNS} FROM exchange_outbox "  # noqa: S608
+        "WHERE recipient = ? AND state IN (?, ?) ORDER BY seq LIMIT ?",
+        (recipient, QUEUED, FAILING, limit),
+    ).fetchall()
+    return [OutboxRow(*r) for r in rows]
+
+
+def outbox_of(conn: sqlite3.Connection, message_id: str) -> list[OutboxRow]:
+    """Every delivery row of ``message_id``."""
+    rows = conn.execute(
+        f"SELECT {OutboxRow._COLUMNS} FROM exchange_outbox "  # noqa: S608
+        "WHERE message_id = ? ORDER BY seq",
+        (message_id,),
+    ).fetchall()
+    return [OutboxRow(*r) for r in rows]
+
+
+def mark_delivered(conn: sqlite3.Connection, seq: int, receipt: bytes, receipt_index: int) -> None:
+    """Record the verified receipt of a delivery."""
+    conn.execute(
+        "UPDATE exchange_outbox SET state = ?, receipt = ?, receipt_index = ?, last_error = '', "
+        "attempts = attempts + 1 WHERE seq = ?",
+        (DELIVERED, receipt, receipt_index, seq),
+    )
+
+
+def mark_failed(
+    conn: sqlite3.Connection, seqs: list[int], error: str, next_attempt_ms: int, *, final: bool
+) -> None:
+    """Record a failed attempt: retried later (``FAILING``) or never (``REFUSED``)."""
+    conn.executemany(
+        "UPDATE exchange_outbox SET state = ?, attempts = attempts + 1, last_error = ?, "
+        "next_attempt_ms = ? WHERE seq = ?",
+        [(REFUSED if final else FAILING, error[:500], next_attempt_ms, s) for s in seqs],
+    )
+
+
+@dataclass(frozen=True)
+class InboundRow:
+    """A received message as partners see it on their stream."""
+
+    seq: int
+    message_id: str
+    kind: int
+    origin: str
+    ledger_index: int
+    envelope: bytes | None
+
+
+def add_inbound(conn: sqlite3.Connection, message_id: str, kind: int) -> None:
+    """Make a received message visible to partner streams."""
+    conn.execute(
+        "INSERT INTO exchange_inbound (message_id, kind) VALUES (?, ?)", (message_id, kind)
+    )
+
+
+def inbound_after(
+    conn: sqlite3.Connection, seq: int, kinds: tuple[int, ...], limit: int
+) -> list[InboundRow]:
+    """Inbound messages after cursor ``seq``, oldest first, optionally of ``kinds`` only."""
+    sql = (
+        "SELECT i.seq, i.message_id, i.kind, m.origin, m.ledger_index, m.envelope "
+        "FROM exchange_inbound i JOIN exchange_messages m USING (message_id) WHERE i.seq > ?"
+    )
+    args: list[object] = [seq]
+    if kinds:
+        sql += f" AND i.kind IN ({','.join('?' * len(kinds))})"
+        args += kinds
+    sql += " ORDER BY i.seq LIMIT ?"
+    args.append(limit)
+    return [InboundRow(*r) for r in conn.execute(sql, args).fetchall()]
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A partner's acknowledgement of an inbound message."""
+
+    ledger_index: int
+
+
+def ack_of(conn: sqlite3.Connection, message_id: str, partner: str) -> Ack | None:
+    """The acknowledgement of ``message_id`` by ``partner``, or None."""
+    row = conn.execute(
+        "SELECT ledger_index FROM exchange_acks WHERE message_id = ? AND partner = ?",
+        (message_id, partner),
+    ).fetchone()
+    return Ack(int(row[0])) if row else None
+
+
+def add_ack(conn: sqlite3.Connection, message_id: str, partner: str, ledger_index: int) -> None:
+    """Record an acknowledgement (raises sqlite3.IntegrityError when it exists)."""
+    conn.execute(
+        "INSERT INTO exchange_acks (message_id, partner, ledger_index) VALUES (?,?,?)",
+        (message_id, partner, ledger_index),
+    )
+
+
+def witness_state(conn: sqlite3.Connection, origin: str) -> tuple[int, bytes] | None:
+    """(size, root) of the last checkpoint this node cosigned for ``origin``."""
+    row = conn.execute(
+        "SELECT size, root FROM exchange_witness WHERE origin = ?", (origin,)
+    ).fetchone()
+    return (int(row[0]), bytes(row[1])) if row else None
+
+
+def set_witness_state(
+    conn: sqlite3.Connection, origin: str, size: int, root: bytes, note: str
+) -> None:
+    """Remember the checkpoint just cosigned for ``origin``."""
+    conn.execute(
+        "INSERT INTO exchange_witness (origin, size, root, note) VALUES (?,?,?,?) "
+        "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, "
+        "note = excluded.note",
+        (origin, size, root, note),
+    )
+
+
+def witnessed_size(conn: sqlite3.Connection, witness: str) -> int:
+    """The size ``witness`` last cosigned for this node (0 if never)."""
+    row = conn.execute(
+        "SELECT size FROM exchange_witnessed_by WHERE witness = ?", (witness,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> None:
+    """Remember the size ``witness`` last cosigned."""
+    conn.execute(
+        "INSERT INTO exchange_witnessed_by (witness, size) VALUES (?, ?) "
+        "ON CONFLICT (witness) DO UPDATE SET size = excluded.size",
+        (witness, size),
+    )

@@ -1,0 +1,540 @@
+"""The exchange: submit, receive, acknowledge and report, on top of the ledger.
+
+Every path follows the durability contract of DESIGN.md section 3: the ledger entry and the
+exchange rows it implies are written in one transaction, and the caller is answered only after
+that transaction is durable (``Ledger.append`` returns after the fsync of its group commit).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from cryptography import x509
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
+
+from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
+from gateway.domain.validate import check_request, validate_request
+from gateway.envelope import (
+    NotReleasableError,
+    OpenedEnvelope,
+    ReplayError,
+    Signer,
+    envelope_digest,
+    jurisdiction_of,
+    open_envelope,
+    proto_jurisdiction,
+    seal,
+    sign_receipt,
+)
+from gateway.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldViolation,
+    GatewayError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    to_status,
+)
+from gateway.exchange import _store as store
+from gateway.ledger import Entry, Event, Ledger
+from gateway.pki.access import Principal
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.identity import Jurisdiction
+
+__all__ = ["Exchange", "PayloadListener", "SubmitRequest", "Trust", "kind_name", "subject_of"]
+
+log = logging.getLogger("gateway.exchange")
+
+SubmitRequest = (
+    partner_pb2.PublishWatchlistEntryRequest
+    | partner_pb2.RevokeWatchlistEntryRequest
+    | partner_pb2.SubmitSeizureNoticeRequest
+    | partner_pb2.WithdrawSeizureNoticeRequest
+)
+# (bundle, CRLs) as loaded now: follows rotations.
+Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]]
+# Told of every payload this node sends or accepts: (origin, kind, payload, message id).
+PayloadListener = Callable[[Jurisdiction, int, Message, str], None]
+
+_FINAL_KINDS = (
+    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
+    common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL,
+)
+
+
+def kind_name(kind: int) -> str:
+    """``SEIZURE_NOTICE`` for ``MESSAGE_KIND_SEIZURE_NOTICE``: the kind as ledgers record it."""
+    return common_pb2.MessageKind.Name(kind).removeprefix("MESSAGE_KIND_")
+
+
+def subject_of(kind: int, payload: Message) -> tuple[str, int]:
+    """What a payload is a version of, and its version: ``("watchlist:<list>/<id>", 3)``."""
+    if isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation):
+        return f"watchlist:{payload.watchlist}/{payload.entry_id}", payload.version
+    if isinstance(payload, domain_pb2.SeizureNotice | domain_pb2.SeizureWithdrawal):
+        return f"notice:{payload.notice_id}", payload.version
+    raise InvalidArgumentError(f"no subject for message kind {kind}")
+
+
+def _payload(request: SubmitRequest) -> tuple[common_pb2.MessageKind, Message]:
+    if isinstance(request, partner_pb2.PublishWatchlistEntryRequest):
+        return common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY, request.entry
+    if isinstance(request, partner_pb2.RevokeWatchlistEntryRequest):
+        return common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION, request.revocation
+    if isinstance(request, partner_pb2.SubmitSeizureNoticeRequest):
+        return common_pb2.MESSAGE_KIND_SEIZURE_NOTICE, request.notice
+    return common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL, request.withdrawal
+
+
+def _timestamp(when: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def _ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _retain_until_ms(payload: Message) -> int | None:
+    retain = getattr(payload, "retain_until", None)
+    if retain is None or not payload.HasField("retain_until"):
+        return None
+    return int(retain.ToMilliseconds())
+
+
+class _Duplicate(Exception):
+    """Raised inside a transaction to roll back a write that lost a race to an identical one."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Whether a submit creates a subject, amends it, or ends it."""
+
+    name: str
+
+
+NEW, AMEND, END = Mode("new"), Mode("amend"), Mode("end")
+
+
+class Exchange:
+    """One node's exchange logic. Thread-safe; every method may be called from gRPC threads."""
+
+    def __init__(
+        self,
+        *,
+        jurisdiction: Jurisdiction,
+        ledger: Ledger,
+        signer: Signer,
+        trust: Trust,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.jurisdiction = jurisdiction
+        self.ledger = ledger
+        self.signer = signer
+        self._trust = trust
+        self._clock = clock
+        self._listeners: list[PayloadListener] = []
+        self._outbox_listeners: list[Callable[[], None]] = []
+        self.inbound_changed = threading.Condition()
+        self.inbound_version = 0
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def trust(self) -> tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]:
+        """The trust bundle and CRLs in force now."""
+        return self._trust()
+
+    def now(self) -> dt.datetime:
+        """The exchange's clock."""
+        return self._clock()
+
+    def on_payload(self, listener: PayloadListener) -> None:
+        """Call ``listener`` for every payload this node records (sent or received)."""
+        self._listeners.append(listener)
+
+    def on_outbox(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheaply, without blocking) whenever the outbox grows."""
+        self._outbox_listeners.append(listener)
+
+    def _tell(self, origin: Jurisdiction, kind: int, payload: Message, message_id: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(origin, kind, payload, message_id)
+            except Exception:  # a view must never fail the write that already happened
+                log.exception("payload listener failed for %s", message_id)
+
+    def replay(self) -> int:
+        """Tell the listeners of every stored payload, oldest first (at start); return the count."""
+        conn = self.ledger.reader()
+        count = 0
+        rows = conn.execute(
+            "SELECT message_id, origin, kind, envelope FROM exchange_messages "
+            "WHERE envelope IS NOT NULL ORDER BY ledger_index"
+        ).fetchall()
+        for message_id, origin, kind, blob in rows:
+            envelope = envelope_pb2.Envelope.FromString(blob)
+            payload_type = _payload_type(kind)
+            self._tell(
+                Jurisdiction(origin), kind, payload_type.FromString(envelope.payload), message_id
+            )
+            count += 1
+        return count
+
+    # -- submit ----------------------------------------------------------------------------------
+
+    def submit(self, request: SubmitRequest, mode: Mode) -> partner_pb2.SubmitResponse:
+        """Validate, sign, ledger (``sent``, one entry per recipient) and queue a partner's message.
+
+        Returns only after the entries and the outbox rows are durable. A retry with the same
+        message id and the same request gets the first answer again (``duplicate``).
+
+        Raises:
+            ValidationError: every bad field, with its path.
+            AlreadyExistsError: the message id was used for another request.
+            NotFoundError: amending or ending something this node never published.
+            FailedPreconditionError: a new subject that exists, or one already ended.
+        """
+        now = self._clock()
+        kind, payload = _payload(request)
+        addressing = request.addressing
+        request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        reader = self.ledger.reader()
+        existing = store.MessageRow.get(reader, addressing.message_id)
+        if existing is not None:
+            return self._same_request(existing, request_digest)
+        origin = self.jurisdiction.value
+        subject, version = subject_of(kind, payload)
+        known = store.last_version(reader, origin, subject)
+        self._check_mode(mode, subject, known)
+        check_request(
+            request,
+            origin=proto_jurisdiction(self.jurisdiction),
+            now=now,
+            last_version=known[0] if known else None,
+        )
+        header = envelope_pb2.EnvelopeHeader(
+            message_id=addressing.message_id,
+            kind=kind,
+            origin=proto_jurisdiction(self.jurisdiction),
+            origin_node=self.signer.identity.uri,
+            recipients=addressing.recipients,
+            created_at=_timestamp(now),
+            handling=addressing.handling,
+        )
+        envelope = seal(header, payload.SerializeToString(), self.signer)
+        digest = envelope_digest(envelope)
+        recipients = [jurisdiction_of(r) for r in addressing.recipients]
+        names = [r.value for r in recipients if r is not None]
+        message_uuid = uuid.UUID(addressing.message_id)
+        entries = [Entry(Event.SENT, message_uuid, kind_name(kind), r, (digest,)) for r in names]
+
+        def within(conn: sqlite3.Connection, first_index: int) -> None:
+            latest = store.last_version(conn, origin, subject)
+            if latest != known:  # a concurrent submit moved the subject on
+                raise FailedPreconditionError(
+                    f"{subject} changed while this request was processed; retry with a new version"
+                )
+            store.MessageRow(
+                addressing.message_id,
+                "out",
+                origin,
+                kind,
+                subject,
+                version,
+                digest,
+                request_digest,
+                envelope.SerializeToString(),
+                first_index,
+                _ms(now),
+                None,
+            ).insert(conn, _retain_until_ms(payload))
+            store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
+            store.enqueue(conn, addressing.message_id, names)
+
+        try:
+            records = self.ledger.append_many(entries, within)
+        except sqlite3.IntegrityError:  # the same id won a race: answer as for a retry
+            row = store.MessageRow.get(self.ledger.reader(), addressing.message_id)
+            assert row is not None
+            return self._same_request(row, request_digest)
+        log.info(
+            "sent %s %s to %s at ledger index %d",
+            kind_name(kind),
+            addressing.message_id,
+            ",".join(names),
+            records[0].index,
+            extra={"event": "sent", "message_id": addressing.message_id},
+        )
+        self._tell(self.jurisdiction, kind, payload, addressing.message_id)
+        for listener in self._outbox_listeners:
+            listener()
+        return partner_pb2.SubmitResponse(
+            message_id=addressing.message_id,
+            ledger_index=records[0].index,
+            digest=digest,
+            accepted_at=_timestamp(now),
+        )
+
+    @staticmethod
+    def _check_mode(mode: Mode, subject: str, known: tuple[int, bool] | None) -> None:
+        if known is not None and known[1]:
+            raise FailedPreconditionError(
+                f"{subject} was revoked or withdrawn at version {known[0]}"
+            )
+        if mode is NEW and known is not None:
+            raise FailedPreconditionError(
+                f"{subject} exists at version {known[0]}; send an amendment with a higher version"
+            )
+        if mode in (AMEND, END) and known is None:
+            raise NotFoundError(f"{subject} was never published by this node")
+
+    @staticmethod
+    def _same_request(row: store.MessageRow, request_digest: bytes) -> partner_pb2.SubmitResponse:
+        if row.direction != "out" or row.request_digest != request_digest:
+            raise AlreadyExistsError(
+                f"message id {row.message_id} was already used for a different message"
+            )
+        return partner_pb2.SubmitResponse(
+            message_id=row.message_id,
+            ledger_index=row.ledger_index,
+            digest=row.digest,
+            duplicate=True,
+            accepted_at=_timestamp(dt.datetime.fromtimestamp(row.created_ms / 1000, dt.UTC)),
+        )
+
+    def validate_only(self, request: SubmitRequest) -> None:
+        """Raise the validation error a submit would raise, without writing (for tests, tools)."""
+        check_request(request, origin=proto_jurisdiction(self.jurisdiction), now=self._clock())
+
+    # -- receive ---------------------------------------------------------------------------------
+
+    def receive(
+        self, envelopes: Sequence[envelope_pb2.Envelope], sender: Principal
+    ) -> list[tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None]]:
+        """Verify, de-duplicate and ledger each envelope from peer node ``sender``, in order.
+
+        Returns (message id, receipt, error) per envelope; a refusal does not stop the others.
+        """
+        results: list[tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None]] = []
+        for envelope in envelopes:
+            message_id = "?"
+            try:
+                opened = self._open(envelope, sender)
+                message_id = opened.header.message_id
+                receipt = self._accept(opened)
+                results.append((message_id, receipt, None))
+            except GatewayError as exc:
+                log.warning(
+                    "REFUSED message %s from %s: %s",
+                    message_id,
+                    sender.identity.uri,
+                    exc,
+                    extra={"event": "refused", "message_id": message_id, "status": exc.status},
+                )
+                results.append((message_id, None, to_status(exc)))
+        return results
+
+    def _open(self, envelope: envelope_pb2.Envelope, sender: Principal) -> OpenedEnvelope:
+        bundle, crls = self._trust()
+        opened = open_envelope(envelope, bundle, crls, now=self._clock())
+        header = opened.header
+        if opened.origin is not sender.jurisdiction:
+            raise PermissionDeniedError(
+                f"message {header.message_id} originates from {opened.origin} "
+                f"but was delivered by {sender.identity.uri}: nodes deliver only their own"
+            )
+        me = proto_jurisdiction(self.jurisdiction)
+        if me not in header.recipients:
+            raise NotReleasableError(
+                f"message {header.message_id} is not addressed to {self.jurisdiction}"
+            )
+        if me not in header.handling.releasable_to:
+            raise NotReleasableError(
+                f"message {header.message_id} is not releasable to {self.jurisdiction}"
+            )
+        try:
+            uuid.UUID(header.message_id)
+        except ValueError:
+            raise InvalidArgumentError(f"message id {header.message_id!r} is not a UUID") from None
+        return opened
+
+    def _accept(self, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+        header, origin = opened.header, opened.origin.value
+        existing = store.MessageRow.get(self.ledger.reader(), header.message_id)
+        if existing is not None:
+            return self._known(existing, opened)
+        kind = header.kind
+        subject, version = subject_of(kind, opened.payload)
+        problems = _payload_violations(opened, header.created_at.ToDatetime(dt.UTC))
+        if problems:
+            raise InvalidArgumentError(f"message {header.message_id}: payload is invalid", problems)
+        received_at = self._clock()
+        receipt_holder: list[envelope_pb2.SignedReceipt] = []
+
+        def within(conn: sqlite3.Connection, index: int) -> None:
+            receipt = sign_receipt(
+                envelope_pb2.ReceiptBody(
+                    message_id=header.message_id,
+                    message_digest=opened.digest,
+                    recipient=proto_jurisdiction(self.jurisdiction),
+                    recipient_node=self.signer.identity.uri,
+                    ledger_index=index,
+                    received_at=_timestamp(received_at),
+                ),
+                self.signer,
+            )
+            store.MessageRow(
+                header.message_id,
+                "in",
+                origin,
+                kind,
+                subject,
+                version,
+                opened.digest,
+                None,
+                opened.envelope.SerializeToString(),
+                index,
+                _ms(received_at),
+                receipt.SerializeToString(),
+            ).insert(conn, _retain_until_ms(opened.payload))
+            store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
+            store.add_inbound(conn, header.message_id, kind)
+            receipt_holder.append(receipt)
+
+        entry = Entry(
+            Event.RECEIVED, uuid.UUID(header.message_id), kind_name(kind), origin, (opened.digest,)
+        )
+        try:
+            self.ledger.append(entry, within)
+        except sqlite3.IntegrityError:  # delivered twice at once: the other one recorded it
+            row = store.MessageRow.get(self.ledger.reader(), header.message_id)
+            assert row is not None
+            return self._known(row, opened)
+        log.info(
+            "received %s %s from %s",
+            kind_name(kind),
+            header.message_id,
+            origin,
+            extra={"event": "received", "message_id": header.message_id},
+        )
+        self._tell(opened.origin, kind, opened.payload, header.message_id)
+        with self.inbound_changed:
+            self.inbound_version += 1
+            self.inbound_changed.notify_all()
+        return receipt_holder[0]
+
+    @staticmethod
+    def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+        if row.digest != opened.digest or row.direction != "in":
+            log.error(
+                "REPLAY OR FORGERY: message %s arrived again with digest %s, recorded with %s",
+                row.message_id,
+                opened.digest.hex(),
+                row.digest.hex(),
+                extra={"event": "replay", "message_id": row.message_id},
+            )
+            raise ReplayError(
+                f"message {row.message_id} was already recorded with digest "
+                f"{row.digest.hex()[:16]}..., this one has {opened.digest.hex()[:16]}..."
+            )
+        assert row.receipt is not None
+        return envelope_pb2.SignedReceipt.FromString(row.receipt)
+
+    # -- acknowledge -----------------------------------------------------------------------------
+
+    def acknowledge(
+        self, message_id: str, partner: Principal
+    ) -> partner_pb2.AcknowledgeInboundResponse:
+        """Ledger a partner's acknowledgement of an inbound message (idempotent per partner)."""
+        reader = self.ledger.reader()
+        row = store.MessageRow.get(reader, message_id)
+        if row is None or row.direction != "in":
+            raise NotFoundError(f"no inbound message {message_id!r} at this node")
+        who = partner.identity.uri
+        done = store.ack_of(reader, message_id, who)
+        if done is not None:
+            return partner_pb2.AcknowledgeInboundResponse(
+                ledger_index=done.ledger_index, duplicate=True
+            )
+        entry = Entry(
+            Event.ACKNOWLEDGED, uuid.UUID(message_id), kind_name(row.kind), who, (row.digest,)
+        )
+        try:
+            record = self.ledger.append(
+                entry, lambda conn, index: store.add_ack(conn, message_id, who, index)
+            )
+        except sqlite3.IntegrityError:
+            done = store.ack_of(self.ledger.reader(), message_id, who)
+            assert done is not None
+            return partner_pb2.AcknowledgeInboundResponse(
+                ledger_index=done.ledger_index, duplicate=True
+            )
+        return partner_pb2.AcknowledgeInboundResponse(ledger_index=record.index)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def delivery_status(self, message_id: str) -> partner_pb2.DeliveryStatus:
+        """Where a message this node sent is, per recipient."""
+        reader = self.ledger.reader()
+        row = store.MessageRow.get(reader, message_id)
+        if row is None or row.direction != "out":
+            raise NotFoundError(f"no message {message_id!r} sent by this node")
+        status = partner_pb2.DeliveryStatus(
+            message_id=message_id,
+            kind=cast(common_pb2.MessageKind, row.kind),
+            ledger_index=row.ledger_index,
+        )
+        for out in store.outbox_of(reader, message_id):
+            recipient = partner_pb2.RecipientStatus(
+                recipient=proto_jurisdiction(Jurisdiction(out.recipient)),
+                state=cast(partner_pb2.DeliveryState, out.state),
+                attempts=out.attempts,
+                last_error=out.last_error,
+            )
+            if out.state == store.FAILING:
+                recipient.next_attempt_at.FromMilliseconds(out.next_attempt_ms)
+            if out.receipt:
+                recipient.receipt.ParseFromString(out.receipt)
+            status.recipients.append(recipient)
+        return status
+
+
+def _payload_type(kind: int) -> type[Message]:
+    from gateway.envelope import PAYLOAD_TYPES
+
+    return PAYLOAD_TYPES[kind]
+
+
+def _payload_violations(opened: OpenedEnvelope, created: dt.datetime) -> list[FieldViolation]:
+    """Domain violations of a received payload, judged at its creation time by its origin."""
+    request: SubmitRequest
+    payload = opened.payload
+    addressing = partner_pb2.Addressing(
+        message_id=opened.header.message_id,
+        recipients=opened.header.recipients,
+        handling=opened.header.handling,
+    )
+    if isinstance(payload, domain_pb2.WatchlistEntry):
+        request = partner_pb2.PublishWatchlistEntryRequest(addressing=addressing, entry=payload)
+    elif isinstance(payload, domain_pb2.WatchlistRevocation):
+        request = partner_pb2.RevokeWatchlistEntryRequest(addressing=addressing, revocation=payload)
+    elif isinstance(payload, domain_pb2.SeizureNotice):
+        request = partner_pb2.SubmitSeizureNoticeRequest(addressing=addressing, notice=payload)
+    else:
+        assert isinstance(payload, domain_pb2.SeizureWithdrawal)
+        request = partner_pb2.WithdrawSeizureNoticeRequest(
+            addressing=addressing, withdrawal=payload
+        )
+    return validate_request(request, origin=opened.header.origin, now=created)

@@ -1,0 +1,227 @@
+"""Delivery: one thread per peer sends the outbox in submit order until every message has a
+verified receipt in the ledger.
+
+- Batches of up to ``batch_size`` envelopes go in one ``DeliverBatch`` call, so throughput is not
+  one round trip per message.
+- A transport failure (peer down, deadline) backs off exponentially with full jitter and retries
+  the same head of the queue, so order per origin is kept.
+- A peer's refusal of one envelope (bad signature, not releasable, replay) is final for that
+  envelope: it is marked ``REFUSED`` and logged, and the ones after it go on.
+- A receipt is verified (signer, signature, message id, digest, recipient) before its ``receipt``
+  ledger entry is written; an unverifiable receipt counts as a transport failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.rpc import code_pb2
+
+from customs.gateway.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
+from gateway.envelope import open_receipt
+from gateway.errors import GatewayError
+from gateway.exchange import _store as store
+from gateway.exchange.core import Exchange, kind_name
+from gateway.ledger import Entry, Event
+from gateway.pki.identity import Jurisdiction
+
+__all__ = ["Backoff", "Deliverer"]
+
+log = logging.getLogger("gateway.exchange.delivery")
+
+# Refusals that retrying cannot fix.
+_FINAL_CODES = {
+    code_pb2.INVALID_ARGUMENT,
+    code_pb2.UNAUTHENTICATED,
+    code_pb2.PERMISSION_DENIED,
+    code_pb2.ALREADY_EXISTS,
+    code_pb2.FAILED_PRECONDITION,
+}
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n))."""
+
+    def __init__(self, base: float = 0.05, cap: float = 5.0, rng: random.Random | None = None):
+        self.base, self.cap = base, cap
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait before attempt number ``attempts`` (0-based) is retried."""
+        return self._rng.uniform(0, min(self.cap, self.base * 2 ** min(attempts, 30)))
+
+
+class Deliverer:
+    """Delivers this node's outbox to one peer, in a thread of its own."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        peer: Jurisdiction,
+        channel_factory: Callable[[], grpc.Channel],
+        *,
+        batch_size: int = 200,
+        timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.peer = peer
+        self._channel_factory = channel_factory
+        self._channel: grpc.Channel | None = None
+        self._batch_size = batch_size
+        self._timeout = timeout
+        self._backoff = backoff or Backoff()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"deliver-{peer.value}", daemon=True)
+        self._failures = 0
+
+    def start(self) -> None:
+        """Start delivering."""
+        exchange = self.exchange
+        exchange.on_outbox(self._wake.set)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the batch in flight (its results are recorded or retried later)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._channel is not None:
+            self._channel.close()
+
+    def wake(self) -> None:
+        """Try now (e.g. the peer is known to be back)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.deliver_once()
+            except Exception:
+                log.exception("delivery to %s failed unexpectedly", self.peer)
+                wait = self._backoff.delay(self._failures)
+            if wait is None:
+                continue  # more to send right away
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def deliver_once(self) -> float | None:
+        """Send one batch. Returns None when more is ready, else seconds to wait before the next."""
+        rows = store.pending(self.exchange.ledger.reader(), self.peer.value, self._batch_size)
+        if not rows:
+            return 1.0
+        now_ms = int(time.time() * 1000)
+        head = rows[0]
+        if head.state == store.FAILING and head.next_attempt_ms > now_ms:
+            return (head.next_attempt_ms - now_ms) / 1000
+        envelopes = []
+        reader = self.exchange.ledger.reader()
+        for row in rows:
+            message = store.MessageRow.get(reader, row.message_id)
+            if message is None or message.envelope is None:  # erased before it could be delivered
+                self._refuse(row, "payload erased before delivery")
+                return 0.0
+            envelopes.append(envelope_pb2.Envelope.FromString(message.envelope))
+        try:
+            response = self._stub().DeliverBatch(
+                peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
+            return self._backoff.delay(self._failures)
+        if len(response.results) != len(rows):
+            self._transport_failure(rows, f"peer answered {len(response.results)} of {len(rows)}")
+            return self._backoff.delay(self._failures)
+        for position, (row, result) in enumerate(zip(rows, response.results, strict=True)):
+            if not self._record(row, result):
+                self._transport_failure(rows[position:], "receipt did not verify")
+                return self._backoff.delay(self._failures)
+        self._failures = 0
+        return None if len(rows) == self._batch_size else 0.0
+
+    def _stub(self) -> Any:
+        if self._channel is None:
+            self._channel = self._channel_factory()
+        return peer_pb2_grpc.PeerExchangeStub(self._channel)
+
+    def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> None:
+        self._failures += 1
+        head_attempts = rows[0].attempts
+        next_ms = int((time.time() + self._backoff.delay(head_attempts + 1)) * 1000)
+        seqs = [r.seq for r in rows]
+        self.exchange.ledger.write(
+            lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
+        )
+        log.warning(
+            "delivery of %d message(s) to %s failed (attempt %d): %s",
+            len(rows),
+            self.peer,
+            head_attempts + 1,
+            error,
+            extra={"event": "delivery_failed", "peer": self.peer.value},
+        )
+
+    def _refuse(self, row: store.OutboxRow, error: str) -> None:
+        self.exchange.ledger.write(
+            lambda conn: store.mark_failed(conn, [row.seq], error, 0, final=True)
+        )
+
+    def _record(self, row: store.OutboxRow, result: peer_pb2.DeliveryResult) -> bool:
+        """Ledger a verified receipt, or mark a final refusal. False if the receipt is bad."""
+        message = store.MessageRow.get(self.exchange.ledger.reader(), row.message_id)
+        assert message is not None
+        if result.HasField("error"):
+            if result.error.code not in _FINAL_CODES:
+                return False
+            error = f"refused by {self.peer}: {result.error.message}"
+            log.error(
+                "message %s %s",
+                row.message_id,
+                error,
+                extra={"event": "delivery_refused", "message_id": row.message_id},
+            )
+            self._refuse(row, error)
+            return True
+        bundle, crls = self.exchange.trust()
+        try:
+            opened = open_receipt(result.receipt, bundle, crls, now=self.exchange.now())
+        except GatewayError as exc:
+            log.error("receipt for %s from %s rejected: %s", row.message_id, self.peer, exc)
+            return False
+        body = opened.body
+        if (
+            body.message_id != row.message_id
+            or body.message_digest != message.digest
+            or opened.signer.jurisdiction is not self.peer
+        ):
+            log.error(
+                "receipt for %s from %s does not match the message (id %s, digest %s)",
+                row.message_id,
+                self.peer,
+                body.message_id,
+                body.message_digest.hex()[:16],
+            )
+            return False
+        receipt_bytes = result.receipt.SerializeToString()
+        entry = Entry(
+            Event.RECEIPT,
+            uuid.UUID(row.message_id),
+            kind_name(message.kind),
+            self.peer.value,
+            (message.digest, opened.digest),
+        )
+
+        def within(conn: sqlite3.Connection, index: int) -> None:
+            store.mark_delivered(conn, row.seq, receipt_bytes, index)
+
+        self.exchange.ledger.append(entry, within)
+        return True

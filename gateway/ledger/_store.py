@@ -1,0 +1,541 @@
+"""The ledger in SQLite: one writer thread with group commit, readers on their own connections.
+
+Every append waits until its transaction is durable (WAL, ``synchronous=FULL``): appends from
+concurrent callers queue up, the writer drains the queue and commits them together with one
+fsync. Each request runs inside its own SAVEPOINT, together with the caller's ``within``
+callback, so other components (outbox, payload store) write their rows in the same transaction
+as the entry; a request that fails is rolled back alone and gets its exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.ledger import _schema
+from gateway.ledger._entry import Entry, Record, decode_record
+from gateway.ledger.errors import LedgerClosedError, LedgerCorruptError, LedgerRangeError
+from gateway.merkle import (
+    Frontier,
+    MerkleError,
+    Node,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_id,
+    perfect_nodes,
+    tree_root,
+)
+from gateway.notes import (
+    Checkpoint,
+    NoteSigner,
+    Verifier,
+    parse_checkpoint,
+    parse_note,
+    parse_signature_line,
+    sign_note,
+    verify_cosignature,
+)
+
+T = TypeVar("T")
+Within = Callable[[sqlite3.Connection, int], None]
+MAX_BATCH_ENTRIES = 20_000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A stored checkpoint: the parsed body, the note with every signature, and when made."""
+
+    checkpoint: Checkpoint
+    note: str
+    created_ms: int
+
+    @property
+    def size(self) -> int:
+        """The tree size it commits to."""
+        return self.checkpoint.size
+
+    @property
+    def root_hash(self) -> bytes:
+        """The 32-byte root it commits to."""
+        return self.checkpoint.root_hash
+
+
+@dataclass
+class _Append:
+    entries: list[Entry]
+    within: Within | None
+    future: Future[list[Record]]
+
+
+@dataclass
+class _Task:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+
+
+class _NodeReader:
+    """A :class:`gateway.merkle.SubtreeSource` over one connection: one query per proof."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def subtree_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
+        ids = [node_id(n.level, n.pos) for n in nodes]
+        unique = list(dict.fromkeys(ids))
+        marks = ",".join("?" * len(unique))
+        sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
+        found = dict(self._conn.execute(sql, unique).fetchall())
+        try:
+            return [found[i] for i in ids]
+        except KeyError as e:
+            raise LedgerCorruptError(f"ledger node {e.args[0]} is missing") from e
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _check_meta(conn: sqlite3.Connection, path: Path, origin: str) -> None:
+    meta = dict(conn.execute("SELECT key, value FROM ledger_meta").fetchall())
+    if not meta:
+        conn.executemany(
+            "INSERT INTO ledger_meta(key, value) VALUES (?, ?)",
+            [("origin", origin), ("schema_version", _schema.SCHEMA_VERSION)],
+        )
+        return
+    if meta.get("origin") != origin:
+        raise LedgerCorruptError(f"{path} is the ledger of {meta.get('origin')!r}, not {origin!r}")
+    if meta.get("schema_version") != _schema.SCHEMA_VERSION:
+        raise LedgerCorruptError(f"{path}: unknown schema version {meta.get('schema_version')}")
+
+
+def _load_frontier(conn: sqlite3.Connection) -> Frontier:
+    row = conn.execute("SELECT max(idx), count(*) FROM ledger_entries").fetchone()
+    size = 0 if row[0] is None else row[0] + 1
+    if row[1] != size:
+        raise LedgerCorruptError(f"ledger has {row[1]} entries but its last index is {size - 1}")
+    if size == 0:
+        return Frontier()
+    last = conn.execute("SELECT max(id) FROM ledger_nodes").fetchone()[0]
+    top = (size & -size).bit_length() - 1  # the highest node the last append completed
+    expected = node_id(top, (size >> top) - 1)
+    if last != expected:
+        raise LedgerCorruptError(
+            f"ledger of {size} entries should end at node {expected}, ends at {last}"
+        )
+    hashes = _NodeReader(conn).subtree_hashes(perfect_nodes(0, size))
+    return Frontier(size, hashes)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ledger:
+    """A node's append-only, signed ledger in one SQLite file. Thread-safe.
+
+    Open it with :meth:`open`; every method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        origin: str,
+        signer: NoteSigner,
+        conn: sqlite3.Connection,
+        frontier: Frontier,
+        checkpoint_size: int | None,
+        last_time: int,
+    ) -> None:
+        """Use :meth:`open`; this wires an already opened connection to a new writer thread."""
+        self.path = path
+        self.origin = origin
+        self.signer = signer
+        self._wconn = conn
+        self._frontier = frontier
+        self._size = frontier.size
+        self._checkpoint_size = checkpoint_size
+        self._last_time = last_time
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = threading.Thread(
+            target=self._run, name=f"ledger-writer:{origin}", daemon=True
+        )
+        self._writer.start()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        origin: str,
+        signer: NoteSigner,
+        schema: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Ledger:
+        """Open or create the ledger at ``path`` and start its writer thread.
+
+        Args:
+            path: the SQLite file (created if missing).
+            origin: the checkpoint origin line, fixed when the ledger is created.
+            signer: the node's Ed25519 note signer for checkpoints.
+            schema: run once at open inside a transaction, for other components' tables.
+
+        Raises:
+            LedgerCorruptError: the file holds another origin or inconsistent rows.
+        """
+        path = Path(path)
+        Checkpoint(origin, 0, bytes(32))  # validates the origin line
+        conn = _connect(path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("BEGIN IMMEDIATE")
+            _schema.create(conn)
+            _check_meta(conn, path, origin)
+            if schema is not None:
+                schema(conn)
+            conn.execute("COMMIT")
+            frontier = _load_frontier(conn)
+            checkpoint_size = conn.execute("SELECT max(size) FROM ledger_checkpoints").fetchone()[0]
+            row = conn.execute(
+                "SELECT leaf FROM ledger_entries ORDER BY idx DESC LIMIT 1"
+            ).fetchone()
+            last_time = decode_record(row[0]).time_ms if row else 0
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return cls(path, origin, signer, conn, frontier, checkpoint_size, last_time)
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is _STOP:
+                break
+            batch = [job]
+            count = len(job.entries) if isinstance(job, _Append) else 1
+            while count < MAX_BATCH_ENTRIES:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                batch.append(job)
+                count += len(job.entries) if isinstance(job, _Append) else 1
+            self._commit(batch)
+        self._wconn.close()
+
+    def _commit(self, batch: list[_Append | _Task]) -> None:
+        conn = self._wconn
+        at_start = self._frontier.copy()
+        stamp = max(_now_ms(), self._last_time)
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT request")
+                saved = self._frontier.copy()
+                try:
+                    value = (
+                        self._append_rows(conn, job, stamp)
+                        if isinstance(job, _Append)
+                        else job.fn(conn)
+                    )
+                    conn.execute("RELEASE request")
+                    outcomes.append((job.future, value, None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    self._frontier = saved
+                    outcomes.append((job.future, None, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._frontier = at_start
+            failure = LedgerClosedError(f"ledger commit failed, nothing recorded: {exc}")
+            for job in batch:
+                job.future.set_exception(failure)
+            return
+        self._size = self._frontier.size
+        self._last_time = stamp
+        for future, value, error in outcomes:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def _append_rows(self, conn: sqlite3.Connection, job: _Append, stamp: int) -> list[Record]:
+        frontier = self._frontier
+        first = frontier.size
+        records: list[Record] = []
+        entry_rows: list[tuple[int, bytes]] = []
+        node_rows: list[tuple[int, bytes]] = []
+        for entry in job.entries:
+            record = Record(frontier.size, stamp, entry)
+            leaf = record.encode()
+            entry_rows.append((record.index, leaf))
+            for node, h in frontier.append(leaf_hash(leaf)):
+                node_rows.append((node_id(node.level, node.pos), h))
+            records.append(record)
+        conn.executemany("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", entry_rows)
+        conn.executemany("INSERT INTO ledger_nodes(id, hash) VALUES (?, ?)", node_rows)
+        if job.within is not None:
+            job.within(conn, first)
+        return records
+
+    def _submit(self, job: _Append | _Task) -> None:
+        with self._close_lock:
+            if self._closed:
+                raise LedgerClosedError(f"ledger {self.origin} is closed")
+            self._queue.put(job)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, entry: Entry, within: Within | None = None) -> Record:
+        """Record ``entry``; return once it is durable (fsynced), with its index and time.
+
+        Args:
+            entry: what to record.
+            within: called as ``within(conn, index)`` in the same transaction, after the entry
+                is written, for the caller's own rows. It must not commit or roll back. If it
+                raises, this entry and the callback's writes are rolled back and the exception
+                is raised here; other callers sharing the commit are not affected.
+
+        Raises:
+            LedgerClosedError: the ledger is closed or the commit failed.
+        """
+        return self.append_many([entry], within)[0]
+
+    def append_many(self, entries: Sequence[Entry], within: Within | None = None) -> list[Record]:
+        """Record ``entries`` in order, all or none, in one transaction; see :meth:`append`.
+
+        ``within`` receives the index of the first entry.
+        """
+        if not entries:
+            return []
+        future: Future[list[Record]] = Future()
+        self._submit(_Append(list(entries), within, future))
+        return future.result()
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the writer connection inside a group-committed transaction.
+
+        For other components' rows that go with no ledger entry. Returns after the commit is
+        durable; an exception from ``fn`` rolls back only ``fn``'s writes and is raised here.
+        """
+        future: Future[T] = Future()
+        self._submit(_Task(fn, future))
+        return future.result()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the ledger file (WAL: never blocks writes)."""
+        if self._closed:
+            raise LedgerClosedError(f"ledger {self.origin} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def size(self) -> int:
+        """The number of durable entries."""
+        return self._size
+
+    def _check_size(self, size: int, what: str) -> None:
+        current = self._size
+        if not 0 <= size <= current:
+            raise LedgerRangeError(f"{what}: tree size {size} is beyond the ledger size {current}")
+
+    def root(self, size: int | None = None) -> bytes:
+        """The RFC 9162 tree head of the first ``size`` entries (default: all)."""
+        size = self._size if size is None else size
+        self._check_size(size, "root")
+        return tree_root(size, _NodeReader(self.reader()))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries.
+
+        Raises:
+            LedgerRangeError: unless ``0 <= index < size <= self.size()``.
+        """
+        self._check_size(size, f"inclusion proof of entry {index}")
+        if not 0 <= index < size:
+            raise LedgerRangeError(f"inclusion proof: entry {index} is not below tree size {size}")
+        return inclusion_proof(index, size, _NodeReader(self.reader()))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from tree size ``first`` to ``second``.
+
+        Raises:
+            LedgerRangeError: unless ``0 < first <= second <= self.size()``.
+        """
+        self._check_size(second, f"consistency proof from {first}")
+        if not 0 < first <= second:
+            raise LedgerRangeError(
+                f"consistency proof needs 0 < first <= second, got {first}, {second}"
+            )
+        try:
+            return consistency_proof(first, second, _NodeReader(self.reader()))
+        except MerkleError as e:  # pragma: no cover - sizes were checked above
+            raise LedgerRangeError(str(e)) from e
+
+    def leaves(self, start: int, end: int, limit: int = MAX_PAGE) -> list[tuple[int, bytes]]:
+        """Canonical entry bytes of ``[start, end)``, at most ``limit`` (the page), in order."""
+        self._check_size(end, f"entries from {start}")
+        if not 0 <= start <= end:
+            raise LedgerRangeError(f"entries: start {start} is after end {end}")
+        end = min(end, start + max(1, min(limit, MAX_PAGE)))
+        return (
+            self.reader()
+            .execute(
+                "SELECT idx, leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            )
+            .fetchall()
+        )
+
+    def entries(self, start: int, end: int, limit: int = MAX_PAGE) -> list[Record]:
+        """Decoded entries of ``[start, end)``, at most ``limit``; see :meth:`leaves`."""
+        return [decode_record(leaf) for _, leaf in self.leaves(start, end, limit)]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> SignedCheckpoint:
+        """Sign and store a checkpoint of the current size, or return the stored one of that size.
+
+        The tree head comes from the writer's own state inside the transaction that stores it,
+        so a checkpoint is never of a size that is not durable.
+        """
+
+        def make(conn: sqlite3.Connection) -> SignedCheckpoint:
+            size = self._frontier.size
+            if self._checkpoint_size == size:
+                found = self._read_checkpoints(conn, size, 1, exact=True)
+                if found:
+                    return found[0]
+            body = Checkpoint(self.origin, size, self._frontier.root())
+            note = sign_note(body.body(), [self.signer])
+            created = _now_ms()
+            conn.execute(
+                "INSERT INTO ledger_checkpoints(size, root, note, created_ms) VALUES (?,?,?,?)",
+                (size, body.root_hash, note, created),
+            )
+            self._checkpoint_size = size
+            return SignedCheckpoint(body, note, created)
+
+        return self.write(make)
+
+    def add_cosignature(self, size: int, line: str, verifier: Verifier | None = None) -> None:
+        """Store a witness's cosignature line for the stored checkpoint of ``size``.
+
+        With ``verifier``, the line is checked against the checkpoint first. Storing the same
+        line twice is a no-op.
+
+        Raises:
+            LedgerRangeError: there is no checkpoint of that size.
+            NoteError: the line is malformed or does not verify.
+        """
+        sig = parse_signature_line(line)
+        line = sig.line
+
+        def store(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT note FROM ledger_checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+            if row is None:
+                raise LedgerRangeError(f"no checkpoint of size {size} to cosign")
+            timestamp = None
+            if verifier is not None:
+                timestamp = verify_cosignature(parse_note(row[0]).text, line, verifier)
+            conn.execute(
+                "INSERT OR IGNORE INTO ledger_cosignatures"
+                "(size, line, key_name, timestamp, added_ms) VALUES (?,?,?,?,?)",
+                (size, line, sig.name, timestamp, _now_ms()),
+            )
+
+        self.write(store)
+
+    def _read_checkpoints(
+        self, conn: sqlite3.Connection, min_size: int, limit: int, exact: bool = False
+    ) -> list[SignedCheckpoint]:
+        sql = (
+            "SELECT size, note, created_ms FROM ledger_checkpoints WHERE size = ? LIMIT ?"
+            if exact
+            else "SELECT size, note, created_ms FROM ledger_checkpoints "
+            "WHERE size >= ? ORDER BY size LIMIT ?"
+        )
+        rows = conn.execute(sql, (min_size, limit)).fetchall()
+        result = []
+        for size, note, created in rows:
+            lines = conn.execute(
+                "SELECT line FROM ledger_cosignatures WHERE size = ? ORDER BY added_ms, line",
+                (size,),
+            ).fetchall()
+            parsed = parse_note(note + "".join(line for (line,) in lines))
+            result.append(SignedCheckpoint(parse_checkpoint(parsed.text), parsed.render(), created))
+        return result
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The largest stored checkpoint with every cosignature collected, or None."""
+        size = self._checkpoint_size
+        if size is None:
+            return None
+        found = self._read_checkpoints(self.reader(), size, 1, exact=True)
+        return found[0] if found else None
+
+    def checkpoints(self, min_size: int = 0, limit: int = 100) -> list[SignedCheckpoint]:
+        """Stored checkpoints of at least ``min_size``, smallest first, at most ``limit`` (1000)."""
+        return self._read_checkpoints(self.reader(), min_size, max(1, min(limit, MAX_PAGE)))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close every connection. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._writer.join()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,42 @@
+"""Errors of the ledger store and its entries."""
+
+from __future__ import annotations
+
+from gateway.errors import GatewayError, InvalidArgumentError, UnavailableError
+
+__all__ = [
+    "EntryFormatError",
+    "LedgerClosedError",
+    "LedgerCorruptError",
+    "LedgerError",
+    "LedgerRangeError",
+]
+
+
+class LedgerError(GatewayError):
+    """Base of every ledger failure."""
+
+
+class EntryFormatError(LedgerError, InvalidArgumentError):
+    """An entry to append, or entry bytes read back, break the canonical format."""
+
+    def __init__(self, message: str) -> None:
+        InvalidArgumentError.__init__(self, message)
+
+
+class LedgerRangeError(LedgerError):
+    """An index or tree size beyond the ledger, or sizes in the wrong order."""
+
+    status = "OUT_OF_RANGE"
+
+
+class LedgerClosedError(LedgerError, UnavailableError):
+    """The ledger is closed or its storage failed; nothing was recorded."""
+
+    status = "UNAVAILABLE"
+
+
+class LedgerCorruptError(LedgerError):
+    """The database does not hold a consistent ledger (missing rows, wrong origin)."""
+
+    status = "DATA_LOSS"

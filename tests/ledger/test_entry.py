@@ -1,0 +1,94 @@
+"""The canonical entry bytes: layout to the byte, strict decoding, no room for free text."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from gateway.ledger import Entry, EntryFormatError, Event, Record, decode_record
+from tests.ledger.conftest import make_entry
+
+
+def test_layout_is_byte_exact() -> None:
+    digest = hashlib.sha256(b"payload").digest()
+    record = Record(
+        index=5,
+        time_ms=1_700_000_000_123,
+        entry=Entry(Event.RECEIVED, uuid.UUID(int=0xABC), "WATCHLIST_ENTRY", "MO", (digest,)),
+    )
+    expected = (
+        b"\x01"
+        + (5).to_bytes(8, "big")
+        + (1_700_000_000_123).to_bytes(8, "big")
+        + b"\x02"
+        + uuid.UUID(int=0xABC).bytes
+        + b"\x0fWATCHLIST_ENTRY"
+        + b"\x02MO"
+        + b"\x01"
+        + digest
+    )
+    assert record.encode() == expected
+    assert decode_record(expected) == record
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_round_trip(i: int) -> None:
+    record = Record(i, 1000 + i, make_entry(i, list(Event)[i]))
+    assert decode_record(record.encode()) == record
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"kind": "Seizure notice"}, "kind"),
+        ({"kind": ""}, "kind"),
+        ({"counterpart": "Hong Kong"}, "counterpart"),
+        ({"counterpart": "Zhang San"}, "counterpart"),
+        ({"counterpart": "spiffe://hk.customs-exchange/person name"}, "counterpart"),
+        ({"digests": (b"short",)}, "digest 0"),
+        ({"digests": (bytes(32),) * 9}, "at most 8"),
+        ({"message_id": "not-a-uuid"}, "message_id"),
+        ({"event": 3}, "event"),
+    ],
+    ids=[
+        "kind-free-text",
+        "kind-empty",
+        "counterpart-name",
+        "counterpart-person",
+        "spiffe-with-space",
+        "short-digest",
+        "too-many-digests",
+        "message-id",
+        "event-int",
+    ],
+)
+def test_bad_entries_are_refused_naming_the_field(fields: dict[str, object], match: str) -> None:
+    base: dict[str, object] = {
+        "event": Event.SENT,
+        "message_id": uuid.UUID(int=1),
+        "kind": "SEIZURE_NOTICE",
+        "counterpart": "HK",
+        "digests": (),
+    }
+    with pytest.raises(EntryFormatError, match=match):
+        Entry(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda b: b"\x02" + b[1:], "version 2"),
+        (lambda b: b[:17] + b"\x63" + b[18:], "unknown event 99"),
+        (lambda b: b + b"\x00", "digest bytes"),
+        (lambda b: b[:-1], "digest bytes"),
+        (lambda b: b[:40], "ends inside"),
+        (lambda b: b[:10], "shorter than its header"),
+    ],
+    ids=["version", "event", "trailing-byte", "truncated-digest", "truncated-kind", "header"],
+)
+def test_bad_bytes_are_refused(mutate: object, match: str) -> None:
+    leaf = Record(1, 2, make_entry(1)).encode()
+    with pytest.raises(EntryFormatError, match=match):
+        decode_record(mutate(leaf))  # type: ignore[operator]
