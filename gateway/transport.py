@@ -20,10 +20,12 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import InvalidArgumentError, NotFoundError
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import SpiffeId
+from gateway.pki.revocation import CrlError, load_crl, verify_crl
 
 __all__ = ["ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
 
@@ -42,6 +44,19 @@ def _mtime(path: Path) -> int:
         return os.stat(path).st_mtime_ns
     except FileNotFoundError:
         return -1
+
+
+def _check_pair(cert_path: Path, chain: bytes, key_path: Path, key_pem: bytes) -> None:
+    """Refuse a certificate whose key is not the one beside it (mid-rotation)."""
+    try:
+        cert = x509.load_pem_x509_certificate(chain)
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"cannot load {cert_path} and {key_path} (unencrypted PEM needed): {exc}"
+        ) from None
+    if cert.public_key() != key.public_key():
+        raise InvalidArgumentError(f"{key_path} is not the key of the certificate {cert_path}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class ServerTls:
         self._lock = threading.Lock()
         self._stamp = self._stamps()
         self.material = self._load()
+        self.generation = 0  # bumped at each reload
+        self._served = 0  # the generation grpcio was last given
 
     def _stamps(self) -> tuple[int, ...]:
         return tuple(_mtime(p) for p in self._paths)
@@ -87,19 +104,17 @@ class ServerTls:
         for path in self._crl_paths:
             if not path.exists():  # a CRL may be published after the node starts
                 continue
-            data = _read(path, "CRL")
+            # Only CRLs signed by a root of the (new) bundle are used: a writable CRL directory
+            # must not let anyone revoke or un-revoke certificates.
+            crl = load_crl(_read(path, "CRL"))
             try:
-                crl = (
-                    x509.load_pem_x509_crl(data)
-                    if data.lstrip().startswith(b"-----")
-                    else x509.load_der_x509_crl(data)
-                )
-            except ValueError as exc:
-                raise InvalidArgumentError(f"CRL file {path} is not a valid CRL") from exc
+                verify_crl(crl, bundle)
+            except CrlError as exc:
+                raise CrlError(f"CRL file {path}: {exc}") from None
             crls.append(crl)
-        return TlsMaterial(
-            _read(certificate, "certificate"), _read(key, "private key"), bundle, tuple(crls)
-        )
+        chain, key_pem = _read(certificate, "certificate"), _read(key, "private key")
+        _check_pair(certificate, chain, key, key_pem)
+        return TlsMaterial(chain, key_pem, bundle, tuple(crls))
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         m = self.material
@@ -108,7 +123,12 @@ class ServerTls:
         )
 
     def refresh(self) -> bool:
-        """Reload the files if any changed; True when new material was loaded."""
+        """Reload the files if any changed; True when new material was loaded.
+
+        Material that does not load as a whole (a CRL no bundle root signed, a certificate
+        renewed while its key is not yet replaced, a half-copied file) is refused and the node
+        keeps serving with what it has; the next change of any file retries.
+        """
         with self._lock:
             stamp = self._stamps()
             if stamp == self._stamp:
@@ -120,14 +140,25 @@ class ServerTls:
                 log.warning("TLS material not reloaded: %s", exc)
                 return False
             self._stamp, self.material = stamp, material
-        log.info("TLS material reloaded (certificate, trust bundle or CRLs changed)")
+            self.generation += 1
+        log.info(
+            "TLS material reloaded (certificate, trust bundle or CRLs changed)",
+            extra={"event": "tls-reloaded", "generation": self.generation},
+        )
         if self._on_change is not None:
             self._on_change(material)
         return True
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """grpcio's per-handshake callback: new configuration if the files changed, else None."""
-        return self._configuration() if self.refresh() else None
+        """grpcio's per-handshake callback: new configuration if the material changed since
+        grpcio last got one (whoever reloaded it: this handshake or the node's file watcher),
+        else None ("keep the current one")."""
+        self.refresh()
+        with self._lock:
+            if self._served == self.generation:
+                return None
+            self._served = self.generation
+            return self._configuration()
 
     def credentials(self) -> grpc.ServerCredentials:
         """Dynamic server credentials requiring and verifying a client certificate."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.cli import main as cli_main
 from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
-from gateway.pki import Role, SpiffeId, create_root_ca, issue_leaf, issue_signing_certificate
-from gateway.pki.bundle import TrustBundle
-from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
+from gateway.errors import UnavailableError
+from gateway.pki import Role
 from gateway.transport import secure_channel
 
 __all__ = ["run_demo"]
@@ -20,25 +22,54 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _pki(*argv: str) -> None:
+    """Run one ``customs-gateway pki`` command in-process, as an operator would."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(["pki", *argv])
+    if code != 0:
+        raise UnavailableError(f"customs-gateway pki {' '.join(argv)} failed: {err.getvalue()}")
+
+
 def _issue_certificates(root: Path) -> None:
-    cas = {j: create_root_ca(j) for j in ALL}
-    bundle = TrustBundle(tuple((j, ca.certificate) for j, ca in cas.items()))
-    write_public_file(root / "bundle.json", bundle.to_json().encode())
-    for j, ca in cas.items():
+    """Everything with the operator commands (see certs/README.md for the layout)."""
+    for j in ALL:
         d = root / j.value.lower()
-        write_public_file(d / "ca.pem", certificate_pem(ca.certificate))
-        write_private_key(d / "ca.key", ca.private_key)
-        issued = {
-            "node": issue_leaf(ca, SpiffeId(j, Role.NODE, "gateway")),
-            "node-signing": issue_signing_certificate(ca, SpiffeId(j, Role.NODE, "gateway")),
-            "partner": issue_leaf(ca, SpiffeId(j, Role.PARTNER, "risk")),
-            "auditor": issue_leaf(ca, SpiffeId(j, Role.AUDITOR, "audit")),
-        }
-        for stem, cert in issued.items():
-            write_public_file(d / f"{stem}.pem", certificate_pem(cert.certificate))
-            assert cert.private_key is not None
-            write_private_key(d / f"{stem}.key", cert.private_key)
-        _say(f"  {j.value}: root CA, node TLS + Ed25519 signing certificates, partner, auditor")
+        ca = str(d / "ca")
+        _pki("init-ca", "--jurisdiction", j.value, "--dir", ca)
+        for role, name, stem, extra in (
+            ("node", "gateway", "node", ()),
+            ("node", "gateway", "node", ("--signing",)),
+            ("partner", "risk", "partner", ()),
+            ("auditor", "audit", "auditor", ()),
+        ):
+            _pki(
+                "issue",
+                "--ca-dir",
+                ca,
+                "--role",
+                role,
+                "--name",
+                name,
+                "--out-dir",
+                str(d),
+                "--file-stem",
+                stem,
+                *extra,
+            )
+        _pki("crl", "--ca-dir", ca, "--out", str(root / "crls" / f"{j.value.lower()}.crl"))
+        _say(
+            f"  {j.value}: root CA, node TLS + Ed25519 signing certificates, partner, auditor, "
+            "first CRL"
+        )
+    _pki(
+        "bundle",
+        "build",
+        "--out",
+        str(root / "bundle.json"),
+        *(f"--root={j.value}={root / j.value.lower() / 'ca'}" for j in ALL),
+    )
+    _pki("bundle", "check", str(root / "bundle.json"))
 
 
 def _write_configs(root: Path, cluster: Cluster) -> None:
@@ -53,7 +84,8 @@ def _write_configs(root: Path, cluster: Cluster) -> None:
         config = d / "node.toml"
         config.write_text(
             f'jurisdiction = "{j.value}"\nlisten = "127.0.0.1:{ports[j]}"\ndata_dir = "data"\n\n'
-            '[tls]\ncertificate = "node.pem"\nkey = "node.key"\ntrust_bundle = "../bundle.json"\n\n'
+            '[tls]\ncertificate = "node.pem"\nkey = "node.key"\ntrust_bundle = "../bundle.json"\n'
+            'crls = ["../crls/cn.crl", "../crls/hk.crl", "../crls/mo.crl"]\n\n'
             '[signing]\ncertificate = "node-signing.pem"\nkey = "node-signing.key"\n'
             f"{peers}\n[server]\ngrace_seconds = 2.0\n"
         )

@@ -113,9 +113,12 @@ def _signing_key(
     bundle, crls = exchange.trust()
     try:
         cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{what} signing certificate is not valid DER") from exc
+    try:
         identity = verify_leaf(cert, bundle, crls, at=exchange.now(), usage="signing")
-    except (ValueError, CertificateCheckError) as exc:
-        raise PermissionDeniedError(f"{what} signing certificate: {exc}") from exc
+    except CertificateCheckError as exc:
+        raise CertificateCheckError(f"{what} signing certificate: {exc}") from exc
     if identity.jurisdiction is not expected:
         raise PermissionDeniedError(f"{what} is signed by {identity.uri}, not a {expected} node")
     public = cert.public_key()

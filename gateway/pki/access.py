@@ -1,10 +1,15 @@
 """Who is calling, and may they? Authentication and deny-by-default authorization (pure).
 
 grpcio verifies the TLS chain against the trust bundle but knows nothing of jurisdictions or
-CRLs, so every call is checked again here, on the peer's leaf certificate, with
-:func:`gateway.pki.chain.verify_leaf` (SPIFFE id, root of the same jurisdiction, validity,
-client EKU, CRL). The outcome is cached by certificate fingerprint until the bundle or CRLs
-change.
+CRLs, so every call is checked again here, on the peer's leaf certificate:
+
+1. exactly one SPIFFE URI SAN naming a known jurisdiction, role and holder;
+2. issued by a root in the bundle that speaks for *that* jurisdiction (signature checked);
+3. within its validity period;
+4. allowed for TLS client authentication (extended key usage);
+5. not revoked by a loaded CRL of its issuer.
+
+The outcome is cached by certificate fingerprint until the CRLs change.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from gateway.errors import PermissionDeniedError, UnauthenticatedError
+from gateway.errors import UnauthenticatedError
 from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.chain import verify_leaf
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
+from gateway.pki.policy import authorize
+from gateway.pki.revocation import VerifiedCrl, verify_crl
 
 __all__ = ["Authenticator", "Principal", "authorize"]
+
+# Decisions cached at most; the cache is emptied when full (it refills on the next calls).
+_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -57,23 +67,54 @@ class Authenticator:
         *,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
+        """Start with ``bundle`` and ``crls``.
+
+        Raises:
+            CrlError: a CRL is not signed by a root of ``bundle`` (see :func:`verify_crl`).
+        """
         self._lock = threading.Lock()
         self._clock = clock
         self._bundle = bundle
-        self._crls: tuple[x509.CertificateRevocationList, ...] = tuple(crls)
+        self._crls = self._verify(bundle, crls)
         self._cache: dict[str, Principal] = {}
+
+    def _verify(
+        self, bundle: TrustBundle, crls: Sequence[x509.CertificateRevocationList]
+    ) -> tuple[VerifiedCrl, ...]:
+        now = self._clock()
+        return tuple(verify_crl(c, bundle, now=now) for c in crls)
+
+    @property
+    def bundle(self) -> TrustBundle:
+        """The trust bundle in use."""
+        with self._lock:
+            return self._bundle
+
+    @property
+    def crls(self) -> tuple[VerifiedCrl, ...]:
+        """The CRLs in use, each verified against the bundle."""
+        with self._lock:
+            return self._crls
 
     def update(
         self,
         bundle: TrustBundle | None = None,
         crls: Sequence[x509.CertificateRevocationList] | None = None,
     ) -> None:
-        """Replace the bundle and/or CRLs; cached decisions are dropped."""
+        """Replace the bundle and/or CRLs atomically; cached decisions are dropped.
+
+        CRLs are verified against the (new) bundle first; if one fails, nothing changes.
+        When only the bundle changes, the loaded CRLs are verified again against it.
+
+        Raises:
+            CrlError: a CRL is not signed by a root of the bundle.
+        """
         with self._lock:
-            if bundle is not None:
-                self._bundle = bundle
-            if crls is not None:
-                self._crls = tuple(crls)
+            new_bundle = bundle if bundle is not None else self._bundle
+            raw = crls if crls is not None else [v.crl for v in self._crls]
+            verified = self._verify(new_bundle, raw)
+            self._bundle = new_bundle
+            self._crls = verified
             self._cache.clear()
 
     def authenticate(self, leaf_pem: bytes) -> Principal:
@@ -92,6 +133,8 @@ class Authenticator:
         principal = self._check(cert, fp, now, bundle, crls)
         with self._lock:
             if bundle is self._bundle and crls is self._crls:
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
                 self._cache[fp] = principal
         return principal
 
@@ -101,52 +144,9 @@ class Authenticator:
         fp: str,
         now: dt.datetime,
         bundle: TrustBundle,
-        crls: tuple[x509.CertificateRevocationList, ...],
+        crls: tuple[VerifiedCrl, ...],
     ) -> Principal:
-        identity = verify_leaf(cert, bundle, crls, at=now, usage="client")
+        # Only CRLs verified against the bundle reach here (see update), so the shared leaf
+        # check may match them to the issuing root by name.
+        identity = verify_leaf(cert, bundle, [v.crl for v in crls], at=now, usage="client")
         return Principal(identity, fp, cert.not_valid_after_utc)
-
-
-# Deny by default: a method not matched here is refused.
-_HEALTH_AND_REFLECTION = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-
-def authorize(method: str, principal: Principal, node: Jurisdiction) -> None:
-    """Allow or refuse ``principal`` calling ``method`` on the node of ``node``'s jurisdiction.
-
-    Rules (first match decides; no match is a refusal):
-
-    - ``health-and-reflection``: any authenticated caller;
-    - ``partner-own-jurisdiction``: PartnerGateway, partners of the node's jurisdiction only;
-    - ``peer-nodes-only``: PeerExchange, nodes of other jurisdictions only;
-    - ``auditors-read-only``: LedgerAudit, auditors of any jurisdiction.
-
-    Raises:
-        PermissionDeniedError: naming the rule that refused.
-    """
-    who = principal.identity.uri
-    if method.startswith(_HEALTH_AND_REFLECTION):
-        return
-    service = method.split("/")[1] if method.count("/") >= 2 else ""
-    if service == "customs.gateway.v1.PartnerGateway":
-        if principal.role is not Role.PARTNER:
-            raise PermissionDeniedError(f"rule partner-own-jurisdiction: {who} is not a partner")
-        if principal.jurisdiction is not node:
-            raise PermissionDeniedError(
-                f"rule partner-own-jurisdiction: {who} is a {principal.jurisdiction} partner; "
-                f"this is the {node} node"
-            )
-        return
-    if service == "customs.gateway.v1.PeerExchange":
-        if principal.role is not Role.NODE:
-            raise PermissionDeniedError(f"rule peer-nodes-only: {who} is not a node")
-        if principal.jurisdiction is node:
-            raise PermissionDeniedError(
-                f"rule peer-nodes-only: {who} is of this node's jurisdiction"
-            )
-        return
-    if service == "customs.gateway.v1.LedgerAudit":
-        if principal.role is not Role.AUDITOR:
-            raise PermissionDeniedError(f"rule auditors-read-only: {who} is not an auditor")
-        return
-    raise PermissionDeniedError(f"rule deny-by-default: no rule allows {who} to call {method}")

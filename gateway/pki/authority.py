@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from gateway.pki.identity import Jurisdiction, Role, SpiffeId
+from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
 
 __all__ = [
     "DEFAULT_CA_LIFETIME",
@@ -32,8 +33,11 @@ __all__ = [
     "CertificateAuthority",
     "IssuedCertificate",
     "create_root_ca",
+    "identity_of",
+    "is_signing_certificate",
     "issue_leaf",
     "issue_signing_certificate",
+    "renew_certificate",
 ]
 
 DEFAULT_CA_LIFETIME = dt.timedelta(days=3650)
@@ -260,3 +264,99 @@ def issue_signing_certificate(
         .sign(ca.private_key, hashes.SHA256())
     )
     return IssuedCertificate(cert, key)
+
+
+def identity_of(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE identity of a certificate issued by this PKI (its one URI SAN).
+
+    Raises:
+        IdentityError: no SAN, not exactly one URI SAN, or a URI that is not a customs-exchange
+            SPIFFE id.
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise IdentityError("certificate has no subject alternative name") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise IdentityError(f"certificate must carry exactly one URI SAN, has {len(uris)}")
+    return SpiffeId.parse(uris[0])
+
+
+def is_signing_certificate(cert: x509.Certificate) -> bool:
+    """True for a node's document-signing certificate (EKU ``id-kp-documentSigning``)."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return DOCUMENT_SIGNING_EKU in eku
+
+
+_RECOMPUTED = (x509.SubjectKeyIdentifier.oid, x509.AuthorityKeyIdentifier.oid)
+
+
+def renew_certificate(
+    ca: CertificateAuthority,
+    old: x509.Certificate,
+    *,
+    now: dt.datetime | None = None,
+    lifetime: dt.timedelta = DEFAULT_LEAF_LIFETIME,
+    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | None = None,
+) -> IssuedCertificate:
+    """Issue ``old`` again: same subject, names and usages; new serial and validity period.
+
+    A fresh key of the same type is generated unless ``public_key`` is given (renewal that
+    keeps the key; the result then has no private key).
+
+    Raises:
+        ValueError: ``old`` was not issued by ``ca``, is not a leaf, or ``public_key`` has a
+            different type than the old key.
+        IdentityError: ``old`` carries no valid SPIFFE identity.
+    """
+    try:
+        old.verify_directly_issued_by(ca.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValueError(
+            f"certificate {old.serial_number:x} was not issued by the {ca.jurisdiction} root"
+        ) from None
+    identity = identity_of(old)
+    if identity.jurisdiction is not ca.jurisdiction:
+        raise ValueError(f"the {ca.jurisdiction} root cannot renew {identity.uri}")
+    bc = old.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if bc.ca:
+        raise ValueError(f"certificate {old.serial_number:x} is a CA, not a leaf")
+    old_public = old.public_key()
+    key: PrivateKey | None = None
+    if public_key is None:
+        if isinstance(old_public, ed25519.Ed25519PublicKey):
+            key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        public_key = key.public_key()
+    elif type(public_key) is not type(old_public) and not (
+        isinstance(public_key, ec.EllipticCurvePublicKey)
+        and isinstance(old_public, ec.EllipticCurvePublicKey)
+    ):
+        raise ValueError(
+            f"the new key is {type(public_key).__name__}; the certificate has "
+            f"{type(old_public).__name__}"
+        )
+    now = now or _utcnow()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now + lifetime, ca.certificate.not_valid_after_utc))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()),
+            critical=False,
+        )
+    )
+    for ext in old.extensions:
+        if ext.oid not in _RECOMPUTED:
+            builder = builder.add_extension(ext.value, critical=ext.critical)
+    return IssuedCertificate(builder.sign(ca.private_key, hashes.SHA256()), key)

@@ -11,18 +11,28 @@ names, decides which jurisdiction a chain belongs to.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from gateway.errors import InvalidArgumentError
 from gateway.pki.identity import Jurisdiction
 
-__all__ = ["BUNDLE_FORMAT", "TrustBundle", "TrustBundleError", "fingerprint"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "RootFinding",
+    "TrustBundle",
+    "TrustBundleError",
+    "check_bundle",
+    "fingerprint",
+]
 
 BUNDLE_FORMAT = "customs-gateway/trust-bundle/v1"
 
@@ -116,3 +126,61 @@ class TrustBundle:
                 )
             parsed.append((jurisdiction, cert))
         return cls(tuple(parsed))
+
+
+@dataclass(frozen=True)
+class RootFinding:
+    """What :func:`check_bundle` found about one root (``problems`` empty when it is sound)."""
+
+    jurisdiction: Jurisdiction
+    certificate: x509.Certificate
+    problems: tuple[str, ...]
+
+
+def check_bundle(bundle: TrustBundle, now: dt.datetime) -> list[RootFinding]:
+    """Check every root of ``bundle`` the way a node relies on it.
+
+    Per root: (1) self-signed; (2) a CA whose country is the jurisdiction it is mapped to;
+    (3) name constraints that permit only that jurisdiction's trust domain (URI and DNS);
+    (4) within its validity period. A jurisdiction without any root is reported as a finding
+    with the problem ``no root`` (and no certificate: the first root found stands in).
+
+    Returns:
+        One finding per root, plus one per missing jurisdiction.
+    """
+    findings: list[RootFinding] = []
+    for jurisdiction, cert in bundle:
+        problems: list[str] = []
+        # (1) self-signed
+        try:
+            cert.verify_directly_issued_by(cert)
+        except (ValueError, TypeError, InvalidSignature):
+            problems.append("not self-signed")
+        # (2) country
+        country = [a.value for a in cert.subject if a.oid == NameOID.COUNTRY_NAME]
+        if country != [jurisdiction.value]:
+            problems.append(f"subject country {country} is not [{jurisdiction.value!r}]")
+        # (3) name constraints confine the root to its trust domain
+        try:
+            nc = cert.extensions.get_extension_for_class(x509.NameConstraints)
+        except x509.ExtensionNotFound:
+            problems.append("no name constraints")
+        else:
+            permitted = {g.value for g in nc.value.permitted_subtrees or []}
+            if permitted != {jurisdiction.trust_domain}:
+                problems.append(
+                    f"name constraints permit {sorted(permitted)}, "
+                    f"expected only {jurisdiction.trust_domain!r}"
+                )
+            if not nc.critical:
+                problems.append("name constraints are not critical")
+        # (4) validity
+        if now < cert.not_valid_before_utc:
+            problems.append(f"not valid before {cert.not_valid_before_utc.isoformat()}")
+        if now > cert.not_valid_after_utc:
+            problems.append(f"expired at {cert.not_valid_after_utc.isoformat()}")
+        findings.append(RootFinding(jurisdiction, cert, tuple(problems)))
+    present = {j for j, _ in bundle}
+    first = bundle.roots[0][1]
+    findings += [RootFinding(j, first, ("no root",)) for j in Jurisdiction if j not in present]
+    return findings

@@ -102,7 +102,12 @@ def verify_leaf(
             continue
         revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if revoked is not None:
+            try:
+                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            except x509.ExtensionNotFound:
+                number = None
             raise CertificateCheckError(
-                f"{who} was revoked at {revoked.revocation_date_utc.isoformat()}"
+                f"{who} was revoked at {revoked.revocation_date_utc.isoformat()} "
+                f"(CRL number {number})"
             )
     return identity

@@ -42,17 +42,28 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
 
 
 def _create(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    # A replacement is written beside the target and renamed over it, so a node that reloads
+    # the file at any moment reads either the old or the new content, never a mix.
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FailedPreconditionError(f"{path} exists; refusing to overwrite it")
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if overwrite else path
     try:
-        fd = os.open(path, flags, mode)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
         raise FailedPreconditionError(f"{path} exists; refusing to overwrite it") from None
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if target != path:
+            os.replace(target, path)
+    except BaseException:
+        if target != path:
+            target.unlink(missing_ok=True)
+        raise
 
 
 def write_private_key(
@@ -97,7 +108,9 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, passphrase)
     except TypeError as exc:
-        raise InvalidArgumentError(f"{path} is encrypted: a passphrase is needed") from exc
+        if passphrase is None:
+            raise InvalidArgumentError(f"{path} is encrypted: a passphrase is needed") from exc
+        raise InvalidArgumentError(f"{path} is not encrypted, but a passphrase was given") from exc
     except ValueError as exc:
         raise InvalidArgumentError(
             f"cannot load private key {path}: wrong passphrase or not a PEM private key"

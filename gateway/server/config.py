@@ -27,6 +27,7 @@ Example (paths are relative to the config file)::
     max_workers = 32
     expiry_warning_days = 14
     checkpoint_interval_seconds = 10.0
+    tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ServerSettings:
     max_workers: int = 32
     expiry_warning_days: int = 14
     checkpoint_interval_seconds: float = 10.0
+    tls_reload_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,12 @@ def load_config(path: str | Path) -> NodeConfig:
         checkpoint_interval_seconds=srv.take(
             "checkpoint_interval_seconds", float, defaults.checkpoint_interval_seconds
         ),
+        tls_reload_seconds=srv.take("tls_reload_seconds", float, defaults.tls_reload_seconds),
     )
+    if settings.tls_reload_seconds <= 0:
+        raise srv.error("tls_reload_seconds", "must be positive")
+    if settings.expiry_warning_days < 0:
+        raise srv.error("expiry_warning_days", "must not be negative")
     if settings.max_workers < 1:
         raise srv.error("max_workers", "must be at least 1")
     if settings.grace_seconds < 0:

@@ -9,6 +9,7 @@ grace period, stops the workers and closes the ledger.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from customs.gateway.v1 import (
     peer_pb2_grpc,
 )
 from gateway.envelope import Signer
-from gateway.errors import UnavailableError
+from gateway.errors import GatewayError, UnavailableError
 from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
 from gateway.exchange.delivery import Deliverer
@@ -39,6 +40,7 @@ from gateway.exchange.witness import WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
+from gateway.pki.expiry import expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
@@ -46,7 +48,7 @@ from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["SERVICE_NAMES", "Node"]
+__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
 
 log = logging.getLogger("gateway.server")
 
@@ -55,6 +57,29 @@ SERVICE_NAMES = (
     peer_pb2.DESCRIPTOR.services_by_name["PeerExchange"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["LedgerAudit"].full_name,
 )
+
+
+CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+
+
+class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
+    """Standard health checking; ``Check`` also returns the node's certificate warnings in the
+    trailing metadata ``certificate-warnings`` (``none`` when all is well), so an operator's
+    probe sees them without a new RPC."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._node = node
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        warnings = self._node.certificate_warnings()
+        text = " | ".join(warnings) if warnings else "none"
+        context.set_trailing_metadata(
+            ((CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),)
+        )
+        return super().Check(request, context)
 
 
 class Node:
@@ -101,7 +126,11 @@ class Node:
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
             interval=interval,
         )
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = _HealthWithCertificates(self)
+        self._warned: tuple[str, ...] = ()
+        self._watcher = threading.Thread(
+            target=self._watch_tls, name=f"{config.jurisdiction.value.lower()}-tls", daemon=True
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.server.max_workers,
@@ -118,6 +147,58 @@ class Node:
 
     def _tls_changed(self, material: TlsMaterial) -> None:
         self.authenticator.update(material.bundle, material.crls)
+        self._report_expiry()
+
+    # -- certificate lifecycle: reload and expiry warnings ------------------------------------
+
+    def certificate_warnings(self) -> list[str]:
+        """What an operator must act on: this node's TLS and signing certificates and the
+        bundle's roots that expire within ``server.expiry_warning_days``, and loaded CRLs past
+        their next update. Empty when all is well."""
+        now = dt.datetime.now(dt.UTC)
+        window = dt.timedelta(days=self.config.server.expiry_warning_days)
+        material = self.tls.material
+        certs: list[tuple[str, x509.Certificate]] = []
+        problems: list[str] = []
+        loaders: list[tuple[str, Callable[[], x509.Certificate]]] = [
+            ("TLS certificate", lambda: x509.load_pem_x509_certificate(material.certificate_chain)),
+            ("signing certificate", lambda: load_certificate(self.config.signing_certificate)),
+        ]
+        for label, load in loaders:
+            try:
+                certs.append((label, load()))
+            except (ValueError, GatewayError) as exc:
+                problems.append(f"{label} unreadable: {exc}")
+        certs += [(f"{j} root CA", root) for j, root in material.bundle]
+        warnings = [str(w) for w in expiry_warnings(certs, now, window)]
+        for verified in self.authenticator.crls:
+            if verified.is_stale(now):
+                next_update = verified.crl.next_update_utc
+                warnings.append(
+                    f"{verified.jurisdiction} CRL number {verified.number} is past its next "
+                    f"update {next_update.isoformat() if next_update else '?'}: publish a new one"
+                )
+        return problems + warnings
+
+    def _report_expiry(self) -> None:
+        warnings = self.certificate_warnings()
+        # Log when the set of warnings changes (not every tick): subjects, not the countdown.
+        key = tuple(w.split(" expires at ")[0].split(" expired at ")[0] for w in warnings)
+        if key == self._warned:
+            return
+        self._warned = key
+        for warning in warnings:
+            log.warning("certificate warning: %s", warning, extra={"event": "certificate-warning"})
+
+    def _watch_tls(self) -> None:
+        """Pick up renewed certificates, a new bundle and new CRLs even when no new connection
+        arrives (an existing connection's calls are then checked against the new CRLs)."""
+        while not self._stopped.wait(self.config.server.tls_reload_seconds):
+            try:
+                self.tls.refresh()
+                self._report_expiry()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("TLS watcher failed; retrying")
 
     def _channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
         config = self.config
@@ -160,6 +241,8 @@ class Node:
         for deliverer in self.deliverers.values():
             deliverer.start()
         self.witness_client.start()
+        self._report_expiry()
+        self._watcher.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
