@@ -301,8 +301,7 @@ class Ledger:
             record = Record(frontier.size, stamp, entry)
             leaf = record.encode()
             entry_rows.append((record.index, leaf))
-            for node, h in frontier.append(leaf_hash(leaf)):
-                node_rows.append((node_id(node.level, node.pos), h))
+            node_rows += frontier.append_keyed(leaf_hash(leaf))
             records.append(record)
         conn.executemany("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", entry_rows)
         conn.executemany("INSERT INTO ledger_nodes(id, hash) VALUES (?, ?)", node_rows)

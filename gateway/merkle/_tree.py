@@ -202,6 +202,24 @@ class Frontier:
         self.size = index + 1
         return completed
 
+    def append_keyed(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """Like :meth:`append`, but name each completed node by its :func:`node_id` (faster).
+
+        The nodes completed by one append have consecutive ids, starting at the leaf's.
+        """
+        n = self.size
+        key = 2 * n - n.bit_count()
+        completed = [(key, leaf_hash)]
+        stack = self._stack
+        level, h = 0, leaf_hash
+        while stack and stack[-1][0] == level:
+            h = node_hash(stack.pop()[1], h)
+            level += 1
+            completed.append((key + level, h))
+        stack.append((level, h))
+        self.size = n + 1
+        return completed
+
     def root(self) -> bytes:
         """``MTH(D[0:size])`` of the leaves appended so far."""
         if not self._stack:

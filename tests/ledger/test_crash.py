@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit import check_ledger
 from gateway.ledger import Ledger, decode_record
 from gateway.merkle import MemoryTree
 from gateway.notes import NoteSigner
@@ -96,3 +97,6 @@ def test_sigkill_mid_stream_loses_no_acknowledged_entry(tmp_path: Path) -> None:
                 i for i, leaf in enumerate(leaves) if ids[decode_record(leaf).entry.message_id] == 1
             }
             assert outbox == singles
+            ledger.checkpoint()
+        result = check_ledger(path, signer.verifier)
+        assert result.entries == size

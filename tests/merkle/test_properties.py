@@ -246,3 +246,12 @@ def test_degenerate_requests_are_refused(call: object, match: str) -> None:
 
     with pytest.raises(TreeRangeError, match=match):
         call()  # type: ignore[operator]
+
+
+def test_append_keyed_names_the_same_nodes_as_append() -> None:
+    from gateway.merkle import node_id
+
+    a, b = Frontier(), Frontier()
+    for leaf in LEAVES[:100]:
+        plain = [(node_id(n.level, n.pos), h) for n, h in a.append(leaf_hash(leaf))]
+        assert b.append_keyed(leaf_hash(leaf)) == plain

@@ -1,0 +1,136 @@
+"""``customs-gateway audit``: verify a ledger offline, export it for an auditor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import VerificationResult, verify_ledger, write_export
+from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
+from gateway.notes import Verifier
+
+_VERIFY_EPILOG = """\
+examples:
+  customs-gateway audit verify hk-ledger.export --vkey hk.vkey
+  customs-gateway audit verify data/ledger.db \\
+      --vkey 'hk.customs-exchange/ledger+1a2b3c4d+AU0v...' --witness-vkey mo-witness.vkey --json
+
+exit status: 0 verified, 1 the ledger does not verify (the first bad entry or checkpoint is
+named), 2 bad arguments or unreadable file.
+"""
+
+_EXPORT_EPILOG = """\
+example:
+  customs-gateway audit export --db data/ledger.db --out hk-ledger.export
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``audit`` command group."""
+    audit = subparsers.add_parser(
+        "audit", help="verify or export a ledger", description="Offline ledger audit."
+    )
+    commands = audit.add_subparsers(title="audit commands", metavar="COMMAND")
+    verify = commands.add_parser(
+        "verify",
+        help="recompute a ledger's tree and check every checkpoint",
+        description="Verify a ledger database or export file offline.",
+        epilog=_VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("path", type=Path, help="ledger database or export file")
+    verify.add_argument(
+        "--vkey", required=True, help="the log's verifier key, or a file holding it"
+    )
+    verify.add_argument(
+        "--witness-vkey",
+        action="append",
+        default=[],
+        help="a witness's cosignature verifier key or file (repeatable)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    verify.set_defaults(handler=_verify)
+    export = commands.add_parser(
+        "export",
+        help="write a ledger's entries and checkpoints to one file",
+        description="Export a ledger database to the single-file format auditors carry.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--db", type=Path, required=True, help="the node's ledger database")
+    export.add_argument("--out", type=Path, required=True, help="the export file to write")
+    export.set_defaults(handler=_export)
+    audit.set_defaults(handler=lambda _args: _usage(audit))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _key(value: str) -> Verifier:
+    path = Path(value)
+    text = path.read_text().strip() if "+" not in value and path.is_file() else value
+    return Verifier.from_vkey(text)
+
+
+def _progress(done: int, total: int) -> None:
+    percent = 100 * done // total if total else 100
+    print(f"\rverifying: {done:,}/{total:,} entries ({percent}%)", end="", file=sys.stderr)
+    if done >= total:
+        print(file=sys.stderr)
+
+
+def _as_json(result: VerificationResult) -> str:
+    return json.dumps(
+        {
+            "ok": result.ok,
+            "origin": result.origin,
+            "entries": result.entries,
+            "checkpoints": result.checkpoints,
+            "cosignatures": result.cosignatures,
+            "consistency_proofs": result.consistency_proofs,
+            "root": result.root.hex(),
+            "verified": result.verified,
+            "failures": [
+                {"message": f.message, "index": f.index, "checkpoint_size": f.checkpoint_size}
+                for f in result.failures
+            ],
+        },
+        indent=2,
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if not args.path.is_file():
+        raise CliError(f"no such file: {args.path}")
+    log_key = _key(args.vkey)
+    witnesses = [_key(v) for v in args.witness_vkey]
+    show = not args.no_progress and not args.json
+    result = verify_ledger(args.path, log_key, witnesses, _progress if show else None)
+    if args.json:
+        print(_as_json(result))
+    elif result.ok:
+        print(
+            f"ok: {result.origin}: {result.entries} entries, {result.checkpoints} checkpoints, "
+            f"{result.consistency_proofs} consistency proofs, {result.cosignatures} "
+            f"cosignatures; root {result.root.hex()}"
+        )
+    elif result.failures:
+        for failure in result.failures:
+            print(f"FAILED: {failure}")
+    else:
+        print(f"FAILED: {result.entries} entries but no signed checkpoint to verify them against")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not args.db.is_file():
+        raise CliError(f"no such file: {args.db}")
+    entries, checkpoints = write_export(args.db, args.out)
+    print(f"exported {entries} entries and {checkpoints} checkpoints to {args.out}")
+    return EXIT_OK
