@@ -106,9 +106,12 @@ class World:
         peers: dict[Jurisdiction, int] | None = None,
         listen: str = "127.0.0.1:0",
         crls: Sequence[Path] = (),
-        extra: str = "",
+        server: str = "",
     ) -> Path:
-        """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path."""
+        """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path.
+
+        ``server`` holds extra lines for the ``[server]`` table.
+        """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [
             f'jurisdiction = "{jurisdiction.value}"',
@@ -129,6 +132,7 @@ class World:
             "[server]",
             "grace_seconds = 1.0",
             "max_workers = 16",
+            server,
             "",
         ]
         for peer, port in (peers or {}).items():
@@ -140,7 +144,7 @@ class World:
             ]
         path = data_dir.parent / f"{jurisdiction.value.lower()}-node.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + extra)
+        path.write_text("\n".join(lines))
         return path
 
 

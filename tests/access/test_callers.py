@@ -75,7 +75,7 @@ class Cluster:
 def cluster(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cn-node")
     crl = tmp / "cn.crl"
-    config = world.write_config(CN, tmp / "cn-data", crls=[crl], extra="tls_reload_seconds = 0.1\n")
+    config = world.write_config(CN, tmp / "cn-data", crls=[crl], server="tls_reload_seconds = 0.1")
     with running_node(config) as node:
         yield Cluster(world, node, crl)
 

@@ -57,7 +57,7 @@ def _served_certificate(world: World, node: Node, tmp: Path) -> x509.Certificate
 
 
 def _node_config(world: World, tmp: Path, cert: Path, key: Path, extra: str = "") -> Path:
-    config = world.write_config(HK, tmp / "hk-data", extra="tls_reload_seconds = 0.1\n" + extra)
+    config = world.write_config(HK, tmp / "hk-data", server="tls_reload_seconds = 0.1\n" + extra)
     node = world.cred(HK, Role.NODE)
     text = config.read_text()
     text = text.replace(f'certificate = "{node.certificate}"', f'certificate = "{cert}"')

@@ -49,9 +49,8 @@ def decode_cursor(cursor: str) -> int:
     except (ValueError, struct.error):
         magic, seq = b"", 0
     if magic != _CURSOR_MAGIC:
-        raise InvalidArgumentError(
-            "bad cursor", [FieldViolation("cursor", "not a cursor from this node's stream")]
-        )
+        problem = FieldViolation("cursor", "not a cursor from this node's stream")
+        raise InvalidArgumentError(str(problem), [problem])
     return int(seq)
 
 

@@ -26,10 +26,8 @@ class PeerService(peer_pb2_grpc.PeerExchangeServicer):  # type: ignore[misc]  # 
     ) -> peer_pb2.DeliverBatchResponse:
         count = len(request.envelopes)
         if not 1 <= count <= MAX_BATCH:
-            raise InvalidArgumentError(
-                "bad batch",
-                [FieldViolation("envelopes", f"1 to {MAX_BATCH} envelopes, got {count}")],
-            )
+            problem = FieldViolation("envelopes", f"1 to {MAX_BATCH} envelopes, got {count}")
+            raise InvalidArgumentError(str(problem), [problem])
         response = peer_pb2.DeliverBatchResponse()
         for message_id, receipt, error in self._exchange.receive(
             request.envelopes, current_caller()

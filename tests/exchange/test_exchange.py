@@ -1,0 +1,191 @@
+"""Issue 5, done when: messages reach exactly the partners of their recipients, ledgered at both
+ends with matching digests; a stopped peer catches up in order; refusals leave no trace."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from customs.gateway.v1 import common_pb2, partner_pb2, partner_pb2_grpc
+from gateway.ledger import Event
+from gateway.pki import Jurisdiction, Role
+from tests.exchange.conftest import (
+    CN,
+    HK,
+    MO,
+    PROTO,
+    Trio,
+    entry_request,
+    notice_request,
+    read_stream,
+    wait_for,
+)
+
+ROUTES = [
+    (CN, [HK, MO]),
+    (HK, [CN]),
+    (MO, [CN, HK]),
+]
+
+
+def _delivered(trio: Trio, origin: Jurisdiction, message_id: str, count: int) -> bool:
+    status = trio.partner(origin).GetDeliveryStatus(
+        partner_pb2.GetDeliveryStatusRequest(message_id=message_id), timeout=5
+    )
+    return sum(r.state == partner_pb2.DELIVERY_STATE_DELIVERED for r in status.recipients) == count
+
+
+def test_each_node_reaches_exactly_its_recipients(trio: Trio) -> None:
+    sent: dict[str, tuple[Jurisdiction, list[Jurisdiction], bytes]] = {}
+    for origin, recipients in ROUTES:
+        request = notice_request(origin, recipients)
+        response = trio.partner(origin).SubmitSeizureNotice(request, timeout=10)
+        assert response.message_id == request.addressing.message_id
+        assert len(response.digest) == 32
+        sent[response.message_id] = (origin, recipients, response.digest)
+    for message_id, (origin, recipients, _) in sent.items():
+        count = len(recipients)
+        wait_for(
+            lambda m=message_id, o=origin, n=count: _delivered(trio, o, m, n),
+            what=f"receipts of {message_id}",
+        )
+
+    for j in (CN, HK, MO):
+        expected = {m for m, (_, recipients, _) in sent.items() if j in recipients}
+        got = read_stream(trio.partner(j), expect=len(expected))
+        assert {m.message_id for m in got} == expected
+        assert len(got) == len(expected)  # exactly once
+        for message in got:
+            assert message.seizure_notice.notice_id
+            assert message.envelope.signature
+        # nothing more is waiting: a stream resumed after the last cursor stays empty
+        with pytest.raises(grpc.RpcError) as info:
+            read_stream(trio.partner(j), got[-1].cursor, expect=1, timeout=1.0)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    for message_id, (origin, recipients, digest) in sent.items():
+        mid = uuid.UUID(message_id)
+        sent_entries = [r for r in trio.entries(origin, Event.SENT) if r.entry.message_id == mid]
+        assert sorted(r.entry.counterpart for r in sent_entries) == sorted(
+            j.value for j in recipients
+        )
+        assert all(r.entry.digests[0] == digest for r in sent_entries)
+        receipts = [r for r in trio.entries(origin, Event.RECEIPT) if r.entry.message_id == mid]
+        assert sorted(r.entry.counterpart for r in receipts) == sorted(j.value for j in recipients)
+        for j in (CN, HK, MO):
+            received = [r for r in trio.entries(j, Event.RECEIVED) if r.entry.message_id == mid]
+            if j in recipients:
+                assert len(received) == 1
+                assert received[0].entry.digests[0] == digest
+                assert received[0].entry.counterpart == origin.value
+            else:
+                assert received == []
+
+
+def test_acknowledgements_are_ledgered_once_per_partner(trio: Trio) -> None:
+    request = notice_request(CN, [HK])
+    trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
+    (message,) = read_stream(trio.partner(HK), expect=1)
+    ack = partner_pb2.AcknowledgeInboundRequest(message_id=message.message_id)
+    first = trio.partner(HK).AcknowledgeInbound(ack, timeout=5)
+    again = trio.partner(HK).AcknowledgeInbound(ack, timeout=5)
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.ledger_index == first.ledger_index
+    acks = trio.entries(HK, Event.ACKNOWLEDGED)
+    assert [r.index for r in acks] == [first.ledger_index]
+    assert acks[0].entry.counterpart == "spiffe://hk.customs-exchange/partner/risk"
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(HK).AcknowledgeInbound(
+            partner_pb2.AcknowledgeInboundRequest(message_id=str(uuid.uuid4())), timeout=5
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_retried_submit_is_idempotent_and_reused_id_is_refused(trio: Trio) -> None:
+    request = notice_request(CN, [HK])
+    first = trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
+    again = trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
+    assert again.duplicate
+    assert (again.ledger_index, again.digest) == (first.ledger_index, first.digest)
+    assert len(trio.entries(CN, Event.SENT)) == 1
+
+    other = notice_request(CN, [HK])
+    other.addressing.message_id = request.addressing.message_id
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).SubmitSeizureNotice(other, timeout=10)
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "already used for a different message" in (info.value.details() or "")
+    assert len(trio.entries(CN, Event.SENT)) == 1
+
+
+def test_invalid_submit_leaves_no_ledger_entry(trio: Trio) -> None:
+    request = notice_request(CN, [HK])
+    request.notice.container_numbers[0] = "CSQU3054384"  # wrong check digit
+    request.notice.place = "XX"
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert trio.nodes[CN].ledger.size() == 0
+
+
+def test_stopped_peer_receives_everything_once_in_order(trio: Trio) -> None:
+    trio.stop(MO)
+    ids = []
+    for _ in range(12):
+        response = trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+        ids.append(response.message_id)
+    wait_for(lambda: all(_delivered_to(trio, CN, m, HK) for m in ids), what="delivery to HK")
+    status = trio.partner(CN).GetDeliveryStatus(
+        partner_pb2.GetDeliveryStatusRequest(message_id=ids[0]), timeout=5
+    )
+    mo = next(r for r in status.recipients if r.recipient == common_pb2.JURISDICTION_MO)
+    assert mo.state == partner_pb2.DELIVERY_STATE_FAILING
+    assert mo.attempts >= 1
+    assert "UNAVAILABLE" in mo.last_error
+
+    trio.start(MO)
+    got = read_stream(trio.partner(MO), expect=len(ids), timeout=30)
+    assert [m.message_id for m in got] == ids  # once each, in submit order
+    received = [r.entry.message_id for r in trio.entries(MO, Event.RECEIVED)]
+    assert received == [uuid.UUID(m) for m in ids]
+
+
+def _delivered_to(trio: Trio, origin: Jurisdiction, message_id: str, to: Jurisdiction) -> bool:
+    status = trio.partner(origin).GetDeliveryStatus(
+        partner_pb2.GetDeliveryStatusRequest(message_id=message_id), timeout=5
+    )
+    return any(
+        r.state == partner_pb2.DELIVERY_STATE_DELIVERED and r.recipient == PROTO[to]
+        for r in status.recipients
+    )
+
+
+def test_inbound_stream_resumes_from_cursor_and_filters_kinds(trio: Trio) -> None:
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    trio.partner(CN).PublishWatchlistEntry(entry_request([HK]), timeout=10)
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    first, second, third = read_stream(trio.partner(HK), expect=3)
+    resumed = read_stream(trio.partner(HK), first.cursor, expect=2)
+    assert [m.message_id for m in resumed] == [second.message_id, third.message_id]
+    call = trio.partner(HK).StreamInbound(
+        partner_pb2.StreamInboundRequest(kinds=[common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY]),
+        timeout=10,
+    )
+    only = next(iter(call))
+    call.cancel()
+    assert only.message_id == second.message_id
+    assert only.watchlist_entry.entry_id
+    with pytest.raises(grpc.RpcError) as info:
+        read_stream(trio.partner(HK), "not-a-cursor", expect=1)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_partner_of_another_jurisdiction_cannot_read_inbound(trio: Trio) -> None:
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    stub = partner_pb2_grpc.PartnerGatewayStub(trio.channel(HK, MO, Role.PARTNER))
+    with pytest.raises(grpc.RpcError) as info:
+        read_stream(stub, expect=1)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED

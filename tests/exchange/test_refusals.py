@@ -1,0 +1,132 @@
+"""A receiving node refuses forged, replayed and misaddressed envelopes, each with its status,
+and records no ``received`` entry for any of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+from grpc_status import rpc_status
+
+from customs.gateway.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
+from gateway.envelope import Signer, seal
+from gateway.ledger import Event
+from gateway.pki import Jurisdiction, Role
+from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request
+
+
+def _signer(trio: Trio, j: Jurisdiction) -> Signer:
+    cred = trio.world.signing(j)
+    return Signer(cred.identity, cred.issued.private_key, cred.issued.certificate)  # type: ignore[arg-type]
+
+
+def _envelope(
+    trio: Trio, origin: Jurisdiction, recipients: list[Jurisdiction], message_id: str | None = None
+) -> envelope_pb2.Envelope:
+    request = notice_request(origin, recipients)
+    header = envelope_pb2.EnvelopeHeader(
+        message_id=message_id or str(uuid.uuid4()),
+        kind=common_pb2.MESSAGE_KIND_SEIZURE_NOTICE,
+        origin=PROTO[origin],
+        origin_node=f"spiffe://{origin.trust_domain}/node/gateway",
+        recipients=[PROTO[r] for r in recipients],
+        handling=request.addressing.handling,
+    )
+    header.created_at.FromDatetime(dt.datetime.now(dt.UTC))
+    return seal(header, request.notice.SerializeToString(), _signer(trio, origin))
+
+
+def _deliver(
+    trio: Trio, sender: Jurisdiction, to: Jurisdiction, envelopes: list[envelope_pb2.Envelope]
+) -> Any:
+    stub = peer_pb2_grpc.PeerExchangeStub(trio.channel(to, sender, Role.NODE))
+    return stub.DeliverBatch(peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=10)
+
+
+def _forged(trio: Trio) -> envelope_pb2.Envelope:
+    envelope = _envelope(trio, CN, [HK])
+    payload = bytearray(envelope.payload)
+    payload[-1] ^= 1
+    envelope.payload = bytes(payload)
+    return envelope
+
+
+def _addressed_elsewhere(trio: Trio) -> envelope_pb2.Envelope:
+    return _envelope(trio, CN, [MO])
+
+
+def _signed_by_another_jurisdiction(trio: Trio) -> envelope_pb2.Envelope:
+    return _envelope(trio, MO, [HK])  # valid MO envelope, but delivered by the CN node
+
+
+CASES: list[tuple[str, Callable[[Trio], envelope_pb2.Envelope], int, str]] = [
+    ("forged-signature", _forged, code_pb2.UNAUTHENTICATED, "signature does not verify"),
+    (
+        "addressed-to-another-jurisdiction",
+        _addressed_elsewhere,
+        code_pb2.PERMISSION_DENIED,
+        "is not addressed to HK",
+    ),
+    (
+        "relayed-for-another-origin",
+        _signed_by_another_jurisdiction,
+        code_pb2.PERMISSION_DENIED,
+        "nodes deliver only their own",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_refused_envelope_leaves_no_received_entry(
+    trio: Trio, make: Callable[[Trio], envelope_pb2.Envelope], code: int, message: str
+) -> None:
+    good = _envelope(trio, CN, [HK])
+    response = _deliver(trio, CN, HK, [make(trio), good])
+    bad_result, good_result = response.results
+    assert bad_result.error.code == code
+    assert message in bad_result.error.message
+    assert not bad_result.HasField("receipt")
+    assert good_result.HasField("receipt")  # one refusal does not stop the batch
+    received = trio.entries(HK, Event.RECEIVED)
+    assert [r.entry.message_id for r in received] == [uuid.UUID(good_result.message_id)]
+
+
+def test_replayed_id_with_another_digest_is_refused_and_original_kept(
+    trio: Trio, caplog: pytest.LogCaptureFixture
+) -> None:
+    message_id = str(uuid.uuid4())
+    original = _envelope(trio, CN, [HK], message_id)
+    (first,) = _deliver(trio, CN, HK, [original]).results
+    assert first.HasField("receipt")
+    (again,) = _deliver(trio, CN, HK, [original]).results  # the same envelope: same receipt
+    assert again.receipt == first.receipt
+
+    replay = _envelope(trio, CN, [HK], message_id)  # same id, other content
+    (refused,) = _deliver(trio, CN, HK, [replay]).results
+    assert refused.error.code == code_pb2.ALREADY_EXISTS
+    assert "already recorded with digest" in refused.error.message
+    assert any("REPLAY OR FORGERY" in r.getMessage() for r in caplog.records)
+    received = trio.entries(HK, Event.RECEIVED)
+    assert len(received) == 1
+    assert received[0].entry.message_id == uuid.UUID(message_id)
+
+
+def test_empty_batch_is_a_bad_request_naming_the_field(trio: Trio) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _deliver(trio, CN, HK, [])
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "envelopes: 1 to 500 envelopes, got 0"
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("envelopes", "1 to 500 envelopes, got 0")
+    ]
