@@ -266,6 +266,7 @@ class Node:
         for deliverer in self.deliverers.values():
             deliverer.stop()
         self.checkpointer.stop()
+        self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
         self.ledger.close()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
 

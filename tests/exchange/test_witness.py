@@ -1,0 +1,153 @@
+"""Witnessing: every node cosigns the others' checkpoints after checking consistency, and
+refuses a fork; auditors see the cosignatures and can check proofs against the cosigned root."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf import any_pb2
+from grpc_status import rpc_status
+
+from customs.gateway.v1 import audit_pb2, peer_pb2, peer_pb2_grpc
+from gateway.exchange.witness import cosigner_verifier, ledger_origin, log_verifier
+from gateway.ledger import Event
+from gateway.merkle import leaf_hash, verify_inclusion
+from gateway.notes import Checkpoint, NoteSigner, open_note, parse_checkpoint, sign_note
+from gateway.pki import Jurisdiction, Role
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, wait_for
+
+
+def _public(trio: Trio, j: Jurisdiction) -> ed25519.Ed25519PublicKey:
+    key = trio.world.signing(j).issued.certificate.public_key()
+    assert isinstance(key, ed25519.Ed25519PublicKey)
+    return key
+
+
+def _cosigned_by_both(trio: Trio, size: int) -> audit_pb2.Checkpoint | None:
+    checkpoint = trio.auditor(CN).GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+    if checkpoint.size < size:
+        return None
+    verifiers = [log_verifier(CN, _public(trio, CN))] + [
+        cosigner_verifier(j, _public(trio, j)) for j in (HK, MO)
+    ]
+    _, verified = open_note(checkpoint.note, verifiers)
+    return checkpoint if len(verified) == 3 else None
+
+
+def test_checkpoints_are_cosigned_by_both_other_jurisdictions(trio: Trio) -> None:
+    for _ in range(3):
+        trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+    size = trio.nodes[CN].ledger.size()
+    checkpoint = wait_for(lambda: _cosigned_by_both(trio, size), what="two cosignatures")
+    note = checkpoint.note.decode()
+    assert "— hk.customs-exchange/witness " in note
+    assert "— mo.customs-exchange/witness " in note
+    # each witness recorded its cosigning in its own ledger
+    for j in (HK, MO):
+        witnessed = trio.entries(j, Event.WITNESSED)
+        assert any(r.entry.counterpart == "CN" for r in witnessed)
+
+    # an auditor checks that the first "sent" entry is in the cosigned tree
+    body = parse_checkpoint(open_note(note, [log_verifier(CN, _public(trio, CN))])[0].text)
+    entries = trio.auditor(CN).GetEntries(audit_pb2.GetEntriesRequest(start=0, end=1), timeout=5)
+    proof = trio.auditor(CN).GetInclusionProof(
+        audit_pb2.GetInclusionProofRequest(leaf_index=0, tree_size=body.size), timeout=5
+    )
+    verify_inclusion(
+        leaf_hash(entries.entries[0].leaf), 0, body.size, list(proof.hashes), body.root_hash
+    )
+
+
+def _cosign(trio: Trio, witness: Jurisdiction, request: peer_pb2.CosignCheckpointRequest) -> object:
+    stub = peer_pb2_grpc.PeerExchangeStub(trio.channel(witness, CN, Role.NODE))
+    return stub.CosignCheckpoint(request, timeout=5)
+
+
+def _forged_checkpoint(trio: Trio, size: int, root: bytes) -> bytes:
+    key = trio.world.signing(CN).issued.private_key
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    body = Checkpoint(ledger_origin(CN), size, root).body()
+    return sign_note(body, [NoteSigner(ledger_origin(CN), key)]).encode()
+
+
+def _witnessed(trio: Trio, witness: Jurisdiction) -> tuple[int, bytes]:
+    def state() -> tuple[int, bytes] | None:
+        rows = [r for r in trio.entries(witness, Event.WITNESSED) if r.entry.counterpart == "CN"]
+        if not rows:
+            return None
+        conn = trio.nodes[witness].ledger.reader()
+        size, root = conn.execute(
+            "SELECT size, root FROM exchange_witness WHERE origin = ?", (ledger_origin(CN),)
+        ).fetchone()
+        return int(size), bytes(root)
+
+    return wait_for(state, what=f"{witness} to cosign a CN checkpoint")
+
+
+def test_witness_refuses_a_fork(trio: Trio, caplog: pytest.LogCaptureFixture) -> None:
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    size, root = _witnessed(trio, HK)
+    other_root = hashlib.sha256(b"a rewritten history").digest()
+    certificate = trio.nodes[CN].signer.certificate_der
+
+    # same size, different root: a fork, whatever the proof
+    request = peer_pb2.CosignCheckpointRequest(
+        old_size=size,
+        checkpoint=_forged_checkpoint(trio, size, other_root),
+        signer_certificate=certificate,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        _cosign(trio, HK, request)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "inconsistent checkpoint, refusing to cosign" in (info.value.details() or "")
+    assert any("FORK" in r.getMessage() for r in caplog.records)
+
+    # a larger tree whose proof does not lead from the cosigned root
+    request = peer_pb2.CosignCheckpointRequest(
+        old_size=size,
+        consistency_proof=[hashlib.sha256(b"junk").digest()] * 2,
+        checkpoint=_forged_checkpoint(trio, size + 5, other_root),
+        signer_certificate=certificate,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        _cosign(trio, HK, request)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _witnessed(trio, HK) == (size, root)  # the witness's state did not move
+
+
+def test_witness_reports_the_size_it_knows(trio: Trio) -> None:
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    size, root = _witnessed(trio, HK)
+    request = peer_pb2.CosignCheckpointRequest(
+        old_size=size + 7,
+        checkpoint=_forged_checkpoint(trio, size, root),
+        signer_certificate=trio.nodes[CN].signer.certificate_der,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        _cosign(trio, HK, request)
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    conflicts = []
+    for detail in status.details:
+        conflict = peer_pb2.WitnessConflict()
+        if isinstance(detail, any_pb2.Any) and detail.Unpack(conflict):
+            conflicts.append(conflict.known_size)
+    assert conflicts == [size]
+
+
+def test_checkpoint_signed_by_another_jurisdiction_is_refused(trio: Trio) -> None:
+    key = trio.world.signing(MO).issued.private_key
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    body = Checkpoint(ledger_origin(CN), 1, b"\x00" * 32).body()
+    note = sign_note(body, [NoteSigner(ledger_origin(CN), key)]).encode()
+    request = peer_pb2.CosignCheckpointRequest(
+        checkpoint=note, signer_certificate=trio.nodes[MO].signer.certificate_der
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        _cosign(trio, HK, request)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "not a CN node" in (info.value.details() or "")
