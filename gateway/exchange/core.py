@@ -379,9 +379,12 @@ class Exchange:
             return self._known(existing, opened)
         kind = header.kind
         subject, version = subject_of(kind, opened.payload)
-        problems = _payload_violations(opened, header.created_at.ToDatetime(dt.UTC))
+        problems = _payload_violations(opened, header.created_at.ToDatetime(dt.UTC), version)
         if problems:
-            raise InvalidArgumentError(f"message {header.message_id}: payload is invalid", problems)
+            listed = "; ".join(str(p) for p in problems[:5])
+            raise InvalidArgumentError(
+                f"message {header.message_id}: payload is invalid: {listed}", problems
+            )
         received_at = self._clock()
         receipt_holder: list[envelope_pb2.SignedReceipt] = []
 
@@ -513,8 +516,15 @@ class Exchange:
         return status
 
 
-def _payload_violations(opened: OpenedEnvelope, created: dt.datetime) -> list[FieldViolation]:
-    """Domain violations of a received payload, judged at its creation time by its origin."""
+def _payload_violations(
+    opened: OpenedEnvelope, created: dt.datetime, version: int
+) -> list[FieldViolation]:
+    """Domain violations of a received payload, judged at its creation time by its origin.
+
+    The sequence of versions is the origin's to keep (a recipient may not have been sent every
+    version), so the version rule is given ``version - 1`` as the last known version: a
+    recipient checks the content, and the merged view ignores stale versions.
+    """
     request: SubmitRequest
     payload = opened.payload
     addressing = partner_pb2.Addressing(
@@ -533,4 +543,6 @@ def _payload_violations(opened: OpenedEnvelope, created: dt.datetime) -> list[Fi
         request = partner_pb2.WithdrawSeizureNoticeRequest(
             addressing=addressing, withdrawal=payload
         )
-    return validate_request(request, origin=opened.header.origin, now=created)
+    return validate_request(
+        request, origin=opened.header.origin, now=created, last_version=version - 1
+    )

@@ -1,0 +1,159 @@
+"""Issue 6 at a peer node: an entry published, amended, revoked and expired is seen in each state
+by snapshot and delta queries at another node, and screening there follows it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+
+from customs.gateway.v1 import partner_pb2
+from gateway.domain.fixtures import seed_declaration, seed_revocation, timestamp
+from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, wait_for
+
+LIST = "strategic-minerals"
+
+
+def _items(trio: Trio, since: int = 0) -> tuple[dict[str, Any], int]:
+    response = trio.partner(CN).ListWatchlist(
+        partner_pb2.ListWatchlistRequest(watchlist=LIST, since_version=since), timeout=5
+    )
+    return {i.entry.entry_id: i for i in response.items}, response.view_version
+
+
+def _state(item: Any) -> str:
+    return partner_pb2.EntryState.Name(item.state)
+
+
+def _screen(trio: Trio) -> list[str]:
+    response = trio.partner(CN).ScreenDeclaration(
+        partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration()), timeout=5
+    )
+    return [hit.entry_id for hit in response.hits]
+
+
+def _wait_item(trio: Trio, entry_id: str, version: int) -> Any:
+    def seen() -> Any:
+        item = _items(trio)[0].get(entry_id)
+        return item if item is not None and item.entry.version == version else None
+
+    return wait_for(seen, what=f"entry {entry_id} version {version} at CN")
+
+
+def _revoke(entry: Any, message_id: str) -> partner_pb2.RevokeWatchlistEntryRequest:
+    revocation = seed_revocation(version=3)
+    revocation.entry_id = entry.entry_id
+    addressing = partner_pb2.Addressing(message_id=message_id)
+    addressing.recipients.append(PROTO[CN])
+    addressing.handling.releasable_to.append(PROTO[CN])
+    return partner_pb2.RevokeWatchlistEntryRequest(addressing=addressing, revocation=revocation)
+
+
+def test_published_amended_revoked_seen_at_peer_by_snapshot_and_delta(trio: Trio) -> None:
+    hk = trio.partner(HK)
+    publish = entry_request([CN])
+    entry_id = publish.entry.entry_id
+    hk.PublishWatchlistEntry(publish, timeout=10)
+
+    item = _wait_item(trio, entry_id, 1)
+    assert _state(item) == "ENTRY_STATE_ACTIVE"
+    assert item.origin == PROTO[HK]
+    assert item.message_id == publish.addressing.message_id
+    _, after_publish = _items(trio)
+    assert entry_id in _screen(trio)
+
+    amend = entry_request([CN])
+    amend.entry.CopyFrom(publish.entry)
+    amend.entry.version = 2
+    amend.entry.reason = "Amended: also trades as Nam Wah Minerals."
+    hk.PublishWatchlistEntry(amend, timeout=10)
+    _wait_item(trio, entry_id, 2)
+    delta, after_amend = _items(trio, since=after_publish)
+    assert list(delta) == [entry_id]
+    assert delta[entry_id].entry.version == 2
+    assert _state(delta[entry_id]) == "ENTRY_STATE_ACTIVE"
+
+    hk.RevokeWatchlistEntry(_revoke(publish.entry, str(uuid.uuid4())), timeout=10)
+    wait_for(
+        lambda: _state(_items(trio)[0][entry_id]) == "ENTRY_STATE_REVOKED", what="revocation at CN"
+    )
+    delta, _ = _items(trio, since=after_amend)
+    assert _state(delta[entry_id]) == "ENTRY_STATE_REVOKED"
+    assert entry_id not in _screen(trio)  # a revoked entry stops matching
+    assert _items(trio, since=_items(trio)[1])[0] == {}  # nothing changed since the last version
+
+    # MO was not a recipient: its view has nothing of this entry
+    mo = trio.partner(MO).ListWatchlist(partner_pb2.ListWatchlistRequest(watchlist=LIST), timeout=5)
+    assert entry_id not in {i.entry.entry_id for i in mo.items}
+
+
+def test_entry_expires_and_stops_matching_at_peer(trio: Trio) -> None:
+    now = dt.datetime.now(dt.UTC)
+    publish = entry_request([CN], now)
+    publish.entry.validity.valid_until.CopyFrom(timestamp(now + dt.timedelta(seconds=2)))
+    publish.entry.retain_until.CopyFrom(timestamp(now + dt.timedelta(days=30)))
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    entry_id = publish.entry.entry_id
+    assert _state(_wait_item(trio, entry_id, 1)) == "ENTRY_STATE_ACTIVE"
+    assert entry_id in _screen(trio)
+
+    wait_for(
+        lambda: _state(_items(trio)[0][entry_id]) == "ENTRY_STATE_EXPIRED",
+        timeout=10,
+        what="expiry at CN",
+    )
+    assert entry_id not in _screen(trio)
+    delta, _ = _items(trio, since=0)
+    assert _state(delta[entry_id]) == "ENTRY_STATE_EXPIRED"
+
+
+def test_not_yet_valid_entry_is_reported_so(trio: Trio) -> None:
+    now = dt.datetime.now(dt.UTC)
+    publish = entry_request([CN], now)
+    publish.entry.validity.valid_from.CopyFrom(timestamp(now + dt.timedelta(days=1)))
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    item = _wait_item(trio, publish.entry.entry_id, 1)
+    assert _state(item) == "ENTRY_STATE_NOT_YET_VALID"
+    assert publish.entry.entry_id not in _screen(trio)
+
+
+def test_page_token_bound_to_its_query(trio: Trio) -> None:
+    for _ in range(3):
+        trio.partner(HK).PublishWatchlistEntry(entry_request([CN]), timeout=10)
+    wait_for(lambda: len(_items(trio)[0]) == 3, what="three entries at CN")
+    page = trio.partner(CN).ListWatchlist(
+        partner_pb2.ListWatchlistRequest(watchlist=LIST, page_size=2), timeout=5
+    )
+    assert len(page.items) == 2
+    assert page.next_page_token
+    rest = trio.partner(CN).ListWatchlist(
+        partner_pb2.ListWatchlistRequest(
+            watchlist=LIST, page_size=2, page_token=page.next_page_token
+        ),
+        timeout=5,
+    )
+    assert len(rest.items) == 1
+    assert not rest.next_page_token
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).ListWatchlist(
+            partner_pb2.ListWatchlistRequest(
+                watchlist="other-list", page_size=2, page_token=page.next_page_token
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_view_survives_restart(trio: Trio) -> None:
+    publish = entry_request([CN])
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    _wait_item(trio, publish.entry.entry_id, 1)
+    before, version = _items(trio)
+    trio.stop(CN)
+    trio.start(CN)
+    after, version_after = _items(trio)
+    assert set(after) == set(before)
+    assert version_after == version
