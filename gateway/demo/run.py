@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
 from gateway.cli import main as cli_main
 from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
+from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
+from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
 from gateway.errors import UnavailableError
-from gateway.pki import Role
+from gateway.exchange.witness import cosigner_verifier, log_verifier
+from gateway.pki import Jurisdiction, Role
+from gateway.pki.pem import load_certificate
 from gateway.transport import secure_channel
 
 __all__ = ["run_demo"]
+
+CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
 
 def _say(text: str = "") -> None:
@@ -87,7 +97,7 @@ def _write_configs(root: Path, cluster: Cluster) -> None:
             '[tls]\ncertificate = "node.pem"\nkey = "node.key"\ntrust_bundle = "../bundle.json"\n'
             'crls = ["../crls/cn.crl", "../crls/hk.crl", "../crls/mo.crl"]\n\n'
             '[signing]\ncertificate = "node-signing.pem"\nkey = "node-signing.key"\n'
-            f"{peers}\n[server]\ngrace_seconds = 2.0\n"
+            f"{peers}\n[server]\ngrace_seconds = 2.0\ncheckpoint_interval_seconds = 1.0\n"
         )
         cluster.nodes[j] = NodeProcess(j, config, ports[j], d / "node.log")
 
@@ -109,28 +119,207 @@ def _health_matrix(cluster: Cluster) -> bool:
     return ok
 
 
+def _auditor(cluster: Cluster, j: Jurisdiction) -> Any:
+    node = cluster.nodes[j]
+    channel = secure_channel(node.address, cluster.client(j, Role.AUDITOR), node.identity)
+    return channel, audit_pb2_grpc.LedgerAuditStub(channel)
+
+
+def _cosigners(cluster: Cluster, j: Jurisdiction, min_size: int) -> list[str] | None:
+    """Names of the witnesses on ``j``'s latest checkpoint once it covers ``min_size``."""
+    channel, stub = _auditor(cluster, j)
+    with channel:
+        checkpoint = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+    if checkpoint.size < min_size:
+        return None
+    names = [
+        line.split(" ")[1]
+        for line in checkpoint.note.decode().splitlines()
+        if line.startswith("— ") and line.split(" ")[1].endswith("/witness")
+    ]
+    return names if len(names) == 2 else None
+
+
+def _vkeys(root: Path, j: Jurisdiction) -> tuple[Path, list[Path]]:
+    """Write the verifier keys an auditor derives from the signing certificates."""
+    keys: dict[Jurisdiction, ed25519.Ed25519PublicKey] = {}
+    for k in ALL:
+        public = load_certificate(root / k.value.lower() / "node-signing.pem").public_key()
+        assert isinstance(public, ed25519.Ed25519PublicKey)
+        keys[k] = public
+    log_key = root / "vkeys" / f"{j.value.lower()}-ledger.vkey"
+    log_key.parent.mkdir(exist_ok=True)
+    log_key.write_text(log_verifier(j, keys[j]).vkey + "\n")
+    witnesses = []
+    for k in ALL:
+        if k is j:
+            continue
+        path = root / "vkeys" / f"{k.value.lower()}-witness.vkey"
+        path.write_text(cosigner_verifier(k, keys[k]).vkey + "\n")
+        witnesses.append(path)
+    return log_key, witnesses
+
+
+def _wait_cosigned(cluster: Cluster, j: Jurisdiction, size: int) -> list[str]:
+    return wait_until(f"{j.value} cosignatures", lambda: _cosigners(cluster, j, size))
+
+
+def _verify_offline(root: Path, j: Jurisdiction) -> dict[str, Any]:
+    log_key, witnesses = _vkeys(root, j)
+    argv = ["audit", "verify", str(root / j.value.lower() / "data" / "ledger.db")]
+    argv += ["--vkey", str(log_key), "--json", "--no-progress"]
+    for w in witnesses:
+        argv += ["--witness-vkey", str(w)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(argv)
+    if code != 0:
+        raise UnavailableError(
+            f"ledger of {j.value} does not verify: {out.getvalue()}{err.getvalue()}"
+        )
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+def _story(cluster: Cluster, partners: Partners) -> None:
+    _say("\n4. HK publishes a watchlist entry to CN and MO")
+    entry = partners.publish_entry()
+    _say(
+        f"   HK risk engine: {HK_COMPANY_LATIN} ({HK_COMPANY_TRADITIONAL}),\n"
+        "   suspected of moving antimony ingots declared as zinc through Viet Nam; risk HIGH"
+    )
+    _say(f"   accepted: message {short(entry.message_id)}, HK ledger index {entry.ledger_index}")
+
+    _say("\n5. MO's node is stopped for maintenance (SIGTERM)")
+    _say(f"   MO node exit {cluster.nodes[MO].stop()}")
+
+    _say("\n6. CN submits a seizure notice releasable to HK and MO")
+    request, notice = partners.submit_notice()
+    line = request.notice.goods[0]
+    quantity = f"{line.quantity.amount} {line.quantity.unit}"
+    _say(f"   Shekou, case {request.notice.case_reference}: {quantity}")
+    _say(f"   declared: {line.declared_description} (HS {line.declared_hs_code})")
+    _say(f"   found:    {line.actual_description} (HS {line.actual_hs_code})")
+    _say("   typologies: false declaration, concealment, third-country transshipment (via VN)")
+    _say(
+        f"   acknowledged only once durable: CN ledger index {notice.ledger_index}, "
+        f"digest {notice.digest.hex()[:16]}..."
+    )
+
+    _say("\n7. HK's case management receives it on its inbound stream and acknowledges")
+    (received,) = partners.read_inbound(HK, 1)
+    ack = partners.acknowledge(HK, received.message_id)
+    _say(
+        f"   HK got {short(received.message_id)} from {jurisdiction_name(received.origin)} "
+        f"(HK ledger index {received.ledger_index}); acknowledgement at index {ack.ledger_index}"
+    )
+
+    _say("\n8. CN checks delivery: HK has signed a receipt, MO is unreachable")
+    status = wait_until(
+        "the HK receipt",
+        lambda: (
+            (s := partners.status(CN, notice.message_id))
+            and any(r.state == partner_pb2.DELIVERY_STATE_DELIVERED for r in s.recipients)
+            and s
+        ),
+    )
+    for r in status.recipients:
+        detail = (
+            f"receipt signed by {jurisdiction_name(r.recipient)}, attempts {r.attempts}"
+            if r.state == partner_pb2.DELIVERY_STATE_DELIVERED
+            else f"attempts {r.attempts}, last error: {r.last_error.split(':')[0]}"
+        )
+        _say(f"   {jurisdiction_name(r.recipient)}: {state_name(r.state)} ({detail})")
+
+    _say("\n9. A CN port system screens a new export declaration against the watchlists")
+    screening = partners.screen(CN)
+    for hit in screening.hits:
+        kinds = sorted(
+            {partner_pb2.MatchKind.Name(x.kind).removeprefix("MATCH_KIND_") for x in hit.reasons}
+        )
+        _say(
+            f"   hit: {jurisdiction_name(hit.origin)} entry {short(hit.entry_id)} score "
+            f"{hit.score:.2f} ({', '.join(k.lower() for k in kinds)})"
+        )
+        for reason in hit.reasons[:3]:
+            _say(f"     - {reason.detail}")
+
+    _say("\n10. MO's node comes back and catches up")
+    cluster.nodes[MO].start()
+    partners.close()
+    inbound = partners.read_inbound(MO, 2)
+    for message in inbound:
+        partners.acknowledge(MO, message.message_id)
+        kind = common_pb2.MessageKind.Name(message.kind).removeprefix("MESSAGE_KIND_").lower()
+        _say(
+            f"   MO got {kind.replace('_', ' ')} {short(message.message_id)} from "
+            f"{jurisdiction_name(message.origin)} and acknowledged it"
+        )
+    wait_until(
+        "every receipt",
+        lambda: all(
+            r.state == partner_pb2.DELIVERY_STATE_DELIVERED
+            for j, m in ((CN, notice.message_id), (HK, entry.message_id))
+            for r in partners.status(j, m).recipients
+        ),
+    )
+    _say("   CN and HK hold signed receipts from every recipient")
+
+
 def run_demo(directory: Path) -> int:
     """Run the whole demo in ``directory`` (wiped first); return the exit status."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     cluster = Cluster(directory)
+    partners = Partners(cluster)
     _say("customs-gateway demo: three customs administrations on loopback\n")
     _say("1. Each jurisdiction creates its own root CA and issues its certificates")
     _issue_certificates(directory)
-    _say("   trust bundle with the three roots: bundle.json\n")
-    _say("2. Three nodes start (customs-gateway serve), mutual TLS only")
+    _say("   trust bundle with the three roots: bundle.json")
+    _say("\n2. Three nodes start (customs-gateway serve), mutual TLS only")
     _write_configs(directory, cluster)
     try:
         for j in ALL:
             cluster.nodes[j].start()
-            _say(f"  {j.value} node listening on {cluster.nodes[j].address}")
+            _say(f"   {j.value} node listening on {cluster.nodes[j].address}")
         _say("\n3. Each node checks the others' health with its own node certificate")
         healthy = _health_matrix(cluster)
+        _story(cluster, partners)
+        _say("\n11. Each ledger's latest checkpoint is cosigned by the two other jurisdictions")
+        for j in ALL:
+            channel, stub = _auditor(cluster, j)
+            with channel:
+                size = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5).size
+            names = _wait_cosigned(cluster, j, size)
+            _say(f"   {j.value}: checkpoint of size {size} cosigned by {' and '.join(names)}")
     finally:
+        partners.close()
         codes = cluster.stop_all()
     _say(
-        "\n4. Nodes stopped with SIGTERM: "
+        "\n12. Nodes stopped with SIGTERM: "
         + ", ".join(f"{j.value} exit {c}" for j, c in codes.items())
     )
-    _say(f"\nEverything is in {directory}/ (certificates, configs, node logs).")
+    _say("\n13. An auditor verifies each ledger offline (customs-gateway audit verify)")
+    for j in ALL:
+        result = _verify_offline(directory, j)
+        _say(f"   {j.value}: {_summary(result)}")
+    _say(_NEXT.format(d=directory))
     return 0 if healthy and not any(codes.values()) else 1
+
+
+def _summary(result: dict[str, Any]) -> str:
+    return (
+        f"{result['entries']} entries, {result['checkpoints']} signed checkpoints, "
+        f"{result['consistency_proofs']} consistency proofs, {result['cosignatures']} "
+        f"cosignatures verified; root {result['root'][:16]}..."
+    )
+
+
+_NEXT = """
+What you can run next (everything is in {d}/):
+  .venv/bin/customs-gateway pki list --ca-dir {d}/hk/ca        # HK's certificates, with status
+  .venv/bin/customs-gateway audit verify {d}/cn/data/ledger.db \\
+      --vkey {d}/vkeys/cn-ledger.vkey --witness-vkey {d}/vkeys/hk-witness.vkey
+  .venv/bin/customs-gateway audit export --db {d}/mo/data/ledger.db --out mo.export
+  .venv/bin/customs-gateway serve --config {d}/cn/node.toml      # run a node yourself
+  cat {d}/cn/node.log                                             # the node's JSON log"""
