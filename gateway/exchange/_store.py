@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from gateway.errors import FailedPreconditionError
+
 __all__ = [
     "DELIVERED",
     "FAILING",
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS exchange_messages (
     created_ms      INTEGER NOT NULL,
     retain_until_ms INTEGER,
     erased_ms       INTEGER,
+    erased_index    INTEGER,
     receipt         BLOB
 );
 CREATE TABLE IF NOT EXISTS exchange_versions (
@@ -147,6 +150,21 @@ class MessageRow:
                 retain_until_ms,
             ),
         )
+
+
+def erase(conn: sqlite3.Connection, message_id: str, erased_ms: int, index: int) -> None:
+    """Drop a message's payload (the envelope), remembering when and at which ledger index.
+
+    Raises:
+        FailedPreconditionError: it was already erased (the caller's entry is rolled back).
+    """
+    done = conn.execute(
+        "UPDATE exchange_messages SET envelope = NULL, erased_ms = ?, erased_index = ? "
+        "WHERE message_id = ? AND envelope IS NOT NULL",
+        (erased_ms, index, message_id),
+    ).rowcount
+    if done != 1:
+        raise FailedPreconditionError(f"message {message_id} is already erased")
 
 
 def last_version(conn: sqlite3.Connection, origin: str, subject: str) -> tuple[int, bool] | None:
@@ -335,13 +353,13 @@ def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> Non
 def ledger_indexes(conn: sqlite3.Connection, message_id: str) -> list[int]:
     """Every ledger index that records something about ``message_id``, ascending."""
     row = conn.execute(
-        "SELECT direction, ledger_index FROM exchange_messages WHERE message_id = ?",
+        "SELECT direction, ledger_index, erased_index FROM exchange_messages WHERE message_id = ?",
         (message_id,),
     ).fetchone()
     if row is None:
         return []
-    direction, first = row
-    found = {int(first)}
+    direction, first, erased = row
+    found = {int(first)} | ({int(erased)} if erased is not None else set())
     if direction == "out":  # one "sent" entry per recipient, consecutive
         (recipients,) = conn.execute(
             "SELECT count(*) FROM exchange_outbox WHERE message_id = ?", (message_id,)

@@ -488,6 +488,40 @@ class Exchange:
             )
         return partner_pb2.AcknowledgeInboundResponse(ledger_index=record.index)
 
+    # -- retention -------------------------------------------------------------------------------
+
+    def erase_expired(self) -> int:
+        """Erase every stored payload whose retention has ended; return how many.
+
+        Each erasure is an ``erased`` ledger entry (digest only) written in the same transaction
+        that drops the envelope, so the ledger still verifies and shows when the data went.
+        """
+        now_ms = _ms(self._clock())
+        rows = (
+            self.ledger.reader()
+            .execute(
+                "SELECT message_id, origin, kind, digest FROM exchange_messages "
+                "WHERE envelope IS NOT NULL AND retain_until_ms <= ? "
+                "ORDER BY ledger_index",
+                (now_ms,),
+            )
+            .fetchall()
+        )
+        erased = 0
+        for message_id, origin, kind, digest in rows:
+            entry = Entry(Event.ERASED, uuid.UUID(message_id), kind_name(kind), origin, (digest,))
+            try:
+                self.ledger.append(entry, _eraser(message_id, now_ms))
+            except FailedPreconditionError:  # erased meanwhile by another sweep
+                continue
+            erased += 1
+            log.info(
+                "erased payload of %s at the end of its retention",
+                message_id,
+                extra={"event": "erased", "message_id": message_id},
+            )
+        return erased
+
     # -- status ----------------------------------------------------------------------------------
 
     def delivery_status(self, message_id: str) -> partner_pb2.DeliveryStatus:
@@ -514,6 +548,13 @@ class Exchange:
                 recipient.receipt.ParseFromString(out.receipt)
             status.recipients.append(recipient)
         return status
+
+
+def _eraser(message_id: str, erased_ms: int) -> Callable[[sqlite3.Connection, int], None]:
+    def erase(conn: sqlite3.Connection, index: int) -> None:
+        store.erase(conn, message_id, erased_ms, index)
+
+    return erase
 
 
 def _payload_violations(

@@ -28,6 +28,7 @@ Example (paths are relative to the config file)::
     expiry_warning_days = 14
     checkpoint_interval_seconds = 10.0
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
+    retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ServerSettings:
     expiry_warning_days: int = 14
     checkpoint_interval_seconds: float = 10.0
     tls_reload_seconds: float = 2.0
+    retention_sweep_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,13 @@ def load_config(path: str | Path) -> NodeConfig:
             "checkpoint_interval_seconds", float, defaults.checkpoint_interval_seconds
         ),
         tls_reload_seconds=srv.take("tls_reload_seconds", float, defaults.tls_reload_seconds),
+        retention_sweep_seconds=srv.take(
+            "retention_sweep_seconds", float, defaults.retention_sweep_seconds
+        ),
     )
+    for key in ("checkpoint_interval_seconds", "retention_sweep_seconds"):
+        if getattr(settings, key) <= 0:
+            raise srv.error(key, "must be positive")
     if settings.tls_reload_seconds <= 0:
         raise srv.error("tls_reload_seconds", "must be positive")
     if settings.expiry_warning_days < 0:

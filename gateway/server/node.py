@@ -128,13 +128,19 @@ class Node:
         )
         self.health = _HealthWithCertificates(self)
         self._warned: tuple[str, ...] = ()
-        self._watcher = threading.Thread(
-            target=self._watch_tls, name=f"{config.jurisdiction.value.lower()}-tls", daemon=True
-        )
+        prefix = config.jurisdiction.value.lower()
+        self._housekeeping = [
+            _Periodic(f"{prefix}-tls", config.server.tls_reload_seconds, self._watch_tls),
+            _Periodic(
+                f"{prefix}-retention",
+                config.server.retention_sweep_seconds,
+                self.exchange.erase_expired,
+            ),
+        ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.server.max_workers,
-                thread_name_prefix=f"{config.jurisdiction.value.lower()}-rpc",
+                thread_name_prefix=f"{prefix}-rpc",
             ),
             interceptors=[
                 ErrorInterceptor(),
@@ -193,12 +199,8 @@ class Node:
     def _watch_tls(self) -> None:
         """Pick up renewed certificates, a new bundle and new CRLs even when no new connection
         arrives (an existing connection's calls are then checked against the new CRLs)."""
-        while not self._stopped.wait(self.config.server.tls_reload_seconds):
-            try:
-                self.tls.refresh()
-                self._report_expiry()
-            except Exception:  # the watcher must outlive any one bad reload
-                log.exception("TLS watcher failed; retrying")
+        self.tls.refresh()
+        self._report_expiry()
 
     def _channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
         config = self.config
@@ -242,7 +244,8 @@ class Node:
             deliverer.start()
         self.witness_client.start()
         self._report_expiry()
-        self._watcher.start()
+        for worker in self._housekeeping:
+            worker.start(self._stopped)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -315,3 +318,21 @@ def _load_signer(config: NodeConfig) -> Signer:
     if identity != config.identity:
         raise ConfigError(f"{where}: key 'signing.certificate': is not for {config.identity.uri}")
     return Signer(config.identity, key, cert)
+
+
+class _Periodic:
+    """Runs ``work`` every ``interval`` seconds in a daemon thread until ``stop`` is set; a
+    failure is logged and the next round runs anyway."""
+
+    def __init__(self, name: str, interval: float, work: Callable[[], object]) -> None:
+        self.name, self.interval, self.work = name, interval, work
+
+    def start(self, stop: threading.Event) -> None:
+        def loop() -> None:
+            while not stop.wait(self.interval):
+                try:
+                    self.work()
+                except Exception:
+                    log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
+
+        threading.Thread(target=loop, name=self.name, daemon=True).start()
