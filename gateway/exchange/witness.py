@@ -9,8 +9,9 @@ As a **witness** (C2SP tlog-witness ``add-checkpoint`` semantics over gRPC), a n
 3. verifies the RFC 9162 consistency proof from the checkpoint it last cosigned to the new one
    (a checkpoint of the same size must have the same root); an inconsistent one is refused as a
    fork and logged loudly;
-4. cosigns (tlog-cosignature/v1, key name ``<cc>.customs-exchange/witness``) and records both the
-   new state and a ``witnessed`` ledger entry in one transaction before answering.
+4. cosigns (tlog-cosignature/v1, key name ``<cc>.customs-exchange/witness``) and stores the
+   new state durably before answering. Cosigning is deliberately not a ledger event: it would
+   grow the witness's own log, whose new checkpoint the others would cosign, and so on forever.
 
 As a **log**, a node pushes its latest checkpoint to every peer witness with a consistency
 proof from the size that witness last cosigned, and stores the verified cosignatures with the
@@ -19,12 +20,10 @@ checkpoint, so auditors see them in ``GetCheckpoint``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +38,6 @@ from customs.gateway.v1 import peer_pb2, peer_pb2_grpc
 from gateway.errors import FailedPreconditionError, InvalidArgumentError, PermissionDeniedError
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange
-from gateway.ledger import Entry, Event
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
     COSIGNATURE_V1,
@@ -68,8 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("gateway.exchange.witness")
-
-_CHECKPOINT_NAMESPACE = uuid.UUID("4f6b1f4e-5d0c-4a53-9a57-2c0f0b1d9e21")
 
 
 def ledger_origin(jurisdiction: Jurisdiction) -> str:
@@ -184,15 +180,8 @@ def witness_cosign(
         cosigner_name(exchange.jurisdiction), exchange.signer.private_key, COSIGNATURE_V1
     )
     line = cosign(note.text, cosigner, int(time.time()))
-    entry = Entry(
-        Event.WITNESSED,
-        uuid.uuid5(_CHECKPOINT_NAMESPACE, note.text),
-        "CHECKPOINT",
-        origin_j.value,
-        (hashlib.sha256(note.text.encode()).digest(),),
-    )
 
-    def within(conn: sqlite3.Connection, _index: int) -> None:
+    def record(conn: sqlite3.Connection) -> None:
         latest = store.witness_state(conn, origin)
         if (latest[0] if latest else 0) != known_size:
             raise WitnessConflictError(
@@ -200,7 +189,7 @@ def witness_cosign(
             )
         store.set_witness_state(conn, origin, checkpoint.size, checkpoint.root_hash, note.text)
 
-    exchange.ledger.append(entry, within)
+    exchange.ledger.write(record)
     log.info("cosigned %s checkpoint of size %d", origin, checkpoint.size)
     return peer_pb2.CosignCheckpointResponse(
         signature_lines=line.encode(), signer_certificate=exchange.signer.certificate_der

@@ -124,12 +124,8 @@ def notice_request(
 ) -> partner_pb2.SubmitSeizureNoticeRequest:
     """The seed seizure notice with fresh ids, from ``origin`` to ``recipients``."""
     request = seed_notice_request(now or dt.datetime.now(dt.UTC))
-    request.addressing.message_id = str(uuid.uuid4())
+    _readdress(request.addressing, recipients)
     request.notice.notice_id = str(uuid.uuid4())
-    del request.addressing.recipients[:]
-    request.addressing.recipients.extend(PROTO[r] for r in recipients)
-    del request.addressing.handling.releasable_to[:]
-    request.addressing.handling.releasable_to.extend(PROTO[r] for r in recipients)
     request.notice.case_reference = f"{origin.value}-{uuid.uuid4().hex[:8]}"
     return request
 
@@ -139,13 +135,18 @@ def entry_request(
 ) -> partner_pb2.PublishWatchlistEntryRequest:
     """The seed watchlist entry with fresh ids, to ``recipients``."""
     request = seed_publish_request(now or dt.datetime.now(dt.UTC))
-    request.addressing.message_id = str(uuid.uuid4())
+    _readdress(request.addressing, recipients)
     request.entry.entry_id = str(uuid.uuid4())
-    del request.addressing.recipients[:]
-    request.addressing.recipients.extend(PROTO[r] for r in recipients)
-    del request.addressing.handling.releasable_to[:]
-    request.addressing.handling.releasable_to.extend(PROTO[r] for r in recipients)
     return request
+
+
+def _readdress(addressing: partner_pb2.Addressing, recipients: list[Jurisdiction]) -> None:
+    """A fresh message id, sent and releasable to ``recipients`` only."""
+    addressing.message_id = str(uuid.uuid4())
+    del addressing.recipients[:]
+    addressing.recipients.extend(PROTO[r] for r in recipients)
+    del addressing.handling.releasable_to[:]
+    addressing.handling.releasable_to.extend(PROTO[r] for r in recipients)
 
 
 def read_stream(stub: Any, cursor: str = "", *, expect: int, timeout: float = 15.0) -> list[Any]:
