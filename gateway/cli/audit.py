@@ -11,7 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit import VerificationResult, verify_ledger, write_export
+from gateway.audit import VerificationResult, reconcile, verify_ledger, write_export
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
 from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
@@ -39,6 +39,16 @@ example:
 The export (format version 2, docs/ledger-format.md) carries the entries, the checkpoints with
 their cosignatures, the signing certificates found in the exchange's envelopes and receipts
 (plus each --cert), and every envelope (empty when erased).
+"""
+
+
+_RECONCILE_EPILOG = """\
+example:
+  customs-gateway audit reconcile cn.export hk.export mo.export --json
+
+exit status: 0 every message matches (pending deliveries are listed, not errors), 1 a
+message is missing or its digests differ (both ledgers' indexes are named), 2 bad arguments.
+Verify each ledger with `audit verify` first: reconciliation trusts what it reads.
 """
 
 
@@ -112,6 +122,16 @@ def register(subparsers: Any) -> None:
         help="a signing certificate (PEM or DER) to carry as well, e.g. the node's own",
     )
     export.set_defaults(handler=_export)
+    recon = commands.add_parser(
+        "reconcile",
+        help="check the three nodes' ledgers against each other",
+        description="Every sent entry must be received with the same digest, and receipted.",
+        epilog=_RECONCILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    recon.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
+    recon.add_argument("--json", action="store_true", help="print the result as JSON")
+    recon.set_defaults(handler=_reconcile)
     audit.set_defaults(handler=lambda _args: _usage(audit))
 
 
@@ -211,3 +231,47 @@ def _export(args: argparse.Namespace) -> int:
         f"certificates and {envelopes} envelopes to {args.out}"
     )
     return EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    for path in args.ledgers:
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+    if len(args.ledgers) < 2:
+        raise CliError("give at least two ledgers to reconcile")
+    result = reconcile(args.ledgers)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "ledgers": result.ledgers,
+                    "sent": result.sent,
+                    "matched": result.matched,
+                    "receipts": result.receipts,
+                    "unchecked": result.unchecked,
+                    "pending": result.pending,
+                    "errors": [
+                        {
+                            "problem": m.problem,
+                            "message_id": str(m.message_id),
+                            "message": m.message,
+                        }
+                        for m in result.errors
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for line in result.pending:
+            print(f"pending: {line}")
+        for error in result.errors:
+            print(f"MISMATCH: {error}")
+        verdict = "ok" if result.ok else "FAILED"
+        print(
+            f"{verdict}: {', '.join(result.ledgers)}: {result.sent} sent, {result.matched} "
+            f"received with the same digest, {result.receipts} receipts, "
+            f"{len(result.pending)} pending, {len(result.errors)} mismatches"
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED
