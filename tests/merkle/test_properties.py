@@ -269,4 +269,5 @@ def test_extend_keyed_names_the_same_nodes_as_append_keyed(start: int, batches: 
         expected = [node for h in leaves[at : at + count] for node in many.append_keyed(h)]
         assert one.extend_keyed(leaves[at : at + count]) == expected
         at += count
-    assert one.root() == many.root() and one.size == many.size == at
+    assert one.root() == many.root()
+    assert one.size == many.size == at
