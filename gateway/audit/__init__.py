@@ -1,16 +1,26 @@
 """Offline audit of a node's ledger: verify a ledger database or an export file.
 
 Imports nothing from the server: it reads the documented formats and uses the pure cores
-(``gateway.merkle``, ``gateway.notes``, the entry codec of ``gateway.ledger``). Reconciling the
-three nodes' ledgers against each other is to come, on top of :class:`LedgerSource`.
+(``gateway.merkle``, ``gateway.notes``, ``gateway.envelope``, the entry codec of
+``gateway.ledger``). ``reconcile`` checks the three nodes' ledgers against each other.
 """
 
+from gateway.audit._reconcile import (
+    Mismatch,
+    ReconciliationError,
+    ReconciliationResult,
+    check_reconciliation,
+    reconcile,
+    reconcile_sources,
+)
 from gateway.audit._source import (
     DatabaseSource,
     ExportSource,
     LedgerSource,
+    StoredEnvelope,
     open_source,
     write_export,
+    write_export_records,
 )
 from gateway.audit._verify import (
     Failure,
@@ -30,10 +40,18 @@ __all__ = [
     "ExportSource",
     "Failure",
     "LedgerSource",
+    "Mismatch",
+    "ReconciliationError",
+    "ReconciliationResult",
+    "StoredEnvelope",
     "VerificationResult",
     "check_ledger",
+    "check_reconciliation",
     "open_source",
+    "reconcile",
+    "reconcile_sources",
     "verify_ledger",
     "verify_source",
     "write_export",
+    "write_export_records",
 ]

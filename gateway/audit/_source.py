@@ -7,18 +7,66 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from google.protobuf.message import DecodeError
+
+from customs.gateway.v1 import envelope_pb2
 from gateway.audit.errors import ExportFormatError
 
-EXPORT_MAGIC = b"customs-gateway ledger export 1\n"
+EXPORT_MAGIC_V1 = b"customs-gateway ledger export 1\n"
+EXPORT_MAGIC = b"customs-gateway ledger export 2\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_END = 1, 2, 3, 255
+T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_END = 1, 2, 3, 4, 5, 255
 _RECORD = struct.Struct(">BI")
-_END = struct.Struct(">QQ")
+_END_V1 = struct.Struct(">QQ")
+_END = struct.Struct(">QQQQ")
+_ENVELOPE_HEAD = struct.Struct(">16sQ")
 _CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class StoredEnvelope:
+    """A message's signed envelope as the node keeps it; ``envelope`` is None once erased."""
+
+    message_id: uuid.UUID
+    created_ms: int
+    envelope: bytes | None
+
+    def encode(self) -> bytes:
+        """The body of an export envelope record (docs/ledger-format.md, export version 2)."""
+        head = _ENVELOPE_HEAD.pack(self.message_id.bytes, self.created_ms)
+        return head + (self.envelope or b"")
+
+    @classmethod
+    def decode(cls, body: bytes) -> StoredEnvelope:
+        """Parse an envelope record body; an empty envelope means erased."""
+        if len(body) < _ENVELOPE_HEAD.size:
+            raise ExportFormatError(f"envelope record of {len(body)} bytes is too short")
+        mid, created = _ENVELOPE_HEAD.unpack_from(body)
+        rest = body[_ENVELOPE_HEAD.size :]
+        return cls(uuid.UUID(bytes=mid), created, rest or None)
+
+
+def _signer_certificates(blobs: Iterable[bytes | None]) -> list[bytes]:
+    """The distinct ``signer_certificate`` DERs of serialized envelopes and signed receipts."""
+    found: dict[bytes, None] = {}
+    for blob in blobs:
+        if not blob:
+            continue
+        for cls in (envelope_pb2.Envelope, envelope_pb2.SignedReceipt):
+            try:
+                der = cls.FromString(blob).signer_certificate
+            except DecodeError:
+                continue
+            if der:
+                found[der] = None
+                break
+    return list(found)
 
 
 class LedgerSource(Protocol):
@@ -39,6 +87,14 @@ class LedgerSource(Protocol):
         """The leaf hash the node stored at append time, if the source has one."""
         ...
 
+    def certificates(self) -> list[bytes]:
+        """Signing certificates (DER) of the log and of witnesses, as carried by the source."""
+        ...
+
+    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
+        """The messages' envelopes by id, or None when the source carries none (export v1)."""
+        ...
+
 
 class DatabaseSource:
     """A node's ledger file, opened read-only."""
@@ -54,6 +110,31 @@ class DatabaseSource:
         except sqlite3.DatabaseError as e:
             raise ExportFormatError(f"{path} is not a ledger database: {e}") from e
         self.origin = str(meta.get("origin", ""))
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
+
+    def certificates(self) -> list[bytes]:
+        """Harvested from the envelopes and receipts the exchange keeps (both directions)."""
+        if not self._exchange:
+            return []
+        rows = self._conn.execute(
+            "SELECT envelope FROM exchange_messages UNION ALL "
+            "SELECT receipt FROM exchange_messages UNION ALL SELECT receipt FROM exchange_outbox"
+        ).fetchall()
+        return _signer_certificates(bytes(r[0]) if r[0] is not None else None for r in rows)
+
+    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
+        if not self._exchange:
+            return None
+        rows = self._conn.execute(
+            "SELECT message_id, created_ms, envelope FROM exchange_messages"
+        ).fetchall()
+        return {
+            uuid.UUID(mid): StoredEnvelope(
+                uuid.UUID(mid), int(created), bytes(env) if env is not None else None
+            )
+            for mid, created, env in rows
+        }
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         cursor = self._conn.execute("SELECT idx, leaf FROM ledger_entries ORDER BY idx")
@@ -100,11 +181,15 @@ class ExportSource:
         self._path = path
         self.origin = ""
         self._checkpoints: list[str] = []
+        self._certificates: list[bytes] = []
+        self._envelopes: dict[uuid.UUID, StoredEnvelope] = {}
         self.count = 0
         # First pass: header, checkpoints and counts, so entries can be streamed afterwards.
         with path.open("rb") as f:
-            if f.read(len(EXPORT_MAGIC)) != EXPORT_MAGIC:
+            magic = f.read(len(EXPORT_MAGIC))
+            if magic not in (EXPORT_MAGIC, EXPORT_MAGIC_V1):
                 raise ExportFormatError(f"{path} is not a ledger export (bad magic)")
+            self.version = 2 if magic == EXPORT_MAGIC else 1
             kind, body = _read_record(f)
             if kind != T_ORIGIN:
                 raise ExportFormatError("export does not start with its origin record")
@@ -115,12 +200,23 @@ class ExportSource:
                     self.count += 1
                 elif kind == T_CHECKPOINT:
                     self._checkpoints.append(body.decode("utf-8", errors="replace"))
+                elif kind == T_CERTIFICATE and self.version == 2:
+                    self._certificates.append(body)
+                elif kind == T_ENVELOPE and self.version == 2:
+                    stored = StoredEnvelope.decode(body)
+                    self._envelopes[stored.message_id] = stored
                 elif kind == T_END:
-                    entries, checkpoints = _END.unpack(body)
-                    if (entries, checkpoints) != (self.count, len(self._checkpoints)):
+                    end = _END if self.version == 2 else _END_V1
+                    if len(body) != end.size:
+                        raise ExportFormatError(f"export end record of {len(body)} bytes")
+                    counts = end.unpack(body)
+                    held: tuple[int, ...] = (self.count, len(self._checkpoints))
+                    if self.version == 2:
+                        held += (len(self._certificates), len(self._envelopes))
+                    if counts != held:
                         raise ExportFormatError(
-                            f"export end record counts {entries} entries and {checkpoints} "
-                            f"checkpoints, file holds {self.count} and {len(self._checkpoints)}"
+                            f"export end record counts {counts} (entries, checkpoints, "
+                            f"certificates, envelopes), the file holds {held}"
                         )
                     if f.read(1):
                         raise ExportFormatError("export has bytes after its end record")
@@ -147,6 +243,12 @@ class ExportSource:
     def stored_leaf_hash(self, index: int) -> bytes | None:
         return None
 
+    def certificates(self) -> list[bytes]:
+        return list(self._certificates)
+
+    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
+        return dict(self._envelopes) if self.version == 2 else None
+
     def close(self) -> None:
         """Nothing held open between reads."""
 
@@ -161,34 +263,72 @@ def open_source(path: Path) -> DatabaseSource | ExportSource:
         head = f.read(len(EXPORT_MAGIC))
     if head.startswith(SQLITE_MAGIC):
         return DatabaseSource(path)
-    if head == EXPORT_MAGIC:
+    if head in (EXPORT_MAGIC, EXPORT_MAGIC_V1):
         return ExportSource(path)
     raise ExportFormatError(f"{path} is neither a ledger database nor a ledger export")
 
 
-def write_export(db_path: Path, out: Path) -> tuple[int, int]:
-    """Write the export file of the ledger database ``db_path``; return (entries, checkpoints).
+def write_export_records(
+    out: Path,
+    origin: str,
+    entries: Iterable[bytes],
+    notes: Iterable[str],
+    certificates: Iterable[bytes],
+    envelopes: Iterable[StoredEnvelope],
+) -> tuple[int, int, int, int]:
+    """Write an export file (version 2) atomically; return the four counts of its end record.
 
-    Streams the entries: memory stays flat in the ledger size.
+    Certificates are de-duplicated; entries are streamed, so memory stays flat in their number.
+    """
+    tmp = out.with_name(out.name + ".tmp")
+    counts = [0, 0, 0, 0]
+
+    def record(f: BinaryIO, kind: int, body: bytes) -> None:
+        f.write(_RECORD.pack(kind, len(body)) + body)
+
+    with tmp.open("wb") as f:
+        f.write(EXPORT_MAGIC)
+        record(f, T_ORIGIN, origin.encode())
+        for leaf in entries:
+            record(f, T_ENTRY, leaf)
+            counts[0] += 1
+        for note in notes:
+            record(f, T_CHECKPOINT, note.encode())
+            counts[1] += 1
+        for der in dict.fromkeys(certificates):
+            record(f, T_CERTIFICATE, der)
+            counts[2] += 1
+        for stored in envelopes:
+            record(f, T_ENVELOPE, stored.encode())
+            counts[3] += 1
+        end = _END.pack(*counts)
+        record(f, T_END, end)
+    tmp.replace(out)
+    return counts[0], counts[1], counts[2], counts[3]
+
+
+def write_export(
+    db_path: Path, out: Path, extra_certificates: Iterable[bytes] = ()
+) -> tuple[int, int, int, int]:
+    """Write the export file (version 2) of the ledger database ``db_path``.
+
+    Carries the entries, the checkpoints with their cosignatures, the signing certificates
+    harvested from the exchange's envelopes and receipts plus ``extra_certificates`` (DER),
+    and every envelope (empty when erased).
+
+    Returns:
+        (entries, checkpoints, certificates, envelopes) written.
     """
     source = DatabaseSource(db_path)
     try:
-        tmp = out.with_name(out.name + ".tmp")
-        entries = 0
-        with tmp.open("wb") as f:
-            f.write(EXPORT_MAGIC)
-            origin = source.origin.encode()
-            f.write(_RECORD.pack(T_ORIGIN, len(origin)) + origin)
-            for _, leaf in source.entries():
-                f.write(_RECORD.pack(T_ENTRY, len(leaf)) + leaf)
-                entries += 1
-            notes = source.checkpoints()
-            for note in notes:
-                raw = note.encode()
-                f.write(_RECORD.pack(T_CHECKPOINT, len(raw)) + raw)
-            end = _END.pack(entries, len(notes))
-            f.write(_RECORD.pack(T_END, len(end)) + end)
-        tmp.replace(out)
-        return entries, len(notes)
+        envelopes = source.envelopes() or {}
+        return write_export_records(
+            out,
+            source.origin,
+            (leaf for _, leaf in source.entries()),
+            source.checkpoints(),
+            [*source.certificates(), *extra_certificates],
+            envelopes.values(),
+        )
     finally:
         source.close()

@@ -12,20 +12,39 @@ Steps, each with its own failure:
 4. No checkpoint is beyond the last entry (truncation).
 5. Successive checkpoints are consistent: an RFC 9162 consistency proof is built from the
    recomputed subtrees and verified against the two signed roots.
+
+With a trust bundle (``bundle=``), the keys come from the signing certificates the source
+carries instead of hand-given vkeys (``_trust.certified_keys``), every signature line of every
+checkpoint must be by a certified key, each cosignature's time must lie within its
+certificate's validity, and:
+
+6. Every ``sent`` and ``received`` entry has its message's envelope in the source, or the
+   envelope was erased and an ``erased`` entry for that message id exists; the envelope's
+   digest (SHA-256 of its PAE, docs/envelopes.md) equals the entry's digest, and the envelope
+   opens (``gateway.envelope.open_envelope``: signer certificate chained to the bundle root of
+   its jurisdiction at the message's time, Ed25519 signature over the PAE, origin = signer).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 import struct
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.audit._source import LedgerSource, open_source
+from google.protobuf.message import DecodeError
+
+from customs.gateway.v1 import envelope_pb2
+from gateway.audit._source import LedgerSource, StoredEnvelope, open_source
+from gateway.audit._trust import CertifiedKeys, certified_keys, jurisdiction_of_origin
 from gateway.audit.errors import AuditError, BadCheckpointError, BadEntryError
-from gateway.ledger import EntryFormatError, decode_record
+from gateway.envelope import envelope_digest, open_envelope
+from gateway.errors import GatewayError
+from gateway.ledger import EntryFormatError, Event, decode_record
 from gateway.merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -38,13 +57,22 @@ from gateway.merkle import (
     perfect_nodes,
     verify_consistency,
 )
-from gateway.notes import NoteError, Verifier, open_note, parse_checkpoint
+from gateway.notes import (
+    Note,
+    NoteError,
+    VerifiedSignature,
+    Verifier,
+    open_note,
+    parse_checkpoint,
+)
+from gateway.pki.bundle import TrustBundle
 
 Progress = Callable[[int, int], None]
 _HEAD = struct.Struct(">BQQB16sB")
 _KIND = re.compile(rb"[A-Z][A-Z0-9_]{0,63}")
 _COUNTERPART = re.compile(rb"[A-Z]{2}|spiffe://[a-z0-9.\-]+(/[A-Za-z0-9._\-]+)+")
 PROGRESS_EVERY = 1 << 16
+_MESSAGE_EVENTS = (Event.SENT, Event.RECEIVED, Event.ERASED)
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,7 @@ class Failure:
     message: str
     index: int | None = None
     checkpoint_size: int | None = None
+    category: str = ""  # "entries", "checkpoints", "certificates", "envelopes"
 
     def __str__(self) -> str:
         return self.message
@@ -68,6 +97,9 @@ class VerificationResult:
     checkpoints: int = 0
     cosignatures: int = 0
     consistency_proofs: int = 0
+    certificates: int = 0  # signing certificates chained to the bundle
+    envelopes: int = 0  # sent/received entries whose envelope verified
+    erased: int = 0  # sent/received entries whose envelope was erased (with an erased entry)
     root: bytes = EMPTY_ROOT
     verified: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -81,6 +113,28 @@ class VerificationResult:
     def first_failure(self) -> Failure | None:
         """The first failure, if any."""
         return self.failures[0] if self.failures else None
+
+    def first_bad_index(self, category: str | None = None) -> int | None:
+        """The lowest entry index named by a failure (of ``category``, if given)."""
+        found = [
+            f.index
+            for f in self.failures
+            if f.index is not None and (category is None or f.category == category)
+        ]
+        return min(found) if found else None
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per category: (items verified, failures)."""
+        failed = dict.fromkeys(("entries", "checkpoints", "certificates", "envelopes"), 0)
+        for f in self.failures:
+            implied = "checkpoints" if f.index is None else "entries"
+            failed[f.category or implied] += 1
+        return {
+            "entries": (self.entries, failed["entries"]),
+            "checkpoints": (self.checkpoints + self.cosignatures, failed["checkpoints"]),
+            "certificates": (self.certificates, failed["certificates"]),
+            "envelopes": (self.envelopes + self.erased, failed["envelopes"]),
+        }
 
 
 @dataclass
@@ -124,28 +178,32 @@ def _fast_entry_problem(leaf: bytes, index: int, last_time: int) -> tuple[str | 
 def _check_checkpoints(
     notes: Iterable[str],
     origin: str,
-    log_key: Verifier,
+    log_keys: list[Verifier],
     witnesses: list[Verifier],
     result: VerificationResult,
+    certified: CertifiedKeys | None = None,
 ) -> list[_Signed]:
-    """Step 1."""
+    """Step 1 (and, with certified keys, every signature line must be by one of them)."""
     by_size: dict[int, _Signed] = {}
     for position, note in enumerate(notes):
         try:
-            parsed, verified = open_note(note, [log_key, *witnesses])
+            parsed, verified = open_note(note, [*log_keys, *witnesses])
             cp = parse_checkpoint(parsed.text)
         except NoteError as e:
             size = _size_of(note)
             label = f"checkpoint of size {size}" if size is not None else f"checkpoint {position}"
             result.failures.append(Failure(f"{label}: {e}", checkpoint_size=size))
             continue
-        if not any(v.verifier == log_key for v in verified):
+        if not any(v.verifier in log_keys for v in verified):
+            names = ", ".join(sorted({k.name for k in log_keys})) or "(none certified)"
             result.failures.append(
                 Failure(
-                    f"checkpoint of size {cp.size}: not signed by the log key {log_key.name}",
+                    f"checkpoint of size {cp.size}: not signed by the log key {names}",
                     checkpoint_size=cp.size,
                 )
             )
+            continue
+        if certified is not None and _uncertified(cp.size, parsed, verified, certified, result):
             continue
         if cp.origin != origin:
             result.failures.append(
@@ -183,6 +241,46 @@ class _Captured:
             raise TreeRangeError(f"node {e.args[0]} was not captured") from e
 
 
+def _uncertified(
+    size: int,
+    parsed: Note,
+    verified: list[VerifiedSignature],
+    certified: CertifiedKeys,
+    result: VerificationResult,
+) -> bool:
+    """Bundle mode: record every signature line no certificate vouches for; True if any."""
+    good = {v.signature.line for v in verified}
+    bad = False
+    for sig in parsed.signatures:
+        if sig.line not in good:
+            result.failures.append(
+                Failure(
+                    f"checkpoint of size {size}: signature by {sig.name} (key id "
+                    f"{sig.key_id.hex()}) is by no certificate chained to the trust bundle",
+                    checkpoint_size=size,
+                    category="checkpoints",
+                )
+            )
+            bad = True
+    for v in verified:
+        key = certified.find(v.verifier)
+        if v.timestamp is None or key is None:
+            continue
+        at = dt.datetime.fromtimestamp(v.timestamp, dt.UTC)
+        if not key.not_before <= at <= key.not_after:
+            result.failures.append(
+                Failure(
+                    f"checkpoint of size {size}: cosignature by {v.verifier.name} at "
+                    f"{at.isoformat()} is outside its certificate {key.fingerprint[:16]}'s "
+                    f"validity {key.not_before.isoformat()}..{key.not_after.isoformat()}",
+                    checkpoint_size=size,
+                    category="checkpoints",
+                )
+            )
+            bad = True
+    return bad
+
+
 def _size_of(note: str) -> int | None:
     lines = note.split("\n")
     return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else None
@@ -201,17 +299,141 @@ def _locate(source: LedgerSource, start: int, end: int) -> int | None:
     return None
 
 
+def _keys_from_bundle(
+    source: LedgerSource, bundle: TrustBundle, result: VerificationResult
+) -> CertifiedKeys | None:
+    origin = jurisdiction_of_origin(source.origin)
+    if origin is None:
+        result.failures.append(
+            Failure(
+                f"origin {source.origin!r} is no jurisdiction's ledger", category="certificates"
+            )
+        )
+        return None
+    keys = certified_keys(source.certificates(), bundle, origin)
+    result.certificates = len(keys.log) + len(keys.witnesses)
+    for problem in keys.problems:
+        result.failures.append(Failure(problem, category="certificates"))
+    if not keys.log:
+        result.failures.append(
+            Failure(
+                f"no signing certificate of {origin} chained to the trust bundle is in the "
+                f"source: nothing can vouch for {source.origin}'s checkpoints",
+                category="certificates",
+            )
+        )
+    return keys
+
+
+@dataclass
+class _Message:
+    index: int
+    event: Event
+    message_id: uuid.UUID
+    digest: bytes | None
+
+
+def _check_envelopes(
+    messages: list[_Message],
+    erased: set[uuid.UUID],
+    stored: dict[uuid.UUID, StoredEnvelope] | None,
+    bundle: TrustBundle,
+    result: VerificationResult,
+) -> None:
+    """Step 6."""
+    if stored is None:
+        if messages:
+            result.failures.append(
+                Failure(
+                    f"entry {messages[0].index}: the source carries no envelopes (an export of "
+                    "version 1?), so no sent or received entry can be checked",
+                    index=messages[0].index,
+                    category="envelopes",
+                )
+            )
+        return
+    opened: dict[uuid.UUID, bytes | str] = {}  # digest, or why it does not open
+    for m in messages:
+        what = f"entry {m.index} ({m.event.name.lower()} {m.message_id})"
+        envelope = stored.get(m.message_id)
+        if envelope is None or envelope.envelope is None:
+            if m.message_id in erased:
+                result.erased += 1
+                continue
+            why = "no envelope" if envelope is None else "its envelope was erased"
+            result.failures.append(
+                Failure(
+                    f"{what}: {why} and no erased entry for that message",
+                    index=m.index,
+                    category="envelopes",
+                )
+            )
+            continue
+        if m.message_id not in opened:
+            opened[m.message_id] = _open(envelope, bundle)
+        outcome = opened[m.message_id]
+        if isinstance(outcome, str):
+            result.failures.append(
+                Failure(f"{what}: {outcome}", index=m.index, category="envelopes")
+            )
+        elif outcome != m.digest:
+            digest = m.digest.hex() if m.digest else "(none)"
+            result.failures.append(
+                Failure(
+                    f"{what}: envelope digest {outcome.hex()} != entry digest {digest}",
+                    index=m.index,
+                    category="envelopes",
+                )
+            )
+        else:
+            result.envelopes += 1
+
+
+def _open(stored: StoredEnvelope, bundle: TrustBundle) -> bytes | str:
+    """The digest of a verified envelope, or why it does not verify."""
+    assert stored.envelope is not None
+    try:
+        envelope = envelope_pb2.Envelope.FromString(stored.envelope)
+    except DecodeError:
+        return "the stored envelope is not a valid Envelope"
+    at = dt.datetime.fromtimestamp(stored.created_ms / 1000, dt.UTC)
+    try:
+        open_envelope(envelope, bundle, now=at)
+    except GatewayError as exc:
+        return f"envelope does not verify: {exc}"
+    return envelope_digest(envelope)
+
+
 def verify_source(
     source: LedgerSource,
-    log_key: Verifier,
+    log_key: Verifier | None = None,
     witnesses: Iterable[Verifier] = (),
     progress: Progress | None = None,
+    *,
+    bundle: TrustBundle | None = None,
 ) -> VerificationResult:
-    """Verify an opened ledger source; see the module docstring for the steps."""
+    """Verify an opened ledger source; see the module docstring for the steps.
+
+    Give ``log_key`` (and optionally witness keys), or ``bundle`` to take every key from the
+    signing certificates in the source and to check envelopes (step 6), or both.
+    """
     result = VerificationResult(origin=source.origin)
     witness_keys = list(witnesses)
+    log_keys = [log_key] if log_key is not None else []
+    certified = None
+    if bundle is not None:
+        certified = _keys_from_bundle(source, bundle, result)
+        if certified is not None:
+            log_keys += [k.verifier for k in certified.log]
+            witness_keys += [k.verifier for k in certified.witnesses]
+    elif log_key is None:
+        raise AuditError("give the log's verifier key or a trust bundle")
+    messages: list[_Message] = []
+    erased: set[uuid.UUID] = set()
     # (1) checkpoint signatures, origin, equivocation.
-    signed = _check_checkpoints(source.checkpoints(), source.origin, log_key, witness_keys, result)
+    signed = _check_checkpoints(
+        source.checkpoints(), source.origin, log_keys, witness_keys, result, certified
+    )
     # Perfect nodes needed for the consistency proofs between successive checkpoints.
     pairs = [(a, b) for a, b in itertools.pairwise(signed) if 0 < a.size < b.size]
     plans = {(a.size, b.size): consistency_ranges(a.size, b.size) for a, b in pairs}
@@ -242,6 +464,14 @@ def verify_source(
             result.failures.append(Failure(problem, index=position))
             broken = True
             break
+        if bundle is not None and leaf[17] in _MESSAGE_EVENTS:
+            record = decode_record(leaf)
+            e = record.entry
+            if e.event is Event.ERASED:
+                erased.add(e.message_id)
+            else:
+                digest = e.digests[0] if e.digests else None
+                messages.append(_Message(position, e.event, e.message_id, digest))
         completed = frontier.append(leaf_hash(leaf))
         if wanted:
             for node, h in completed:
@@ -284,6 +514,9 @@ def verify_source(
             )
     if broken:
         return result
+    # (6) envelopes of sent and received entries
+    if bundle is not None:
+        _check_envelopes(messages, erased, source.envelopes(), bundle, result)
     # (4) truncation: checkpoints beyond the last entry.
     for cp in pending[next_cp:]:
         result.failures.append(
@@ -306,24 +539,35 @@ def verify_source(
             result.failures.append(Failure(str(e), checkpoint_size=b.size))
             return result
         result.consistency_proofs += 1
+    if result.failures:
+        return result
+    names = ", ".join(sorted({k.name for k in log_keys}))
     result.verified.extend(
         [
             f"{result.entries} entries decoded in order, tree recomputed",
-            f"{result.checkpoints} checkpoints signed by {log_key.name} with matching roots",
+            f"{result.checkpoints} checkpoints signed by {names} with matching roots",
             f"{result.consistency_proofs} consistency proofs between successive checkpoints",
             f"{result.cosignatures} witness cosignatures",
         ]
     )
+    if bundle is not None:
+        result.verified += [
+            f"{result.certificates} signing certificates chained to the trust bundle",
+            f"{result.envelopes} envelopes of sent/received entries verified, "
+            f"{result.erased} erased with an erased entry",
+        ]
     return result
 
 
 def verify_ledger(
     path: Path,
-    log_key: Verifier,
+    log_key: Verifier | None = None,
     witnesses: Iterable[Verifier] = (),
     progress: Progress | None = None,
+    *,
+    bundle: TrustBundle | None = None,
 ) -> VerificationResult:
-    """Verify a ledger database or export file at ``path`` against the log's verifier key.
+    """Verify a ledger database or export file at ``path`` (see :func:`verify_source`).
 
     Returns:
         The result; ``result.ok`` is False with ``failures`` naming the first bad entry index
@@ -334,27 +578,31 @@ def verify_ledger(
     """
     source = open_source(path)
     try:
-        return verify_source(source, log_key, witnesses, progress)
+        return verify_source(source, log_key, witnesses, progress, bundle=bundle)
     finally:
         source.close()
 
 
 def check_ledger(
     path: Path,
-    log_key: Verifier,
+    log_key: Verifier | None = None,
     witnesses: Iterable[Verifier] = (),
     progress: Progress | None = None,
+    *,
+    bundle: TrustBundle | None = None,
 ) -> VerificationResult:
     """Like :func:`verify_ledger`, but raise on the first failure.
 
     Raises:
         BadEntryError: naming the entry index.
         BadCheckpointError: naming the checkpoint size.
-        AuditError: nothing to verify (no signed checkpoint).
+        AuditError: a certificate does not chain, or nothing to verify (no signed checkpoint).
     """
-    result = verify_ledger(path, log_key, witnesses, progress)
+    result = verify_ledger(path, log_key, witnesses, progress, bundle=bundle)
     failure = result.first_failure
     if failure is not None:
+        if failure.category == "certificates":
+            raise AuditError(failure.message)
         if failure.index is not None and failure.checkpoint_size is None:
             raise BadEntryError(failure.message, failure.index)
         raise BadCheckpointError(failure.message, failure.checkpoint_size)

@@ -8,15 +8,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import VerificationResult, verify_ledger, write_export
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.audit import VerificationResult, reconcile, verify_ledger, write_export
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
 from gateway.notes import Verifier
+from gateway.pki.bundle import TrustBundle
 
 _VERIFY_EPILOG = """\
 examples:
   customs-gateway audit verify hk-ledger.export --vkey hk.vkey
   customs-gateway audit verify data/ledger.db \\
       --vkey 'hk.customs-exchange/ledger+1a2b3c4d+AU0v...' --witness-vkey mo-witness.vkey --json
+  customs-gateway audit verify hk-ledger.export --trust-bundle bundle.json
+
+With --trust-bundle, the log key and every witness key come from the signing certificates in
+the export (chained to the bundle), every cosignature must be by one of them, and every sent
+and received entry must have a matching, validly signed envelope (or an erased entry).
 
 exit status: 0 verified, 1 the ledger does not verify (the first bad entry or checkpoint is
 named), 2 bad arguments or unreadable file.
@@ -24,8 +33,47 @@ named), 2 bad arguments or unreadable file.
 
 _EXPORT_EPILOG = """\
 example:
-  customs-gateway audit export --db data/ledger.db --out hk-ledger.export
+  customs-gateway audit export --db data/ledger.db --out hk-ledger.export \\
+      --cert certs/hk/node-gateway-signing.pem
+
+The export (format version 2, docs/ledger-format.md) carries the entries, the checkpoints with
+their cosignatures, the signing certificates found in the exchange's envelopes and receipts
+(plus each --cert), and every envelope (empty when erased).
 """
+
+
+_RECONCILE_EPILOG = """\
+example:
+  customs-gateway audit reconcile cn.export hk.export mo.export --json
+
+exit status: 0 every message matches (pending deliveries are listed, not errors), 1 a
+message is missing or its digests differ (both ledgers' indexes are named), 2 bad arguments.
+Verify each ledger with `audit verify` first: reconciliation trusts what it reads.
+"""
+
+
+def _certificate_der(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except ValueError as exc:
+        raise CliError(f"{path} is not a certificate (PEM or DER)") from exc
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def load_bundle(path: Path) -> TrustBundle:
+    """Read a trust bundle file or raise :class:`CliError`."""
+    try:
+        return TrustBundle.from_json(path.read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read trust bundle {path}: {exc.strerror}") from exc
 
 
 def register(subparsers: Any) -> None:
@@ -42,8 +90,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument("path", type=Path, help="ledger database or export file")
+    verify.add_argument("--vkey", help="the log's verifier key, or a file holding it")
     verify.add_argument(
-        "--vkey", required=True, help="the log's verifier key, or a file holding it"
+        "--trust-bundle",
+        type=Path,
+        help="trust bundle JSON: take keys from certificates, check envelopes",
     )
     verify.add_argument(
         "--witness-vkey",
@@ -63,7 +114,24 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument("--db", type=Path, required=True, help="the node's ledger database")
     export.add_argument("--out", type=Path, required=True, help="the export file to write")
+    export.add_argument(
+        "--cert",
+        type=Path,
+        action="append",
+        default=[],
+        help="a signing certificate (PEM or DER) to carry as well, e.g. the node's own",
+    )
     export.set_defaults(handler=_export)
+    recon = commands.add_parser(
+        "reconcile",
+        help="check the three nodes' ledgers against each other",
+        description="Every sent entry must be received with the same digest, and receipted.",
+        epilog=_RECONCILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    recon.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
+    recon.add_argument("--json", action="store_true", help="print the result as JSON")
+    recon.set_defaults(handler=_reconcile)
     audit.set_defaults(handler=lambda _args: _usage(audit))
 
 
@@ -94,10 +162,20 @@ def _as_json(result: VerificationResult) -> str:
             "checkpoints": result.checkpoints,
             "cosignatures": result.cosignatures,
             "consistency_proofs": result.consistency_proofs,
+            "certificates": result.certificates,
+            "envelopes": result.envelopes,
+            "erased": result.erased,
+            "counts": {k: {"verified": v, "failed": f} for k, (v, f) in result.counts().items()},
+            "first_bad_index": result.first_bad_index(),
             "root": result.root.hex(),
             "verified": result.verified,
             "failures": [
-                {"message": f.message, "index": f.index, "checkpoint_size": f.checkpoint_size}
+                {
+                    "message": f.message,
+                    "category": f.category,
+                    "index": f.index,
+                    "checkpoint_size": f.checkpoint_size,
+                }
                 for f in result.failures
             ],
         },
@@ -108,10 +186,15 @@ def _as_json(result: VerificationResult) -> str:
 def _verify(args: argparse.Namespace) -> int:
     if not args.path.is_file():
         raise CliError(f"no such file: {args.path}")
-    log_key = _key(args.vkey)
+    if args.vkey is None and args.trust_bundle is None:
+        raise CliError("give --vkey or --trust-bundle")
+    log_key = _key(args.vkey) if args.vkey else None
     witnesses = [_key(v) for v in args.witness_vkey]
+    bundle = load_bundle(args.trust_bundle) if args.trust_bundle else None
     show = not args.no_progress and not args.json
-    result = verify_ledger(args.path, log_key, witnesses, _progress if show else None)
+    result = verify_ledger(
+        args.path, log_key, witnesses, _progress if show else None, bundle=bundle
+    )
     if args.json:
         print(_as_json(result))
     elif result.ok:
@@ -120,9 +203,19 @@ def _verify(args: argparse.Namespace) -> int:
             f"{result.consistency_proofs} consistency proofs, {result.cosignatures} "
             f"cosignatures; root {result.root.hex()}"
         )
+        if bundle is not None:
+            print(
+                f"ok: {result.certificates} signing certificates chained to the bundle, "
+                f"{result.envelopes} envelopes verified, {result.erased} erased"
+            )
     elif result.failures:
         for failure in result.failures:
             print(f"FAILED: {failure}")
+        for category, (verified, failed) in result.counts().items():
+            print(f"  {category}: {verified} verified, {failed} failed")
+        first = result.first_bad_index()
+        if first is not None:
+            print(f"  first bad entry index: {first}")
     else:
         print(f"FAILED: {result.entries} entries but no signed checkpoint to verify them against")
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -131,6 +224,54 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     if not args.db.is_file():
         raise CliError(f"no such file: {args.db}")
-    entries, checkpoints = write_export(args.db, args.out)
-    print(f"exported {entries} entries and {checkpoints} checkpoints to {args.out}")
+    extra = [_certificate_der(path) for path in args.cert]
+    entries, checkpoints, certificates, envelopes = write_export(args.db, args.out, extra)
+    print(
+        f"exported {entries} entries, {checkpoints} checkpoints, {certificates} signing "
+        f"certificates and {envelopes} envelopes to {args.out}"
+    )
     return EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    for path in args.ledgers:
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+    if len(args.ledgers) < 2:
+        raise CliError("give at least two ledgers to reconcile")
+    result = reconcile(args.ledgers)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "ledgers": result.ledgers,
+                    "sent": result.sent,
+                    "matched": result.matched,
+                    "receipts": result.receipts,
+                    "unchecked": result.unchecked,
+                    "pending": result.pending,
+                    "errors": [
+                        {
+                            "problem": m.problem,
+                            "message_id": str(m.message_id),
+                            "message": m.message,
+                        }
+                        for m in result.errors
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for line in result.pending:
+            print(f"pending: {line}")
+        for error in result.errors:
+            print(f"MISMATCH: {error}")
+        verdict = "ok" if result.ok else "FAILED"
+        print(
+            f"{verdict}: {', '.join(result.ledgers)}: {result.sent} sent, {result.matched} "
+            f"received with the same digest, {result.receipts} receipts, "
+            f"{len(result.pending)} pending, {len(result.errors)} mismatches"
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED

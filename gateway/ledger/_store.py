@@ -10,6 +10,7 @@ as the entry; a request that fails is rolled back alone and gets its exception.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import queue
 import sqlite3
 import threading
@@ -17,11 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.ledger import _schema
-from gateway.ledger._entry import Entry, Record, decode_record
+from gateway.ledger._entry import Entry, Record, decode_record, encode_many
 from gateway.ledger.errors import LedgerClosedError, LedgerCorruptError, LedgerRangeError
 from gateway.merkle import (
     Frontier,
@@ -29,7 +31,6 @@ from gateway.merkle import (
     Node,
     consistency_proof,
     inclusion_proof,
-    leaf_hash,
     node_id,
     perfect_nodes,
     tree_root,
@@ -49,6 +50,7 @@ T = TypeVar("T")
 Within = Callable[[sqlite3.Connection, int], None]
 MAX_BATCH_ENTRIES = 20_000
 MAX_PAGE = 1000
+CACHED_HASHES = 1 << 16  # upper tree levels kept in memory: at most this many hashes (~5 MiB)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,97 @@ class _NodeReader:
             return [found[i] for i in ids]
         except KeyError as e:
             raise LedgerCorruptError(f"ledger node {e.args[0]} is missing") from e
+
+
+def _cached_total(size: int, low: int) -> int:
+    """How many perfect nodes of level >= ``low`` a tree of ``size`` leaves has."""
+    return sum(size >> level for level in range(low, size.bit_length()))
+
+
+def _lowest_cached_level(size: int, limit: int) -> int:
+    """The lowest level from which every perfect node fits in ``limit`` hashes."""
+    low = 0
+    while _cached_total(size, low) > limit:
+        low += 1
+    return low
+
+
+class _UpperLevels:
+    """Every perfect node of level ``low`` and above, in memory: ``levels[level][pos]``.
+
+    Perfect nodes of one level complete in position order, so each level is a list that only
+    grows at its end. The writer appends as it builds the tree and truncates on rollback; it
+    replaces the whole object (never mutates ``low``) when ``low`` rises, so a reader that took
+    a reference keeps a consistent view. Readers only ask for nodes of durable tree sizes.
+    """
+
+    __slots__ = ("levels", "low")
+
+    def __init__(self, low: int, levels: list[list[bytes]]) -> None:
+        self.low = low
+        self.levels = levels
+
+    def count(self) -> int:
+        return sum(len(hashes) for hashes in self.levels[self.low :])
+
+    def truncate(self, size: int) -> None:
+        """Forget nodes beyond a tree of ``size`` leaves (after a rollback)."""
+        for level in range(self.low, len(self.levels)):
+            del self.levels[level][size >> level :]
+
+    def room(self, end: int) -> list[list[bytes]]:
+        """The level lists, with one for every level of a tree of ``end`` leaves."""
+        while len(self.levels) <= end.bit_length():
+            self.levels.append([])
+        return self.levels
+
+
+class _CachedReader:
+    """A :class:`gateway.merkle.SubtreeSource`: upper levels from memory, the rest in one query."""
+
+    def __init__(self, upper: _UpperLevels, conn: sqlite3.Connection) -> None:
+        self._upper = upper
+        self._conn = conn
+
+    def subtree_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
+        low, levels = self._upper.low, self._upper.levels
+        out = [levels[level][pos] if level >= low else b"" for level, pos in nodes]
+        ids = [
+            2 * (n - 1) - (n - 1).bit_count() + level  # node_id(level, pos), inlined
+            for level, pos in nodes
+            if level < low and (n := (pos + 1) << level)
+        ]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
+            found = dict(self._conn.execute(sql, ids).fetchall())
+            if len(found) < len(set(ids)):
+                missing = min(set(ids) - found.keys())
+                raise LedgerCorruptError(f"ledger node {missing} is missing")
+            fetched = iter(ids)
+            out = [h or found[next(fetched)] for h in out]
+        return out
+
+
+def _load_upper(conn: sqlite3.Connection, size: int, limit: int) -> _UpperLevels:
+    """The cached levels of a tree of ``size`` leaves, read from ``ledger_nodes`` at open."""
+    low = _lowest_cached_level(size, limit)
+    levels: list[list[bytes]] = [[] for _ in range(max(low, size.bit_length()))]
+    wanted = [
+        (level, pos) for level in range(low, size.bit_length()) for pos in range(size >> level)
+    ]
+    found: dict[int, bytes] = {}
+    for at in range(0, len(wanted), 900):
+        chunk = [node_id(level, pos) for level, pos in wanted[at : at + 900]]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
+        found.update(conn.execute(sql, chunk).fetchall())
+    for level, pos in wanted:
+        h = found.get(node_id(level, pos))
+        if h is None:
+            raise LedgerCorruptError(f"ledger node {node_id(level, pos)} is missing")
+        levels[level].append(h)
+    return _UpperLevels(low, levels)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -161,6 +254,8 @@ class Ledger:
         frontier: Frontier,
         checkpoint_size: int | None,
         last_time: int,
+        upper: _UpperLevels | None = None,
+        cache_limit: int = CACHED_HASHES,
     ) -> None:
         """Use :meth:`open`; this wires an already opened connection to a new writer thread."""
         self.path = path
@@ -171,6 +266,8 @@ class Ledger:
         self._size = frontier.size
         self._checkpoint_size = checkpoint_size
         self._last_time = last_time
+        self._cache_limit = cache_limit
+        self._upper = upper if upper is not None else _UpperLevels(0, [])
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -190,6 +287,7 @@ class Ledger:
         origin: str,
         signer: NoteSigner,
         schema: Callable[[sqlite3.Connection], None] | None = None,
+        cache_limit: int = CACHED_HASHES,
     ) -> Ledger:
         """Open or create the ledger at ``path`` and start its writer thread.
 
@@ -198,6 +296,9 @@ class Ledger:
             origin: the checkpoint origin line, fixed when the ledger is created.
             signer: the node's Ed25519 note signer for checkpoints.
             schema: run once at open inside a transaction, for other components' tables.
+            cache_limit: at most this many subtree hashes of the upper tree levels are kept in
+                memory (read at open, then kept by the writer), so a proof reads only the
+                lowest levels from SQLite; the lowest cached level rises as the log grows.
 
         Raises:
             LedgerCorruptError: the file holds another origin or inconsistent rows.
@@ -221,12 +322,15 @@ class Ledger:
                 "SELECT leaf FROM ledger_entries ORDER BY idx DESC LIMIT 1"
             ).fetchone()
             last_time = decode_record(row[0]).time_ms if row else 0
+            upper = _load_upper(conn, frontier.size, cache_limit)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
             raise
-        return cls(path, origin, signer, conn, frontier, checkpoint_size, last_time)
+        return cls(
+            path, origin, signer, conn, frontier, checkpoint_size, last_time, upper, cache_limit
+        )
 
     # -- the writer thread ---------------------------------------------------------------------
 
@@ -273,18 +377,21 @@ class Ledger:
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
                     self._frontier = saved
+                    self._upper.truncate(saved.size)
                     outcomes.append((job.future, None, exc))
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._frontier = at_start
+            self._upper.truncate(at_start.size)
             failure = LedgerClosedError(f"ledger commit failed, nothing recorded: {exc}")
             for job in batch:
                 job.future.set_exception(failure)
             return
         self._size = self._frontier.size
         self._last_time = stamp
+        self._bound_cache()
         for future, value, error in outcomes:
             if error is None:
                 future.set_result(value)
@@ -294,20 +401,32 @@ class Ledger:
     def _append_rows(self, conn: sqlite3.Connection, job: _Append, stamp: int) -> list[Record]:
         frontier = self._frontier
         first = frontier.size
-        records: list[Record] = []
-        entry_rows: list[tuple[int, bytes]] = []
-        node_rows: list[tuple[int, bytes]] = []
-        for entry in job.entries:
-            record = Record(frontier.size, stamp, entry)
-            leaf = record.encode()
-            entry_rows.append((record.index, leaf))
-            node_rows += frontier.append_keyed(leaf_hash(leaf))
-            records.append(record)
-        conn.executemany("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", entry_rows)
-        conn.executemany("INSERT INTO ledger_nodes(id, hash) VALUES (?, ?)", node_rows)
+        entries = job.entries
+        leaves = encode_many(first, stamp, entries)
+        sha = hashlib.sha256
+        upper = self._upper
+        completed = frontier.extend_keyed(
+            [sha(b"\x00" + leaf).digest() for leaf in leaves],
+            upper.room(first + len(entries)),
+            upper.low,
+        )
+        conn.executemany(
+            "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
+        )
+        conn.executemany("INSERT INTO ledger_nodes(id, hash) VALUES (?, ?)", completed)
+        records = [Record(index, stamp, e) for index, e in enumerate(entries, first)]
         if job.within is not None:
             job.within(conn, first)
         return records
+
+    def _bound_cache(self) -> None:
+        """Raise the lowest cached level while the cache holds more than its limit (writer)."""
+        upper = self._upper
+        if upper.count() <= self._cache_limit:
+            return
+        low = _lowest_cached_level(self._size, self._cache_limit)
+        levels = [[] if level < low else hashes for level, hashes in enumerate(upper.levels)]
+        self._upper = _UpperLevels(low, levels)
 
     def _submit(self, job: _Append | _Task) -> None:
         with self._close_lock:
@@ -372,6 +491,14 @@ class Ledger:
         """The number of durable entries."""
         return self._size
 
+    def _source(self) -> _CachedReader:
+        return _CachedReader(self._upper, self.reader())
+
+    def cached_hashes(self) -> tuple[int, int]:
+        """(lowest level kept in memory, number of subtree hashes kept): bounded by the limit."""
+        upper = self._upper
+        return upper.low, upper.count()
+
     def _check_size(self, size: int, what: str) -> None:
         current = self._size
         if not 0 <= size <= current:
@@ -381,7 +508,7 @@ class Ledger:
         """The RFC 9162 tree head of the first ``size`` entries (default: all)."""
         size = self._size if size is None else size
         self._check_size(size, "root")
-        return tree_root(size, _NodeReader(self.reader()))
+        return tree_root(size, self._source())
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries.
@@ -392,7 +519,7 @@ class Ledger:
         self._check_size(size, f"inclusion proof of entry {index}")
         if not 0 <= index < size:
             raise LedgerRangeError(f"inclusion proof: entry {index} is not below tree size {size}")
-        return inclusion_proof(index, size, _NodeReader(self.reader()))
+        return inclusion_proof(index, size, self._source())
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         """The RFC 9162 consistency proof from tree size ``first`` to ``second``.
@@ -406,7 +533,7 @@ class Ledger:
                 f"consistency proof needs 0 < first <= second, got {first}, {second}"
             )
         try:
-            return consistency_proof(first, second, _NodeReader(self.reader()))
+            return consistency_proof(first, second, self._source())
         except MerkleError as e:  # pragma: no cover - sizes were checked above
             raise LedgerRangeError(str(e)) from e
 

@@ -11,6 +11,7 @@ from the perfect nodes that decompose it. Nothing here touches storage; the call
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -50,9 +51,12 @@ def perfect_nodes(start: int, end: int) -> list[Node]:
     ``start`` must be a multiple of the largest power of two not above ``end - start``, which
     holds for every subtree of the RFC 9162 recursion and for every prefix ``[0, size)``.
     """
+    remaining = end - start
+    if remaining > 0 and not remaining & (remaining - 1):  # one perfect node: most proof steps
+        level = remaining.bit_length() - 1
+        return [Node(level, start >> level)]
     nodes: list[Node] = []
     position = start
-    remaining = end - start
     while remaining:
         level = remaining.bit_length() - 1
         nodes.append(Node(level, position >> level))
@@ -128,13 +132,22 @@ def consistency_ranges(first: int, second: int) -> list[tuple[int, int]]:
 
 def hash_ranges(ranges: Sequence[tuple[int, int]], source: SubtreeSource) -> list[bytes]:
     """The subtree hash of each range, fetching every perfect node they need in ONE call."""
-    plans = [perfect_nodes(a, b) for a, b in ranges]
-    wanted = [node for plan in plans for node in plan]
+    wanted: list[Node] = []
+    counts: list[int] = []
+    for a, b in ranges:
+        width = b - a
+        if width > 0 and not width & (width - 1):  # a perfect node: most ranges of a proof
+            level = width.bit_length() - 1
+            wanted.append(Node(level, a >> level))
+            counts.append(1)
+        else:
+            plan = perfect_nodes(a, b)
+            wanted += plan
+            counts.append(len(plan))
     fetched = source.subtree_hashes(wanted)
     result: list[bytes] = []
     at = 0
-    for plan in plans:
-        count = len(plan)
+    for count in counts:
         result.append(fetched[at] if count == 1 else fold(fetched[at : at + count]))
         at += count
     return result
@@ -150,8 +163,36 @@ def tree_root(size: int, source: SubtreeSource) -> bytes:
 
 
 def inclusion_proof(index: int, size: int, source: SubtreeSource) -> list[bytes]:
-    """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
-    return hash_ranges(inclusion_ranges(index, size), source)
+    """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
+
+    The same hashes as :func:`inclusion_ranges` names, planned per level rather than per
+    range (the proof is on a hot path): below level ``inner`` (where ``index`` and
+    ``size - 1`` part), the sibling at each level is a perfect node, except that the one at
+    level ``inner - 1`` lies right of ``index`` and may run past ``size`` (then it is folded
+    from the perfect nodes of its part of the right border); above, each set bit of ``index``
+    adds its perfect left sibling.
+
+    Raises:
+        TreeRangeError: unless ``0 <= index < size``.
+    """
+    if not 0 <= index < size:
+        raise TreeRangeError(f"inclusion proof for leaf {index} in a tree of size {size}")
+    inner = (index ^ (size - 1)).bit_length()
+    wanted = [Node(level, (index >> level) ^ 1) for level in range(inner - 1)]
+    border_start = len(wanted)
+    if inner:
+        start = ((index >> (inner - 1)) ^ 1) << (inner - 1)
+        wanted += perfect_nodes(start, min(size, start + (1 << (inner - 1))))
+    edge = len(wanted)
+    wanted += [
+        Node(level, (index >> level) ^ 1)
+        for level in range(inner, size.bit_length())
+        if index >> level & 1
+    ]
+    fetched = list(source.subtree_hashes(wanted))
+    if edge - border_start > 1:
+        fetched[border_start:edge] = [fold(fetched[border_start:edge])]
+    return fetched
 
 
 def consistency_proof(first: int, second: int, source: SubtreeSource) -> list[bytes]:
@@ -219,6 +260,43 @@ class Frontier:
         stack.append((level, h))
         self.size = n + 1
         return completed
+
+    def extend_keyed(
+        self,
+        leaf_hashes: Sequence[bytes],
+        keep: list[list[bytes]] | None = None,
+        keep_from: int = 0,
+    ) -> list[tuple[int, bytes]]:
+        """Append many leaves; return every completed node as ``(node_id, hash)``, in id order.
+
+        The same nodes as calling :meth:`append_keyed` once per leaf, in one loop (the ledger's
+        batched append path). With ``keep``, each completed node of level ``keep_from`` or
+        above is also appended to ``keep[level]`` (which must have a list for every level up
+        to the new tree's height): perfect nodes of one level complete in position order, so
+        ``keep[level][pos]`` is node ``(level, pos)`` if the lists held every earlier one.
+        """
+        n = self.size
+        stack = self._stack
+        sha = hashlib.sha256
+        out: list[tuple[int, bytes]] = []
+        add = out.append
+        key = 2 * n - n.bit_count()
+        collect = keep is not None
+        for h in leaf_hashes:
+            add((key, h))
+            if collect and keep_from == 0:
+                keep[0].append(h)  # type: ignore[index]
+            level = 0
+            while stack and stack[-1][0] == level:
+                h = sha(b"\x01" + stack.pop()[1] + h).digest()
+                level += 1
+                add((key + level, h))
+                if collect and level >= keep_from:
+                    keep[level].append(h)  # type: ignore[index]
+            stack.append((level, h))
+            key += level + 1
+        self.size = n + len(leaf_hashes)
+        return out
 
     def root(self) -> bytes:
         """``MTH(D[0:size])`` of the leaves appended so far."""

@@ -36,7 +36,10 @@ def test_verify_export_and_verify_again(
     assert "30/30 entries (100%)" in out.err
     export = tmp_path / "hk.export"
     assert main(["audit", "export", "--db", str(db), "--out", str(export)]) == 0
-    assert "exported 30 entries and 2 checkpoints" in capsys.readouterr().out
+    assert (
+        "exported 30 entries, 2 checkpoints, 0 signing certificates and 0 envelopes"
+        in capsys.readouterr().out
+    )
     assert main(["audit", "verify", str(export), "--vkey", SIGNER.verifier.vkey, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["ok"], result["entries"], result["checkpoints"]) == (True, 30, 2)

@@ -107,14 +107,13 @@ def resign_checkpoint(path: Path) -> Path:
 def _append_to_export(export: Path, note: str) -> None:
     """Insert one more checkpoint record before the end record (and fix the end counts)."""
     data = export.read_bytes()
-    end_at = len(data) - (1 + 4 + 16)
+    end_at = len(data) - (1 + 4 + 32)
     assert data[end_at] == T_END
-    entries = int.from_bytes(data[end_at + 5 : end_at + 13], "big")
-    checkpoints = int.from_bytes(data[end_at + 13 :], "big")
+    counts = [int.from_bytes(data[at : at + 8], "big") for at in range(end_at + 5, len(data), 8)]
+    counts[1] += 1
     raw = note.encode()
     record = bytes([T_CHECKPOINT]) + len(raw).to_bytes(4, "big") + raw
-    end = bytes([T_END]) + (16).to_bytes(4, "big")
-    end += entries.to_bytes(8, "big") + (checkpoints + 1).to_bytes(8, "big")
+    end = bytes([T_END]) + (32).to_bytes(4, "big") + b"".join(c.to_bytes(8, "big") for c in counts)
     export.write_bytes(data[:end_at] + record + end)
 
 
@@ -156,7 +155,7 @@ CASES: list[tuple[str, Callable[[Path], Path], str, int | None, int | None]] = [
 
 def test_the_untampered_ledger_and_its_export_verify(ledger_db: Path) -> None:
     export = ledger_db.with_suffix(".export")
-    assert write_export(ledger_db, export) == (50, 4)
+    assert write_export(ledger_db, export) == (50, 4, 0, 0)
     for path in (ledger_db, export):
         result = check_ledger(path, SIGNER.verifier, [WITNESS.verifier])
         assert (result.entries, result.checkpoints, result.consistency_proofs) == (50, 4, 3)

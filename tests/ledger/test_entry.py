@@ -92,3 +92,17 @@ def test_bad_bytes_are_refused(mutate: object, match: str) -> None:
     leaf = Record(1, 2, make_entry(1)).encode()
     with pytest.raises(EntryFormatError, match=match):
         decode_record(mutate(leaf))  # type: ignore[operator]
+
+
+def test_encode_many_gives_the_bytes_each_record_encodes() -> None:
+    from gateway.ledger._entry import encode_many
+    from tests.ledger.conftest import make_entry
+
+    entries = [make_entry(i, event) for i, event in enumerate(list(Event) * 3)]
+    assert encode_many(41, 1_700_000_000_123, entries) == [
+        Record(41 + i, 1_700_000_000_123, e).encode() for i, e in enumerate(entries)
+    ]
+    with pytest.raises(
+        EntryFormatError, match=r"indexes 18446744073709551615\.\.18446744073709551616"
+    ):
+        encode_many(2**64 - 1, 0, entries[:2])

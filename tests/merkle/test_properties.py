@@ -255,3 +255,19 @@ def test_append_keyed_names_the_same_nodes_as_append() -> None:
     for leaf in LEAVES[:100]:
         plain = [(node_id(n.level, n.pos), h) for n, h in a.append(leaf_hash(leaf))]
         assert b.append_keyed(leaf_hash(leaf)) == plain
+
+
+@given(st.integers(0, 70), st.lists(st.integers(0, 40), min_size=1, max_size=6))
+def test_extend_keyed_names_the_same_nodes_as_append_keyed(start: int, batches: list[int]) -> None:
+    one, many = Frontier(), Frontier()
+    leaves = [leaf_hash(bytes([i % 256, i // 256])) for i in range(start + sum(batches))]
+    one.extend_keyed(leaves[:start])
+    for h in leaves[:start]:
+        many.append_keyed(h)
+    at = start
+    for count in batches:
+        expected = [node for h in leaves[at : at + count] for node in many.append_keyed(h)]
+        assert one.extend_keyed(leaves[at : at + count]) == expected
+        at += count
+    assert one.root() == many.root()
+    assert one.size == many.size == at
