@@ -112,16 +112,22 @@ class DatabaseSource:
         self.origin = str(meta.get("origin", ""))
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
+        self._certificates_kept = "exchange_certificates" in tables
 
     def certificates(self) -> list[bytes]:
-        """Harvested from the envelopes and receipts the exchange keeps (both directions)."""
+        """The signing certificates the node keeps (its own, its witnesses'), and those
+        harvested from the envelopes and receipts it stores (both directions)."""
         if not self._exchange:
             return []
         rows = self._conn.execute(
             "SELECT envelope FROM exchange_messages UNION ALL "
             "SELECT receipt FROM exchange_messages UNION ALL SELECT receipt FROM exchange_outbox"
         ).fetchall()
-        return _signer_certificates(bytes(r[0]) if r[0] is not None else None for r in rows)
+        harvested = _signer_certificates(bytes(r[0]) if r[0] is not None else None for r in rows)
+        if not self._certificates_kept:
+            return harvested
+        kept = [bytes(r[0]) for r in self._conn.execute("SELECT der FROM exchange_certificates")]
+        return list(dict.fromkeys([*kept, *harvested]))
 
     def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
         if not self._exchange:

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
@@ -18,9 +17,7 @@ from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
 from gateway.errors import UnavailableError
-from gateway.exchange.witness import cosigner_verifier, log_verifier
 from gateway.pki import Jurisdiction, Role
-from gateway.pki.pem import load_certificate
 from gateway.transport import secure_channel
 
 __all__ = ["run_demo"]
@@ -140,45 +137,52 @@ def _cosigners(cluster: Cluster, j: Jurisdiction, min_size: int) -> list[str] | 
     return names if len(names) == 2 else None
 
 
-def _vkeys(root: Path, j: Jurisdiction) -> tuple[Path, list[Path]]:
-    """Write the verifier keys an auditor derives from the signing certificates."""
-    keys: dict[Jurisdiction, ed25519.Ed25519PublicKey] = {}
-    for k in ALL:
-        public = load_certificate(root / k.value.lower() / "node-signing.pem").public_key()
-        assert isinstance(public, ed25519.Ed25519PublicKey)
-        keys[k] = public
-    log_key = root / "vkeys" / f"{j.value.lower()}-ledger.vkey"
-    log_key.parent.mkdir(exist_ok=True)
-    log_key.write_text(log_verifier(j, keys[j]).vkey + "\n")
-    witnesses = []
-    for k in ALL:
-        if k is j:
-            continue
-        path = root / "vkeys" / f"{k.value.lower()}-witness.vkey"
-        path.write_text(cosigner_verifier(k, keys[k]).vkey + "\n")
-        witnesses.append(path)
-    return log_key, witnesses
-
-
 def _wait_cosigned(cluster: Cluster, j: Jurisdiction, size: int) -> list[str]:
     return wait_until(f"{j.value} cosignatures", lambda: _cosigners(cluster, j, size))
 
 
-def _verify_offline(root: Path, j: Jurisdiction) -> dict[str, Any]:
-    log_key, witnesses = _vkeys(root, j)
-    argv = ["audit", "verify", str(root / j.value.lower() / "data" / "ledger.db")]
-    argv += ["--vkey", str(log_key), "--json", "--no-progress"]
-    for w in witnesses:
-        argv += ["--witness-vkey", str(w)]
+def _cli(*argv: str) -> tuple[int, str]:
+    """Run a ``customs-gateway`` command in-process, as an auditor would; (status, stdout)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli_main(argv)
-    if code != 0:
-        raise UnavailableError(
-            f"ledger of {j.value} does not verify: {out.getvalue()}{err.getvalue()}"
+        code = cli_main(list(argv))
+    if code == 2:
+        raise UnavailableError(f"customs-gateway {' '.join(argv)}: {err.getvalue().strip()}")
+    return code, out.getvalue()
+
+
+def _audit(root: Path) -> bool:
+    """Export each ledger, verify it with nothing but the trust bundle, reconcile all three."""
+    exports = root / "exports"
+    exports.mkdir(exist_ok=True)
+    ok = True
+    for j in ALL:
+        export = exports / f"{j.value.lower()}.export"
+        _cli(
+            "audit",
+            "export",
+            "--db",
+            str(root / j.value.lower() / "data" / "ledger.db"),
+            "--out",
+            str(export),
         )
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
+        code, out = _cli(
+            "audit",
+            "verify",
+            str(export),
+            "--trust-bundle",
+            str(root / "bundle.json"),
+            "--json",
+            "--no-progress",
+        )
+        ok &= code == 0
+        _say(f"   {j.value}: {_summary(json.loads(out))}")
+    _say("\n14. The auditor reconciles the three ledgers (customs-gateway audit reconcile)")
+    code, out = _cli(
+        "audit", "reconcile", *(str(exports / f"{j.value.lower()}.export") for j in ALL)
+    )
+    _say(f"   {out.strip()}")
+    return ok and code == 0
 
 
 def _story(cluster: Cluster, partners: Partners) -> None:
@@ -299,27 +303,25 @@ def run_demo(directory: Path) -> int:
         "\n12. Nodes stopped with SIGTERM: "
         + ", ".join(f"{j.value} exit {c}" for j, c in codes.items())
     )
-    _say("\n13. An auditor verifies each ledger offline (customs-gateway audit verify)")
-    for j in ALL:
-        result = _verify_offline(directory, j)
-        _say(f"   {j.value}: {_summary(result)}")
+    _say("\n13. An auditor exports each ledger and verifies it with nothing but the trust bundle")
+    audited = _audit(directory)
     _say(_NEXT.format(d=directory))
-    return 0 if healthy and not any(codes.values()) else 1
+    return 0 if healthy and audited and not any(codes.values()) else 1
 
 
 def _summary(result: dict[str, Any]) -> str:
     return (
-        f"{result['entries']} entries, {result['checkpoints']} signed checkpoints, "
+        f"{result['entries']} entries, {result['checkpoints']} checkpoints, "
         f"{result['consistency_proofs']} consistency proofs, {result['cosignatures']} "
-        f"cosignatures verified; root {result['root'][:16]}..."
+        f"cosignatures, {result['envelopes']} envelopes verified; root {result['root'][:16]}..."
     )
 
 
 _NEXT = """
 What you can run next (everything is in {d}/):
-  .venv/bin/customs-gateway pki list --ca-dir {d}/hk/ca        # HK's certificates, with status
-  .venv/bin/customs-gateway audit verify {d}/cn/data/ledger.db \\
-      --vkey {d}/vkeys/cn-ledger.vkey --witness-vkey {d}/vkeys/hk-witness.vkey
-  .venv/bin/customs-gateway audit export --db {d}/mo/data/ledger.db --out mo.export
-  .venv/bin/customs-gateway serve --config {d}/cn/node.toml      # run a node yourself
-  cat {d}/cn/node.log                                             # the node's JSON log"""
+  .venv/bin/customs-gateway pki list --ca-dir {d}/hk/ca      # HK's certificates, with status
+  .venv/bin/customs-gateway audit verify {d}/cn/data/ledger.db --trust-bundle {d}/bundle.json
+  .venv/bin/customs-gateway audit reconcile {d}/exports/cn.export \\
+      {d}/exports/hk.export {d}/exports/mo.export --json
+  .venv/bin/customs-gateway serve --config {d}/cn/node.toml    # run a node yourself
+  less {d}/cn/node.log                                         # the node's JSON log"""

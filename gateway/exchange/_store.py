@@ -7,6 +7,7 @@ not at all. Reads use the ledger's per-thread read connections.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -82,6 +83,10 @@ CREATE TABLE IF NOT EXISTS exchange_witness (
     size   INTEGER NOT NULL,
     root   BLOB NOT NULL,
     note   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exchange_certificates (
+    fingerprint TEXT PRIMARY KEY,
+    der         BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS exchange_witnessed_by (
     witness TEXT PRIMARY KEY,
@@ -373,3 +378,15 @@ def ledger_indexes(conn: sqlite3.Connection, message_id: str) -> list[int]:
     ):
         found.add(int(index))
     return sorted(found)
+
+
+def keep_certificate(conn: sqlite3.Connection, der: bytes) -> None:
+    """Keep a signing certificate (this node's, a witness's) for auditors; idempotent.
+
+    Auditors verify checkpoints and cosignatures from these, so they must outlive the
+    envelopes and receipts that also carry them (which are erased at the end of retention).
+    """
+    conn.execute(
+        "INSERT OR IGNORE INTO exchange_certificates (fingerprint, der) VALUES (?, ?)",
+        (hashlib.sha256(der).hexdigest(), der),
+    )

@@ -161,6 +161,11 @@ class Exchange:
         """The exchange's clock."""
         return self._clock()
 
+    def keep_own_certificate(self) -> None:
+        """Store this node's signing certificate with the ledger, for auditors (idempotent)."""
+        der = self.signer.certificate_der
+        self.ledger.write(lambda conn: store.keep_certificate(conn, der))
+
     def on_payload(self, listener: PayloadListener) -> None:
         """Call ``listener`` for every payload this node records (sent or received)."""
         self._listeners.append(listener)

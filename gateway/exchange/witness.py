@@ -281,7 +281,13 @@ class WitnessClient:
         ledger = self.exchange.ledger
         ledger.add_cosignature(size, line, verifier)
         witness = cosigner_name(peer)
-        ledger.write(lambda conn: store.set_witnessed_size(conn, witness, size))
+        certificate = response.signer_certificate
+
+        def remember(conn: sqlite3.Connection) -> None:
+            store.set_witnessed_size(conn, witness, size)
+            store.keep_certificate(conn, certificate)
+
+        ledger.write(remember)
 
 
 def _conflict_size(exc: grpc.RpcError) -> int | None:

@@ -113,6 +113,7 @@ class Node:
         )
         self.watchlists = Watchlists(self.signer, self.exchange.now)
         self.exchange.on_payload(self.watchlists.apply)
+        self.exchange.keep_own_certificate()
         self.exchange.replay()
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds

@@ -4,16 +4,18 @@ event records when, and the ledger still verifies."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 import uuid
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from customs.gateway.v1 import audit_pb2, partner_pb2
-from gateway.audit import check_ledger
+from gateway.audit import check_ledger, verify_ledger
 from gateway.domain.fixtures import timestamp
 from gateway.exchange.witness import log_verifier
 from gateway.ledger import Event
+from gateway.pki.bundle import TrustBundle
 from tests.exchange.conftest import CN, HK, Trio, notice_request, read_stream, wait_for
 
 
@@ -49,8 +51,30 @@ def test_payload_erased_at_end_of_retention_and_ledger_still_verifies(trio: Trio
     )
     assert status.recipients[0].state == partner_pb2.DELIVERY_STATE_DELIVERED
 
+    wait_for(
+        lambda: (
+            trio.nodes[CN].ledger.latest_checkpoint().size == trio.nodes[CN].ledger.size()
+            and "witness" in trio.nodes[CN].ledger.latest_checkpoint().note
+        ),
+        what="a cosigned checkpoint over the erasure",
+    )  # type: ignore[union-attr]
     trio.stop(CN)  # signs a final checkpoint over the erased entry
     key = trio.world.signing(CN).issued.certificate.public_key()
     assert isinstance(key, ed25519.Ed25519PublicKey)
-    result = check_ledger(trio.root / "cn-data" / "ledger.db", log_verifier(CN, key))
-    assert result.ok
+    ledger = trio.root / "cn-data" / "ledger.db"
+    assert check_ledger(ledger, log_verifier(CN, key)).ok
+    # With nothing but the trust bundle: the keys come from the certificates the node kept,
+    # though every envelope (and the certificates they carried) has been erased.
+    bundle = TrustBundle.from_json(trio.world.bundle.read_text())
+    result = verify_ledger(ledger, bundle=bundle)
+    assert result.ok, result.failures
+    assert result.cosignatures >= 1
+    # MO never sent CN anything: only the kept certificate can vouch for its cosignature.
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("DELETE FROM exchange_certificates")
+    assert not verify_ledger(ledger, bundle=bundle).ok
+
+
+def _cosigned_by_mo(trio: Trio) -> bool:
+    latest = trio.nodes[CN].ledger.latest_checkpoint()
+    return latest is not None and "— mo.customs-exchange/witness " in latest.note
