@@ -8,13 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.audit import VerificationResult, reconcile, verify_ledger, write_export
+from gateway.audit.errors import AuditError
+from gateway.audit.live import fetch_export
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
 from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.identity import Jurisdiction, Role, SpiffeId
+from gateway.transport import ClientIdentity, secure_channel
 
 _VERIFY_EPILOG = """\
 examples:
@@ -41,6 +46,17 @@ their cosignatures, the signing certificates found in the exchange's envelopes a
 (plus each --cert), and every envelope (empty when erased).
 """
 
+
+_FETCH_EPILOG = """\
+example:
+  customs-gateway audit fetch --node 10.1.2.3:7001 --jurisdiction CN \\
+      --cert auditor.pem --key auditor.key --trust-bundle bundle.json \\
+      --out cn-2026-11.export --since cn-2026-10.export
+  customs-gateway audit verify cn-2026-11.export --trust-bundle bundle.json
+
+exit status: 0 fetched (and consistent with --since), 1 the node's tree does not extend the
+earlier one, 2 bad arguments or the node cannot be reached.
+"""
 
 _RECONCILE_EPILOG = """\
 example:
@@ -132,7 +148,59 @@ def register(subparsers: Any) -> None:
     recon.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
     recon.add_argument("--json", action="store_true", help="print the result as JSON")
     recon.set_defaults(handler=_reconcile)
+    fetch = commands.add_parser(
+        "fetch",
+        help="download a live node's ledger into an export file",
+        description=(
+            "Fetch a node's entries, checkpoints, signing certificates and envelopes over "
+            "LedgerAudit (mutual TLS, as an auditor) into an export file to verify offline."
+        ),
+        epilog=_FETCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument("--node", required=True, help="the node's HOST:PORT")
+    fetch.add_argument(
+        "--jurisdiction", required=True, help="the node's jurisdiction (CN, HK or MO)"
+    )
+    fetch.add_argument("--node-name", default="gateway", help="the node's name (default gateway)")
+    fetch.add_argument("--cert", type=Path, required=True, help="your auditor certificate (PEM)")
+    fetch.add_argument("--key", type=Path, required=True, help="your auditor private key (PEM)")
+    fetch.add_argument("--trust-bundle", type=Path, required=True, help="the trust bundle (JSON)")
+    fetch.add_argument("--out", type=Path, required=True, help="the export file to write")
+    fetch.add_argument(
+        "--since",
+        type=Path,
+        help="an earlier export of this node: its tree must be extended, not rewritten",
+    )
+    fetch.set_defaults(handler=_fetch)
     audit.set_defaults(handler=lambda _args: _usage(audit))
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    for path in (args.cert, args.key, args.trust_bundle, *([args.since] if args.since else [])):
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+    server = SpiffeId(Jurisdiction.parse(args.jurisdiction), Role.NODE, args.node_name)
+    identity = ClientIdentity.from_files(args.cert, args.key, args.trust_bundle)
+    try:
+        with secure_channel(args.node, identity, server) as channel:
+            result = fetch_export(channel, args.out, args.since)
+    except grpc.RpcError as exc:
+        raise CliError(f"{args.node}: {exc.code().name}: {exc.details()}") from None
+    except AuditError as exc:
+        print(f"customs-gateway: audit fetch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    since = (
+        f"; consistent with the tree of size {result.since_size} in {args.since}"
+        if result.since_size is not None
+        else ""
+    )
+    print(
+        f"fetched {result.entries} entries, {result.checkpoints} checkpoints, "
+        f"{result.certificates} signing certificates and {result.envelopes} envelopes "
+        f"(tree size {result.size}) to {args.out}{since}"
+    )
+    return EXIT_OK
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -390,3 +390,8 @@ def keep_certificate(conn: sqlite3.Connection, der: bytes) -> None:
         "INSERT OR IGNORE INTO exchange_certificates (fingerprint, der) VALUES (?, ?)",
         (hashlib.sha256(der).hexdigest(), der),
     )
+
+
+def kept_certificates(conn: sqlite3.Connection) -> list[bytes]:
+    """The signing certificates kept by :func:`keep_certificate` (DER)."""
+    return [bytes(r[0]) for r in conn.execute("SELECT der FROM exchange_certificates")]

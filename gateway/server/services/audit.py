@@ -78,3 +78,10 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
             response.envelope.CopyFrom(envelope_pb2.Envelope.FromString(row.envelope))
         response.ledger_indexes.extend(store.ledger_indexes(reader, request.message_id))
         return response
+
+    def ListSigningCertificates(
+        self, request: audit_pb2.ListSigningCertificatesRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListSigningCertificatesResponse:
+        return audit_pb2.ListSigningCertificatesResponse(
+            certificates=store.kept_certificates(self._ledger.reader())
+        )

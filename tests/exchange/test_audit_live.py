@@ -1,0 +1,112 @@
+"""An auditor of another jurisdiction fetches live ledgers, verifies them with the trust bundle
+alone, reconciles them, and catches a node whose tree does not extend the one seen before."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gateway.audit import write_export_records
+from gateway.cli import main
+from gateway.exchange.witness import ledger_origin
+from gateway.ledger import Event
+from gateway.notes import Checkpoint, NoteSigner, sign_note
+from gateway.pki import Jurisdiction, Role
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, wait_for
+
+
+def _fetch(trio: Trio, j: Jurisdiction, out: Path, *extra: str) -> int:
+    auditor = trio.world.cred(MO, Role.AUDITOR)  # an MO auditor, reading any jurisdiction
+    return main(
+        [
+            "audit",
+            "fetch",
+            "--node",
+            trio.nodes[j].address,
+            "--jurisdiction",
+            j.value,
+            "--cert",
+            str(auditor.certificate),
+            "--key",
+            str(auditor.key),
+            "--trust-bundle",
+            str(trio.world.bundle),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def test_fetch_verify_reconcile_and_since(
+    trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for origin, recipients in ((CN, [HK, MO]), (HK, [CN])):
+        trio.partner(origin).SubmitSeizureNotice(notice_request(origin, recipients), timeout=10)
+    wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 2, what="CN's receipts")
+    wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 1, what="HK's receipt")
+
+    exports = {j: tmp_path / f"{j.value.lower()}-1.export" for j in (CN, HK, MO)}
+    for j, path in exports.items():
+        assert _fetch(trio, j, path) == 0
+    out = capsys.readouterr().out
+    assert out.count("fetched ") == 3
+    bundle = str(trio.world.bundle)
+    for path in exports.values():
+        assert main(["audit", "verify", str(path), "--trust-bundle", bundle, "--no-progress"]) == 0
+    assert main(["audit", "reconcile", *map(str, exports.values())]) == 0
+    assert "0 mismatches" in capsys.readouterr().out
+
+    # later: more traffic; the node proves its new tree extends the one fetched before
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    later = tmp_path / "cn-2.export"
+    assert _fetch(trio, CN, later, "--since", str(exports[CN])) == 0
+    assert "consistent with the tree of size" in capsys.readouterr().out
+
+
+def test_fetch_refuses_a_rewritten_history(
+    trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    key = trio.world.signing(CN).issued.private_key
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    size = trio.nodes[CN].ledger.size()
+    other = Checkpoint(ledger_origin(CN), size, hashlib.sha256(b"another history").digest())
+    note = sign_note(other.body(), [NoteSigner(ledger_origin(CN), key)])
+    earlier = tmp_path / "cn-seen.export"
+    write_export_records(earlier, ledger_origin(CN), [], [note], [], [])
+    assert _fetch(trio, CN, tmp_path / "cn-now.export", "--since", str(earlier)) == 1
+    err = capsys.readouterr().err
+    assert f"does not extend the one of size {size}" in err
+    assert not (tmp_path / "cn-now.export").exists()
+
+
+def test_fetch_unreachable_node_is_an_operator_error(
+    trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auditor = trio.world.cred(MO, Role.AUDITOR)
+    code = main(
+        [
+            "audit",
+            "fetch",
+            "--node",
+            "127.0.0.1:1",
+            "--jurisdiction",
+            "CN",
+            "--cert",
+            str(auditor.certificate),
+            "--key",
+            str(auditor.key),
+            "--trust-bundle",
+            str(trio.world.bundle),
+            "--out",
+            str(tmp_path / "x.export"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "127.0.0.1:1: UNAVAILABLE" in err
