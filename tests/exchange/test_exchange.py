@@ -3,6 +3,7 @@ ends with matching digests; a stopped peer catches up in order; refusals leave n
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import grpc
@@ -189,3 +190,17 @@ def test_partner_of_another_jurisdiction_cannot_read_inbound(trio: Trio) -> None
     with pytest.raises(grpc.RpcError) as info:
         read_stream(stub, expect=1)
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_graceful_stop_ends_open_streams_cleanly(trio: Trio) -> None:
+    """SIGTERM's path: an open inbound stream is finished by the node (status OK), not cut."""
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    call = trio.partner(HK).StreamInbound(partner_pb2.StreamInboundRequest(), timeout=30)
+    first = next(call)
+    assert first.seizure_notice.notice_id
+    stopper = threading.Thread(target=trio.stop, args=(HK,))
+    stopper.start()
+    assert list(call) == []  # the stream ends after what was sent, without an error
+    assert call.code() is grpc.StatusCode.OK
+    stopper.join(10)
+    assert not stopper.is_alive()
