@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.audit._source import LedgerSource, open_source
-from gateway.audit._trust import jurisdiction_of_origin
 from gateway.audit.errors import AuditError, ExportFormatError
 from gateway.ledger import Event, decode_record
+from gateway.pki.note_keys import jurisdiction_of_origin
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,7 @@ A node signs checkpoints as ``<cc>.customs-exchange/ledger`` (Ed25519, type 0x01
 cosignatures as ``<cc>.customs-exchange/witness`` (tlog-cosignature/v1, type 0x04), both with
 the Ed25519 key of its signing certificate (docs/envelopes.md, DESIGN section 1). Given the
 certificates an export carries and the bundle, this derives those keys without any hand-given
-vkey. The naming matches ``gateway.exchange.witness`` (not imported: the verifier stays free of
-the exchange and its gRPC code).
+vkey. The names and keys come from :mod:`gateway.pki.note_keys`, shared with the node.
 """
 
 from __future__ import annotations
@@ -14,31 +13,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.notes import COSIGNATURE_V1, ED25519, Verifier, key_id
+from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.chain import CertificateCheckError, verify_leaf
 from gateway.pki.identity import Jurisdiction, Role
-
-
-def ledger_key_name(jurisdiction: Jurisdiction) -> str:
-    """The checkpoint origin and key name of ``jurisdiction``'s ledger."""
-    return f"{jurisdiction.trust_domain}/ledger"
-
-
-def witness_key_name(jurisdiction: Jurisdiction) -> str:
-    """The key name ``jurisdiction``'s node cosigns with."""
-    return f"{jurisdiction.trust_domain}/witness"
-
-
-def jurisdiction_of_origin(origin: str) -> Jurisdiction | None:
-    """The jurisdiction whose ledger origin line is ``origin``, or None."""
-    for j in Jurisdiction:
-        if ledger_key_name(j) == origin:
-            return j
-    return None
+from gateway.pki.note_keys import cosigner_verifier, log_verifier
 
 
 @dataclass(frozen=True)
@@ -92,15 +73,10 @@ def certified_keys(
         if identity.role is not Role.NODE or not isinstance(public, ed25519.Ed25519PublicKey):
             keys.problems.append(f"certificate {fp[:16]} of {identity.uri}: not a node Ed25519 key")
             continue
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         j = identity.jurisdiction
         window = (cert.not_valid_before_utc, cert.not_valid_after_utc)
         if j is origin:
-            name = ledger_key_name(j)
-            v = Verifier(name, key_id(name, ED25519, raw), ED25519, raw)
-            keys.log.append(CertifiedKey(v, j, *window, fp))
+            keys.log.append(CertifiedKey(log_verifier(j, public), j, *window, fp))
         else:
-            name = witness_key_name(j)
-            v = Verifier(name, key_id(name, COSIGNATURE_V1, raw), COSIGNATURE_V1, raw)
-            keys.witnesses.append(CertifiedKey(v, j, *window, fp))
+            keys.witnesses.append(CertifiedKey(cosigner_verifier(j, public), j, *window, fp))
     return keys

@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError
 
 from customs.gateway.v1 import envelope_pb2
 from gateway.audit._source import LedgerSource, StoredEnvelope, open_source
-from gateway.audit._trust import CertifiedKeys, certified_keys, jurisdiction_of_origin
+from gateway.audit._trust import CertifiedKeys, certified_keys
 from gateway.audit.errors import AuditError, BadCheckpointError, BadEntryError
 from gateway.envelope import envelope_digest, open_envelope
 from gateway.errors import GatewayError
@@ -66,6 +66,7 @@ from gateway.notes import (
     parse_checkpoint,
 )
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.note_keys import jurisdiction_of_origin
 
 Progress = Callable[[int, int], None]
 _HEAD = struct.Struct(">BQQB16sB")

@@ -8,13 +8,13 @@ that transaction is durable (``Ledger.append`` returns after the fsync of its gr
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import logging
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import cast
 
 from cryptography import x509
@@ -53,7 +53,18 @@ from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
 
-__all__ = ["Exchange", "PayloadListener", "SubmitRequest", "Trust", "kind_name", "subject_of"]
+__all__ = [
+    "AMEND",
+    "END",
+    "NEW",
+    "Exchange",
+    "Mode",
+    "PayloadListener",
+    "SubmitRequest",
+    "Trust",
+    "kind_name",
+    "subject_of",
+]
 
 log = logging.getLogger("gateway.exchange")
 
@@ -115,18 +126,15 @@ def _retain_until_ms(payload: Message) -> int | None:
     return int(retain.ToMilliseconds())
 
 
-class _Duplicate(Exception):
-    """Raised inside a transaction to roll back a write that lost a race to an identical one."""
+class Mode(enum.Enum):
+    """Whether a submit creates a subject (version 1), amends it, or ends it (final)."""
+
+    NEW = "new"
+    AMEND = "amend"
+    END = "end"
 
 
-@dataclass(frozen=True)
-class Mode:
-    """Whether a submit creates a subject, amends it, or ends it."""
-
-    name: str
-
-
-NEW, AMEND, END = Mode("new"), Mode("amend"), Mode("end")
+NEW, AMEND, END = Mode.NEW, Mode.AMEND, Mode.END
 
 
 class Exchange:
@@ -320,10 +328,6 @@ class Exchange:
             duplicate=True,
             accepted_at=_timestamp(dt.datetime.fromtimestamp(row.created_ms / 1000, dt.UTC)),
         )
-
-    def validate_only(self, request: SubmitRequest) -> None:
-        """Raise the validation error a submit would raise, without writing (for tests, tools)."""
-        check_request(request, origin=proto_jurisdiction(self.jurisdiction), now=self._clock())
 
     # -- receive ---------------------------------------------------------------------------------
 

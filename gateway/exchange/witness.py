@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import any_pb2
 from grpc_status import rpc_status
@@ -41,12 +40,9 @@ from gateway.exchange.core import Exchange
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
     COSIGNATURE_V1,
-    ED25519,
     NoteError,
     NoteSigner,
-    Verifier,
     cosign,
-    key_id,
     open_note,
     parse_checkpoint,
     verify_cosignature,
@@ -54,6 +50,7 @@ from gateway.notes import (
 from gateway.pki.access import Principal
 from gateway.pki.chain import CertificateCheckError, verify_leaf
 from gateway.pki.identity import Jurisdiction
+from gateway.pki.note_keys import cosigner_name, cosigner_verifier, ledger_origin, log_verifier
 
 __all__ = [
     "WitnessClient",
@@ -63,35 +60,9 @@ __all__ = [
     "ledger_origin",
     "log_verifier",
     "witness_cosign",
-]
+]  # the key names and verifiers are re-exported from gateway.pki.note_keys
 
 log = logging.getLogger("gateway.exchange.witness")
-
-
-def ledger_origin(jurisdiction: Jurisdiction) -> str:
-    """The checkpoint origin line and note key name of a node's ledger."""
-    return f"{jurisdiction.trust_domain}/ledger"
-
-
-def cosigner_name(jurisdiction: Jurisdiction) -> str:
-    """The key name a node cosigns with as a witness."""
-    return f"{jurisdiction.trust_domain}/witness"
-
-
-def _raw(public: ed25519.Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def log_verifier(jurisdiction: Jurisdiction, public: ed25519.Ed25519PublicKey) -> Verifier:
-    """The note verifier of ``jurisdiction``'s ledger checkpoints."""
-    name = ledger_origin(jurisdiction)
-    return Verifier(name, key_id(name, ED25519, _raw(public)), ED25519, _raw(public))
-
-
-def cosigner_verifier(jurisdiction: Jurisdiction, public: ed25519.Ed25519PublicKey) -> Verifier:
-    """The cosignature verifier of ``jurisdiction``'s witness."""
-    name = cosigner_name(jurisdiction)
-    return Verifier(name, key_id(name, COSIGNATURE_V1, _raw(public)), COSIGNATURE_V1, _raw(public))
 
 
 class WitnessConflictError(FailedPreconditionError):
