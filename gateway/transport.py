@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import InvalidArgumentError, NotFoundError
 from gateway.pki.bundle import TrustBundle
-from gateway.pki.identity import SpiffeId
+from gateway.pki.identity import Jurisdiction, SpiffeId
 from gateway.pki.revocation import CrlError, load_crl, verify_crl
 
 __all__ = ["ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
@@ -178,10 +178,25 @@ class ClientIdentity:
     root_certificates: bytes
 
     @classmethod
-    def from_files(cls, certificate: Path, key: Path, trust_bundle: Path) -> ClientIdentity:
-        """Load a client identity; the bundle is the JSON trust bundle."""
+    def from_files(
+        cls,
+        certificate: Path,
+        key: Path,
+        trust_bundle: Path,
+        *,
+        server_jurisdiction: Jurisdiction | None = None,
+    ) -> ClientIdentity:
+        """Load a client identity; the bundle is the JSON trust bundle.
+
+        With ``server_jurisdiction``, only that jurisdiction's roots are trusted for the server:
+        a node dialling a peer accepts no other root, whatever the other roots' constraints.
+        """
         bundle = TrustBundle.from_json(_read(trust_bundle, "trust bundle"))
-        return cls(_read(certificate, "certificate"), _read(key, "private key"), bundle.pem())
+        return cls(
+            _read(certificate, "certificate"),
+            _read(key, "private key"),
+            bundle.pem(server_jurisdiction),
+        )
 
 
 def secure_channel(

@@ -21,7 +21,15 @@ from gateway.audit.errors import ExportFormatError
 EXPORT_MAGIC_V1 = b"customs-gateway ledger export 1\n"
 EXPORT_MAGIC = b"customs-gateway ledger export 2\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_END = 1, 2, 3, 4, 5, 255
+T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_WITHHELD, T_END = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    255,
+)
 _RECORD = struct.Struct(">BI")
 _END_V1 = struct.Struct(">QQ")
 _END = struct.Struct(">QQQQ")
@@ -31,11 +39,13 @@ _CHUNK = 10_000
 
 @dataclass(frozen=True)
 class StoredEnvelope:
-    """A message's signed envelope as the node keeps it; ``envelope`` is None once erased."""
+    """A message's signed envelope as the node keeps it; ``envelope`` is None once erased, or
+    when it was ``withheld`` from the auditor who fetched it (not releasable to them)."""
 
     message_id: uuid.UUID
     created_ms: int
     envelope: bytes | None
+    withheld: bool = False
 
     def encode(self) -> bytes:
         """The body of an export envelope record (docs/ledger-format.md, export version 2)."""
@@ -211,6 +221,9 @@ class ExportSource:
                 elif kind == T_ENVELOPE and self.version == 2:
                     stored = StoredEnvelope.decode(body)
                     self._envelopes[stored.message_id] = stored
+                elif kind == T_WITHHELD and self.version == 2 and len(body) == 16:
+                    withheld = StoredEnvelope(uuid.UUID(bytes=body), 0, None, withheld=True)
+                    self._envelopes[withheld.message_id] = withheld
                 elif kind == T_END:
                     end = _END if self.version == 2 else _END_V1
                     if len(body) != end.size:
@@ -305,7 +318,10 @@ def write_export_records(
             record(f, T_CERTIFICATE, der)
             counts[2] += 1
         for stored in envelopes:
-            record(f, T_ENVELOPE, stored.encode())
+            if stored.withheld:
+                record(f, T_WITHHELD, stored.message_id.bytes)
+            else:
+                record(f, T_ENVELOPE, stored.encode())
             counts[3] += 1
         end = _END.pack(*counts)
         record(f, T_END, end)

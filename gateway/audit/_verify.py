@@ -101,6 +101,7 @@ class VerificationResult:
     certificates: int = 0  # signing certificates chained to the bundle
     envelopes: int = 0  # sent/received entries whose envelope verified
     erased: int = 0  # sent/received entries whose envelope was erased (with an erased entry)
+    withheld: int = 0  # sent/received entries whose envelope the node withheld from the fetcher
     root: bytes = EMPTY_ROOT
     verified: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -134,7 +135,7 @@ class VerificationResult:
             "entries": (self.entries, failed["entries"]),
             "checkpoints": (self.checkpoints + self.cosignatures, failed["checkpoints"]),
             "certificates": (self.certificates, failed["certificates"]),
-            "envelopes": (self.envelopes + self.erased, failed["envelopes"]),
+            "envelopes": (self.envelopes + self.erased + self.withheld, failed["envelopes"]),
         }
 
 
@@ -357,6 +358,9 @@ def _check_envelopes(
     for m in messages:
         what = f"entry {m.index} ({m.event.name.lower()} {m.message_id})"
         envelope = stored.get(m.message_id)
+        if envelope is not None and envelope.withheld:
+            result.withheld += 1  # not releasable to this auditor: the entry's digest stands
+            continue
         if envelope is None or envelope.envelope is None:
             if m.message_id in erased:
                 result.erased += 1
@@ -555,7 +559,8 @@ def verify_source(
         result.verified += [
             f"{result.certificates} signing certificates chained to the trust bundle",
             f"{result.envelopes} envelopes of sent/received entries verified, "
-            f"{result.erased} erased with an erased entry",
+            f"{result.erased} erased with an erased entry, {result.withheld} withheld "
+            "(not releasable to the auditor who fetched them)",
         ]
     return result
 

@@ -49,6 +49,8 @@ def _entries(stub: Any, size: int) -> Iterator[bytes]:
         if not response.entries:
             raise AuditError(f"the node returned no entries from index {start} of {size}")
         for entry in response.entries:
+            if start >= size:
+                break
             if entry.index != start:
                 raise AuditError(f"the node returned entry {entry.index} where {start} was due")
             yield bytes(entry.leaf)
@@ -72,6 +74,8 @@ def _envelope(stub: Any, message_id: uuid.UUID) -> StoredEnvelope:
     response = stub.GetEnvelope(
         audit_pb2.GetEnvelopeRequest(message_id=str(message_id)), timeout=30
     )
+    if response.withheld:  # not releasable to this auditor's jurisdiction
+        return StoredEnvelope(message_id, 0, None, withheld=True)
     if response.erased or not response.HasField("envelope"):
         return StoredEnvelope(message_id, 0, None)
     header = envelope_pb2.EnvelopeHeader.FromString(response.envelope.header)
@@ -108,6 +112,11 @@ def fetch_export(channel: grpc.Channel, out: Path, since: Path | None = None) ->
     since_size = None
     if since is not None:
         since_size, old_root = _last_checkpoint(since)
+        if body.size < since_size:
+            raise AuditError(
+                f"the node's latest checkpoint is of size {body.size}, smaller than {since_size} "
+                f"in {since}: its history was truncated or rewritten"
+            )
         proof = stub.GetConsistencyProof(
             audit_pb2.GetConsistencyProofRequest(first=since_size, second=body.size), timeout=30
         )

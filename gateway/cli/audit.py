@@ -233,6 +233,7 @@ def _as_json(result: VerificationResult) -> str:
             "certificates": result.certificates,
             "envelopes": result.envelopes,
             "erased": result.erased,
+            "withheld": result.withheld,
             "counts": {k: {"verified": v, "failed": f} for k, (v, f) in result.counts().items()},
             "first_bad_index": result.first_bad_index(),
             "root": result.root.hex(),
@@ -274,7 +275,8 @@ def _verify(args: argparse.Namespace) -> int:
         if bundle is not None:
             print(
                 f"ok: {result.certificates} signing certificates chained to the bundle, "
-                f"{result.envelopes} envelopes verified, {result.erased} erased"
+                f"{result.envelopes} envelopes verified, {result.erased} erased, "
+                f"{result.withheld} withheld"
             )
     elif result.failures:
         for failure in result.failures:

@@ -79,9 +79,16 @@ class TrustBundle:
                 return j
         return None
 
-    def pem(self) -> bytes:
-        """All roots as concatenated PEM, for TLS stacks."""
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for _, c in self.roots)
+    def pem(self, jurisdiction: Jurisdiction | None = None) -> bytes:
+        """The roots (of ``jurisdiction`` only, if given) as concatenated PEM, for TLS stacks.
+
+        Raises:
+            TrustBundleError: the bundle has no root for ``jurisdiction``.
+        """
+        certs = [c for j, c in self.roots if jurisdiction is None or j is jurisdiction]
+        if not certs:
+            raise TrustBundleError(f"the trust bundle has no root for {jurisdiction}")
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
     def to_json(self) -> str:
         """The on-disk form (stable key order, one root per list item)."""

@@ -40,6 +40,7 @@ from gateway.exchange.witness import WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
+from gateway.pki.bundle import TrustBundle
 from gateway.pki.expiry import expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
@@ -109,7 +110,7 @@ class Node:
             jurisdiction=config.jurisdiction,
             ledger=self.ledger,
             signer=self.signer,
-            trust=lambda: (self.tls.material.bundle, self.tls.material.crls),
+            trust=self._trust,
         )
         self.watchlists = Watchlists(self.signer, self.exchange.now)
         self.exchange.on_payload(self.watchlists.apply)
@@ -151,6 +152,10 @@ class Node:
         )
         self._register()
         self.port = 0
+
+    def _trust(self) -> tuple[TrustBundle, tuple[x509.CertificateRevocationList, ...]]:
+        material = self.tls.material  # one snapshot: bundle and CRLs of the same reload
+        return material.bundle, material.crls
 
     def _tls_changed(self, material: TlsMaterial) -> None:
         self.authenticator.update(material.bundle, material.crls)
@@ -208,7 +213,10 @@ class Node:
 
         def connect() -> grpc.Channel:
             identity = ClientIdentity.from_files(
-                config.tls_certificate, config.tls_key, config.trust_bundle
+                config.tls_certificate,
+                config.tls_key,
+                config.trust_bundle,
+                server_jurisdiction=peer.jurisdiction,
             )
             return secure_channel(peer.address, identity, peer.identity)
 
@@ -219,7 +227,9 @@ class Node:
             PartnerService(self.exchange, self.watchlists, self.stopping), self._server
         )
         peer_pb2_grpc.add_PeerExchangeServicer_to_server(PeerService(self.exchange), self._server)
-        audit_pb2_grpc.add_LedgerAuditServicer_to_server(AuditService(self.ledger), self._server)
+        audit_pb2_grpc.add_LedgerAuditServicer_to_server(
+            AuditService(self.ledger, self.config.jurisdiction), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

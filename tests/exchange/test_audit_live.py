@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from customs.gateway.v1 import audit_pb2, audit_pb2_grpc
 from gateway.audit import write_export_records
 from gateway.cli import main
 from gateway.exchange.witness import ledger_origin
@@ -57,6 +58,8 @@ def test_fetch_verify_reconcile_and_since(
     bundle = str(trio.world.bundle)
     for path in exports.values():
         assert main(["audit", "verify", str(path), "--trust-bundle", bundle, "--no-progress"]) == 0
+    # the MO auditor is not entitled to HK's notice to CN: withheld, not failed
+    assert "1 withheld" in capsys.readouterr().out
     assert main(["audit", "reconcile", *map(str, exports.values())]) == 0
     assert "0 mismatches" in capsys.readouterr().out
 
@@ -110,3 +113,29 @@ def test_fetch_unreachable_node_is_an_operator_error(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "127.0.0.1:1: UNAVAILABLE" in err
+
+
+@pytest.mark.parametrize(
+    ("auditor", "sees_payload"),
+    [(CN, True), (HK, True), (MO, False)],
+    ids=["own-node-auditor", "recipient-auditor", "third-jurisdiction-auditor"],
+)
+def test_envelopes_go_only_to_auditors_entitled_to_them(
+    trio: Trio, auditor: Jurisdiction, sees_payload: bool
+) -> None:
+    """A CN notice releasable to HK only: MO's auditor sees that it was sent, not what."""
+    response = trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    stub = audit_pb2_grpc.LedgerAuditStub(trio.channel(CN, auditor, Role.AUDITOR))
+    got = stub.GetEnvelope(audit_pb2.GetEnvelopeRequest(message_id=response.message_id), timeout=5)
+    assert got.HasField("envelope") is sees_payload
+    assert got.withheld is not sees_payload
+    assert not got.erased
+    assert got.ledger_indexes == [response.ledger_index]
+
+
+def test_received_message_is_readable_by_its_origin_auditor(trio: Trio) -> None:
+    response = trio.partner(HK).SubmitSeizureNotice(notice_request(HK, [CN]), timeout=10)
+    wait_for(lambda: trio.entries(CN, Event.RECEIVED), what="CN to receive HK's notice")
+    stub = audit_pb2_grpc.LedgerAuditStub(trio.channel(CN, HK, Role.AUDITOR))
+    got = stub.GetEnvelope(audit_pb2.GetEnvelopeRequest(message_id=response.message_id), timeout=5)
+    assert got.HasField("envelope")

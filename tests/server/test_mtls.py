@@ -140,3 +140,21 @@ def test_graceful_stop_reports_not_serving_first(world: World, tmp_path: Path) -
         stopper.start()
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         stopper.join()
+
+
+def test_peer_channel_trusts_only_the_peer_jurisdictions_roots(world: World, hk_node: Node) -> None:
+    """A node dialling its CN peer trusts only CN's roots: an HK server cannot answer, even
+    under its own correct name."""
+    cn_node = world.cred(Jurisdiction.CN, Role.NODE)
+    only_cn = ClientIdentity.from_files(
+        cn_node.certificate, cn_node.key, world.bundle, server_jurisdiction=Jurisdiction.CN
+    )
+    with (
+        secure_channel(hk_node.address, only_cn, hk_node.config.identity) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        _health(channel)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    all_roots = ClientIdentity.from_files(cn_node.certificate, cn_node.key, world.bundle)
+    with secure_channel(hk_node.address, all_roots, hk_node.config.identity) as channel:
+        assert _health(channel) == health_pb2.HealthCheckResponse.SERVING

@@ -5,9 +5,12 @@ from __future__ import annotations
 import grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
+from gateway.envelope import proto_jurisdiction
 from gateway.errors import NotFoundError
 from gateway.exchange import _store as store
 from gateway.ledger import Ledger, SignedCheckpoint
+from gateway.pki.identity import Jurisdiction
+from gateway.server.interceptors import current_caller
 
 __all__ = ["AuditService"]
 
@@ -25,16 +28,24 @@ def _checkpoint(signed: SignedCheckpoint) -> audit_pb2.Checkpoint:
 class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  # generated, untyped
     """Checkpoints, entries, proofs and envelopes, all in RFC 9162 / C2SP forms."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, jurisdiction: Jurisdiction) -> None:
         self._ledger = ledger
+        self._jurisdiction = jurisdiction
 
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Checkpoint:
+        """The latest stored checkpoint with the cosignatures collected so far.
+
+        Checkpoints are made by the node's checkpointer (every checkpoint interval when the log
+        grew), not by readers: an auditor cannot make the node sign at will, and what it gets
+        has had time to be witnessed.
+        """
         latest = self._ledger.latest_checkpoint()
-        if latest is None or latest.size < self._ledger.size():
-            latest = self._ledger.checkpoint()  # on demand: never older than what is durable
-            latest = self._ledger.latest_checkpoint() or latest
+        if latest is None:  # a new ledger: sign its (empty) head now rather than refuse
+            self._ledger.checkpoint()
+            latest = self._ledger.latest_checkpoint()
+            assert latest is not None
         return _checkpoint(latest)
 
     def ListCheckpoints(
@@ -74,10 +85,24 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
         if row is None:
             raise NotFoundError(f"no message {request.message_id!r} in this ledger")
         response = audit_pb2.GetEnvelopeResponse(erased=row.envelope is None)
-        if row.envelope is not None:
-            response.envelope.CopyFrom(envelope_pb2.Envelope.FromString(row.envelope))
         response.ledger_indexes.extend(store.ledger_indexes(reader, request.message_id))
+        if row.envelope is None:
+            return response
+        envelope = envelope_pb2.Envelope.FromString(row.envelope)
+        if not self._releasable(envelope, row.origin, current_caller().jurisdiction):
+            response.withheld = True
+            return response
+        response.envelope.CopyFrom(envelope)
         return response
+
+    def _releasable(
+        self, envelope: envelope_pb2.Envelope, origin: str, auditor: Jurisdiction
+    ) -> bool:
+        """Payloads go to auditors of this node's jurisdiction, the origin's, or a recipient's."""
+        if auditor is self._jurisdiction or auditor.value == origin:
+            return True
+        header = envelope_pb2.EnvelopeHeader.FromString(envelope.header)
+        return proto_jurisdiction(auditor) in header.handling.releasable_to
 
     def ListSigningCertificates(
         self, request: audit_pb2.ListSigningCertificatesRequest, context: grpc.ServicerContext
