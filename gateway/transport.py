@@ -59,6 +59,13 @@ def _check_pair(cert_path: Path, chain: bytes, key_path: Path, key_pem: bytes) -
         raise InvalidArgumentError(f"{key_path} is not the key of the certificate {cert_path}")
 
 
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound:
+        return -1
+
+
 @dataclass(frozen=True)
 class TlsMaterial:
     """What a handshake needs, as loaded at one moment: chain, key, bundle and CRLs."""
@@ -90,6 +97,7 @@ class ServerTls:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._stamp = self._stamps()
+        self._crl_by_path: dict[Path, x509.CertificateRevocationList] = {}
         self.material = self._load()
         self.generation = 0  # bumped at each reload
         self._served = 0  # the generation grpcio was last given
@@ -100,9 +108,15 @@ class ServerTls:
     def _load(self) -> TlsMaterial:
         certificate, key, bundle_path = self._paths[:3]
         bundle = TrustBundle.from_json(_read(bundle_path, "trust bundle"))
-        crls = []
+        crls: dict[Path, x509.CertificateRevocationList] = {}
         for path in self._crl_paths:
-            if not path.exists():  # a CRL may be published after the node starts
+            previous = self._crl_by_path.get(path)
+            if not path.exists():
+                # Not published yet is fine; gone after it was loaded is not: deleting a CRL
+                # file must not un-revoke anything, so the last one loaded stays in force.
+                if previous is not None:
+                    log.warning("CRL file %s disappeared; keeping the one loaded before", path)
+                    crls[path] = previous
                 continue
             # Only CRLs signed by a root of the (new) bundle are used: a writable CRL directory
             # must not let anyone revoke or un-revoke certificates.
@@ -111,10 +125,16 @@ class ServerTls:
                 verify_crl(crl, bundle)
             except CrlError as exc:
                 raise CrlError(f"CRL file {path}: {exc}") from None
-            crls.append(crl)
+            if previous is not None and _crl_number(crl) < _crl_number(previous):
+                raise CrlError(
+                    f"CRL file {path}: CRL number {_crl_number(crl)} is older than "
+                    f"{_crl_number(previous)}, already in force; an old CRL would un-revoke"
+                )
+            crls[path] = crl
         chain, key_pem = _read(certificate, "certificate"), _read(key, "private key")
         _check_pair(certificate, chain, key, key_pem)
-        return TlsMaterial(chain, key_pem, bundle, tuple(crls))
+        self._crl_by_path = crls
+        return TlsMaterial(chain, key_pem, bundle, tuple(crls.values()))
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         m = self.material
