@@ -11,7 +11,7 @@
 The tables live in ``_store`` (private): only this package and the audit readers know them.
 """
 
-from gateway.exchange.core import AMEND, END, NEW, Exchange, Mode
+from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange, Mode
 from gateway.exchange.delivery import Backoff, Deliverer
 from gateway.exchange.watchlists import Watchlists
 from gateway.exchange.witness import (
@@ -26,6 +26,7 @@ __all__ = [
     "AMEND",
     "END",
     "NEW",
+    "PUBLISH",
     "Backoff",
     "Deliverer",
     "Exchange",

@@ -57,6 +57,7 @@ __all__ = [
     "AMEND",
     "END",
     "NEW",
+    "PUBLISH",
     "Exchange",
     "Mode",
     "PayloadListener",
@@ -127,14 +128,16 @@ def _retain_until_ms(payload: Message) -> int | None:
 
 
 class Mode(enum.Enum):
-    """Whether a submit creates a subject (version 1), amends it, or ends it (final)."""
+    """Whether a submit creates a subject (version 1), amends it, or ends it (final);
+    ``PUBLISH`` is new or amend as the payload's version says (watchlist entries)."""
 
     NEW = "new"
     AMEND = "amend"
     END = "end"
+    PUBLISH = "publish"
 
 
-NEW, AMEND, END = Mode.NEW, Mode.AMEND, Mode.END
+NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
 
 
 class Exchange:
@@ -232,13 +235,15 @@ class Exchange:
         origin = self.jurisdiction.value
         subject, version = subject_of(kind, payload)
         known = store.last_version(reader, origin, subject)
-        self._check_mode(mode, subject, known)
-        check_request(
+        check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
             request,
             origin=proto_jurisdiction(self.jurisdiction),
             now=now,
             last_version=known[0] if known else None,
         )
+        if mode is Mode.PUBLISH:
+            mode = Mode.NEW if version <= 1 else Mode.AMEND
+        self._check_mode(mode, subject, known)
         header = envelope_pb2.EnvelopeHeader(
             message_id=addressing.message_id,
             kind=kind,

@@ -8,8 +8,10 @@ import uuid
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from customs.gateway.v1 import common_pb2, partner_pb2, partner_pb2_grpc
+from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2, partner_pb2_grpc
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import (
@@ -129,7 +131,88 @@ def test_invalid_submit_leaves_no_ledger_entry(trio: Trio) -> None:
     with pytest.raises(grpc.RpcError) as info:
         trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details_pb2.BadRequest()
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    assert status.details[0].Unpack(bad)
+    assert {v.field for v in bad.field_violations} == {
+        "notice.container_numbers[0]",
+        "notice.place",
+    }
     assert trio.nodes[CN].ledger.size() == 0
+
+
+def _revocation(entry_id: str, version: int = 2) -> partner_pb2.RevokeWatchlistEntryRequest:
+    request = entry_request([HK])
+    return partner_pb2.RevokeWatchlistEntryRequest(
+        addressing=request.addressing,
+        revocation=domain_pb2.WatchlistRevocation(
+            watchlist="strategic-minerals", entry_id=entry_id, version=version, reason="closed"
+        ),
+    )
+
+
+def test_submit_states_table(trio: Trio) -> None:
+    """Each way a submit can clash with what the node already published, with its status."""
+    cn = trio.partner(CN)
+    first = notice_request(CN, [HK])
+    cn.SubmitSeizureNotice(first, timeout=10)
+    again = notice_request(CN, [HK])
+    again.notice.notice_id = first.notice.notice_id
+    unknown = notice_request(CN, [HK])
+    unknown.notice.version = 2
+    empty = partner_pb2.RevokeWatchlistEntryRequest(addressing=entry_request([HK]).addressing)
+    cases = [
+        (
+            "new-notice-that-exists",
+            cn.SubmitSeizureNotice,
+            again,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "notice.version: must be higher than the last version 1, got 1",
+        ),
+        (
+            "amend-unknown-notice",
+            cn.AmendSeizureNotice,
+            unknown,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "notice.version: a new id starts at version 1, got 2",
+        ),
+        (
+            "revoke-unknown-entry",
+            cn.RevokeWatchlistEntry,
+            _revocation(str(uuid.uuid4())),
+            grpc.StatusCode.NOT_FOUND,
+            "was never published",
+        ),
+        (
+            "revocation-missing",
+            cn.RevokeWatchlistEntry,
+            empty,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "revocation: required",
+        ),
+    ]
+    size = trio.nodes[CN].ledger.size()
+    for name, call, request, code, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        assert info.value.code() is code, name
+        assert message in (info.value.details() or ""), (name, info.value.details())
+    assert trio.nodes[CN].ledger.size() == size  # none of them wrote anything
+
+    withdraw = partner_pb2.WithdrawSeizureNoticeRequest(
+        addressing=notice_request(CN, [HK]).addressing,
+        withdrawal=domain_pb2.SeizureWithdrawal(
+            notice_id=first.notice.notice_id, version=2, reason="entered in error"
+        ),
+    )
+    cn.WithdrawSeizureNotice(withdraw, timeout=10)
+    amend = notice_request(CN, [HK])
+    amend.notice.notice_id, amend.notice.version = first.notice.notice_id, 3
+    with pytest.raises(grpc.RpcError) as info:
+        cn.AmendSeizureNotice(amend, timeout=10)
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "was revoked or withdrawn at version 2" in (info.value.details() or "")
 
 
 def test_stopped_peer_receives_everything_once_in_order(trio: Trio) -> None:

@@ -13,7 +13,7 @@ from customs.gateway.v1 import envelope_pb2, partner_pb2, partner_pb2_grpc
 from gateway.envelope import PAYLOAD_TYPES
 from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
-from gateway.exchange.core import AMEND, END, NEW, Exchange
+from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange
 from gateway.exchange.watchlists import Watchlists
 from gateway.server.interceptors import current_caller
 
@@ -65,8 +65,7 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
     def PublishWatchlistEntry(
         self, request: partner_pb2.PublishWatchlistEntryRequest, context: grpc.ServicerContext
     ) -> partner_pb2.SubmitResponse:
-        mode = AMEND if request.entry.version > 1 else NEW
-        return self._exchange.submit(request, mode)
+        return self._exchange.submit(request, PUBLISH)
 
     def RevokeWatchlistEntry(
         self, request: partner_pb2.RevokeWatchlistEntryRequest, context: grpc.ServicerContext
