@@ -364,7 +364,8 @@ class Exchange:
                 results[position] = (message_id, self._received(receiving), None)
             except GatewayError as exc:
                 results[position] = (message_id, None, self._refused(message_id, sender, exc))
-        if queued:
+                continue
+            # Streams see each message as soon as its commit is durable, not after the batch.
             with self.inbound_changed:
                 self.inbound_version += 1
                 self.inbound_changed.notify_all()
