@@ -145,11 +145,11 @@ class Deliverer:
                 peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
-            return self._backoff.delay(self._failures)
+            return self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
         if len(response.results) != len(rows):
-            self._transport_failure(rows, f"peer answered {len(response.results)} of {len(rows)}")
-            return self._backoff.delay(self._failures)
+            return self._transport_failure(
+                rows, f"peer answered {len(response.results)} of {len(rows)}"
+            )
         receipts: list[tuple[store.OutboxRow, bytes, Entry]] = []
         refusals: list[tuple[store.OutboxRow, str]] = []
         bad = len(rows)
@@ -164,8 +164,7 @@ class Deliverer:
                 receipts.append((row, *outcome))
         self._save(receipts, refusals)
         if bad < len(rows):
-            self._transport_failure(rows[bad:], "receipt did not verify")
-            return self._backoff.delay(self._failures)
+            return self._transport_failure(rows[bad:], "receipt did not verify")
         self._failures = 0
         return None if len(rows) == self._batch_size else 0.0
 
@@ -174,11 +173,14 @@ class Deliverer:
             self._channel = self._channel_factory()
         return peer_pb2_grpc.PeerExchangeStub(self._channel)
 
-    def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> None:
+    def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> float:
+        """Mark ``rows`` failed with the head's next attempt; return the seconds until then
+        (the thread sleeps exactly that long: new outbox rows do not wake it meanwhile)."""
         self._failures += 1
         self._backing_off = True
         head_attempts = rows[0].attempts
-        next_ms = int((time.time() + self._backoff.delay(head_attempts + 1)) * 1000)
+        delay = self._backoff.delay(head_attempts + 1)
+        next_ms = int((time.time() + delay) * 1000)
         seqs = [r.seq for r in rows]
         self.exchange.ledger.write(
             lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
@@ -191,6 +193,7 @@ class Deliverer:
             error,
             extra={"event": "delivery_failed", "peer": self.peer.value},
         )
+        return delay
 
     def _refuse(self, row: store.OutboxRow, error: str) -> None:
         self.exchange.ledger.write(
