@@ -115,6 +115,8 @@ class _Collector:
             return
         if len(value) > max_len:
             self.add(path, f"at most {max_len} characters, got {len(value)}")
+        if value.isprintable():  # no Cc, Cs, Co or Cn character: skip the per-character scan
+            return
         allowed = "\n\t" if multiline else ""
         for ch in value:
             if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in allowed:

@@ -14,6 +14,7 @@ signature over the bytes it received, then parses them; it never re-serializes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -93,12 +94,14 @@ class Signer:
     private_key: ed25519.Ed25519PrivateKey
     certificate: x509.Certificate
 
-    @property
+    # Cached: every seal and receipt carries both, and re-encoding the certificate per message
+    # cost about a quarter of a millisecond (the fields are frozen, so the values cannot go stale).
+    @functools.cached_property
     def key_id(self) -> str:
         """Lower-case hex SHA-256 of the signing certificate's DER."""
         return fingerprint(self.certificate)
 
-    @property
+    @functools.cached_property
     def certificate_der(self) -> bytes:
         """The signing certificate, DER."""
         return self.certificate.public_bytes(serialization.Encoding.DER)
@@ -142,6 +145,43 @@ def _parse(cls: type[Message], data: bytes, what: str) -> Message:
     return message
 
 
+@dataclass(frozen=True)
+class _Vetted:
+    """A signer certificate that passed every check against this bundle and these CRLs."""
+
+    key_id: str
+    bundle: TrustBundle
+    crls: tuple[x509.CertificateRevocationList, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    identity: SpiffeId
+    public: ed25519.Ed25519PublicKey
+
+    def holds(
+        self,
+        key_id: str,
+        bundle: TrustBundle,
+        crls: tuple[x509.CertificateRevocationList, ...],
+        at: dt.datetime,
+    ) -> bool:
+        """Whether the same checks would pass now: same key id, the very same bundle and CRL
+        objects (a reload makes new ones), and ``at`` within the validity period."""
+        return (
+            key_id == self.key_id
+            and bundle is self.bundle
+            and len(crls) == len(self.crls)
+            and all(a is b for a, b in zip(crls, self.crls, strict=True))
+            and self.not_before <= at <= self.not_after
+        )
+
+
+# Signer certificates that passed, by DER (ADR 0050): a peer signs every envelope and receipt
+# with the same certificate, and checking its chain signature again costs about a millisecond
+# per message. Only successes are kept; anything else takes the full path and its errors.
+_VETTED: dict[bytes, _Vetted] = {}
+_VETTED_LIMIT = 256
+
+
 def _signer(
     der: bytes,
     key_id: str,
@@ -150,6 +190,10 @@ def _signer(
     at: dt.datetime,
     what: str,
 ) -> tuple[SpiffeId, ed25519.Ed25519PublicKey]:
+    crls = tuple(crls)
+    vetted = _VETTED.get(der)
+    if vetted is not None and vetted.holds(key_id, bundle, crls, at):
+        return vetted.identity, vetted.public
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -167,6 +211,17 @@ def _signer(
     public = cert.public_key()
     if not isinstance(public, ed25519.Ed25519PublicKey):
         raise UntrustedSignerError(f"{what} signer {identity.uri} has no Ed25519 key")
+    if len(_VETTED) >= _VETTED_LIMIT:
+        _VETTED.clear()
+    _VETTED[der] = _Vetted(
+        key_id,
+        bundle,
+        crls,
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        identity,
+        public,
+    )
     return identity, public
 
 

@@ -133,6 +133,17 @@ class MessageRow:
         ).fetchone()
         return cls(*row) if row else None
 
+    @classmethod
+    def get_many(cls, conn: sqlite3.Connection, message_ids: list[str]) -> dict[str, MessageRow]:
+        """The rows of ``message_ids`` that exist, by id (one query; at most 500 ids)."""
+        marks = ",".join("?" * len(message_ids))
+        rows = conn.execute(
+            f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
+            f"WHERE message_id IN ({marks})",
+            message_ids,
+        ).fetchall()
+        return {row[0]: cls(*row) for row in rows}
+
     def insert(self, conn: sqlite3.Connection, retain_until_ms: int | None) -> None:
         """Insert this row (raises sqlite3.IntegrityError if the id exists)."""
         conn.execute(

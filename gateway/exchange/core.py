@@ -15,6 +15,8 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import cast
 
 from cryptography import x509
@@ -48,7 +50,7 @@ from gateway.errors import (
     to_status,
 )
 from gateway.exchange import _store as store
-from gateway.ledger import Entry, Event, Ledger
+from gateway.ledger import Entry, Event, Ledger, Record
 from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
@@ -138,6 +140,16 @@ class Mode(enum.Enum):
 
 
 NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
+
+
+@dataclass(frozen=True)
+class _Receiving:
+    """A received envelope whose ledger entry is queued; ``receipt`` is filled in the commit."""
+
+    opened: OpenedEnvelope
+    received_at: dt.datetime
+    future: Future[list[Record]]
+    receipt: list[envelope_pb2.SignedReceipt]
 
 
 class Exchange:
@@ -342,25 +354,48 @@ class Exchange:
         """Verify, de-duplicate and ledger each envelope from peer node ``sender``, in order.
 
         Returns (message id, receipt, error) per envelope; a refusal does not stop the others.
+        The envelopes are checked first and their ``received`` entries then queued together,
+        so a batch shares one group commit (each entry is still all-or-none on its own).
         """
         results: list[tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None]] = []
+        queued: list[tuple[int, _Receiving]] = []
         for envelope in envelopes:
             message_id = "?"
             try:
                 opened = self._open(envelope, sender)
                 message_id = opened.header.message_id
-                receipt = self._accept(opened)
-                results.append((message_id, receipt, None))
+                accepted = self._accept(opened)
             except GatewayError as exc:
-                log.warning(
-                    "REFUSED message %s from %s: %s",
-                    message_id,
-                    sender.identity.uri,
-                    exc,
-                    extra={"event": "refused", "message_id": message_id, "status": exc.status},
-                )
-                results.append((message_id, None, to_status(exc)))
+                results.append((message_id, None, self._refused(message_id, sender, exc)))
+                continue
+            if isinstance(accepted, _Receiving):
+                queued.append((len(results), accepted))
+                results.append((message_id, None, None))
+            else:
+                results.append((message_id, accepted, None))
+        for position, receiving in queued:
+            message_id = receiving.opened.header.message_id
+            try:
+                results[position] = (message_id, self._received(receiving), None)
+            except GatewayError as exc:
+                results[position] = (message_id, None, self._refused(message_id, sender, exc))
+                continue
+            # Streams see each message as soon as its commit is durable, not after the batch.
+            with self.inbound_changed:
+                self.inbound_version += 1
+                self.inbound_changed.notify_all()
         return results
+
+    @staticmethod
+    def _refused(message_id: str, sender: Principal, exc: GatewayError) -> status_pb2.Status:
+        log.warning(
+            "REFUSED message %s from %s: %s",
+            message_id,
+            sender.identity.uri,
+            exc,
+            extra={"event": "refused", "message_id": message_id, "status": exc.status},
+        )
+        return to_status(exc)
 
     def _open(self, envelope: envelope_pb2.Envelope, sender: Principal) -> OpenedEnvelope:
         bundle, crls = self._trust()
@@ -386,7 +421,8 @@ class Exchange:
             raise InvalidArgumentError(f"message id {header.message_id!r} is not a UUID") from None
         return opened
 
-    def _accept(self, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+    def _accept(self, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt | _Receiving:
+        """The receipt of a message already recorded, or its ``received`` entry, queued."""
         header, origin = opened.header, opened.origin.value
         existing = store.MessageRow.get(self.ledger.reader(), header.message_id)
         if existing is not None:
@@ -435,8 +471,15 @@ class Exchange:
         entry = Entry(
             Event.RECEIVED, uuid.UUID(header.message_id), kind_name(kind), origin, (opened.digest,)
         )
+        future = self.ledger.queue_append([entry], within)
+        return _Receiving(opened, received_at, future, receipt_holder)
+
+    def _received(self, receiving: _Receiving) -> envelope_pb2.SignedReceipt:
+        """Wait for a queued ``received`` entry to be durable; return its receipt."""
+        opened = receiving.opened
+        header, kind = opened.header, opened.header.kind
         try:
-            self.ledger.append(entry, within)
+            receiving.future.result()
         except sqlite3.IntegrityError:  # delivered twice at once: the other one recorded it
             row = store.MessageRow.get(self.ledger.reader(), header.message_id)
             assert row is not None
@@ -445,14 +488,11 @@ class Exchange:
             "received %s %s from %s",
             kind_name(kind),
             header.message_id,
-            origin,
+            opened.origin.value,
             extra={"event": "received", "message_id": header.message_id},
         )
-        self._tell(opened.origin, kind, opened.payload, header.message_id, received_at)
-        with self.inbound_changed:
-            self.inbound_version += 1
-            self.inbound_changed.notify_all()
-        return receipt_holder[0]
+        self._tell(opened.origin, kind, opened.payload, header.message_id, receiving.received_at)
+        return receiving.receipt[0]
 
     @staticmethod
     def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:

@@ -83,12 +83,18 @@ class Deliverer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"deliver-{peer.value}", daemon=True)
         self._failures = 0
+        # While backing off from a failure, new outbox rows wait behind the failing head
+        # anyway: they do not wake the thread (each wake would re-read the whole backlog).
+        self._backing_off = False
 
     def start(self) -> None:
         """Start delivering."""
-        exchange = self.exchange
-        exchange.on_outbox(self._wake.set)
+        self.exchange.on_outbox(self._outbox_grew)
         self._thread.start()
+
+    def _outbox_grew(self) -> None:
+        if not self._backing_off:
+            self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the batch in flight (its results are recorded or retried later)."""
@@ -109,6 +115,7 @@ class Deliverer:
             except Exception:
                 log.exception("delivery to %s failed unexpectedly", self.peer)
                 wait = self._backoff.delay(self._failures)
+                self._backing_off = True
             if wait is None:
                 continue  # more to send right away
             self._wake.wait(wait)
@@ -116,17 +123,19 @@ class Deliverer:
 
     def deliver_once(self) -> float | None:
         """Send one batch. Returns None when more is ready, else seconds to wait before the next."""
-        rows = store.pending(self.exchange.ledger.reader(), self.peer.value, self._batch_size)
+        reader = self.exchange.ledger.reader()
+        rows = store.pending(reader, self.peer.value, self._batch_size)
         if not rows:
-            return 1.0
+            return 1.0  # or sooner: a submit wakes this thread through on_outbox
         now_ms = int(time.time() * 1000)
         head = rows[0]
-        if head.state == store.FAILING and head.next_attempt_ms > now_ms:
+        self._backing_off = head.state == store.FAILING and head.next_attempt_ms > now_ms
+        if self._backing_off:
             return (head.next_attempt_ms - now_ms) / 1000
+        messages = store.MessageRow.get_many(reader, [row.message_id for row in rows])
         envelopes = []
-        reader = self.exchange.ledger.reader()
         for row in rows:
-            message = store.MessageRow.get(reader, row.message_id)
+            message = messages.get(row.message_id)
             if message is None or message.envelope is None:  # erased before it could be delivered
                 self._refuse(row, "payload erased before delivery")
                 return 0.0
@@ -136,15 +145,26 @@ class Deliverer:
                 peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
-            return self._backoff.delay(self._failures)
+            return self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
         if len(response.results) != len(rows):
-            self._transport_failure(rows, f"peer answered {len(response.results)} of {len(rows)}")
-            return self._backoff.delay(self._failures)
+            return self._transport_failure(
+                rows, f"peer answered {len(response.results)} of {len(rows)}"
+            )
+        receipts: list[tuple[store.OutboxRow, bytes, Entry]] = []
+        refusals: list[tuple[store.OutboxRow, str]] = []
+        bad = len(rows)
         for position, (row, result) in enumerate(zip(rows, response.results, strict=True)):
-            if not self._record(row, result):
-                self._transport_failure(rows[position:], "receipt did not verify")
-                return self._backoff.delay(self._failures)
+            outcome = self._check(row, messages[row.message_id], result)
+            if outcome is None:
+                bad = position
+                break
+            if isinstance(outcome, str):
+                refusals.append((row, outcome))
+            else:
+                receipts.append((row, *outcome))
+        self._save(receipts, refusals)
+        if bad < len(rows):
+            return self._transport_failure(rows[bad:], "receipt did not verify")
         self._failures = 0
         return None if len(rows) == self._batch_size else 0.0
 
@@ -153,10 +173,14 @@ class Deliverer:
             self._channel = self._channel_factory()
         return peer_pb2_grpc.PeerExchangeStub(self._channel)
 
-    def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> None:
+    def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> float:
+        """Mark ``rows`` failed with the head's next attempt; return the seconds until then
+        (the thread sleeps exactly that long: new outbox rows do not wake it meanwhile)."""
         self._failures += 1
+        self._backing_off = True
         head_attempts = rows[0].attempts
-        next_ms = int((time.time() + self._backoff.delay(head_attempts + 1)) * 1000)
+        delay = self._backoff.delay(head_attempts + 1)
+        next_ms = int((time.time() + delay) * 1000)
         seqs = [r.seq for r in rows]
         self.exchange.ledger.write(
             lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
@@ -169,19 +193,21 @@ class Deliverer:
             error,
             extra={"event": "delivery_failed", "peer": self.peer.value},
         )
+        return delay
 
     def _refuse(self, row: store.OutboxRow, error: str) -> None:
         self.exchange.ledger.write(
             lambda conn: store.mark_failed(conn, [row.seq], error, 0, final=True)
         )
 
-    def _record(self, row: store.OutboxRow, result: peer_pb2.DeliveryResult) -> bool:
-        """Ledger a verified receipt, or mark a final refusal. False if the receipt is bad."""
-        message = store.MessageRow.get(self.exchange.ledger.reader(), row.message_id)
-        assert message is not None
+    def _check(
+        self, row: store.OutboxRow, message: store.MessageRow, result: peer_pb2.DeliveryResult
+    ) -> tuple[bytes, Entry] | str | None:
+        """The verified receipt and its ledger entry, or the peer's final refusal (its text),
+        or None if the receipt is bad or the error worth retrying."""
         if result.HasField("error"):
             if result.error.code not in _FINAL_CODES:
-                return False
+                return None
             error = f"refused by {self.peer}: {result.error.message}"
             log.error(
                 "message %s %s",
@@ -189,14 +215,13 @@ class Deliverer:
                 error,
                 extra={"event": "delivery_refused", "message_id": row.message_id},
             )
-            self._refuse(row, error)
-            return True
+            return error
         bundle, crls = self.exchange.trust()
         try:
             opened = open_receipt(result.receipt, bundle, crls, now=self.exchange.now())
         except GatewayError as exc:
             log.error("receipt for %s from %s rejected: %s", row.message_id, self.peer, exc)
-            return False
+            return None
         body = opened.body
         if (
             body.message_id != row.message_id
@@ -210,8 +235,7 @@ class Deliverer:
                 body.message_id,
                 body.message_digest.hex()[:16],
             )
-            return False
-        receipt_bytes = result.receipt.SerializeToString()
+            return None
         entry = Entry(
             Event.RECEIPT,
             uuid.UUID(row.message_id),
@@ -219,9 +243,25 @@ class Deliverer:
             self.peer.value,
             (message.digest, opened.digest),
         )
+        return result.receipt.SerializeToString(), entry
 
-        def within(conn: sqlite3.Connection, index: int) -> None:
-            store.mark_delivered(conn, row.seq, receipt_bytes, index)
+    def _save(
+        self,
+        receipts: list[tuple[store.OutboxRow, bytes, Entry]],
+        refusals: list[tuple[store.OutboxRow, str]],
+    ) -> None:
+        """Ledger the verified receipts and mark the refusals, in one transaction."""
 
-        self.exchange.ledger.append(entry, within)
-        return True
+        def mark_refused(conn: sqlite3.Connection) -> None:
+            for row, error in refusals:
+                store.mark_failed(conn, [row.seq], error, 0, final=True)
+
+        def within(conn: sqlite3.Connection, first: int) -> None:
+            for offset, (row, receipt, _) in enumerate(receipts):
+                store.mark_delivered(conn, row.seq, receipt, first + offset)
+            mark_refused(conn)
+
+        if receipts:
+            self.exchange.ledger.append_many([entry for _, _, entry in receipts], within)
+        elif refusals:
+            self.exchange.ledger.write(mark_refused)

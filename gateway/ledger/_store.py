@@ -456,11 +456,23 @@ class Ledger:
 
         ``within`` receives the index of the first entry.
         """
-        if not entries:
-            return []
+        return self.queue_append(entries, within).result()
+
+    def queue_append(
+        self, entries: Sequence[Entry], within: Within | None = None
+    ) -> Future[list[Record]]:
+        """Queue ``entries`` as :meth:`append_many` does and return at once with its future.
+
+        For a caller with several independent appends (each all-or-none on its own): queue
+        them all, then wait on each future, so they share one group commit instead of one
+        fsync each. The future's result or exception is what :meth:`append_many` would give.
+        """
         future: Future[list[Record]] = Future()
+        if not entries:
+            future.set_result([])
+            return future
         self._submit(_Append(list(entries), within, future))
-        return future.result()
+        return future
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer connection inside a group-committed transaction.

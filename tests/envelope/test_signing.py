@@ -198,10 +198,10 @@ def test_signer_certificate_must_have_been_valid_when_signed(world: World) -> No
         open_envelope(envelope, _bundle(world), now=NOW)
 
 
-def test_revoked_signer_is_refused(world: World) -> None:
-    signer = _signer(world, Jurisdiction.CN)
-    ca = world.cas[Jurisdiction.CN]
-    crl = (
+def _revoking(world: World, signer: Signer) -> x509.CertificateRevocationList:
+    """A CRL of the signer's root that revokes the signer's certificate."""
+    ca = world.cas[signer.identity.jurisdiction]
+    return (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.certificate.subject)
         .last_update(NOW - dt.timedelta(minutes=1))
@@ -214,9 +214,53 @@ def test_revoked_signer_is_refused(world: World) -> None:
         )
         .sign(ca.private_key, hashes.SHA256())
     )
+
+
+def test_revoked_signer_is_refused(world: World) -> None:
+    signer = _signer(world, Jurisdiction.CN)
     envelope = seal(_header(), PAYLOAD, signer)
     with pytest.raises(UntrustedSignerError, match="was revoked"):
-        open_envelope(envelope, _bundle(world), [crl], now=NOW)
+        open_envelope(envelope, _bundle(world), [_revoking(world, signer)], now=NOW)
+
+
+# After a signer certificate has passed once (and is remembered, ADR 0050), what changed since
+# must still refuse it: (bundle, crls, now) for the second open, given the first one's bundle.
+Checked = tuple[TrustBundle, list[x509.CertificateRevocationList], dt.datetime]
+Later = Callable[[World, TrustBundle, Signer], Checked]
+LATER_CASES: list[tuple[str, Later, str]] = [
+    ("revoked-by-new-crl", lambda w, b, s: (b, [_revoking(w, s)], NOW), "was revoked"),
+    (
+        "root-left-bundle",
+        lambda w, b, s: (
+            TrustBundle(tuple((j, r) for j, r in b if j is not Jurisdiction.CN)),
+            [],
+            NOW,
+        ),
+        "does not chain to a CN root",
+    ),
+    (
+        "expired-since",
+        lambda w, b, s: (b, [], s.certificate.not_valid_after_utc + dt.timedelta(seconds=1)),
+        "expired at",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("later", "match"), [(c[1], c[2]) for c in LATER_CASES], ids=[c[0] for c in LATER_CASES]
+)
+def test_a_signer_that_passed_once_is_checked_again_after_a_change(
+    world: World, later: Later, match: str
+) -> None:
+    signer = _signer(world, Jurisdiction.CN)
+    bundle = _bundle(world)
+    first = seal(_header(), PAYLOAD, signer)
+    assert open_envelope(first, bundle, [], now=NOW).origin is Jurisdiction.CN
+    assert open_envelope(seal(_header(), PAYLOAD, signer), bundle, [], now=NOW).digest
+    new_bundle, crls, now = later(world, bundle, signer)
+    envelope = seal(_header(created=now), PAYLOAD, signer)  # the signer is checked at creation
+    with pytest.raises(UntrustedSignerError, match=match):
+        open_envelope(envelope, new_bundle, crls, now=now)
 
 
 def test_receipt_round_trip_and_forgery(world: World) -> None:
