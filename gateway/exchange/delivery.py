@@ -145,6 +145,7 @@ class Deliverer:
                 peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=self._timeout
             )
         except grpc.RpcError as exc:
+            self._reconnect()
             return self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
         if len(response.results) != len(rows):
             return self._transport_failure(
@@ -167,6 +168,13 @@ class Deliverer:
             return self._transport_failure(rows[bad:], "receipt did not verify")
         self._failures = 0
         return None if len(rows) == self._batch_size else 0.0
+
+    def _reconnect(self) -> None:
+        """Drop the channel: the next attempt re-reads the node's certificate, key and bundle,
+        so a renewed client certificate is used once the old one no longer works."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def _stub(self) -> Any:
         if self._channel is None:

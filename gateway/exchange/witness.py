@@ -204,6 +204,9 @@ class WitnessClient:
                     self.push(peer)
                 except grpc.RpcError as exc:
                     log.info("witness %s unreachable: %s", peer, exc.code().name)
+                    channel = self._channels.pop(peer, None)  # reconnect with fresh credentials
+                    if channel is not None:
+                        channel.close()
                 except Exception:
                     log.exception("cosigning by %s failed", peer)
 
