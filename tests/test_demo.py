@@ -25,7 +25,7 @@ def test_demo_runs_the_seed_case_end_to_end(
         "MO got watchlist entry",
         "cosigned by hk.customs-exchange/witness and mo.customs-exchange/witness",
         "Nodes stopped with SIGTERM: CN exit 0, HK exit 0, MO exit 0",
-        "ok: CN, HK, MO: 4 sent, 4 received with the same digest, 4 receipts, 0 pending",
+        "ok: CN, HK, MO: 4 sent, 4 received with the same digest, 4 receipts, 0 pending, 0 refused",
     ):
         assert expected in out, expected
     assert out.count("envelopes verified; root") == 3

@@ -6,11 +6,13 @@ For every ``sent`` entry of ledger X to Y (message id, digest):
 2. X's ledger has a ``receipt`` entry from Y for it, whose first digest is the same.
 
 A message with neither (not delivered yet) or with a ``received`` but no ``receipt`` yet (the
-receipt is on its way back) is *pending*, not an error; a ``receipt`` without a ``received``,
-or any digest that differs, is an error naming both ledgers' indexes. Conversely every
-``received`` entry in Y from X must match a ``sent`` in X (else it is an extra ``received``: a
-message X never sent). Entries whose counterpart is not among the audited ledgers are counted
-as unchecked. Each ledger should be verified on its own first (``verify_ledger``).
+receipt is on its way back) is *pending*, not an error; one for which X recorded a ``refused``
+entry (Y refused it for good: a replay, a message not releasable to Y) is listed as *refused*;
+a ``receipt`` without a ``received``, or any digest that differs, is an error naming both
+ledgers' indexes. Conversely every ``received`` entry in Y from X must match a ``sent`` in X
+(else it is an extra ``received``: a message X never sent). Entries whose counterpart is not
+among the audited ledgers are counted as unchecked. Each ledger should be verified on its own
+first (``verify_ledger``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class _Ledger:
     sent: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
     received: dict[uuid.UUID, tuple[str, _Seen]] = field(default_factory=dict)
     receipts: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
+    refusals: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ReconciliationResult:
     receipts: int = 0
     unchecked: int = 0
     pending: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # final refusals the origin recorded
     errors: list[Mismatch] = field(default_factory=list)
 
     @property
@@ -80,7 +84,7 @@ def _read(source: LedgerSource) -> _Ledger:
         raise ExportFormatError(f"origin {source.origin!r} is no jurisdiction's ledger")
     ledger = _Ledger(j.value)
     for index, leaf in source.entries():
-        if leaf[17] not in (Event.SENT, Event.RECEIVED, Event.RECEIPT):
+        if leaf[17] not in (Event.SENT, Event.RECEIVED, Event.RECEIPT, Event.REFUSED):
             continue
         e = decode_record(leaf).entry
         if not e.digests:
@@ -90,6 +94,8 @@ def _read(source: LedgerSource) -> _Ledger:
             ledger.sent[(e.message_id, e.counterpart)] = seen
         elif e.event is Event.RECEIVED:
             ledger.received[e.message_id] = (e.counterpart, seen)
+        elif e.event is Event.REFUSED:
+            ledger.refusals[(e.message_id, e.counterpart)] = seen
         else:
             ledger.receipts[(e.message_id, e.counterpart)] = seen
     return ledger
@@ -107,6 +113,10 @@ def reconcile_sources(sources: Iterable[LedgerSource]) -> ReconciliationResult:
                 result.unchecked += 1
                 continue
             where = f"{x.code} sent {mid} to {to} (entry {sent.index})"
+            refusal = x.refusals.get((mid, to))
+            if refusal is not None:  # the recipient refused it for good; the origin says so
+                result.refused.append(f"{where}: refused by {to} ({x.code} entry {refusal.index})")
+                continue
             got = y.received.get(mid)
             receipt = x.receipts.get((mid, to))
             if receipt is not None:
@@ -163,6 +173,19 @@ def reconcile_sources(sources: Iterable[LedgerSource]) -> ReconciliationResult:
                         f"{origin}'s ledger has no sent entry for it to {y.code}",
                     )
                 )
+            elif (mid, y.code) in sender.refusals:
+                sent = sender.sent[(mid, y.code)]
+                if sent.digest != received.digest:
+                    result.errors.append(
+                        Mismatch(
+                            "digest-mismatch",
+                            mid,
+                            f"{y.code} entry {received.index} received {mid} from {origin} with "
+                            f"digest {received.digest.hex()}, but {origin} sent it (entry "
+                            f"{sent.index}) with digest {sent.digest.hex()} and recorded "
+                            f"{y.code}'s refusal",
+                        )
+                    )
     return result
 
 

@@ -321,6 +321,7 @@ def _reconcile(args: argparse.Namespace) -> int:
                     "receipts": result.receipts,
                     "unchecked": result.unchecked,
                     "pending": result.pending,
+                    "refused": result.refused,
                     "errors": [
                         {
                             "problem": m.problem,
@@ -336,12 +337,15 @@ def _reconcile(args: argparse.Namespace) -> int:
     else:
         for line in result.pending:
             print(f"pending: {line}")
+        for line in result.refused:
+            print(f"refused: {line}")
         for error in result.errors:
             print(f"MISMATCH: {error}")
         verdict = "ok" if result.ok else "FAILED"
         print(
             f"{verdict}: {', '.join(result.ledgers)}: {result.sent} sent, {result.matched} "
             f"received with the same digest, {result.receipts} receipts, "
-            f"{len(result.pending)} pending, {len(result.errors)} mismatches"
+            f"{len(result.pending)} pending, {len(result.refused)} refused, "
+            f"{len(result.errors)} mismatches"
         )
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -134,7 +134,7 @@ def _cosigners(cluster: Cluster, j: Jurisdiction, min_size: int) -> list[str] | 
         for line in checkpoint.note.decode().splitlines()
         if line.startswith("— ") and line.split(" ")[1].endswith("/witness")
     ]
-    return names if len(names) == 2 else None
+    return sorted(names) if len(names) == 2 else None
 
 
 def _wait_cosigned(cluster: Cluster, j: Jurisdiction, size: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from gateway.envelope.errors import (
     BadSignatureError,
+    ClockSkewError,
     MalformedEnvelopeError,
     NotReleasableError,
     ReplayError,
@@ -29,6 +30,7 @@ __all__ = [
     "PAYLOAD_TYPES",
     "RECEIPT_CONTEXT",
     "BadSignatureError",
+    "ClockSkewError",
     "MalformedEnvelopeError",
     "NotReleasableError",
     "OpenedEnvelope",

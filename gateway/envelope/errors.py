@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -11,6 +12,7 @@ from gateway.errors import (
 
 __all__ = [
     "BadSignatureError",
+    "ClockSkewError",
     "MalformedEnvelopeError",
     "NotReleasableError",
     "ReplayError",
@@ -37,3 +39,8 @@ class NotReleasableError(PermissionDeniedError):
 
 class ReplayError(AlreadyExistsError):
     """A message id already recorded with a different digest: a replay or a forgery."""
+
+
+class ClockSkewError(FailedPreconditionError):
+    """The envelope was created ahead of this node's clock by more than the allowed skew: one
+    of the two clocks is wrong, and a later attempt (or a fixed clock) may succeed."""

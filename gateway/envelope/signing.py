@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2
 from gateway.envelope.errors import (
     BadSignatureError,
+    ClockSkewError,
     MalformedEnvelopeError,
     UntrustedSignerError,
 )
@@ -281,7 +282,10 @@ def open_envelope(
         raise MalformedEnvelopeError("header.created_at is missing")
     created = header.created_at.ToDatetime(dt.UTC)
     if created > now + CLOCK_SKEW:
-        raise MalformedEnvelopeError(f"header.created_at {created.isoformat()} is in the future")
+        raise ClockSkewError(
+            f"header.created_at {created.isoformat()} is ahead of this node's clock "
+            f"({now.isoformat()}) by more than {CLOCK_SKEW}"
+        )
     # (2) signer
     what = f"message {header.message_id}"
     signer, public = _signer(

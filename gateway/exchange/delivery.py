@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -38,13 +39,21 @@ __all__ = ["Backoff", "Deliverer"]
 log = logging.getLogger("gateway.exchange.delivery")
 
 # Refusals that retrying cannot fix.
+# Refusals that retrying cannot fix: a malformed or invalid message, one not releasable to the
+# recipient or not the sender's to deliver, a replayed id. Anything else (the recipient does not
+# trust the signer yet: a stale bundle or CRL; clocks apart; unavailable) is retried with backoff.
 _FINAL_CODES = {
     code_pb2.INVALID_ARGUMENT,
-    code_pb2.UNAUTHENTICATED,
     code_pb2.PERMISSION_DENIED,
     code_pb2.ALREADY_EXISTS,
-    code_pb2.FAILED_PRECONDITION,
 }
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """Why a delivered envelope has to be sent again."""
+
+    reason: str
 
 
 class Backoff:
@@ -152,20 +161,20 @@ class Deliverer:
                 rows, f"peer answered {len(response.results)} of {len(rows)}"
             )
         receipts: list[tuple[store.OutboxRow, bytes, Entry]] = []
-        refusals: list[tuple[store.OutboxRow, str]] = []
-        bad = len(rows)
+        refusals: list[tuple[store.OutboxRow, str, Entry]] = []
+        retry: tuple[int, str] | None = None
         for position, (row, result) in enumerate(zip(rows, response.results, strict=True)):
             outcome = self._check(row, messages[row.message_id], result)
-            if outcome is None:
-                bad = position
+            if isinstance(outcome, _Retry):
+                retry = (position, outcome.reason)
                 break
-            if isinstance(outcome, str):
-                refusals.append((row, outcome))
+            if isinstance(outcome, tuple) and isinstance(outcome[0], str):
+                refusals.append((row, *outcome))
             else:
                 receipts.append((row, *outcome))
         self._save(receipts, refusals)
-        if bad < len(rows):
-            return self._transport_failure(rows[bad:], "receipt did not verify")
+        if retry is not None:  # in order: this one and those after it go again later
+            return self._transport_failure(rows[retry[0] :], retry[1])
         self._failures = 0
         return None if len(rows) == self._batch_size else 0.0
 
@@ -210,26 +219,29 @@ class Deliverer:
 
     def _check(
         self, row: store.OutboxRow, message: store.MessageRow, result: peer_pb2.DeliveryResult
-    ) -> tuple[bytes, Entry] | str | None:
-        """The verified receipt and its ledger entry, or the peer's final refusal (its text),
-        or None if the receipt is bad or the error worth retrying."""
+    ) -> tuple[bytes, Entry] | tuple[str, Entry] | _Retry:
+        """The verified receipt and its ``receipt`` entry; or the peer's final refusal (its
+        text) and its ``refused`` entry; or why the envelope has to be sent again."""
+        mid = uuid.UUID(row.message_id)
+        kind = kind_name(message.kind)
         if result.HasField("error"):
+            code = code_pb2.Code.Name(result.error.code)
             if result.error.code not in _FINAL_CODES:
-                return None
-            error = f"refused by {self.peer}: {result.error.message}"
+                return _Retry(f"{self.peer} answered {code}: {result.error.message}")
+            error = f"refused by {self.peer} ({code}): {result.error.message}"
             log.error(
                 "message %s %s",
                 row.message_id,
                 error,
                 extra={"event": "delivery_refused", "message_id": row.message_id},
             )
-            return error
+            return error, Entry(Event.REFUSED, mid, kind, self.peer.value, (message.digest,))
         bundle, crls = self.exchange.trust()
         try:
             opened = open_receipt(result.receipt, bundle, crls, now=self.exchange.now())
         except GatewayError as exc:
             log.error("receipt for %s from %s rejected: %s", row.message_id, self.peer, exc)
-            return None
+            return _Retry(f"receipt from {self.peer} did not verify: {exc}")
         body = opened.body
         if (
             body.message_id != row.message_id
@@ -243,33 +255,25 @@ class Deliverer:
                 body.message_id,
                 body.message_digest.hex()[:16],
             )
-            return None
-        entry = Entry(
-            Event.RECEIPT,
-            uuid.UUID(row.message_id),
-            kind_name(message.kind),
-            self.peer.value,
-            (message.digest, opened.digest),
-        )
+            return _Retry(f"receipt from {self.peer} does not match the message")
+        entry = Entry(Event.RECEIPT, mid, kind, self.peer.value, (message.digest, opened.digest))
         return result.receipt.SerializeToString(), entry
 
     def _save(
         self,
         receipts: list[tuple[store.OutboxRow, bytes, Entry]],
-        refusals: list[tuple[store.OutboxRow, str]],
+        refusals: list[tuple[store.OutboxRow, str, Entry]],
     ) -> None:
-        """Ledger the verified receipts and mark the refusals, in one transaction."""
-
-        def mark_refused(conn: sqlite3.Connection) -> None:
-            for row, error in refusals:
-                store.mark_failed(conn, [row.seq], error, 0, final=True)
+        """Ledger the verified receipts and the final refusals, and mark their outbox rows, in
+        one transaction: the origin's ledger shows what was refused, by whom, and when."""
+        if not receipts and not refusals:
+            return
 
         def within(conn: sqlite3.Connection, first: int) -> None:
             for offset, (row, receipt, _) in enumerate(receipts):
                 store.mark_delivered(conn, row.seq, receipt, first + offset)
-            mark_refused(conn)
+            for row, error, _ in refusals:
+                store.mark_failed(conn, [row.seq], error, 0, final=True)
 
-        if receipts:
-            self.exchange.ledger.append_many([entry for _, _, entry in receipts], within)
-        elif refusals:
-            self.exchange.ledger.write(mark_refused)
+        entries = [entry for _, _, entry in receipts] + [entry for _, _, entry in refusals]
+        self.exchange.ledger.append_many(entries, within)

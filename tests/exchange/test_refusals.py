@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,11 +14,12 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
-from customs.gateway.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
+from customs.gateway.v1 import common_pb2, envelope_pb2, partner_pb2, peer_pb2, peer_pb2_grpc
+from gateway.audit import DatabaseSource, reconcile_sources
 from gateway.envelope import Signer, seal
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
-from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request
+from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request, wait_for
 
 
 def _signer(trio: Trio, j: Jurisdiction) -> Signer:
@@ -130,3 +132,50 @@ def test_empty_batch_is_a_bad_request_naming_the_field(trio: Trio) -> None:
     assert [(v.field, v.description) for v in bad.field_violations] == [
         ("envelopes", "1 to 500 envelopes, got 0")
     ]
+
+
+def test_final_refusal_is_ledgered_at_the_origin_and_the_queue_goes_on(trio: Trio) -> None:
+    """HK already holds another message under the id CN's partner picks: HK refuses CN's
+    delivery as a replay; CN records a ``refused`` entry, reports REFUSED, and delivers the
+    next message anyway."""
+    clash = notice_request(CN, [HK])
+    (planted,) = _deliver(
+        trio, CN, HK, [_envelope(trio, CN, [HK], clash.addressing.message_id)]
+    ).results
+    assert planted.HasField("receipt")
+    trio.partner(CN).SubmitSeizureNotice(clash, timeout=10)
+    after = trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+
+    def state(message_id: str) -> int:
+        status = trio.partner(CN).GetDeliveryStatus(
+            partner_pb2.GetDeliveryStatusRequest(message_id=message_id), timeout=5
+        )
+        return int(status.recipients[0].state)
+
+    wait_for(
+        lambda: state(after.message_id) == partner_pb2.DELIVERY_STATE_DELIVERED,
+        what="the next message",
+    )
+    assert state(clash.addressing.message_id) == partner_pb2.DELIVERY_STATE_REFUSED
+    status = trio.partner(CN).GetDeliveryStatus(
+        partner_pb2.GetDeliveryStatusRequest(message_id=clash.addressing.message_id), timeout=5
+    )
+    assert "refused by HK (ALREADY_EXISTS)" in status.recipients[0].last_error
+    (refused,) = trio.entries(CN, Event.REFUSED)
+    assert refused.entry.message_id == uuid.UUID(clash.addressing.message_id)
+    assert refused.entry.counterpart == "HK"
+
+
+def test_reconciliation_lists_a_final_refusal_as_refused(trio: Trio, tmp_path: Path) -> None:
+    clash = notice_request(CN, [HK])
+    _deliver(trio, CN, HK, [_envelope(trio, CN, [HK], clash.addressing.message_id)])
+    trio.partner(CN).SubmitSeizureNotice(clash, timeout=10)
+    wait_for(lambda: trio.entries(CN, Event.REFUSED), what="CN's refused entry")
+    result = reconcile_sources(
+        [DatabaseSource(trio.root / f"{j.value.lower()}-data" / "ledger.db") for j in (CN, HK)]
+    )
+    assert [r for r in result.refused if clash.addressing.message_id in r]
+    assert "refused by HK" in result.refused[0]
+    # what HK holds under that id is not what CN's ledger says it sent: reconciliation says so
+    assert [m.problem for m in result.errors] == ["digest-mismatch"]
+    assert "recorded HK's refusal" in result.errors[0].message
