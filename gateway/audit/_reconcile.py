@@ -38,7 +38,8 @@ class _Seen:
 class _Ledger:
     code: str
     sent: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
-    received: dict[uuid.UUID, tuple[str, _Seen]] = field(default_factory=dict)
+    # by (message id, origin): ids are unique per origin only
+    received: dict[tuple[uuid.UUID, str], tuple[str, _Seen]] = field(default_factory=dict)
     receipts: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
     refusals: dict[tuple[uuid.UUID, str], _Seen] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ def _read(source: LedgerSource) -> _Ledger:
         if e.event is Event.SENT:
             ledger.sent[(e.message_id, e.counterpart)] = seen
         elif e.event is Event.RECEIVED:
-            ledger.received[e.message_id] = (e.counterpart, seen)
+            ledger.received[(e.message_id, e.counterpart)] = (e.counterpart, seen)
         elif e.event is Event.REFUSED:
             ledger.refusals[(e.message_id, e.counterpart)] = seen
         else:
@@ -117,7 +118,7 @@ def reconcile_sources(sources: Iterable[LedgerSource]) -> ReconciliationResult:
             if refusal is not None:  # the recipient refused it for good; the origin says so
                 result.refused.append(f"{where}: refused by {to} ({x.code} entry {refusal.index})")
                 continue
-            got = y.received.get(mid)
+            got = y.received.get((mid, x.code))
             receipt = x.receipts.get((mid, to))
             if receipt is not None:
                 result.receipts += 1
@@ -160,7 +161,9 @@ def reconcile_sources(sources: Iterable[LedgerSource]) -> ReconciliationResult:
                     f"{where}: received ({to} entry {received.index}), receipt not recorded yet"
                 )
     for y in ledgers.values():
-        for mid, (origin, received) in sorted(y.received.items(), key=lambda kv: kv[1][1].index):
+        for (mid, _), (origin, received) in sorted(
+            y.received.items(), key=lambda kv: kv[1][1].index
+        ):
             sender = ledgers.get(origin)
             if sender is None:
                 result.unchecked += 1

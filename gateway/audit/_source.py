@@ -33,7 +33,8 @@ T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_WITHHELD, T_END = 
 _RECORD = struct.Struct(">BI")
 _END_V1 = struct.Struct(">QQ")
 _END = struct.Struct(">QQQQ")
-_ENVELOPE_HEAD = struct.Struct(">16sQ")
+_ENVELOPE_HEAD = struct.Struct(">16s2sQ")  # message id, origin (e.g. b"CN"), created ms
+_WITHHELD = struct.Struct(">16s2s")
 _CHUNK = 10_000
 
 
@@ -46,10 +47,18 @@ class StoredEnvelope:
     created_ms: int
     envelope: bytes | None
     withheld: bool = False
+    origin: str = ""  # the jurisdiction code of the message's origin: ids are unique per origin
+
+    @property
+    def key(self) -> tuple[str, uuid.UUID]:
+        """(origin, message id): what identifies a message across the three ledgers."""
+        return self.origin, self.message_id
 
     def encode(self) -> bytes:
         """The body of an export envelope record (docs/ledger-format.md, export version 2)."""
-        head = _ENVELOPE_HEAD.pack(self.message_id.bytes, self.created_ms)
+        if self.withheld:
+            return _WITHHELD.pack(self.message_id.bytes, self.origin.encode())
+        head = _ENVELOPE_HEAD.pack(self.message_id.bytes, self.origin.encode(), self.created_ms)
         return head + (self.envelope or b"")
 
     @classmethod
@@ -57,9 +66,17 @@ class StoredEnvelope:
         """Parse an envelope record body; an empty envelope means erased."""
         if len(body) < _ENVELOPE_HEAD.size:
             raise ExportFormatError(f"envelope record of {len(body)} bytes is too short")
-        mid, created = _ENVELOPE_HEAD.unpack_from(body)
+        mid, origin, created = _ENVELOPE_HEAD.unpack_from(body)
         rest = body[_ENVELOPE_HEAD.size :]
-        return cls(uuid.UUID(bytes=mid), created, rest or None)
+        return cls(uuid.UUID(bytes=mid), created, rest or None, origin=origin.decode("ascii"))
+
+    @classmethod
+    def decode_withheld(cls, body: bytes) -> StoredEnvelope:
+        """Parse a withheld-envelope record body (message id and origin)."""
+        if len(body) != _WITHHELD.size:
+            raise ExportFormatError(f"withheld record of {len(body)} bytes, not {_WITHHELD.size}")
+        mid, origin = _WITHHELD.unpack(body)
+        return cls(uuid.UUID(bytes=mid), 0, None, withheld=True, origin=origin.decode("ascii"))
 
 
 def _signer_certificates(blobs: Iterable[bytes | None]) -> list[bytes]:
@@ -101,8 +118,8 @@ class LedgerSource(Protocol):
         """Signing certificates (DER) of the log and of witnesses, as carried by the source."""
         ...
 
-    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
-        """The messages' envelopes by id, or None when the source carries none (export v1)."""
+    def envelopes(self) -> dict[tuple[str, uuid.UUID], StoredEnvelope] | None:
+        """The messages' envelopes by (origin, id), or None when the source carries none."""
         ...
 
 
@@ -139,18 +156,19 @@ class DatabaseSource:
         kept = [bytes(r[0]) for r in self._conn.execute("SELECT der FROM exchange_certificates")]
         return list(dict.fromkeys([*kept, *harvested]))
 
-    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
+    def envelopes(self) -> dict[tuple[str, uuid.UUID], StoredEnvelope] | None:
         if not self._exchange:
             return None
         rows = self._conn.execute(
-            "SELECT message_id, created_ms, envelope FROM exchange_messages"
+            "SELECT origin, message_id, created_ms, envelope FROM exchange_messages"
         ).fetchall()
-        return {
-            uuid.UUID(mid): StoredEnvelope(
-                uuid.UUID(mid), int(created), bytes(env) if env is not None else None
+        found = (
+            StoredEnvelope(
+                uuid.UUID(mid), int(created), bytes(env) if env is not None else None, origin=o
             )
-            for mid, created, env in rows
-        }
+            for o, mid, created, env in rows
+        )
+        return {stored.key: stored for stored in found}
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         cursor = self._conn.execute("SELECT idx, leaf FROM ledger_entries ORDER BY idx")
@@ -198,7 +216,7 @@ class ExportSource:
         self.origin = ""
         self._checkpoints: list[str] = []
         self._certificates: list[bytes] = []
-        self._envelopes: dict[uuid.UUID, StoredEnvelope] = {}
+        self._envelopes: dict[tuple[str, uuid.UUID], StoredEnvelope] = {}
         self.count = 0
         # First pass: header, checkpoints and counts, so entries can be streamed afterwards.
         with path.open("rb") as f:
@@ -220,10 +238,10 @@ class ExportSource:
                     self._certificates.append(body)
                 elif kind == T_ENVELOPE and self.version == 2:
                     stored = StoredEnvelope.decode(body)
-                    self._envelopes[stored.message_id] = stored
-                elif kind == T_WITHHELD and self.version == 2 and len(body) == 16:
-                    withheld = StoredEnvelope(uuid.UUID(bytes=body), 0, None, withheld=True)
-                    self._envelopes[withheld.message_id] = withheld
+                    self._envelopes[stored.key] = stored
+                elif kind == T_WITHHELD and self.version == 2:
+                    stored = StoredEnvelope.decode_withheld(body)
+                    self._envelopes[stored.key] = stored
                 elif kind == T_END:
                     end = _END if self.version == 2 else _END_V1
                     if len(body) != end.size:
@@ -265,7 +283,7 @@ class ExportSource:
     def certificates(self) -> list[bytes]:
         return list(self._certificates)
 
-    def envelopes(self) -> dict[uuid.UUID, StoredEnvelope] | None:
+    def envelopes(self) -> dict[tuple[str, uuid.UUID], StoredEnvelope] | None:
         return dict(self._envelopes) if self.version == 2 else None
 
     def close(self) -> None:
@@ -318,10 +336,7 @@ def write_export_records(
             record(f, T_CERTIFICATE, der)
             counts[2] += 1
         for stored in envelopes:
-            if stored.withheld:
-                record(f, T_WITHHELD, stored.message_id.bytes)
-            else:
-                record(f, T_ENVELOPE, stored.encode())
+            record(f, T_WITHHELD if stored.withheld else T_ENVELOPE, stored.encode())
             counts[3] += 1
         end = _END.pack(*counts)
         record(f, T_END, end)

@@ -332,13 +332,14 @@ class _Message:
     index: int
     event: Event
     message_id: uuid.UUID
+    origin: str  # jurisdiction code: ids are unique per origin
     digest: bytes | None
 
 
 def _check_envelopes(
     messages: list[_Message],
-    erased: set[uuid.UUID],
-    stored: dict[uuid.UUID, StoredEnvelope] | None,
+    erased: set[tuple[str, uuid.UUID]],
+    stored: dict[tuple[str, uuid.UUID], StoredEnvelope] | None,
     bundle: TrustBundle,
     result: VerificationResult,
 ) -> None:
@@ -354,15 +355,15 @@ def _check_envelopes(
                 )
             )
         return
-    opened: dict[uuid.UUID, bytes | str] = {}  # digest, or why it does not open
+    opened: dict[tuple[str, uuid.UUID], bytes | str] = {}  # digest, or why it does not open
     for m in messages:
         what = f"entry {m.index} ({m.event.name.lower()} {m.message_id})"
-        envelope = stored.get(m.message_id)
+        envelope = stored.get((m.origin, m.message_id))
         if envelope is not None and envelope.withheld:
             result.withheld += 1  # not releasable to this auditor: the entry's digest stands
             continue
         if envelope is None or envelope.envelope is None:
-            if m.message_id in erased:
+            if (m.origin, m.message_id) in erased:
                 result.erased += 1
                 continue
             why = "no envelope" if envelope is None else "its envelope was erased"
@@ -374,9 +375,9 @@ def _check_envelopes(
                 )
             )
             continue
-        if m.message_id not in opened:
-            opened[m.message_id] = _open(envelope, bundle)
-        outcome = opened[m.message_id]
+        if envelope.key not in opened:
+            opened[envelope.key] = _open(envelope, bundle)
+        outcome = opened[envelope.key]
         if isinstance(outcome, str):
             result.failures.append(
                 Failure(f"{what}: {outcome}", index=m.index, category="envelopes")
@@ -434,7 +435,9 @@ def verify_source(
     elif log_key is None:
         raise AuditError("give the log's verifier key or a trust bundle")
     messages: list[_Message] = []
-    erased: set[uuid.UUID] = set()
+    erased: set[tuple[str, uuid.UUID]] = set()
+    own = jurisdiction_of_origin(source.origin)
+    own_code = own.value if own is not None else ""
     # (1) checkpoint signatures, origin, equivocation.
     signed = _check_checkpoints(
         source.checkpoints(), source.origin, log_keys, witness_keys, result, certified
@@ -472,11 +475,12 @@ def verify_source(
         if bundle is not None and leaf[17] in _MESSAGE_EVENTS:
             record = decode_record(leaf)
             e = record.entry
-            if e.event is Event.ERASED:
-                erased.add(e.message_id)
+            if e.event is Event.ERASED:  # counterpart: the message's origin
+                erased.add((e.counterpart, e.message_id))
             else:
                 digest = e.digests[0] if e.digests else None
-                messages.append(_Message(position, e.event, e.message_id, digest))
+                origin = own_code if e.event is Event.SENT else e.counterpart
+                messages.append(_Message(position, e.event, e.message_id, origin, digest))
         completed = frontier.append(leaf_hash(leaf))
         if wanted:
             for node, h in completed:

@@ -22,6 +22,7 @@ from gateway.audit.errors import AuditError
 from gateway.ledger import Event, decode_record
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import parse_checkpoint, parse_note
+from gateway.pki.note_keys import jurisdiction_of_origin
 
 __all__ = ["FetchResult", "fetch_export"]
 
@@ -70,17 +71,20 @@ def _notes(stub: Any, size: int) -> list[str]:
         min_size = page[-1].size + 1
 
 
-def _envelope(stub: Any, message_id: uuid.UUID) -> StoredEnvelope:
-    response = stub.GetEnvelope(
-        audit_pb2.GetEnvelopeRequest(message_id=str(message_id)), timeout=30
+def _envelope(stub: Any, origin: str, message_id: uuid.UUID) -> StoredEnvelope:
+    request = audit_pb2.GetEnvelopeRequest(
+        message_id=str(message_id),
+        origin=f"JURISDICTION_{origin}",
     )
+    response = stub.GetEnvelope(request, timeout=30)
     if response.withheld:  # not releasable to this auditor's jurisdiction
-        return StoredEnvelope(message_id, 0, None, withheld=True)
+        return StoredEnvelope(message_id, 0, None, withheld=True, origin=origin)
     if response.erased or not response.HasField("envelope"):
-        return StoredEnvelope(message_id, 0, None)
+        return StoredEnvelope(message_id, 0, None, origin=origin)
     header = envelope_pb2.EnvelopeHeader.FromString(response.envelope.header)
     created_ms = header.created_at.seconds * 1000 + header.created_at.nanos // 1_000_000
-    return StoredEnvelope(message_id, created_ms, response.envelope.SerializeToString())
+    envelope = response.envelope.SerializeToString()
+    return StoredEnvelope(message_id, created_ms, envelope, origin=origin)
 
 
 def _last_checkpoint(path: Path) -> tuple[int, bytes]:
@@ -128,12 +132,15 @@ def fetch_export(channel: grpc.Channel, out: Path, since: Path | None = None) ->
                 f"{since_size} in {since}: {exc}"
             ) from exc
     leaves = list(_entries(stub, body.size))
-    message_ids = dict.fromkeys(
-        r.entry.message_id
+    own = jurisdiction_of_origin(body.origin)
+    if own is None:
+        raise AuditError(f"checkpoint origin {body.origin!r} is no jurisdiction's ledger")
+    messages = dict.fromkeys(  # (origin, id): the sender of a sent entry is this node
+        (own.value if r.entry.event is Event.SENT else r.entry.counterpart, r.entry.message_id)
         for r in map(decode_record, leaves)
         if r.entry.event in (Event.SENT, Event.RECEIVED)
     )
-    envelopes = [_envelope(stub, m) for m in message_ids]
+    envelopes = [_envelope(stub, origin, m) for origin, m in messages]
     certificates = list(
         stub.ListSigningCertificates(
             audit_pb2.ListSigningCertificatesRequest(), timeout=30

@@ -30,7 +30,7 @@ QUEUED, DELIVERED, FAILING, REFUSED = 1, 2, 3, 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchange_messages (
-    message_id      TEXT PRIMARY KEY,
+    message_id      TEXT NOT NULL,
     direction       TEXT NOT NULL CHECK (direction IN ('out', 'in')),
     origin          TEXT NOT NULL,
     kind            INTEGER NOT NULL,
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS exchange_messages (
     retain_until_ms INTEGER,
     erased_ms       INTEGER,
     erased_index    INTEGER,
-    receipt         BLOB
+    receipt         BLOB,
+    PRIMARY KEY (origin, message_id)
 );
 CREATE TABLE IF NOT EXISTS exchange_versions (
     origin  TEXT NOT NULL,
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS exchange_versions (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS exchange_outbox (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id      TEXT NOT NULL REFERENCES exchange_messages(message_id),
+    message_id      TEXT NOT NULL,  -- of a message this node sent (origin: this node)
     recipient       TEXT NOT NULL,
     state           INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -69,14 +70,19 @@ CREATE INDEX IF NOT EXISTS exchange_outbox_pending
     ON exchange_outbox(recipient, state, seq);
 CREATE TABLE IF NOT EXISTS exchange_inbound (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL UNIQUE REFERENCES exchange_messages(message_id),
-    kind       INTEGER NOT NULL
+    origin     TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    kind       INTEGER NOT NULL,
+    UNIQUE (origin, message_id),
+    FOREIGN KEY (origin, message_id) REFERENCES exchange_messages(origin, message_id)
 );
 CREATE TABLE IF NOT EXISTS exchange_acks (
-    message_id   TEXT NOT NULL REFERENCES exchange_messages(message_id),
+    origin       TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
     partner      TEXT NOT NULL,
     ledger_index INTEGER NOT NULL,
-    PRIMARY KEY (message_id, partner)
+    PRIMARY KEY (origin, message_id, partner),
+    FOREIGN KEY (origin, message_id) REFERENCES exchange_messages(origin, message_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS exchange_witness (
     origin TEXT PRIMARY KEY,
@@ -125,22 +131,40 @@ class MessageRow:
     )
 
     @classmethod
-    def get(cls, conn: sqlite3.Connection, message_id: str) -> MessageRow | None:
-        """The row of ``message_id``, or None."""
+    def get(cls, conn: sqlite3.Connection, origin: str, message_id: str) -> MessageRow | None:
+        """The row of ``message_id`` from ``origin``, or None.
+
+        Message ids are unique per origin only: another jurisdiction's node cannot block or
+        stand in for a message by sending one of its own under the same id.
+        """
         row = conn.execute(
-            f"SELECT {cls._COLUMNS} FROM exchange_messages WHERE message_id = ?",  # noqa: S608
-            (message_id,),
+            f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
+            "WHERE origin = ? AND message_id = ?",
+            (origin, message_id),
         ).fetchone()
         return cls(*row) if row else None
 
     @classmethod
-    def get_many(cls, conn: sqlite3.Connection, message_ids: list[str]) -> dict[str, MessageRow]:
-        """The rows of ``message_ids`` that exist, by id (one query; at most 500 ids)."""
+    def with_id(cls, conn: sqlite3.Connection, message_id: str) -> list[MessageRow]:
+        """Every row with ``message_id``, whatever its origin (usually one)."""
+        rows = conn.execute(
+            f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
+            "WHERE message_id = ? ORDER BY ledger_index",
+            (message_id,),
+        ).fetchall()
+        return [cls(*row) for row in rows]
+
+    @classmethod
+    def get_many(
+        cls, conn: sqlite3.Connection, origin: str, message_ids: list[str]
+    ) -> dict[str, MessageRow]:
+        """The rows of ``message_ids`` from ``origin`` that exist, by id (one query; at most
+        500 ids)."""
         marks = ",".join("?" * len(message_ids))
         rows = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
-            f"WHERE message_id IN ({marks})",
-            message_ids,
+            f"WHERE origin = ? AND message_id IN ({marks})",
+            [origin, *message_ids],
         ).fetchall()
         return {row[0]: cls(*row) for row in rows}
 
@@ -168,7 +192,9 @@ class MessageRow:
         )
 
 
-def erase(conn: sqlite3.Connection, message_id: str, erased_ms: int, index: int) -> None:
+def erase(
+    conn: sqlite3.Connection, origin: str, message_id: str, erased_ms: int, index: int
+) -> None:
     """Drop a message's payload (the envelope), remembering when and at which ledger index.
 
     Raises:
@@ -176,8 +202,8 @@ def erase(conn: sqlite3.Connection, message_id: str, erased_ms: int, index: int)
     """
     done = conn.execute(
         "UPDATE exchange_messages SET envelope = NULL, erased_ms = ?, erased_index = ? "
-        "WHERE message_id = ? AND envelope IS NOT NULL",
-        (erased_ms, index, message_id),
+        "WHERE origin = ? AND message_id = ? AND envelope IS NOT NULL",
+        (erased_ms, index, origin, message_id),
     ).rowcount
     if done != 1:
         raise FailedPreconditionError(f"message {message_id} is already erased")
@@ -281,10 +307,11 @@ class InboundRow:
     envelope: bytes | None
 
 
-def add_inbound(conn: sqlite3.Connection, message_id: str, kind: int) -> None:
+def add_inbound(conn: sqlite3.Connection, origin: str, message_id: str, kind: int) -> None:
     """Make a received message visible to partner streams."""
     conn.execute(
-        "INSERT INTO exchange_inbound (message_id, kind) VALUES (?, ?)", (message_id, kind)
+        "INSERT INTO exchange_inbound (origin, message_id, kind) VALUES (?, ?, ?)",
+        (origin, message_id, kind),
     )
 
 
@@ -294,7 +321,8 @@ def inbound_after(
     """Inbound messages after cursor ``seq``, oldest first, optionally of ``kinds`` only."""
     sql = (
         "SELECT i.seq, i.message_id, i.kind, m.origin, m.ledger_index, m.envelope "
-        "FROM exchange_inbound i JOIN exchange_messages m USING (message_id) WHERE i.seq > ?"
+        "FROM exchange_inbound i JOIN exchange_messages m USING (origin, message_id) "
+        "WHERE i.seq > ?"
     )
     args: list[object] = [seq]
     if kinds:
@@ -312,20 +340,23 @@ class Ack:
     ledger_index: int
 
 
-def ack_of(conn: sqlite3.Connection, message_id: str, partner: str) -> Ack | None:
-    """The acknowledgement of ``message_id`` by ``partner``, or None."""
+def ack_of(conn: sqlite3.Connection, origin: str, message_id: str, partner: str) -> Ack | None:
+    """The acknowledgement of ``message_id`` from ``origin`` by ``partner``, or None."""
     row = conn.execute(
-        "SELECT ledger_index FROM exchange_acks WHERE message_id = ? AND partner = ?",
-        (message_id, partner),
+        "SELECT ledger_index FROM exchange_acks "
+        "WHERE origin = ? AND message_id = ? AND partner = ?",
+        (origin, message_id, partner),
     ).fetchone()
     return Ack(int(row[0])) if row else None
 
 
-def add_ack(conn: sqlite3.Connection, message_id: str, partner: str, ledger_index: int) -> None:
+def add_ack(
+    conn: sqlite3.Connection, origin: str, message_id: str, partner: str, ledger_index: int
+) -> None:
     """Record an acknowledgement (raises sqlite3.IntegrityError when it exists)."""
     conn.execute(
-        "INSERT INTO exchange_acks (message_id, partner, ledger_index) VALUES (?,?,?)",
-        (message_id, partner, ledger_index),
+        "INSERT INTO exchange_acks (origin, message_id, partner, ledger_index) VALUES (?,?,?,?)",
+        (origin, message_id, partner, ledger_index),
     )
 
 
@@ -366,26 +397,28 @@ def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> Non
     )
 
 
-def ledger_indexes(conn: sqlite3.Connection, message_id: str) -> list[int]:
-    """Every ledger index that records something about ``message_id``, ascending."""
+def ledger_indexes(conn: sqlite3.Connection, origin: str, message_id: str) -> list[int]:
+    """Every ledger index that records something about ``message_id`` from ``origin``."""
     row = conn.execute(
-        "SELECT direction, ledger_index, erased_index FROM exchange_messages WHERE message_id = ?",
-        (message_id,),
+        "SELECT direction, ledger_index, erased_index FROM exchange_messages "
+        "WHERE origin = ? AND message_id = ?",
+        (origin, message_id),
     ).fetchone()
     if row is None:
         return []
     direction, first, erased = row
     found = {int(first)} | ({int(erased)} if erased is not None else set())
-    if direction == "out":  # one "sent" entry per recipient, consecutive
-        (recipients,) = conn.execute(
-            "SELECT count(*) FROM exchange_outbox WHERE message_id = ?", (message_id,)
+    if direction == "out":  # one "sent" entry per recipient, consecutive; then the receipts
+        outbox = conn.execute(
+            "SELECT count(*), group_concat(receipt_index) FROM exchange_outbox "
+            "WHERE message_id = ?",
+            (message_id,),
         ).fetchone()
-        found.update(range(first, first + recipients))
+        found.update(range(first, first + outbox[0]))
+        found.update(int(i) for i in (outbox[1] or "").split(",") if i)
     for (index,) in conn.execute(
-        "SELECT receipt_index FROM exchange_outbox "
-        "WHERE message_id = ? AND receipt_index IS NOT NULL "
-        "UNION SELECT ledger_index FROM exchange_acks WHERE message_id = ?",
-        (message_id, message_id),
+        "SELECT ledger_index FROM exchange_acks WHERE origin = ? AND message_id = ?",
+        (origin, message_id),
     ):
         found.add(int(index))
     return sorted(found)

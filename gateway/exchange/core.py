@@ -241,7 +241,7 @@ class Exchange:
         addressing = request.addressing
         request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         reader = self.ledger.reader()
-        existing = store.MessageRow.get(reader, addressing.message_id)
+        existing = store.MessageRow.get(reader, self.jurisdiction.value, addressing.message_id)
         if existing is not None:
             return self._same_request(existing, request_digest)
         origin = self.jurisdiction.value
@@ -298,7 +298,7 @@ class Exchange:
         try:
             records = self.ledger.append_many(entries, within)
         except sqlite3.IntegrityError:  # the same id won a race: answer as for a retry
-            row = store.MessageRow.get(self.ledger.reader(), addressing.message_id)
+            row = store.MessageRow.get(self.ledger.reader(), origin, addressing.message_id)
             assert row is not None
             return self._same_request(row, request_digest)
         log.info(
@@ -424,7 +424,7 @@ class Exchange:
     def _accept(self, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt | _Receiving:
         """The receipt of a message already recorded, or its ``received`` entry, queued."""
         header, origin = opened.header, opened.origin.value
-        existing = store.MessageRow.get(self.ledger.reader(), header.message_id)
+        existing = store.MessageRow.get(self.ledger.reader(), origin, header.message_id)
         if existing is not None:
             return self._known(existing, opened)
         kind = header.kind
@@ -465,7 +465,7 @@ class Exchange:
                 receipt.SerializeToString(),
             ).insert(conn, _retain_until_ms(opened.payload))
             store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
-            store.add_inbound(conn, header.message_id, kind)
+            store.add_inbound(conn, origin, header.message_id, kind)
             receipt_holder.append(receipt)
 
         entry = Entry(
@@ -481,7 +481,9 @@ class Exchange:
         try:
             receiving.future.result()
         except sqlite3.IntegrityError:  # delivered twice at once: the other one recorded it
-            row = store.MessageRow.get(self.ledger.reader(), header.message_id)
+            row = store.MessageRow.get(
+                self.ledger.reader(), receiving.opened.origin.value, header.message_id
+            )
             assert row is not None
             return self._known(row, opened)
         log.info(
@@ -514,15 +516,16 @@ class Exchange:
     # -- acknowledge -----------------------------------------------------------------------------
 
     def acknowledge(
-        self, message_id: str, partner: Principal
+        self, message_id: str, partner: Principal, origin: Jurisdiction | None = None
     ) -> partner_pb2.AcknowledgeInboundResponse:
-        """Ledger a partner's acknowledgement of an inbound message (idempotent per partner)."""
+        """Ledger a partner's acknowledgement of an inbound message (idempotent per partner).
+
+        ``origin`` is needed only if two jurisdictions sent messages under the same id.
+        """
         reader = self.ledger.reader()
-        row = store.MessageRow.get(reader, message_id)
-        if row is None or row.direction != "in":
-            raise NotFoundError(f"no inbound message {message_id!r} at this node")
+        row = self._inbound(reader, message_id, origin)
         who = partner.identity.uri
-        done = store.ack_of(reader, message_id, who)
+        done = store.ack_of(reader, row.origin, message_id, who)
         if done is not None:
             return partner_pb2.AcknowledgeInboundResponse(
                 ledger_index=done.ledger_index, duplicate=True
@@ -532,15 +535,35 @@ class Exchange:
         )
         try:
             record = self.ledger.append(
-                entry, lambda conn, index: store.add_ack(conn, message_id, who, index)
+                entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
             )
         except sqlite3.IntegrityError:
-            done = store.ack_of(self.ledger.reader(), message_id, who)
+            done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
             assert done is not None
             return partner_pb2.AcknowledgeInboundResponse(
                 ledger_index=done.ledger_index, duplicate=True
             )
         return partner_pb2.AcknowledgeInboundResponse(ledger_index=record.index)
+
+    @staticmethod
+    def _inbound(
+        conn: sqlite3.Connection, message_id: str, origin: Jurisdiction | None
+    ) -> store.MessageRow:
+        rows = [
+            r
+            for r in store.MessageRow.with_id(conn, message_id)
+            if r.direction == "in" and (origin is None or r.origin == origin.value)
+        ]
+        if not rows:
+            raise NotFoundError(f"no inbound message {message_id!r} at this node")
+        if len(rows) > 1:
+            problem = FieldViolation(
+                "origin",
+                f"message id {message_id} was received from {' and '.join(r.origin for r in rows)}"
+                "; name the origin",
+            )
+            raise InvalidArgumentError(str(problem), [problem])
+        return rows[0]
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -565,7 +588,7 @@ class Exchange:
         for message_id, origin, kind, digest in rows:
             entry = Entry(Event.ERASED, uuid.UUID(message_id), kind_name(kind), origin, (digest,))
             try:
-                self.ledger.append(entry, _eraser(message_id, now_ms))
+                self.ledger.append(entry, _eraser(origin, message_id, now_ms))
             except FailedPreconditionError:  # erased meanwhile by another sweep
                 continue
             erased += 1
@@ -581,7 +604,7 @@ class Exchange:
     def delivery_status(self, message_id: str) -> partner_pb2.DeliveryStatus:
         """Where a message this node sent is, per recipient."""
         reader = self.ledger.reader()
-        row = store.MessageRow.get(reader, message_id)
+        row = store.MessageRow.get(reader, self.jurisdiction.value, message_id)
         if row is None or row.direction != "out":
             raise NotFoundError(f"no message {message_id!r} sent by this node")
         status = partner_pb2.DeliveryStatus(
@@ -604,9 +627,11 @@ class Exchange:
         return status
 
 
-def _eraser(message_id: str, erased_ms: int) -> Callable[[sqlite3.Connection, int], None]:
+def _eraser(
+    origin: str, message_id: str, erased_ms: int
+) -> Callable[[sqlite3.Connection, int], None]:
     def erase(conn: sqlite3.Connection, index: int) -> None:
-        store.erase(conn, message_id, erased_ms, index)
+        store.erase(conn, origin, message_id, erased_ms, index)
 
     return erase
 

@@ -141,7 +141,9 @@ class Deliverer:
         self._backing_off = head.state == store.FAILING and head.next_attempt_ms > now_ms
         if self._backing_off:
             return (head.next_attempt_ms - now_ms) / 1000
-        messages = store.MessageRow.get_many(reader, [row.message_id for row in rows])
+        messages = store.MessageRow.get_many(
+            reader, self.exchange.jurisdiction.value, [row.message_id for row in rows]
+        )
         envelopes = []
         for row in rows:
             message = messages.get(row.message_id)

@@ -184,7 +184,7 @@ def test_an_erased_envelope_with_its_erased_entry_verifies(world: World, hk_db: 
     digest = bytes(32)  # the digest of the erased payload; not checked against anything
     _sql(hk_db, "UPDATE exchange_messages SET envelope = NULL WHERE message_id = ?", str(OTHER))
     with NodeLedger(world, HK, hk_db) as hk:
-        hk.entry(Event.ERASED, OTHER, "CN", digest)
+        hk.entry(Event.ERASED, OTHER, "HK", digest)  # counterpart: the message's origin
         hk.checkpoint(MO)
     result = check_ledger(hk_db, bundle=_bundle(world))
     assert (result.envelopes, result.erased) == (2, 1)

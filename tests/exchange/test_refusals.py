@@ -179,3 +179,28 @@ def test_reconciliation_lists_a_final_refusal_as_refused(trio: Trio, tmp_path: P
     # what HK holds under that id is not what CN's ledger says it sent: reconciliation says so
     assert [m.problem for m in result.errors] == ["digest-mismatch"]
     assert "recorded HK's refusal" in result.errors[0].message
+
+
+def test_another_origin_cannot_block_a_message_by_taking_its_id(trio: Trio) -> None:
+    """HK knows the id of CN's notice (it is a recipient) and sends MO a message of its own
+    under that id first: ids are unique per origin, so MO still accepts CN's message."""
+    message_id = str(uuid.uuid4())
+    (squatted,) = _deliver(trio, HK, MO, [_envelope(trio, HK, [MO], message_id)]).results
+    assert squatted.HasField("receipt")
+    (real,) = _deliver(trio, CN, MO, [_envelope(trio, CN, [MO], message_id)]).results
+    assert real.HasField("receipt"), real.error.message
+    received = [
+        r for r in trio.entries(MO, Event.RECEIVED) if r.entry.message_id == uuid.UUID(message_id)
+    ]
+    assert sorted(r.entry.counterpart for r in received) == ["CN", "HK"]
+    # a partner acknowledging that id must now say which origin it means
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(MO).AcknowledgeInbound(
+            partner_pb2.AcknowledgeInboundRequest(message_id=message_id), timeout=5
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "was received from" in (info.value.details() or "")
+    ack = trio.partner(MO).AcknowledgeInbound(
+        partner_pb2.AcknowledgeInboundRequest(message_id=message_id, origin=PROTO[CN]), timeout=5
+    )
+    assert not ack.duplicate

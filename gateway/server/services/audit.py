@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
-from gateway.envelope import proto_jurisdiction
-from gateway.errors import NotFoundError
+from gateway.envelope import jurisdiction_of, proto_jurisdiction
+from gateway.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from gateway.exchange import _store as store
 from gateway.ledger import Ledger, SignedCheckpoint
 from gateway.pki.identity import Jurisdiction
@@ -81,11 +81,22 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
         self, request: audit_pb2.GetEnvelopeRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetEnvelopeResponse:
         reader = self._ledger.reader()
-        row = store.MessageRow.get(reader, request.message_id)
-        if row is None:
+        origin = jurisdiction_of(request.origin) if request.origin else None
+        rows = [
+            r
+            for r in store.MessageRow.with_id(reader, request.message_id)
+            if origin is None or r.origin == origin.value
+        ]
+        if not rows:
             raise NotFoundError(f"no message {request.message_id!r} in this ledger")
+        if len(rows) > 1:
+            problem = FieldViolation(
+                "origin", f"message id {request.message_id} has several origins; name one"
+            )
+            raise InvalidArgumentError(str(problem), [problem])
+        row = rows[0]
         response = audit_pb2.GetEnvelopeResponse(erased=row.envelope is None)
-        response.ledger_indexes.extend(store.ledger_indexes(reader, request.message_id))
+        response.ledger_indexes.extend(store.ledger_indexes(reader, row.origin, row.message_id))
         if row.envelope is None:
             return response
         envelope = envelope_pb2.Envelope.FromString(row.envelope)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 
 from customs.gateway.v1 import envelope_pb2, partner_pb2, partner_pb2_grpc
-from gateway.envelope import PAYLOAD_TYPES
+from gateway.envelope import PAYLOAD_TYPES, jurisdiction_of
 from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
 from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange
@@ -105,7 +105,8 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
     def AcknowledgeInbound(
         self, request: partner_pb2.AcknowledgeInboundRequest, context: grpc.ServicerContext
     ) -> partner_pb2.AcknowledgeInboundResponse:
-        return self._exchange.acknowledge(request.message_id, current_caller())
+        origin = jurisdiction_of(request.origin) if request.origin else None
+        return self._exchange.acknowledge(request.message_id, current_caller(), origin)
 
     def StreamInbound(
         self, request: partner_pb2.StreamInboundRequest, context: grpc.ServicerContext
