@@ -218,6 +218,16 @@ def last_version(conn: sqlite3.Connection, origin: str, subject: str) -> tuple[i
     return (int(row[0]), bool(row[1])) if row else None
 
 
+def recipients_of(conn: sqlite3.Connection, origin: str, subject: str) -> set[str]:
+    """Every jurisdiction that was sent a version of ``subject`` by ``origin`` (this node)."""
+    rows = conn.execute(
+        "SELECT DISTINCT o.recipient FROM exchange_outbox o JOIN exchange_messages m "
+        "ON m.message_id = o.message_id AND m.origin = ? WHERE m.subject = ?",
+        (origin, subject),
+    )
+    return {r[0] for r in rows}
+
+
 def record_version(
     conn: sqlite3.Connection, origin: str, subject: str, version: int, final: bool
 ) -> None:

@@ -206,14 +206,17 @@ class Exchange:
             except Exception:  # a view must never fail the write that already happened
                 log.exception("payload listener failed for %s", message_id)
 
-    def replay(self) -> int:
-        """Tell the listeners of every stored payload, oldest first (at start); return the count."""
+    def replay(self, kinds: Sequence[int]) -> int:
+        """Tell the listeners of every stored payload of ``kinds``, oldest first (at start);
+        return the count. Rows are streamed, so memory does not grow with history."""
         conn = self.ledger.reader()
         count = 0
+        marks = ",".join("?" * len(kinds))
         rows = conn.execute(
-            "SELECT message_id, origin, kind, envelope, created_ms FROM exchange_messages "
-            "WHERE envelope IS NOT NULL ORDER BY ledger_index"
-        ).fetchall()
+            "SELECT message_id, origin, kind, envelope, created_ms FROM exchange_messages "  # noqa: S608
+            f"WHERE envelope IS NOT NULL AND kind IN ({marks}) ORDER BY ledger_index",
+            list(kinds),
+        )
         for message_id, origin, kind, blob, created_ms in rows:
             envelope = envelope_pb2.Envelope.FromString(blob)
             payload = PAYLOAD_TYPES[kind].FromString(envelope.payload)
@@ -256,6 +259,8 @@ class Exchange:
         if mode is Mode.PUBLISH:
             mode = Mode.NEW if version <= 1 else Mode.AMEND
         self._check_mode(mode, subject, known)
+        if known is not None:
+            self._check_keeps_recipients(reader, origin, subject, addressing)
         header = envelope_pb2.EnvelopeHeader(
             message_id=addressing.message_id,
             kind=kind,
@@ -331,6 +336,23 @@ class Exchange:
             )
         if mode in (AMEND, END) and known is None:
             raise NotFoundError(f"{subject} was never published by this node")
+
+    @staticmethod
+    def _check_keeps_recipients(
+        conn: sqlite3.Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
+    ) -> None:
+        """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
+        otherwise a dropped recipient would keep the old version live (in its watchlist view,
+        in screening) for ever."""
+        named = {j.value for j in map(jurisdiction_of, addressing.recipients) if j is not None}
+        dropped = sorted(store.recipients_of(conn, origin, subject) - named)
+        if dropped:
+            problem = FieldViolation(
+                "addressing.recipients",
+                f"must include {', '.join(dropped)}, which received an earlier version of "
+                f"{subject}; to stop sharing it, revoke or withdraw it to them",
+            )
+            raise InvalidArgumentError(str(problem), [problem])
 
     @staticmethod
     def _same_request(row: store.MessageRow, request_digest: bytes) -> partner_pb2.SubmitResponse:

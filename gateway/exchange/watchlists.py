@@ -16,9 +16,9 @@ from gateway.domain.watchlist import WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
 from gateway.pki.identity import Jurisdiction
 
-__all__ = ["Watchlists"]
+__all__ = ["WATCHLIST_KINDS", "Watchlists"]
 
-_WATCHLIST_KINDS = (
+WATCHLIST_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY,
     common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
 )
@@ -47,7 +47,7 @@ class Watchlists:
         self, origin: Jurisdiction, kind: int, payload: Message, message_id: str, at: dt.datetime
     ) -> None:
         """Exchange listener: merge watchlist entries and revocations, ignore other kinds."""
-        if kind not in _WATCHLIST_KINDS:
+        if kind not in WATCHLIST_KINDS:
             return
         assert isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation)
         with self._lock:

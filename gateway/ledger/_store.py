@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ from gateway.notes import (
     verify_cosignature,
 )
 
+log = logging.getLogger("gateway.ledger")
 T = TypeVar("T")
 Within = Callable[[sqlite3.Connection, int], None]
 MAX_BATCH_ENTRIES = 20_000
@@ -385,7 +387,10 @@ class Ledger:
                 conn.execute("ROLLBACK")
             self._frontier = at_start
             self._upper.truncate(at_start.size)
-            failure = LedgerClosedError(f"ledger commit failed, nothing recorded: {exc}")
+            # The SQLite detail goes to the log only: error texts reach callers of other
+            # jurisdictions, who need to know that nothing was recorded, not why.
+            log.error("ledger commit of %d request(s) failed", len(batch), exc_info=exc)
+            failure = LedgerClosedError("ledger commit failed, nothing recorded; retry later")
             for job in batch:
                 job.future.set_exception(failure)
             return

@@ -35,7 +35,7 @@ from gateway.errors import GatewayError, UnavailableError
 from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
 from gateway.exchange.delivery import Deliverer
-from gateway.exchange.watchlists import Watchlists
+from gateway.exchange.watchlists import WATCHLIST_KINDS, Watchlists
 from gateway.exchange.witness import WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
@@ -115,7 +115,7 @@ class Node:
         self.watchlists = Watchlists(self.signer, self.exchange.now)
         self.exchange.on_payload(self.watchlists.apply)
         self.exchange.keep_own_certificate()
-        self.exchange.replay()
+        self.exchange.replay(WATCHLIST_KINDS)
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(self.ledger, interval=interval)

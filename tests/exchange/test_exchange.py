@@ -287,3 +287,21 @@ def test_graceful_stop_ends_open_streams_cleanly(trio: Trio) -> None:
     assert call.code() is grpc.StatusCode.OK
     stopper.join(10)
     assert not stopper.is_alive()
+
+
+def test_amendment_may_not_drop_a_recipient(trio: Trio) -> None:
+    """An entry published to CN and MO cannot be amended for CN only: MO would keep version 1
+    active for ever. Revoking it to MO is the way to stop sharing."""
+    hk = trio.partner(HK)
+    publish = entry_request([CN, MO])
+    hk.PublishWatchlistEntry(publish, timeout=10)
+    amend = entry_request([CN])
+    amend.entry.CopyFrom(publish.entry)
+    amend.entry.version = 2
+    with pytest.raises(grpc.RpcError) as info:
+        hk.PublishWatchlistEntry(amend, timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("addressing.recipients: must include MO")
+    amend_all = entry_request([CN, MO])
+    amend_all.entry.CopyFrom(amend.entry)
+    assert not hk.PublishWatchlistEntry(amend_all, timeout=10).duplicate
