@@ -49,7 +49,7 @@ from gateway.notes import (
 )
 from gateway.pki.access import Principal
 from gateway.pki.chain import CertificateCheckError, verify_leaf
-from gateway.pki.identity import Jurisdiction
+from gateway.pki.identity import Jurisdiction, Role
 from gateway.pki.note_keys import cosigner_name, cosigner_verifier, ledger_origin, log_verifier
 
 __all__ = [
@@ -86,7 +86,7 @@ def _signing_key(
         identity = verify_leaf(cert, bundle, crls, at=exchange.now(), usage="signing")
     except CertificateCheckError as exc:
         raise CertificateCheckError(f"{what} signing certificate: {exc}") from exc
-    if identity.jurisdiction is not expected:
+    if identity.jurisdiction is not expected or identity.role is not Role.NODE:
         raise PermissionDeniedError(f"{what} is signed by {identity.uri}, not a {expected} node")
     public = cert.public_key()
     if not isinstance(public, ed25519.Ed25519PublicKey):
