@@ -52,7 +52,7 @@ T = TypeVar("T")
 Within = Callable[[sqlite3.Connection, int], None]
 MAX_BATCH_ENTRIES = 20_000
 MAX_PAGE = 1000
-CACHED_HASHES = 1 << 16  # upper tree levels kept in memory: at most this many hashes (~5 MiB)
+CACHED_HASHES = 1 << 18  # upper tree levels kept in memory: at most this many hashes (~17 MiB)
 
 
 @dataclass(frozen=True)
