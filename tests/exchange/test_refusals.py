@@ -28,9 +28,18 @@ def _signer(trio: Trio, j: Jurisdiction) -> Signer:
 
 
 def _envelope(
-    trio: Trio, origin: Jurisdiction, recipients: list[Jurisdiction], message_id: str | None = None
+    trio: Trio,
+    origin: Jurisdiction,
+    recipients: list[Jurisdiction],
+    message_id: str | None = None,
+    *,
+    releasable_to: list[Jurisdiction] | None = None,
+    created: dt.datetime | None = None,
 ) -> envelope_pb2.Envelope:
     request = notice_request(origin, recipients)
+    if releasable_to is not None:
+        del request.addressing.handling.releasable_to[:]
+        request.addressing.handling.releasable_to.extend(PROTO[r] for r in releasable_to)
     header = envelope_pb2.EnvelopeHeader(
         message_id=message_id or str(uuid.uuid4()),
         kind=common_pb2.MESSAGE_KIND_SEIZURE_NOTICE,
@@ -39,7 +48,7 @@ def _envelope(
         recipients=[PROTO[r] for r in recipients],
         handling=request.addressing.handling,
     )
-    header.created_at.FromDatetime(dt.datetime.now(dt.UTC))
+    header.created_at.FromDatetime(created or dt.datetime.now(dt.UTC))
     return seal(header, request.notice.SerializeToString(), _signer(trio, origin))
 
 
@@ -62,6 +71,14 @@ def _addressed_elsewhere(trio: Trio) -> envelope_pb2.Envelope:
     return _envelope(trio, CN, [MO])
 
 
+def _addressed_but_not_releasable(trio: Trio) -> envelope_pb2.Envelope:
+    return _envelope(trio, CN, [HK], releasable_to=[MO])
+
+
+def _signed_before_the_certificate_existed(trio: Trio) -> envelope_pb2.Envelope:
+    return _envelope(trio, CN, [HK], created=dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
+
+
 def _signed_by_another_jurisdiction(trio: Trio) -> envelope_pb2.Envelope:
     return _envelope(trio, MO, [HK])  # valid MO envelope, but delivered by the CN node
 
@@ -73,6 +90,18 @@ CASES: list[tuple[str, Callable[[Trio], envelope_pb2.Envelope], int, str]] = [
         _addressed_elsewhere,
         code_pb2.PERMISSION_DENIED,
         "is not addressed to HK",
+    ),
+    (
+        "addressed-but-not-releasable",
+        _addressed_but_not_releasable,
+        code_pb2.PERMISSION_DENIED,
+        "is not releasable to HK",
+    ),
+    (
+        "signer-not-valid-when-signed",
+        _signed_before_the_certificate_existed,
+        code_pb2.UNAUTHENTICATED,
+        "is not valid before",
     ),
     (
         "relayed-for-another-origin",
