@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import cast
@@ -82,6 +82,7 @@ Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]
 # Told of every payload this node sends or accepts: (origin, kind, payload, message id, when).
 PayloadListener = Callable[[Jurisdiction, int, Message, str, dt.datetime], None]
 
+_INBOUND_PAGE = 100
 _FINAL_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
     common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL,
@@ -171,8 +172,8 @@ class Exchange:
         self._clock = clock
         self._listeners: list[PayloadListener] = []
         self._outbox_listeners: list[Callable[[], None]] = []
-        self.inbound_changed = threading.Condition()
-        self.inbound_version = 0
+        self._inbound_changed = threading.Condition()
+        self._inbound_version = 0
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -403,9 +404,9 @@ class Exchange:
                 results[position] = (message_id, None, self._refused(message_id, sender, exc))
                 continue
             # Streams see each message as soon as its commit is durable, not after the batch.
-            with self.inbound_changed:
-                self.inbound_version += 1
-                self.inbound_changed.notify_all()
+            with self._inbound_changed:
+                self._inbound_version += 1
+                self._inbound_changed.notify_all()
         return results
 
     @staticmethod
@@ -534,6 +535,26 @@ class Exchange:
             )
         assert row.receipt is not None
         return envelope_pb2.SignedReceipt.FromString(row.receipt)
+
+    # -- inbound ---------------------------------------------------------------------------------
+
+    def follow_inbound(
+        self, after: int, kinds: Sequence[int], keep_going: Callable[[], bool]
+    ) -> Iterator[store.InboundRow]:
+        """Received messages after inbound number ``after`` (of ``kinds``, all if empty), oldest
+        first, then each new one as soon as it is durable, while ``keep_going()`` is true."""
+        wanted = tuple(int(k) for k in kinds)
+        while keep_going():
+            with self._inbound_changed:
+                seen = self._inbound_version
+            rows = store.inbound_after(self.ledger.reader(), after, wanted, _INBOUND_PAGE)
+            for row in rows:
+                yield row
+                after = row.seq
+            if not rows:
+                with self._inbound_changed:
+                    if self._inbound_version == seen:  # nothing arrived meanwhile: wait
+                        self._inbound_changed.wait(timeout=0.5)
 
     # -- acknowledge -----------------------------------------------------------------------------
 

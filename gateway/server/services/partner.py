@@ -21,7 +21,6 @@ __all__ = ["PartnerService", "decode_cursor", "encode_cursor"]
 
 _CURSOR = struct.Struct(">4sQ")
 _CURSOR_MAGIC = b"cgw1"
-_PAGE = 100
 # The InboundMessage oneof field for each payload type.
 _PAYLOAD_FIELDS = {
     kind: {
@@ -112,20 +111,13 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
         self, request: partner_pb2.StreamInboundRequest, context: grpc.ServicerContext
     ) -> Iterator[partner_pb2.InboundMessage]:
         """Everything after the cursor, then new messages as they arrive, until cancelled."""
-        seq = decode_cursor(request.cursor)
-        kinds = tuple(int(k) for k in request.kinds)
-        exchange = self._exchange
-        while context.is_active() and not self._stopping.is_set():
-            with exchange.inbound_changed:
-                seen = exchange.inbound_version
-            rows = store.inbound_after(exchange.ledger.reader(), seq, kinds, _PAGE)
-            for row in rows:
-                yield self._message(row)
-                seq = row.seq
-            if not rows:
-                with exchange.inbound_changed:
-                    if exchange.inbound_version == seen:
-                        exchange.inbound_changed.wait(timeout=0.5)
+        rows = self._exchange.follow_inbound(
+            decode_cursor(request.cursor),
+            request.kinds,
+            lambda: context.is_active() and not self._stopping.is_set(),
+        )
+        for row in rows:
+            yield self._message(row)
 
     @staticmethod
     def _message(row: store.InboundRow) -> partner_pb2.InboundMessage:
