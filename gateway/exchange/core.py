@@ -404,9 +404,7 @@ class Exchange:
                 results[position] = (message_id, None, self._refused(message_id, sender, exc))
                 continue
             # Streams see each message as soon as its commit is durable, not after the batch.
-            with self._inbound_changed:
-                self._inbound_version += 1
-                self._inbound_changed.notify_all()
+            self.wake_followers()
         return results
 
     @staticmethod
@@ -555,6 +553,13 @@ class Exchange:
                 with self._inbound_changed:
                     if self._inbound_version == seen:  # nothing arrived meanwhile: wait
                         self._inbound_changed.wait(timeout=0.5)
+
+    def wake_followers(self) -> None:
+        """Wake every :meth:`follow_inbound`: something arrived, or it should check
+        ``keep_going`` (at shutdown)."""
+        with self._inbound_changed:
+            self._inbound_version += 1
+            self._inbound_changed.notify_all()
 
     # -- acknowledge -----------------------------------------------------------------------------
 

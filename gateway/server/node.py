@@ -275,6 +275,7 @@ class Node:
         grace = self.config.server.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
         self.stopping.set()  # inbound streams end; unary calls in flight finish
+        self.exchange.wake_followers()
         self._server.stop(grace).wait()
         self.witness_client.stop()
         for deliverer in self.deliverers.values():
@@ -287,6 +288,7 @@ class Node:
     def kill(self) -> None:
         """Stop at once without a grace period or a final checkpoint, as a crash test needs."""
         self.stopping.set()
+        self.exchange.wake_followers()
         self._server.stop(0).wait()
         self.witness_client.stop(0)
         for deliverer in self.deliverers.values():
