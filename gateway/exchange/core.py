@@ -303,10 +303,10 @@ class Exchange:
 
         try:
             records = self.ledger.append_many(entries, within)
-        except sqlite3.IntegrityError:  # the same id won a race: answer as for a retry
-            row = store.MessageRow.get(self.ledger.reader(), origin, addressing.message_id)
-            assert row is not None
-            return self._same_request(row, request_digest)
+        except sqlite3.IntegrityError as exc:  # the same id won a race: answer as for a retry
+            return self._same_request(
+                self._winner(origin, addressing.message_id, exc), request_digest
+            )
         log.info(
             "sent %s %s to %s at ledger index %d",
             kind_name(kind),
@@ -337,6 +337,16 @@ class Exchange:
             )
         if mode in (AMEND, END) and known is None:
             raise NotFoundError(f"{subject} was never published by this node")
+
+    def _winner(
+        self, origin: str, message_id: str, exc: sqlite3.IntegrityError
+    ) -> store.MessageRow:
+        """The row that won a race to record (origin, message id); if there is none, another
+        constraint failed, and ``exc`` is raised again rather than mistaken for a race."""
+        row = store.MessageRow.get(self.ledger.reader(), origin, message_id)
+        if row is None:
+            raise exc
+        return row
 
     @staticmethod
     def _check_keeps_recipients(
@@ -501,12 +511,8 @@ class Exchange:
         header, kind = opened.header, opened.header.kind
         try:
             receiving.future.result()
-        except sqlite3.IntegrityError:  # delivered twice at once: the other one recorded it
-            row = store.MessageRow.get(
-                self.ledger.reader(), receiving.opened.origin.value, header.message_id
-            )
-            assert row is not None
-            return self._known(row, opened)
+        except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
+            return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
         log.info(
             "received %s %s from %s",
             kind_name(kind),
@@ -587,7 +593,8 @@ class Exchange:
             )
         except sqlite3.IntegrityError:
             done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
-            assert done is not None
+            if done is None:  # not a race with the same acknowledgement
+                raise
             return partner_pb2.AcknowledgeInboundResponse(
                 ledger_index=done.ledger_index, duplicate=True
             )

@@ -88,8 +88,8 @@ def _wrap_handler(
     )
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """Maps every exception leaving a servicer to a gRPC status (see module docstring)."""
+class _WrappingInterceptor(grpc.ServerInterceptor):
+    """An interceptor that wraps each method's behavior with :meth:`_wrap`."""
 
     def intercept_service(
         self,
@@ -100,8 +100,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             continuation(handler_call_details), handler_call_details.method, self._wrap
         )
 
-    @staticmethod
-    def _wrap(behavior: Behavior, streaming: bool, method: str) -> Behavior:
+    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(_WrappingInterceptor):
+    """Maps every exception leaving a servicer to a gRPC status (see module docstring)."""
+
+    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
         if streaming:
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -129,21 +135,12 @@ def _peer_leaf(context: grpc.ServicerContext) -> bytes:
     return certs[0]
 
 
-class AccessInterceptor(grpc.ServerInterceptor):
+class AccessInterceptor(_WrappingInterceptor):
     """Authenticates and authorizes every call; refusals are logged with the rule."""
 
     def __init__(self, authenticator: Authenticator, jurisdiction: Jurisdiction) -> None:
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        return _wrap_handler(
-            continuation(handler_call_details), handler_call_details.method, self._wrap
-        )
 
     def _admit(self, context: grpc.ServicerContext, method: str) -> Principal:
         try:
