@@ -9,7 +9,9 @@ CRLs, so every call is checked again here, on the peer's leaf certificate:
 4. allowed for TLS client authentication (extended key usage);
 5. not revoked by a loaded CRL of its issuer.
 
-The outcome is cached by certificate fingerprint until the CRLs change.
+The outcome is cached by the certificate's PEM bytes (as the TLS layer hands them over) until the
+bundle or the CRLs change, so a connection's later calls cost one dictionary lookup and an
+expiry check, not an X.509 parse.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Authenticator:
         self._clock = clock
         self._bundle = bundle
         self._crls = self._verify(bundle, crls)
-        self._cache: dict[str, Principal] = {}
+        self._cache: dict[bytes, Principal] = {}
 
     def _verify(
         self, bundle: TrustBundle, crls: Sequence[x509.CertificateRevocationList]
@@ -118,24 +120,27 @@ class Authenticator:
             self._cache.clear()
 
     def authenticate(self, leaf_pem: bytes) -> Principal:
-        """Return the caller's :class:`Principal`, or raise :class:`UnauthenticatedError`."""
+        """Return the caller's :class:`Principal`, or raise :class:`UnauthenticatedError`.
+
+        A certificate already admitted under the current bundle and CRLs is answered from the
+        cache while it is still valid; the first call, and any after a change, does every check.
+        """
+        now = self._clock()
+        cached = self._cache.get(leaf_pem)
+        if cached is not None and now <= cached.not_after:
+            return cached
         try:
             cert = x509.load_pem_x509_certificate(leaf_pem)
         except ValueError as exc:
             raise UnauthenticatedError("peer certificate is not a valid X.509 certificate") from exc
-        fp = fingerprint(cert)
-        now = self._clock()
         with self._lock:
-            cached = self._cache.get(fp)
             bundle, crls = self._bundle, self._crls
-        if cached is not None and now <= cached.not_after:
-            return cached
-        principal = self._check(cert, fp, now, bundle, crls)
+        principal = self._check(cert, fingerprint(cert), now, bundle, crls)
         with self._lock:
             if bundle is self._bundle and crls is self._crls:
                 if len(self._cache) >= _CACHE_LIMIT:
                     self._cache.clear()
-                self._cache[fp] = principal
+                self._cache[leaf_pem] = principal
         return principal
 
     @staticmethod

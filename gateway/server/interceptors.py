@@ -89,16 +89,29 @@ def _wrap_handler(
 
 
 class _WrappingInterceptor(grpc.ServerInterceptor):
-    """An interceptor that wraps each method's behavior with :meth:`_wrap`."""
+    """An interceptor that wraps each method's behavior with :meth:`_wrap`.
+
+    grpcio asks on every call; the wrapped handler is built once per method and reused while
+    the handler beneath stays the same object (it does, for registered services).
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[object, Any]] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        return _wrap_handler(
-            continuation(handler_call_details), handler_call_details.method, self._wrap
-        )
+        method = handler_call_details.method
+        handler = continuation(handler_call_details)
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap_handler(handler, method, self._wrap)
+        if handler is not None:  # unknown methods are not remembered: callers choose them
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
         raise NotImplementedError
@@ -139,6 +152,7 @@ class AccessInterceptor(_WrappingInterceptor):
     """Authenticates and authorizes every call; refusals are logged with the rule."""
 
     def __init__(self, authenticator: Authenticator, jurisdiction: Jurisdiction) -> None:
+        super().__init__()
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
 
