@@ -265,12 +265,15 @@ def enqueue(conn: sqlite3.Connection, message_id: str, recipients: list[str]) ->
     )
 
 
-def pending(conn: sqlite3.Connection, recipient: str, limit: int) -> list[OutboxRow]:
-    """Undelivered rows for ``recipient`` in submit order (the head decides when to retry)."""
+def pending(
+    conn: sqlite3.Connection, recipient: str, limit: int, after: int = 0
+) -> list[OutboxRow]:
+    """Undelivered rows for ``recipient`` after outbox number ``after``, in submit order (the
+    head decides when to retry)."""
     rows = conn.execute(
         f"SELECT {OutboxRow._COLUMNS} FROM exchange_outbox "  # noqa: S608
-        "WHERE recipient = ? AND state IN (?, ?) ORDER BY seq LIMIT ?",
-        (recipient, QUEUED, FAILING, limit),
+        "WHERE recipient = ? AND state IN (?, ?) AND seq > ? ORDER BY seq LIMIT ?",
+        (recipient, QUEUED, FAILING, after, limit),
     ).fetchall()
     return [OutboxRow(*r) for r in rows]
 

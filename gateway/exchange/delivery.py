@@ -9,6 +9,9 @@ verified receipt in the ledger.
   envelope: it is marked ``REFUSED`` and logged, and the ones after it go on.
 - A receipt is verified (signer, signature, message id, digest, recipient) before its ``receipt``
   ledger entry is written; an unverifiable receipt counts as a transport failure.
+- Receipts are saved while the next batch is on its way: their ledger entries are queued, and
+  the next batch starts after the rows whose outcome is queued. If that commit fails, the rows
+  are still pending and go again; the recipient answers a repeat with the receipt it gave.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +35,7 @@ from gateway.envelope import open_receipt
 from gateway.errors import GatewayError
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange, kind_name
-from gateway.ledger import Entry, Event
+from gateway.ledger import Entry, Event, Record
 from gateway.pki.identity import Jurisdiction
 
 __all__ = ["Backoff", "Deliverer"]
@@ -95,6 +99,10 @@ class Deliverer:
         # While backing off from a failure, new outbox rows wait behind the failing head
         # anyway: they do not wake the thread (each wake would re-read the whole backlog).
         self._backing_off = False
+        # While ``_saving`` (the ledger commit of a batch's receipts and refusals) is queued,
+        # the next batch starts after its last outbox number, ``_saving_through``.
+        self._saving: Future[list[Record]] | None = None
+        self._saving_through = 0
 
     def start(self) -> None:
         """Start delivering."""
@@ -129,11 +137,30 @@ class Deliverer:
                 continue  # more to send right away
             self._wake.wait(wait)
             self._wake.clear()
+        self._settle(block=True)
+
+    def _settle(self, block: bool) -> bool:
+        """Take the outcome of the queued save, if it is done (or ``block``). False if it failed:
+        its rows are still pending in the outbox, and go again once no save is queued."""
+        saving = self._saving
+        if saving is None or not (block or saving.done()):
+            return True
+        self._saving = None
+        try:
+            saving.result()
+        except Exception:
+            log.exception("saving receipts from %s failed; those messages go again", self.peer)
+            return False
+        return True
 
     def deliver_once(self) -> float | None:
         """Send one batch. Returns None when more is ready, else seconds to wait before the next."""
+        if not self._settle(block=False):
+            self._failures += 1
+            return self._backoff.delay(self._failures)
         reader = self.exchange.ledger.reader()
-        rows = store.pending(reader, self.peer.value, self._batch_size)
+        after = 0 if self._saving is None else self._saving_through
+        rows = store.pending(reader, self.peer.value, self._batch_size, after)
         if not rows:
             return 1.0  # or sooner: a submit wakes this thread through on_outbox
         now_ms = int(time.time() * 1000)
@@ -266,8 +293,10 @@ class Deliverer:
         receipts: list[tuple[store.OutboxRow, bytes, Entry]],
         refusals: list[tuple[store.OutboxRow, str, Entry]],
     ) -> None:
-        """Ledger the verified receipts and the final refusals, and mark their outbox rows, in
-        one transaction: the origin's ledger shows what was refused, by whom, and when."""
+        """Queue the ledger entries of the verified receipts and the final refusals, with the
+        marks on their outbox rows, in one transaction: the origin's ledger shows what was
+        refused, by whom, and when. Returns at once; the previous save is awaited first, so at
+        most one is outstanding."""
         if not receipts and not refusals:
             return
 
@@ -278,4 +307,7 @@ class Deliverer:
                 store.mark_failed(conn, [row.seq], error, 0, final=True)
 
         entries = [entry for _, _, entry in receipts] + [entry for _, _, entry in refusals]
-        self.exchange.ledger.append_many(entries, within)
+        if not self._settle(block=True):
+            self._failures += 1  # this batch's outcomes are saved; the failed ones go again
+        self._saving = self.exchange.ledger.queue_append(entries, within)
+        self._saving_through = max(row.seq for row, _, _ in (*receipts, *refusals))

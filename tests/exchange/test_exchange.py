@@ -157,6 +157,8 @@ def test_submit_states_table(trio: Trio) -> None:
     cn = trio.partner(CN)
     first = notice_request(CN, [HK])
     cn.SubmitSeizureNotice(first, timeout=10)
+    # Its receipt is ledgered when it comes: wait, so the size below moves only by a refusal.
+    wait_for(lambda: _delivered(trio, CN, first.addressing.message_id, 1), what="the receipt")
     again = notice_request(CN, [HK])
     again.notice.notice_id = first.notice.notice_id
     unknown = notice_request(CN, [HK])
