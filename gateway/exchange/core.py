@@ -171,7 +171,7 @@ class Exchange:
         self._trust = trust
         self._clock = clock
         self._listeners: list[PayloadListener] = []
-        self._outbox_listeners: list[Callable[[], None]] = []
+        self._outbox_listeners: list[Callable[[Sequence[str]], None]] = []
         self._inbound_changed = threading.Condition()
         self._inbound_version = 0
 
@@ -194,8 +194,9 @@ class Exchange:
         """Call ``listener`` for every payload this node records (sent or received)."""
         self._listeners.append(listener)
 
-    def on_outbox(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (cheaply, without blocking) whenever the outbox grows."""
+    def on_outbox(self, listener: Callable[[Sequence[str]], None]) -> None:
+        """Call ``listener(recipients)`` (cheaply, without blocking) whenever the outbox grows,
+        with the jurisdiction codes the new rows are for."""
         self._outbox_listeners.append(listener)
 
     def _tell(
@@ -317,12 +318,12 @@ class Exchange:
         )
         self._tell(self.jurisdiction, kind, payload, addressing.message_id, now)
         for listener in self._outbox_listeners:
-            listener()
+            listener(names)
         return partner_pb2.SubmitResponse(
             message_id=addressing.message_id,
             ledger_index=records[0].index,
             digest=digest,
-            accepted_at=_timestamp(now),
+            accepted_at=header.created_at,  # the same instant, converted once
         )
 
     @staticmethod

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +89,7 @@ class Deliverer:
         self.peer = peer
         self._channel_factory = channel_factory
         self._channel: grpc.Channel | None = None
+        self._peer_stub: Any = None
         self._batch_size = batch_size
         self._timeout = timeout
         self._backoff = backoff or Backoff()
@@ -109,8 +110,8 @@ class Deliverer:
         self.exchange.on_outbox(self._outbox_grew)
         self._thread.start()
 
-    def _outbox_grew(self) -> None:
-        if not self._backing_off:
+    def _outbox_grew(self, recipients: Sequence[str]) -> None:
+        if not self._backing_off and self.peer.value in recipients:
             self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -217,7 +218,8 @@ class Deliverer:
     def _stub(self) -> Any:
         if self._channel is None:
             self._channel = self._channel_factory()
-        return peer_pb2_grpc.PeerExchangeStub(self._channel)
+            self._peer_stub = peer_pb2_grpc.PeerExchangeStub(self._channel)
+        return self._peer_stub
 
     def _transport_failure(self, rows: list[store.OutboxRow], error: str) -> float:
         """Mark ``rows`` failed with the head's next attempt; return the seconds until then
