@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from customs.gateway.v1 import envelope_pb2, partner_pb2, partner_pb2_grpc
+from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.envelope import PAYLOAD_TYPES, jurisdiction_of
 from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
@@ -129,7 +129,6 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
             ledger_index=row.ledger_index,
         )
         if row.envelope is not None:  # None once erased at the end of retention
-            envelope = envelope_pb2.Envelope.FromString(row.envelope)
-            message.envelope.CopyFrom(envelope)
-            getattr(message, _PAYLOAD_FIELDS[row.kind]).ParseFromString(envelope.payload)
+            message.envelope.ParseFromString(row.envelope)  # parsed in place, not copied
+            getattr(message, _PAYLOAD_FIELDS[row.kind]).ParseFromString(message.envelope.payload)
         return message
