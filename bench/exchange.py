@@ -26,7 +26,10 @@ Method:
 
 Everything shares the machine's cores with whatever else runs; the table ends with the load
 average before and after, because at 200 messages/s a node pair that gets less than about a
-core falls behind and the latency then measures the growing queue.
+core falls behind and the latency then measures the growing queue. For the same reason the
+throughput rows come with the server process's CPU time per call (from ``/proc``, Linux only),
+which does not depend on what else the machine is doing: where the submit path spends more
+than twice the echo server's CPU per call, no amount of idle cores brings the ratio to 0.5.
 """
 
 from __future__ import annotations
@@ -138,8 +141,8 @@ def _echo_server(tls: tuple[Path, Path, Path], ready: Any, stop: Any) -> None:
 
 
 @contextmanager
-def _echo(world: World) -> Iterator[str]:
-    """Run the echo server in a process of its own; yield its address."""
+def _echo(world: World) -> Iterator[tuple[str, int]]:
+    """Run the echo server in a process of its own; yield its address and process id."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Queue(), ctx.Event()
     node = world.cred(CN, Role.NODE)
@@ -148,7 +151,9 @@ def _echo(world: World) -> Iterator[str]:
     )
     process.start()
     try:
-        yield f"127.0.0.1:{ready.get(timeout=30)}"
+        address = f"127.0.0.1:{ready.get(timeout=30)}"
+        assert process.pid is not None
+        yield address, process.pid
     finally:
         stop.set()
         process.join(10)
@@ -202,18 +207,34 @@ def _closed_loop(client: Client, method: str, seconds: float, per_thread: int, o
     out.put((sum(counts), sum(errors), elapsed))
 
 
-def _throughput(client: Client, method: str, seconds: float) -> float:
-    """Calls/s of the closed-loop client in a process of its own."""
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (NaN where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _throughput(
+    client: Client, method: str, seconds: float, server_pid: int
+) -> tuple[float, float]:
+    """(calls/s, server CPU ms per call) of the closed-loop client in a process of its own.
+
+    The server's CPU is counted from the client's start to its end, warm-up calls included
+    in the count of calls (a few, against thousands)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     per_thread = int(seconds * 400) + 10  # more than a thread can send in ``seconds``
     process = ctx.Process(target=_closed_loop, args=(client, method, seconds, per_thread, out))
+    cpu_before = _cpu_seconds(server_pid)
     process.start()
     calls, errors, elapsed = out.get(timeout=seconds + 120)
+    cpu = _cpu_seconds(server_pid) - cpu_before
     process.join(10)
     if errors:
         raise RuntimeError(f"{errors} of {calls + errors} calls to {method} failed")
-    return float(calls / elapsed)
+    return float(calls / elapsed), cpu * 1000 / (calls + 4)
 
 
 # -- paced latency ----------------------------------------------------------------------------
@@ -385,16 +406,16 @@ def run(scale: Scale) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-exchange-") as tmp:
         root = Path(tmp)
         world = make_world(root / "pki")
-        with _echo(world) as echo_address:
+        with _echo(world) as (echo_address, echo_pid):
             echo_client = _partner(world, CN, echo_address)
-            echo_rate = _throughput(echo_client, ECHO_METHOD, seconds)
+            echo_rate, echo_cpu = _throughput(echo_client, ECHO_METHOD, seconds, echo_pid)
             echo_p50, echo_p99 = _echo_latency(echo_client, latency_n)
 
         phase = root / "submit"
         ports = {j: free_port() for j in ALL}
-        with _running(world, phase, ports, (CN,)):
-            submit_rate = _throughput(
-                _partner(world, CN, f"127.0.0.1:{ports[CN]}"), SUBMIT_METHOD, seconds
+        with _running(world, phase, ports, (CN,)) as (cn,):
+            submit_rate, submit_cpu = _throughput(
+                _partner(world, CN, f"127.0.0.1:{ports[CN]}"), SUBMIT_METHOD, seconds, cn
             )
 
         phase = root / "latency"
@@ -408,15 +429,20 @@ def run(scale: Scale) -> list[Result]:
 
         phase = root / "sustained"
         ports = {j: free_port() for j in ALL}
-        with _running(world, phase, ports, ALL):
+        with _running(world, phase, ports, ALL) as pids:
             clients = {j: _partner(world, j, f"127.0.0.1:{ports[j]}") for j in ALL}
+            cpu_before = sum(_cpu_seconds(pid) for pid in pids)
             sustained, offered = _sustained(clients, sustained_s, threads=8)
+            nodes_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+            sustained_cpu = nodes_cpu * 1000 / (offered * sustained_s)
 
     load_after = os.getloadavg()[0]
     rate = f"at {RATE:.0f} msg/s"
     return [
         Result(GROUP, f"durable submits/s, {CALLERS} callers", submit_rate, "calls/s",
                "bare mTLS echo calls/s", echo_rate, target=0.5),
+        Result(GROUP, "  node CPU per durable submit", submit_cpu, "ms",
+               "echo server CPU per call", echo_cpu),
         Result(GROUP, f"submit CN -> HK stream p50 {rate}", p50, "ms",
                "echo round trip p50", echo_p50),
         Result(GROUP, "  vs 10 ms target", p50, "ms", target=10.0, higher_is_better=False),
@@ -427,6 +453,8 @@ def run(scale: Scale) -> list[Result]:
                "bare mTLS echo calls/s", echo_rate),
         Result(GROUP, "  vs 1,000 msg/s target", sustained, "msg/s", target=1000.0),
         Result(GROUP, "  three-node submits/s (2 recipients each)", offered, "calls/s"),
+        Result(GROUP, "  nodes' CPU per message (1 submit, 2 deliveries, 2 arrivals)",
+               sustained_cpu, "ms"),
         # Every number above shares two cores with whatever else runs on the machine.
         Result(GROUP, "machine load average (1 min) before", load_before, "runnable"),
         Result(GROUP, "machine load average (1 min) after", load_after, "runnable"),
@@ -436,9 +464,10 @@ def run(scale: Scale) -> list[Result]:
 @contextmanager
 def _running(
     world: World, root: Path, ports: dict[Jurisdiction, int], running: tuple[Jurisdiction, ...]
-) -> Iterator[None]:
+) -> Iterator[list[int]]:
     """Start ``running`` as ``customs-gateway serve`` processes on ``ports`` (peering with all
-    three), with fresh data directories under ``root``; stop them on exit."""
+    three), with fresh data directories under ``root``; yield their process ids, in order;
+    stop them on exit."""
     processes = []
     for j in running:
         config = world.write_config(
@@ -451,7 +480,7 @@ def _running(
     try:
         for p in processes:
             p.start()
-        yield
+        yield [p.process.pid for p in processes if p.process is not None]
     finally:
         for p in processes:
             p.stop()
