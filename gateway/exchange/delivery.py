@@ -115,10 +115,18 @@ class Deliverer:
             self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the batch in flight (its results are recorded or retried later)."""
+        """Stop after the batch in flight; if it is not answered within ``timeout`` seconds,
+        cancel it (its rows stay pending and go again after a restart). Returns once the
+        thread has ended, so nothing writes to the ledger after this (unless the thread is
+        stuck beyond a second ``timeout``, which is logged)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive() and self._channel is not None:
+            self._channel.close()  # cancels the call in flight
+            self._thread.join(timeout)
+            if self._thread.is_alive() and timeout > 0:  # kill() asks for no wait at all
+                log.error("delivery thread for %s did not stop", self.peer)
         if self._channel is not None:
             self._channel.close()
 
