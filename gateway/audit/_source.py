@@ -188,10 +188,14 @@ class DatabaseSource:
         return result
 
     def stored_leaf_hash(self, index: int) -> bytes | None:
-        n = index + 1
-        node = 2 * (n - 1) - (n - 1).bit_count()
-        row = self._conn.execute("SELECT hash FROM ledger_nodes WHERE id = ?", (node,)).fetchone()
-        return None if row is None else bytes(row[0])
+        # Leaf hashes are row 0 of the level-0 tiles (docs/ledger-format.md): a tile of 16
+        # entries is keyed (16 * (k + 1)) * 16, its hash of entry 16k + i at bytes 32i..32i+32.
+        key = ((index >> 4) + 1) << 8
+        row = self._conn.execute("SELECT hashes FROM ledger_tiles WHERE id = ?", (key,)).fetchone()
+        if row is None or len(row[0]) < 512:
+            return None
+        at = (index & 15) * 32
+        return bytes(row[0][at : at + 32])
 
     def close(self) -> None:
         self._conn.close()

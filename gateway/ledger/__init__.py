@@ -7,7 +7,7 @@ stores them with group commit and serves tree heads and RFC 9162 proofs in O(log
 
 from gateway.ledger._checkpointer import Checkpointer
 from gateway.ledger._entry import FORMAT_VERSION, Entry, Event, Record, decode_record
-from gateway.ledger._schema import CHECKPOINTS, COSIGNATURES, ENTRIES, META, NODES
+from gateway.ledger._schema import CHECKPOINTS, COSIGNATURES, ENTRIES, META, TILES
 from gateway.ledger._store import Ledger, SignedCheckpoint, Within
 from gateway.ledger.errors import (
     EntryFormatError,
@@ -23,7 +23,7 @@ __all__ = [
     "ENTRIES",
     "FORMAT_VERSION",
     "META",
-    "NODES",
+    "TILES",
     "Checkpointer",
     "Entry",
     "EntryFormatError",

@@ -7,25 +7,26 @@ import sqlite3
 import sqlite_utils
 
 ENTRIES = "ledger_entries"
-NODES = "ledger_nodes"
+TILES = "ledger_tiles"
 CHECKPOINTS = "ledger_checkpoints"
 COSIGNATURES = "ledger_cosignatures"
 META = "ledger_meta"
-TABLES = (ENTRIES, NODES, CHECKPOINTS, COSIGNATURES, META)
-SCHEMA_VERSION = "1"
+TABLES = (ENTRIES, TILES, CHECKPOINTS, COSIGNATURES, META)
+SCHEMA_VERSION = "2"
 
 
 def create(conn: sqlite3.Connection) -> None:
     """Create the ledger tables and their triggers if missing (inside the caller's transaction).
 
-    ``ledger_nodes`` is keyed by :func:`gateway.merkle.node_id`, a single integer that grows
-    with the log, so it is the table's rowid: a proof reads its nodes with one ``IN`` query.
+    ``ledger_tiles`` holds one row per complete tile of subtree hashes, keyed by an integer
+    that grows with the log (``gateway.ledger._tiles``), so it is the table's rowid and every
+    insert lands at the end of the B-tree: a proof reads its stored nodes from one row or two.
     """
     db = sqlite_utils.Database(conn)
     if not db.table(ENTRIES).exists():
         db.table(ENTRIES).create({"idx": int, "leaf": bytes}, pk="idx", not_null={"leaf"})
-    if not db.table(NODES).exists():
-        db.table(NODES).create({"id": int, "hash": bytes}, pk="id", not_null={"hash"})
+    if not db.table(TILES).exists():
+        db.table(TILES).create({"id": int, "hashes": bytes}, pk="id", not_null={"hashes"})
     if not db.table(CHECKPOINTS).exists():
         db.table(CHECKPOINTS).create(
             {"size": int, "root": bytes, "note": str, "created_ms": int},

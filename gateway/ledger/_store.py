@@ -25,15 +25,19 @@ from typing import Any, TypeVar
 
 from gateway.ledger import _schema
 from gateway.ledger._entry import Entry, Record, decode_record, encode_many
+from gateway.ledger._tiles import (
+    TILE_HEIGHT,
+    TileFrontier,
+    TileReader,
+    check_tiles_end,
+    load_levels,
+    rebuild,
+)
 from gateway.ledger.errors import LedgerClosedError, LedgerCorruptError, LedgerRangeError
 from gateway.merkle import (
-    Frontier,
     MerkleError,
-    Node,
     consistency_proof,
     inclusion_proof,
-    node_id,
-    perfect_nodes,
     tree_root,
 )
 from gateway.notes import (
@@ -90,34 +94,20 @@ class _Task:
 _STOP = object()
 
 
-class _NodeReader:
-    """A :class:`gateway.merkle.SubtreeSource` over one connection: one query per proof."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def subtree_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
-        ids = [node_id(n.level, n.pos) for n in nodes]
-        unique = list(dict.fromkeys(ids))
-        marks = ",".join("?" * len(unique))
-        sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
-        found = dict(self._conn.execute(sql, unique).fetchall())
-        try:
-            return [found[i] for i in ids]
-        except KeyError as e:
-            raise LedgerCorruptError(f"ledger node {e.args[0]} is missing") from e
-
-
 def _cached_total(size: int, low: int) -> int:
     """How many perfect nodes of level >= ``low`` a tree of ``size`` leaves has."""
     return sum(size >> level for level in range(low, size.bit_length()))
 
 
 def _lowest_cached_level(size: int, limit: int) -> int:
-    """The lowest level from which every perfect node fits in ``limit`` hashes."""
+    """The lowest tile base level from which every perfect node fits in ``limit`` hashes.
+
+    A multiple of the tile height: the levels below it are read as whole tiles anyway, so a
+    proof reads the same rows whether the cache starts at a tile's base or inside it.
+    """
     low = 0
     while _cached_total(size, low) > limit:
-        low += 1
+        low += TILE_HEIGHT
     return low
 
 
@@ -151,54 +141,6 @@ class _UpperLevels:
         return self.levels
 
 
-class _CachedReader:
-    """A :class:`gateway.merkle.SubtreeSource`: upper levels from memory, the rest in one query."""
-
-    def __init__(self, upper: _UpperLevels, conn: sqlite3.Connection) -> None:
-        self._upper = upper
-        self._conn = conn
-
-    def subtree_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
-        low, levels = self._upper.low, self._upper.levels
-        out = [levels[level][pos] if level >= low else b"" for level, pos in nodes]
-        ids = [
-            2 * (n - 1) - (n - 1).bit_count() + level  # node_id(level, pos), inlined
-            for level, pos in nodes
-            if level < low and (n := (pos + 1) << level)
-        ]
-        if ids:
-            marks = ",".join("?" * len(ids))
-            sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
-            found = dict(self._conn.execute(sql, ids).fetchall())
-            if len(found) < len(set(ids)):
-                missing = min(set(ids) - found.keys())
-                raise LedgerCorruptError(f"ledger node {missing} is missing")
-            fetched = iter(ids)
-            out = [h or found[next(fetched)] for h in out]
-        return out
-
-
-def _load_upper(conn: sqlite3.Connection, size: int, limit: int) -> _UpperLevels:
-    """The cached levels of a tree of ``size`` leaves, read from ``ledger_nodes`` at open."""
-    low = _lowest_cached_level(size, limit)
-    levels: list[list[bytes]] = [[] for _ in range(max(low, size.bit_length()))]
-    wanted = [
-        (level, pos) for level in range(low, size.bit_length()) for pos in range(size >> level)
-    ]
-    found: dict[int, bytes] = {}
-    for at in range(0, len(wanted), 900):
-        chunk = [node_id(level, pos) for level, pos in wanted[at : at + 900]]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT id, hash FROM ledger_nodes WHERE id IN ({marks})"  # noqa: S608
-        found.update(conn.execute(sql, chunk).fetchall())
-    for level, pos in wanted:
-        h = found.get(node_id(level, pos))
-        if h is None:
-            raise LedgerCorruptError(f"ledger node {node_id(level, pos)} is missing")
-        levels[level].append(h)
-    return _UpperLevels(low, levels)
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
@@ -219,22 +161,15 @@ def _check_meta(conn: sqlite3.Connection, path: Path, origin: str) -> None:
         raise LedgerCorruptError(f"{path}: unknown schema version {meta.get('schema_version')}")
 
 
-def _load_frontier(conn: sqlite3.Connection) -> Frontier:
+def _load_frontier(conn: sqlite3.Connection) -> TileFrontier:
+    """The writer's tree state at open, after checking that the stored tiles end where the
+    entries do (a crash cannot leave one without the other: they commit together)."""
     row = conn.execute("SELECT max(idx), count(*) FROM ledger_entries").fetchone()
     size = 0 if row[0] is None else row[0] + 1
     if row[1] != size:
         raise LedgerCorruptError(f"ledger has {row[1]} entries but its last index is {size - 1}")
-    if size == 0:
-        return Frontier()
-    last = conn.execute("SELECT max(id) FROM ledger_nodes").fetchone()[0]
-    top = (size & -size).bit_length() - 1  # the highest node the last append completed
-    expected = node_id(top, (size >> top) - 1)
-    if last != expected:
-        raise LedgerCorruptError(
-            f"ledger of {size} entries should end at node {expected}, ends at {last}"
-        )
-    hashes = _NodeReader(conn).subtree_hashes(perfect_nodes(0, size))
-    return Frontier(size, hashes)
+    check_tiles_end(conn, size)
+    return rebuild(conn, size)
 
 
 def _now_ms() -> int:
@@ -253,7 +188,7 @@ class Ledger:
         origin: str,
         signer: NoteSigner,
         conn: sqlite3.Connection,
-        frontier: Frontier,
+        frontier: TileFrontier,
         checkpoint_size: int | None,
         last_time: int,
         upper: _UpperLevels | None = None,
@@ -265,6 +200,7 @@ class Ledger:
         self.signer = signer
         self._wconn = conn
         self._frontier = frontier
+        self._pending = frontier.view()
         self._size = frontier.size
         self._checkpoint_size = checkpoint_size
         self._last_time = last_time
@@ -324,7 +260,9 @@ class Ledger:
                 "SELECT leaf FROM ledger_entries ORDER BY idx DESC LIMIT 1"
             ).fetchone()
             last_time = decode_record(row[0]).time_ms if row else 0
-            upper = _load_upper(conn, frontier.size, cache_limit)
+            low = _lowest_cached_level(frontier.size, cache_limit)
+            levels = load_levels(conn, frontier.size, low, frontier.view())
+            upper = _UpperLevels(low, levels)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -394,6 +332,7 @@ class Ledger:
             for job in batch:
                 job.future.set_exception(failure)
             return
+        self._pending = self._frontier.view()  # before the size: readers check the size first
         self._size = self._frontier.size
         self._last_time = stamp
         self._bound_cache()
@@ -410,7 +349,7 @@ class Ledger:
         leaves = encode_many(first, stamp, entries)
         sha = hashlib.sha256
         upper = self._upper
-        completed = frontier.extend_keyed(
+        tiles = frontier.extend(
             [sha(b"\x00" + leaf).digest() for leaf in leaves],
             upper.room(first + len(entries)),
             upper.low,
@@ -418,7 +357,8 @@ class Ledger:
         conn.executemany(
             "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
         )
-        conn.executemany("INSERT INTO ledger_nodes(id, hash) VALUES (?, ?)", completed)
+        if tiles:
+            conn.executemany("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles)
         records = [Record(index, stamp, e) for index, e in enumerate(entries, first)]
         if job.within is not None:
             job.within(conn, first)
@@ -508,8 +448,9 @@ class Ledger:
         """The number of durable entries."""
         return self._size
 
-    def _source(self) -> _CachedReader:
-        return _CachedReader(self._upper, self.reader())
+    def _source(self) -> TileReader:
+        upper = self._upper
+        return TileReader(upper.low, upper.levels, self._pending, self.reader())
 
     def cached_hashes(self) -> tuple[int, int]:
         """(lowest level kept in memory, number of subtree hashes kept): bounded by the limit."""

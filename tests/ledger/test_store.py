@@ -121,8 +121,8 @@ def test_within_callback_commits_with_the_entry_and_a_failing_one_rolls_back_alo
     [
         "UPDATE ledger_entries SET leaf = x'00' WHERE idx = 0",
         "DELETE FROM ledger_entries WHERE idx = 0",
-        "UPDATE ledger_nodes SET hash = x'00'",
-        "DELETE FROM ledger_nodes",
+        "UPDATE ledger_tiles SET hashes = x'00'",
+        "DELETE FROM ledger_tiles",
         "DELETE FROM ledger_checkpoints",
         "UPDATE ledger_checkpoints SET note = ''",
         "DELETE FROM ledger_meta",
@@ -130,15 +130,15 @@ def test_within_callback_commits_with_the_entry_and_a_failing_one_rolls_back_alo
     ids=[
         "update-entry",
         "delete-entry",
-        "update-node",
-        "delete-node",
+        "update-tile",
+        "delete-tile",
         "delete-checkpoint",
         "update-checkpoint",
         "delete-meta",
     ],
 )
 def test_triggers_refuse_update_and_delete(ledger: Ledger, ledger_path: Path, sql: str) -> None:
-    ledger.append(make_entry(0))
+    ledger.append_many([make_entry(i) for i in range(16)])  # one complete tile
     ledger.checkpoint()
     conn = sqlite3.connect(ledger_path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
