@@ -16,6 +16,12 @@ EXIT_USAGE = 2
 _COMMAND_MODULES = ("serve", "demo", "pki", "audit")
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``"1 checkpoint"``, ``"2 checkpoints"``: a count with its noun (``plural`` when it is
+    not the noun plus "s"), for summaries."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 class CliError(Exception):
     """An operator mistake: printed as one line, exit status 2."""
 

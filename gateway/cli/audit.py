@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.audit import VerificationResult, reconcile, verify_ledger, write_export
 from gateway.audit.errors import AuditError
 from gateway.audit.live import fetch_export
-from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
+from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError, counted
 from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
@@ -268,9 +268,10 @@ def _verify(args: argparse.Namespace) -> int:
         print(_as_json(result))
     elif result.ok:
         print(
-            f"ok: {result.origin}: {result.entries} entries, {result.checkpoints} checkpoints, "
-            f"{result.consistency_proofs} consistency proofs, {result.cosignatures} "
-            f"cosignatures; root {result.root.hex()}"
+            f"ok: {result.origin}: {counted(result.entries, 'entry', 'entries')}, "
+            f"{counted(result.checkpoints, 'checkpoint')}, "
+            f"{counted(result.consistency_proofs, 'consistency proof')}, "
+            f"{counted(result.cosignatures, 'cosignature')}; root {result.root.hex()}"
         )
         if bundle is not None:
             print(

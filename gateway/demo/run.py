@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
 from gateway.cli import main as cli_main
+from gateway.cli._base import counted
 from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
@@ -311,9 +312,11 @@ def run_demo(directory: Path) -> int:
 
 def _summary(result: dict[str, Any]) -> str:
     return (
-        f"{result['entries']} entries, {result['checkpoints']} checkpoints, "
-        f"{result['consistency_proofs']} consistency proofs, {result['cosignatures']} "
-        f"cosignatures, {result['envelopes']} envelopes verified; root {result['root'][:16]}..."
+        f"{counted(result['entries'], 'entry', 'entries')}, "
+        f"{counted(result['checkpoints'], 'checkpoint')}, "
+        f"{counted(result['consistency_proofs'], 'consistency proof')}, "
+        f"{counted(result['cosignatures'], 'cosignature')}, "
+        f"{counted(result['envelopes'], 'envelope')} verified; root {result['root'][:16]}..."
     )
 
 

@@ -32,7 +32,7 @@ def test_verify_export_and_verify_again(
     vkey.write_text(SIGNER.verifier.vkey + "\n")
     assert main(["audit", "verify", str(db), "--vkey", str(vkey)]) == 0
     out = capsys.readouterr()
-    assert out.out.startswith(f"ok: {ORIGIN}: 30 entries, 2 checkpoints, 1 consistency proofs")
+    assert out.out.startswith(f"ok: {ORIGIN}: 30 entries, 2 checkpoints, 1 consistency proof,")
     assert "30/30 entries (100%)" in out.err
     export = tmp_path / "hk.export"
     assert main(["audit", "export", "--db", str(db), "--out", str(export)]) == 0
