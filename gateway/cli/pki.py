@@ -589,7 +589,9 @@ def register(subparsers: Any) -> None:
         "--out-dir certs/hk/partners",
     )
     p.add_argument("--ca-dir", required=True, type=Path, help="the CA directory")
-    p.add_argument("--role", required=True, type=_arg(Role.parse), help="node, partner or auditor")
+    p.add_argument(
+        "--role", required=True, type=_arg(Role.parse), help="node, partner, auditor or monitor"
+    )
     p.add_argument("--name", required=True, help="holder name, e.g. gateway or cargo-risk")
     p.add_argument(
         "--signing",

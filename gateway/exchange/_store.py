@@ -278,6 +278,16 @@ def pending(
     return [OutboxRow(*r) for r in rows]
 
 
+def pending_counts(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+    """Undelivered outbox rows by (recipient, state): what is queued or failing now."""
+    rows = conn.execute(
+        "SELECT recipient, state, count(*) FROM exchange_outbox WHERE state IN (?, ?) "
+        "GROUP BY recipient, state",
+        (QUEUED, FAILING),
+    ).fetchall()
+    return {(recipient, state): count for recipient, state, count in rows}
+
+
 def outbox_of(conn: sqlite3.Connection, message_id: str) -> list[OutboxRow]:
     """Every delivery row of ``message_id``."""
     rows = conn.execute(

@@ -130,6 +130,11 @@ class Deliverer:
         if self._channel is not None:
             self._channel.close()
 
+    @property
+    def failures(self) -> int:
+        """Failed attempts since the last successful batch (0 while all is well)."""
+        return self._failures
+
     def wake(self) -> None:
         """Try now (e.g. the peer is known to be back)."""
         self._wake.set()

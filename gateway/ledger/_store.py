@@ -591,6 +591,10 @@ class Ledger:
             result.append(SignedCheckpoint(parse_checkpoint(parsed.text), parsed.render(), created))
         return result
 
+    def checkpoint_size(self) -> int | None:
+        """The tree size of the latest stored checkpoint, or None before the first."""
+        return self._checkpoint_size
+
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The largest stored checkpoint with every cosignature collected, or None."""
         size = self._checkpoint_size

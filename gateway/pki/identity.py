@@ -47,11 +47,13 @@ class Jurisdiction(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
-    """What a certificate holder may be: a node, a partner system or an auditor."""
+    """What a certificate holder may be: a node, a partner system, an auditor, or a
+    monitoring system (which may read the node's metrics and nothing else)."""
 
     NODE = "node"
     PARTNER = "partner"
     AUDITOR = "auditor"
+    MONITOR = "monitor"
 
     @classmethod
     def parse(cls, text: str) -> Role:

@@ -14,9 +14,12 @@ partner-own-            customs.gateway.v1.PartnerGateway           partner     
 jurisdiction
 peer-nodes-only         customs.gateway.v1.PeerExchange             node         other
 auditors-read-only      customs.gateway.v1.LedgerAudit              auditor      any
+metrics-own-monitors    https.Metrics (``GET /metrics``, not gRPC)  monitor      own
 ======================  ==========================================  ===========  ==========
 
 "Any" still means an *authenticated* caller: authentication runs before authorization.
+The metrics endpoint is HTTPS with client certificates (ADR 0008); it asks this table for
+:data:`METRICS_METHOD`, so there is one table for every door of the node.
 """
 
 from __future__ import annotations
@@ -27,7 +30,18 @@ from dataclasses import dataclass
 from gateway.errors import PermissionDeniedError
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
 
-__all__ = ["RULES", "Relation", "Rule", "authorize", "relation_of", "rule_for_service"]
+__all__ = [
+    "METRICS_METHOD",
+    "RULES",
+    "Relation",
+    "Rule",
+    "authorize",
+    "relation_of",
+    "rule_for_service",
+]
+
+METRICS_METHOD = "/https.Metrics/Scrape"
+"""What the HTTPS metrics endpoint asks :func:`authorize` for (it is not a gRPC method)."""
 
 
 class Relation(enum.StrEnum):
@@ -99,6 +113,13 @@ RULES: tuple[Rule, ...] = (
         frozenset({Role.AUDITOR}),
         Relation.ANY,
         "auditors of any jurisdiction",
+    ),
+    Rule(
+        "metrics-own-monitors",
+        "https.Metrics",
+        frozenset({Role.MONITOR}),
+        Relation.OWN,
+        "monitoring systems of this node's jurisdiction only",
     ),
 )
 

@@ -29,6 +29,9 @@ Example (paths are relative to the config file)::
     checkpoint_interval_seconds = 10.0
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
     retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
+
+    [metrics]                         # optional: Prometheus metrics over HTTPS, client
+    listen = "127.0.0.1:9464"         # certificates required (role monitor, own jurisdiction)
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class NodeConfig:
     crls: tuple[Path, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
+    metrics_listen: str | None = None  # HOST:PORT of the HTTPS metrics endpoint, if any
 
     @property
     def identity(self) -> SpiffeId:
@@ -248,6 +252,9 @@ def load_config(path: str | Path) -> NodeConfig:
     if settings.grace_seconds < 0:
         raise srv.error("grace_seconds", "must not be negative")
     srv.done()
+    metrics = top.sub("metrics", required=False)
+    metrics_listen = metrics.parsed("listen", _address) if "listen" in metrics.table else None
+    metrics.done()
     top.done()
     return NodeConfig(
         source=source,
@@ -263,4 +270,5 @@ def load_config(path: str | Path) -> NodeConfig:
         crls=tuple(crls),
         peers=tuple(peers),
         server=settings,
+        metrics_listen=metrics_listen,
     )

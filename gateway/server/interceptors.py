@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,18 @@ def current_caller() -> Principal:
     if caller is None:
         raise UnauthenticatedError("no authenticated caller for this call")
     return caller
+
+
+Observer = Callable[[str, str, "float | None"], None]
+"""``observe(method, status code name, seconds or None for streams)``, once per call."""
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, GatewayError):
+        return str(code_pb2.Code.Name(to_status(exc).code))
+    if isinstance(exc, NotImplementedError):
+        return "UNIMPLEMENTED"
+    return "INTERNAL"
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
@@ -118,25 +131,43 @@ class _WrappingInterceptor(grpc.ServerInterceptor):
 
 
 class ErrorInterceptor(_WrappingInterceptor):
-    """Maps every exception leaving a servicer to a gRPC status (see module docstring)."""
+    """Maps every exception leaving a servicer to a gRPC status (see module docstring), and
+    tells ``observe`` (the node's metrics) how each call ended."""
+
+    def __init__(self, observe: Observer | None = None) -> None:
+        super().__init__()
+        self._observe: Observer = observe or (lambda method, code, seconds: None)
 
     def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
+        observe = self._observe
         if streaming:
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                code = "OK"
                 try:
                     yield from behavior(request, context)
+                except GeneratorExit:  # the client went away
+                    code = "CANCELLED"
+                    raise
                 except Exception as exc:
+                    code = _code_of(exc)
                     _abort(context, method, exc)
+                finally:
+                    observe(method, code, None)
 
             return stream
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
             try:
                 return behavior(request, context)
             except Exception as exc:
+                code = _code_of(exc)
                 _abort(context, method, exc)
                 raise  # unreachable: abort raises
+            finally:
+                observe(method, code, time.perf_counter() - started)
 
         return unary
 

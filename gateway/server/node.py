@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -46,6 +47,7 @@ from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
+from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
@@ -129,6 +131,27 @@ class Node:
             interval=interval,
         )
         self.health = _HealthWithCertificates(self)
+        self.metrics = NodeMetrics(
+            NodeState(
+                ledger_size=self.ledger.size,
+                checkpoint_size=self.ledger.checkpoint_size,
+                pending=self._pending,
+                failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
+                not_after=self._not_after,
+            )
+        )
+        self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
+        self.metrics_server = (
+            MetricsServer(
+                config.metrics_listen,
+                self._metrics_context,
+                self.authenticator,
+                config.jurisdiction,
+                self.metrics,
+            )
+            if config.metrics_listen is not None
+            else None
+        )
         self._warned: tuple[str, ...] = ()
         prefix = config.jurisdiction.value.lower()
         self._housekeeping = [
@@ -145,13 +168,33 @@ class Node:
                 thread_name_prefix=f"{prefix}-rpc",
             ),
             interceptors=[
-                ErrorInterceptor(),
+                ErrorInterceptor(self.metrics.observe),
                 AccessInterceptor(self.authenticator, config.jurisdiction),
             ],
             options=[("grpc.so_reuseport", 0)],
         )
         self._register()
         self.port = 0
+
+    def _pending(self) -> dict[tuple[str, str], int]:
+        names = {exchange_store.QUEUED: "queued", exchange_store.FAILING: "failing"}
+        counts = exchange_store.pending_counts(self.ledger.reader())
+        return {(peer, names[state]): n for (peer, state), n in counts.items()}
+
+    def _not_after(self) -> dict[str, float]:
+        tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
+        return {
+            "tls": tls.not_valid_after_utc.timestamp(),
+            "signing": self.signer.certificate.not_valid_after_utc.timestamp(),
+        }
+
+    def _metrics_context(self) -> ssl.SSLContext:
+        """The metrics endpoint's TLS context for the TLS material in force (rebuilt after a
+        reload, so a renewed certificate or a new bundle applies to the next scrape)."""
+        material = self.tls.material
+        if self._metrics_tls is None or self._metrics_tls[0] is not material:
+            self._metrics_tls = (material, server_context(material))
+        return self._metrics_tls[1]
 
     def _trust(self) -> tuple[TrustBundle, tuple[x509.CertificateRevocationList, ...]]:
         material = self.tls.material  # one snapshot: bundle and CRLs of the same reload
@@ -254,6 +297,14 @@ class Node:
         for deliverer in self.deliverers.values():
             deliverer.start()
         self.witness_client.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+            log.info(
+                "metrics on https://%s:%d/metrics (client certificates required)",
+                (self.config.metrics_listen or "").rpartition(":")[0],
+                self.metrics_server.port,
+                extra={"event": "metrics", "port": self.metrics_server.port},
+            )
         self._report_expiry()
         for worker in self._housekeeping:
             worker.start(self._stopped)
@@ -277,6 +328,8 @@ class Node:
         self.stopping.set()  # inbound streams end; unary calls in flight finish
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.witness_client.stop()
         for deliverer in self.deliverers.values():
             deliverer.stop()
@@ -290,6 +343,8 @@ class Node:
         self.stopping.set()
         self.exchange.wake_followers()
         self._server.stop(0).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.witness_client.stop(0)
         for deliverer in self.deliverers.values():
             deliverer.stop(0)

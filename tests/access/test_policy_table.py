@@ -23,6 +23,7 @@ SERVICES = {
 SERVICES["grpc.health.v1.Health"] = ["Check", "Watch"]
 SERVICES["grpc.reflection.v1alpha.ServerReflection"] = ["ServerReflectionInfo"]
 SERVICES["grpc.reflection.v1.ServerReflection"] = ["ServerReflectionInfo"]
+SERVICES["https.Metrics"] = ["Scrape"]  # the HTTPS metrics endpoint asks the same table
 
 
 def expected(service: str, role: Role, same_jurisdiction: bool) -> str | None:
@@ -36,6 +37,8 @@ def expected(service: str, role: Role, same_jurisdiction: bool) -> str | None:
         return None if role is Role.NODE and not same_jurisdiction else "peer-nodes-only"
     if short == "LedgerAudit":
         return None if role is Role.AUDITOR else "auditors-read-only"
+    if short == "Metrics":
+        return None if role is Role.MONITOR and same_jurisdiction else "metrics-own-monitors"
     return "deny-by-default"
 
 

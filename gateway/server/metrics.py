@@ -1,0 +1,257 @@
+"""Prometheus metrics over HTTPS with client certificates (ADR 0008).
+
+Nothing of the node listens in plaintext, so the metrics endpoint is HTTPS with the node's own
+TLS certificate, and the scraper must present a certificate of its own: one that chains to a
+root of the trust bundle, passes the same checks as a gRPC caller (SPIFFE identity, name
+constraints, validity, CRLs) and is allowed by the authorization table: a ``monitor`` of this
+node's jurisdiction (:data:`gateway.pki.policy.METRICS_METHOD`).
+
+Two kinds of metric:
+
+- counted as they happen, by the error interceptor: every RPC by method and status code, and
+  the duration of unary RPCs;
+- read when scraped, from the node's own state: ledger size and last checkpoint, undelivered
+  outbox rows per peer, each deliverer's run of failures, certificate expiry.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.errors import GatewayError
+from gateway.pki.access import Authenticator
+from gateway.pki.identity import Jurisdiction
+from gateway.pki.policy import METRICS_METHOD, authorize
+from gateway.transport import TlsMaterial
+
+__all__ = ["MetricsServer", "NodeMetrics", "NodeState", "server_context"]
+
+log = logging.getLogger("gateway.server.metrics")
+
+_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the node reports at each scrape (each callable is cheap and thread-safe)."""
+
+    ledger_size: Callable[[], int]
+    checkpoint_size: Callable[[], int | None]
+    pending: Callable[[], dict[tuple[str, str], int]]  # (peer, state) -> undelivered rows
+    failures: Callable[[], dict[str, int]]  # peer -> consecutive failed attempts
+    not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: NodeState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._state
+        yield GaugeMetricFamily(
+            "gateway_ledger_entries", "Durable entries in the ledger.", value=s.ledger_size()
+        )
+        checkpoint = s.checkpoint_size()
+        if checkpoint is not None:
+            yield GaugeMetricFamily(
+                "gateway_ledger_checkpoint_size",
+                "Tree size of the latest signed checkpoint.",
+                value=checkpoint,
+            )
+        pending = GaugeMetricFamily(
+            "gateway_outbox_pending",
+            "Outbox rows not yet delivered, by peer and state (queued, failing).",
+            labels=["peer", "state"],
+        )
+        for (peer, state), count in sorted(s.pending().items()):
+            pending.add_metric([peer, state], count)
+        yield pending
+        failures = GaugeMetricFamily(
+            "gateway_delivery_consecutive_failures",
+            "Failed delivery attempts to a peer since its last success.",
+            labels=["peer"],
+        )
+        for peer, count in sorted(s.failures().items()):
+            failures.add_metric([peer], count)
+        yield failures
+        expiry = GaugeMetricFamily(
+            "gateway_certificate_not_after_timestamp_seconds",
+            "When the node's certificates expire (Unix time).",
+            labels=["certificate"],
+        )
+        for name, when in sorted(s.not_after().items()):
+            expiry.add_metric([name], when)
+        yield expiry
+
+
+class NodeMetrics:
+    """One node's metrics, in a registry of its own (several nodes may share a process)."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._calls = Counter(
+            "gateway_rpc_requests",
+            "RPCs served, by method and gRPC status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self._seconds = Histogram(
+            "gateway_rpc_duration_seconds",
+            "Time to answer unary RPCs, by method.",
+            ["method"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(state))
+
+    def observe(self, method: str, code: str, seconds: float | None) -> None:
+        """Count one RPC; ``seconds`` for unary calls (streams last as long as the client
+        wants, so their duration says nothing)."""
+        self._calls.labels(method, code).inc()
+        if seconds is not None:
+            self._seconds.labels(method).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _HttpsServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        refusal = self.server.refusal(self.connection)
+        if refusal is not None:
+            self._reply(403, f"{refusal}\n".encode(), "text/plain; charset=utf-8")
+        elif self.path.split("?", 1)[0] != "/metrics":
+            self._reply(404, b"only /metrics is served here\n", "text/plain; charset=utf-8")
+        else:
+            self._reply(200, self.server.metrics.render(), _CONTENT_TYPE)
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("metrics %s: " + format, self.client_address[0], *args)
+
+
+class _HttpsServer(http.server.HTTPServer):
+    """One request at a time, in the server's own thread: scrapes are rare, and the node's
+    state is read on one thread's ledger connection, not a new one per request."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        context: Callable[[], ssl.SSLContext],
+        authenticator: Authenticator,
+        jurisdiction: Jurisdiction,
+        metrics: NodeMetrics,
+    ) -> None:
+        super().__init__(address, _Handler)
+        self._context = context
+        self._authenticator = authenticator
+        self._jurisdiction = jurisdiction
+        self.metrics = metrics
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, address = super().get_request()
+        sock.settimeout(10)  # a stalled client holds the endpoint 10 s at most
+        # The handshake happens here, with the context of this moment: a reloaded certificate
+        # or bundle applies to the next scrape. A client without a certificate, or speaking
+        # plain HTTP, fails it; socketserver drops such connections (ssl.SSLError is an OSError).
+        try:
+            wrapped = self._context().wrap_socket(sock, server_side=True)
+        except OSError:
+            log.info("metrics handshake from %s refused", address[0])
+            sock.close()
+            raise
+        return wrapped, address
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that went away mid-answer: one line in the log, never a traceback.
+        log.warning("metrics request from %s failed", client_address)
+
+    def refusal(self, connection: socket.socket) -> str | None:
+        """Why the peer of ``connection`` may not read metrics, or None."""
+        assert isinstance(connection, ssl.SSLSocket)
+        der = connection.getpeercert(binary_form=True)
+        if der is None:
+            return "a client certificate is required"
+        try:
+            principal = self._authenticator.authenticate(ssl.DER_cert_to_PEM_cert(der).encode())
+            authorize(METRICS_METHOD, principal, self._jurisdiction)
+        except GatewayError as exc:
+            log.warning(
+                "refused metrics scrape: %s", exc, extra={"event": "refused", "method": "metrics"}
+            )
+            return str(exc)
+        return None
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` over HTTPS, client certificates required, in a thread."""
+
+    def __init__(
+        self,
+        listen: str,
+        context: Callable[[], ssl.SSLContext],
+        authenticator: Authenticator,
+        jurisdiction: Jurisdiction,
+        metrics: NodeMetrics,
+    ) -> None:
+        host, _, port = listen.rpartition(":")
+        self._server = _HttpsServer(
+            (host, int(port)), context, authenticator, jurisdiction, metrics
+        )
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+
+def server_context(material: TlsMaterial) -> ssl.SSLContext:
+    """A TLS 1.2+ server context with the node's certificate and key that requires a client
+    certificate chained to a root of the trust bundle (the finer checks follow per request)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=material.bundle.pem().decode())
+    certificate, key = material.certificate_chain, material.private_key
+    # ssl loads a certificate and key only from files: write them to a private temporary
+    # directory for the moment of loading.
+    with tempfile.TemporaryDirectory(prefix="cgw-tls-") as tmp:
+        cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        for path, data in ((cert_path, certificate), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        context.load_cert_chain(cert_path, key_path)
+    return context
