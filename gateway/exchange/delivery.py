@@ -104,6 +104,9 @@ class Deliverer:
         # the next batch starts after its last outbox number, ``_saving_through``.
         self._saving: Future[list[Record]] | None = None
         self._saving_through = 0
+        # A save failed while another was queued: wait for that one, then read the outbox from
+        # its start, so the failed rows go again now, not once the backlog happens to drain.
+        self._resend = False
 
     def start(self) -> None:
         """Start delivering."""
@@ -169,7 +172,9 @@ class Deliverer:
 
     def deliver_once(self) -> float | None:
         """Send one batch. Returns None when more is ready, else seconds to wait before the next."""
-        if not self._settle(block=False):
+        settled = self._settle(block=self._resend)
+        self._resend = False
+        if not settled:
             self._failures += 1
             return self._backoff.delay(self._failures)
         reader = self.exchange.ledger.reader()
@@ -324,5 +329,6 @@ class Deliverer:
         entries = [entry for _, _, entry in receipts] + [entry for _, _, entry in refusals]
         if not self._settle(block=True):
             self._failures += 1  # this batch's outcomes are saved; the failed ones go again
+            self._resend = True
         self._saving = self.exchange.ledger.queue_append(entries, within)
         self._saving_through = max(row.seq for row, _, _ in (*receipts, *refusals))

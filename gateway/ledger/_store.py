@@ -444,6 +444,15 @@ class Ledger:
                 self._readers.append(conn)
         return conn
 
+    def own_reader(self) -> sqlite3.Connection:
+        """A new read-only connection to the ledger file that the caller closes: for threads
+        that come and go (:meth:`reader` keeps one per thread until the ledger closes)."""
+        if self._closed:
+            raise LedgerClosedError(f"ledger {self.origin} is closed")
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
     def size(self) -> int:
         """The number of durable entries."""
         return self._size

@@ -25,6 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -129,9 +130,23 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
 
+_MAX_CONNECTIONS = 16  # scrapers at once; more are closed at once
+_IO_TIMEOUT = 5.0  # seconds per read or write, the handshake included
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """One request per connection (``Connection: close``), in a thread of its own."""
+
     server: _HttpsServer
     protocol_version = "HTTP/1.1"
+    timeout = _IO_TIMEOUT
+
+    def setup(self) -> None:
+        # The TLS handshake runs here, in this connection's thread, so a client that stalls
+        # it (or never starts it) holds only its own thread, for _IO_TIMEOUT per step.
+        self.request.settimeout(_IO_TIMEOUT)
+        self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:
         refusal = self.server.refusal(self.connection)
@@ -143,9 +158,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(200, self.server.metrics.render(), _CONTENT_TYPE)
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -153,9 +170,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.debug("metrics %s: " + format, self.client_address[0], *args)
 
 
-class _HttpsServer(http.server.HTTPServer):
-    """One request at a time, in the server's own thread: scrapes are rare, and the node's
-    state is read on one thread's ledger connection, not a new one per request."""
+class _HttpsServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, at most :data:`_MAX_CONNECTIONS` at once: a client that
+    stalls cannot keep a monitor from scraping or the node from stopping."""
+
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(
         self,
@@ -169,25 +189,44 @@ class _HttpsServer(http.server.HTTPServer):
         self._context = context
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         self.metrics = metrics
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, address = super().get_request()
-        sock.settimeout(10)  # a stalled client holds the endpoint 10 s at most
-        # The handshake happens here, with the context of this moment: a reloaded certificate
-        # or bundle applies to the next scrape. A client without a certificate, or speaking
-        # plain HTTP, fails it; socketserver drops such connections (ssl.SSLError is an OSError).
         try:
-            wrapped = self._context().wrap_socket(sock, server_side=True)
-        except OSError:
-            log.info("metrics handshake from %s refused", address[0])
+            # The context of this moment: a reloaded certificate or bundle applies to the
+            # next connection. The handshake itself happens in the connection's thread.
+            wrapped = self._context().wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        except Exception as exc:  # never let one connection end the serving loop
             sock.close()
-            raise
+            log.error("metrics connection from %s not set up: %s", address, exc)
+            raise OSError(str(exc)) from exc  # socketserver drops the request
         return wrapped, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("metrics: too many connections; closing one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def handle_error(self, request: object, client_address: object) -> None:
-        # A client that went away mid-answer: one line in the log, never a traceback.
-        log.warning("metrics request from %s failed", client_address)
+        # A failed handshake (no certificate, plain HTTP, a stall) or a client gone mid-answer:
+        # one line in the log, never a traceback.
+        log.info("metrics connection from %s ended without an answer", client_address)
 
     def refusal(self, connection: socket.socket) -> str | None:
         """Why the peer of ``connection`` may not read metrics, or None."""

@@ -9,6 +9,7 @@ grace period, stops the workers and closes the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import ssl
@@ -178,7 +179,8 @@ class Node:
 
     def _pending(self) -> dict[tuple[str, str], int]:
         names = {exchange_store.QUEUED: "queued", exchange_store.FAILING: "failing"}
-        counts = exchange_store.pending_counts(self.ledger.reader())
+        with contextlib.closing(self.ledger.own_reader()) as conn:  # scrapes come on new threads
+            counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
 
     def _not_after(self) -> dict[str, float]:

@@ -7,6 +7,7 @@ import http.client
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,9 +51,13 @@ def _context(world: World, cred: Credential | None) -> ssl.SSLContext:
     return context
 
 
-def _get(node: Node, context: ssl.SSLContext, path: str = "/metrics") -> tuple[int, str]:
+def _get(
+    node: Node, context: ssl.SSLContext, path: str = "/metrics", timeout: float = 30
+) -> tuple[int, str]:
     assert node.metrics_server is not None
-    conn = http.client.HTTPSConnection("127.0.0.1", node.metrics_server.port, context=context)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", node.metrics_server.port, context=context, timeout=timeout
+    )
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -175,3 +180,44 @@ def test_metrics_config_mistakes_name_the_key(
         f.write(f"\n[metrics]\n{table}\n")
     with pytest.raises(ConfigError, match=match):
         load_config(config)
+
+
+def test_a_client_that_never_shakes_hands_does_not_block_scrapes(world: World, node: Node) -> None:
+    assert node.metrics_server is not None
+    with socket.create_connection(("127.0.0.1", node.metrics_server.port)):  # sends nothing
+        # A stalled handshake holds its own connection for 5 s; the scrape must not wait it out.
+        status, _ = _get(node, _context(world, _monitor(world, HK)), timeout=3)
+    assert status == 200
+
+
+def test_a_refused_client_gets_one_answer_and_the_connection_closes(
+    world: World, node: Node
+) -> None:
+    assert node.metrics_server is not None
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", node.metrics_server.port, context=_context(world, world.cred(CN, Role.PARTNER))
+    )
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Connection")) == (403, "close")
+        assert response.will_close  # it cannot hold the connection with more requests
+        response.read()
+    finally:
+        conn.close()
+
+
+def test_the_node_stops_while_metrics_clients_hold_connections(
+    world: World, tmp_path: Path
+) -> None:
+    config = world.write_config(HK, tmp_path / "hk-data")
+    with config.open("a") as f:
+        f.write('\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    node = Node(load_config(config))
+    node.start()
+    assert node.metrics_server is not None
+    with socket.create_connection(("127.0.0.1", node.metrics_server.port)):  # stalls
+        stopper = threading.Thread(target=node.stop, kwargs={"grace": 0.1})
+        stopper.start()
+        stopper.join(30)
+        assert not stopper.is_alive(), "node.stop() waited for a stalled metrics client"
