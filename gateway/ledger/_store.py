@@ -172,6 +172,27 @@ def _load_frontier(conn: sqlite3.Connection) -> TileFrontier:
     return rebuild(conn, size)
 
 
+def _check_last_checkpoint(conn: sqlite3.Connection, size: int, source: TileReader) -> None:
+    """Refuse to go on from a ledger whose stored tree no longer gives the root of its own last
+    signed checkpoint. The tail of fewer than 16 entries is rehashed from the entries at open
+    (ADR 0012), so this catches those entries altered while the node was down, before the node
+    signs anything on top of them. It is a self-check, not the security boundary: auditors and
+    witnesses are.
+
+    Raises:
+        LedgerCorruptError: naming the checkpoint size and both roots.
+    """
+    (note,) = conn.execute("SELECT note FROM ledger_checkpoints WHERE size = ?", (size,)).fetchone()
+    signed = parse_checkpoint(parse_note(note).text).root_hash
+    stored = tree_root(size, source)
+    if stored != signed:
+        raise LedgerCorruptError(
+            f"the first {size} entries hash to {stored.hex()}, but the ledger's last signed "
+            f"checkpoint (size {size}) says {signed.hex()}: the ledger was altered; run "
+            "customs-gateway audit verify on it"
+        )
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -263,6 +284,9 @@ class Ledger:
             low = _lowest_cached_level(frontier.size, cache_limit)
             levels = load_levels(conn, frontier.size, low, frontier.view())
             upper = _UpperLevels(low, levels)
+            if checkpoint_size:
+                reader = TileReader(low, levels, frontier.view(), conn)
+                _check_last_checkpoint(conn, checkpoint_size, reader)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -235,6 +235,37 @@ def test_tiles_that_do_not_end_where_the_entries_do_are_refused_at_open(
         Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
 
 
+@pytest.mark.parametrize(
+    ("index", "refused"),
+    [(530, True), (533, True), (100, False)],
+    ids=["tail-entry", "last-entry", "entry-in-a-complete-tile"],
+)
+def test_an_altered_entry_under_the_last_checkpoint_is_refused_at_open_if_rehashed(
+    ledger_path: Path, signer: NoteSigner, index: int, refused: bool
+) -> None:
+    """The tail (entries 528..533, not yet in a complete tile) is rehashed at open, so an
+    altered tail entry would enter the tree: the open refuses it against the last signed
+    checkpoint. An entry inside a complete tile does not change the stored tree; the node
+    opens, and the offline verifier names it (tests/audit/test_tamper.py)."""
+    with Ledger.open(ledger_path, origin=ORIGIN, signer=signer) as ledger:
+        ledger.append_many([make_entry(i) for i in range(534)])
+        ledger.checkpoint()
+    conn = sqlite3.connect(ledger_path)
+    conn.execute("DROP TRIGGER ledger_entries_no_update")
+    (leaf,) = conn.execute("SELECT leaf FROM ledger_entries WHERE idx = ?", (index,)).fetchone()
+    altered = bytearray(leaf)
+    altered[-1] ^= 0x01  # the last byte of a digest
+    conn.execute("UPDATE ledger_entries SET leaf = ? WHERE idx = ?", (bytes(altered), index))
+    conn.commit()
+    conn.close()
+    if refused:
+        with pytest.raises(LedgerCorruptError, match=r"last signed checkpoint \(size 534\)"):
+            Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
+    else:
+        with Ledger.open(ledger_path, origin=ORIGIN, signer=signer) as ledger:
+            assert ledger.size() == 534
+
+
 def test_a_schema_version_1_file_is_refused(ledger_path: Path, signer: NoteSigner) -> None:
     conn = sqlite3.connect(ledger_path)
     conn.execute("CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
