@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Final
 
@@ -242,6 +243,10 @@ _CHECKS: Final[dict[int, Callable[[str], str | None]]] = {
 }
 
 _SEPARATORS = re.compile(r"[\s\-()]+")
+_BARE_IMO = re.compile(r"[0-9]{7}")
+# Looked up once: attribute access on a protobuf enum wrapper costs a method call each time.
+_IMO_SCHEME: Final = _S.IDENTIFIER_SCHEME_IMO
+_NATIONAL_ID: Final = _S.IDENTIFIER_SCHEME_NATIONAL_ID
 _SQUEEZED: Final[frozenset[int]] = frozenset(
     {
         _S.IDENTIFIER_SCHEME_USCC,
@@ -265,12 +270,12 @@ def normalise_identifier(scheme: int, value: str) -> str:
     "CSQU 305438-3" becomes "CSQU3054383", HKID "A123456(3)" becomes "A1234563"); a bare
     7-digit IMO number gets its "IMO" prefix.
     """
-    import unicodedata
-
-    text = unicodedata.normalize("NFKC", value).strip().upper()
+    # NFKC leaves ASCII text as it is: skip it for the common case.
+    text = value if value.isascii() else unicodedata.normalize("NFKC", value)
+    text = text.strip().upper()
     if scheme in _SQUEEZED:
         text = _SEPARATORS.sub("", text)
-    if scheme == _S.IDENTIFIER_SCHEME_IMO and re.fullmatch(r"[0-9]{7}", text):
+    if scheme == _IMO_SCHEME and _BARE_IMO.fullmatch(text):
         text = "IMO" + text
     return text
 
@@ -300,9 +305,9 @@ def identifier_problems(scheme: int, value: str, issuing_country: str) -> list[t
         problems.append(("value", f"not in normal form; write {normal!r}"))
         return problems
     reason: str | None = None
-    if scheme == _S.IDENTIFIER_SCHEME_NATIONAL_ID and issuing_country == "CN":
+    if scheme == _NATIONAL_ID and issuing_country == "CN":
         reason = _cn_resident_id_problem(value)
-    elif scheme == _S.IDENTIFIER_SCHEME_NATIONAL_ID and issuing_country == "HK":
+    elif scheme == _NATIONAL_ID and issuing_country == "HK":
         reason = _hkid_problem(value)
     elif check is not None:
         reason = check(value)
