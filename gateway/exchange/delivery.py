@@ -129,7 +129,7 @@ class Deliverer:
             self._channel.close()  # cancels the call in flight
             self._thread.join(timeout)
         if self._thread.is_alive() and timeout > 0:  # kill() asks for no wait at all
-            log.error("delivery thread for %s did not stop within %.1f s", self.peer, 2 * timeout)
+            log.error("delivery thread for %s did not stop", self.peer)
         if self._channel is not None:
             self._channel.close()
 
