@@ -16,6 +16,7 @@ Two kinds of metric:
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import os
@@ -132,6 +133,7 @@ class NodeMetrics:
 
 _MAX_CONNECTIONS = 16  # scrapers at once; more are closed at once
 _IO_TIMEOUT = 5.0  # seconds per read or write, the handshake included
+_DEADLINE = 15.0  # seconds a connection may last in all, however slowly its bytes come
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -143,10 +145,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # The TLS handshake runs here, in this connection's thread, so a client that stalls
-        # it (or never starts it) holds only its own thread, for _IO_TIMEOUT per step.
-        self.request.settimeout(_IO_TIMEOUT)
-        self.request.do_handshake()
-        super().setup()
+        # it (or never starts it) holds only its own thread: _IO_TIMEOUT per step, and the
+        # connection is closed at _DEADLINE whatever it is doing (a byte every few seconds).
+        self._deadline = threading.Timer(_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            self.request.settimeout(_IO_TIMEOUT)
+            self.request.do_handshake()
+            super().setup()
+        except BaseException:
+            self._deadline.cancel()  # finish() does not run when setup fails
+            raise
+
+    def _expire(self) -> None:
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
 
     def do_GET(self) -> None:
         refusal = self.server.refusal(self.connection)

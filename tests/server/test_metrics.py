@@ -221,3 +221,18 @@ def test_the_node_stops_while_metrics_clients_hold_connections(
         stopper.start()
         stopper.join(30)
         assert not stopper.is_alive(), "node.stop() waited for a stalled metrics client"
+
+
+def test_a_connection_is_closed_at_its_deadline_however_slowly_it_talks(
+    world: World, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.server.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_DEADLINE", 1.0)  # 15 s in service
+    assert node.metrics_server is not None
+    context = _context(world, _monitor(world, HK))
+    raw = socket.create_connection(("127.0.0.1", node.metrics_server.port), timeout=10)
+    with context.wrap_socket(raw) as sock:
+        sock.sendall(b"GET /metr")  # and then nothing: each read waits up to 5 s
+        sock.settimeout(4)
+        assert sock.recv(1024) == b""  # closed by the deadline, before the 5 s read timeout
