@@ -461,8 +461,7 @@ class Ledger:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = ON")
+            conn = self.own_reader()
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)

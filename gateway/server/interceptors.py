@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.rpc import code_pb2, status_pb2
@@ -48,26 +48,27 @@ Observer = Callable[[str, str, "float | None"], None]
 """``observe(method, status code name, seconds or None for streams)``, once per call."""
 
 
-def _code_of(exc: BaseException) -> str:
+def _status_of(method: str, exc: BaseException) -> status_pb2.Status:
+    """The status a caller gets for ``exc``; an unexpected one is logged with an incident id."""
     if isinstance(exc, GatewayError):
-        return str(code_pb2.Code.Name(to_status(exc).code))
+        return to_status(exc)
     if isinstance(exc, NotImplementedError):
-        return "UNIMPLEMENTED"
-    return "INTERNAL"
+        return status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented")
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error in %s (incident %s)", method, incident, exc_info=exc)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
+    )
 
 
-def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
-    if isinstance(exc, GatewayError):
-        status = to_status(exc)
-    elif isinstance(exc, NotImplementedError):
-        status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented")
-    else:
-        incident = uuid.uuid4().hex[:12]
-        log.error("internal error in %s (incident %s)", method, incident, exc_info=exc)
-        status = status_pb2.Status(
-            code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
-        )
+def _abort(context: grpc.ServicerContext, status: status_pb2.Status) -> NoReturn:
+    """End the call with ``status`` (``abort_with_status`` raises)."""
     context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable: abort_with_status raises")
+
+
+def _code(status: status_pb2.Status) -> str:
+    return str(code_pb2.Code.Name(status.code))
 
 
 def _wrap_handler(
@@ -150,8 +151,9 @@ class ErrorInterceptor(_WrappingInterceptor):
                     code = "CANCELLED"
                     raise
                 except Exception as exc:
-                    code = _code_of(exc)
-                    _abort(context, method, exc)
+                    status = _status_of(method, exc)
+                    code = _code(status)
+                    _abort(context, status)
                 finally:
                     observe(method, code, None)
 
@@ -163,9 +165,9 @@ class ErrorInterceptor(_WrappingInterceptor):
             try:
                 return behavior(request, context)
             except Exception as exc:
-                code = _code_of(exc)
-                _abort(context, method, exc)
-                raise  # unreachable: abort raises
+                status = _status_of(method, exc)
+                code = _code(status)
+                _abort(context, status)
             finally:
                 observe(method, code, time.perf_counter() - started)
 
