@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import logging
 import signal
 import threading
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 from gateway.cli._base import EXIT_OK
 from gateway.server import Node, load_config
 from gateway.server.logs import configure_logging
+
+log = logging.getLogger("gateway.cli.serve")
 
 EXAMPLE = """example:
   customs-gateway serve --config /etc/customs-gateway/node.toml
@@ -44,7 +48,22 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     node.start()
+    _freeze_startup_heap()
     print(f"listening on {node.address}", flush=True)
     stop.wait()
     node.stop()
     return EXIT_OK
+
+
+def _freeze_startup_heap() -> None:
+    """Take what start-up built (modules, protobuf descriptors, trust material) out of the
+    cyclic collector's scans: it lives as long as the process. A full collection then looks only
+    at objects made since; with the start-up heap in it, each one stopped every thread of the
+    node for 40-57 ms, which was the p99 of the exchange latency (docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "start-up heap frozen: %d objects left out of garbage collection",
+        gc.get_freeze_count(),
+        extra={"event": "heap_frozen", "frozen_objects": gc.get_freeze_count()},
+    )

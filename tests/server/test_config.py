@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,6 +146,9 @@ def test_serve_process_stops_cleanly_on_sigterm(good_config: Path) -> None:
         logs = proc.stderr.read()
         assert '"event": "stopped"' in logs
         assert "Traceback" not in logs
+        frozen = [json.loads(x) for x in logs.splitlines() if '"heap_frozen"' in x]
+        assert frozen
+        assert frozen[0]["frozen_objects"] > 10_000  # the start-up heap, not a few objects
     finally:
         if proc.poll() is None:
             proc.kill()
