@@ -167,7 +167,7 @@ def _echo(world: World) -> Iterator[tuple[str, int]]:
 def _closed_loop(client: Client, method: str, seconds: float, per_thread: int, out: Any) -> None:
     """32 threads on one channel call ``method`` in a loop for ``seconds``; runs in a process.
 
-    Puts (calls, errors, elapsed seconds) on ``out``.
+    Puts (calls, errors, elapsed seconds, this process's CPU seconds while calling) on ``out``.
     """
     batches = [_requests(CN, [HK, MO], per_thread) for _ in range(CALLERS)]
     channel = client.channel()
@@ -197,14 +197,21 @@ def _closed_loop(client: Client, method: str, seconds: float, per_thread: int, o
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(CALLERS)]
     for t in threads:
         t.start()
+    cpu_before = _own_cpu()
     started = time.perf_counter()
     deadline[0] = started + seconds
     barrier.wait()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    cpu = _own_cpu() - cpu_before
     channel.close()
-    out.put((sum(counts), sum(errors), elapsed))
+    out.put((sum(counts), sum(errors), elapsed, cpu))
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -218,8 +225,9 @@ def _cpu_seconds(pid: int) -> float:
 
 def _throughput(
     client: Client, method: str, seconds: float, server_pid: int
-) -> tuple[float, float]:
-    """(calls/s, server CPU ms per call) of the closed-loop client in a process of its own.
+) -> tuple[float, float, float]:
+    """(calls/s, server CPU ms per call, client CPU ms per call) of the closed-loop client in a
+    process of its own.
 
     The server's CPU is counted from the client's start to its end, warm-up calls included
     in the count of calls (a few, against thousands)."""
@@ -229,12 +237,43 @@ def _throughput(
     process = ctx.Process(target=_closed_loop, args=(client, method, seconds, per_thread, out))
     cpu_before = _cpu_seconds(server_pid)
     process.start()
-    calls, errors, elapsed = out.get(timeout=seconds + 120)
+    calls, errors, elapsed, client_cpu = out.get(timeout=seconds + 120)
     cpu = _cpu_seconds(server_pid) - cpu_before
     process.join(10)
     if errors:
         raise RuntimeError(f"{errors} of {calls + errors} calls to {method} failed")
-    return float(calls / elapsed), cpu * 1000 / (calls + 4)
+    return float(calls / elapsed), cpu * 1000 / (calls + 4), client_cpu * 1000 / max(calls, 1)
+
+
+def _core_cpu(world: World, root: Path, n: int) -> float:
+    """CPU ms per submit of the exchange core alone: a CN node in this process, not started
+    (no gRPC server, no deliveries), 32 threads calling ``Exchange.submit`` directly with the
+    benchmark's requests: validation, signing, the idempotency and version reads, the ledger
+    with group commit and fsync, the outbox. Nothing else runs in this process meanwhile."""
+    from gateway.exchange.core import Mode
+    from gateway.server import Node, load_config
+
+    config = world.write_config(CN, root / "cn-data", peers={HK: 1, MO: 2})
+    node = Node(load_config(config))
+    try:
+        requests = _requests(CN, [HK, MO], n + 100)
+        for request in requests[:100]:  # warm up: caches, the reader connections
+            node.exchange.submit(request, Mode.NEW)
+        work = requests[100:]
+
+        def submitter(i: int) -> None:
+            for request in work[i::CALLERS]:
+                node.exchange.submit(request, Mode.NEW)
+
+        threads = [threading.Thread(target=submitter, args=(i,)) for i in range(CALLERS)]
+        before = _own_cpu()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return (_own_cpu() - before) * 1000 / n
+    finally:
+        node.ledger.close()
 
 
 # -- paced latency ----------------------------------------------------------------------------
@@ -408,15 +447,18 @@ def run(scale: Scale) -> list[Result]:
         world = make_world(root / "pki")
         with _echo(world) as (echo_address, echo_pid):
             echo_client = _partner(world, CN, echo_address)
-            echo_rate, echo_cpu = _throughput(echo_client, ECHO_METHOD, seconds, echo_pid)
+            echo_rate, echo_cpu, client_cpu = _throughput(
+                echo_client, ECHO_METHOD, seconds, echo_pid
+            )
             echo_p50, echo_p99 = _echo_latency(echo_client, latency_n)
 
         phase = root / "submit"
         ports = {j: free_port() for j in ALL}
         with _running(world, phase, ports, (CN,)) as (cn,):
-            submit_rate, submit_cpu = _throughput(
+            submit_rate, submit_cpu, _ = _throughput(
                 _partner(world, CN, f"127.0.0.1:{ports[CN]}"), SUBMIT_METHOD, seconds, cn
             )
+        core_cpu = _core_cpu(world, root / "core", 1000 if scale.quick else 4000)
 
         phase = root / "latency"
         ports = {j: free_port() for j in ALL}
@@ -438,11 +480,20 @@ def run(scale: Scale) -> list[Result]:
 
     load_after = os.getloadavg()[0]
     rate = f"at {RATE:.0f} msg/s"
+    # What a submit may cost the node for the ratio to reach 0.5 on this machine: the cores'
+    # time per call at half the echo's rate, less what the same client spends per call.
+    cores = os.cpu_count() or 1
+    budget = cores * 1000 / (0.5 * echo_rate) - client_cpu
     return [
         Result(GROUP, f"durable submits/s, {CALLERS} callers", submit_rate, "calls/s",
                "bare mTLS echo calls/s", echo_rate, target=0.5),
         Result(GROUP, "  node CPU per durable submit", submit_cpu, "ms",
                "echo server CPU per call", echo_cpu),
+        Result(GROUP, "  client CPU per call (same client, echo run)", client_cpu, "ms"),
+        Result(GROUP, "  node CPU per durable submit", submit_cpu, "ms",
+               f"budget for 0.5x on {cores} cores", budget),
+        Result(GROUP, "  exchange core alone, in-process, no gRPC", core_cpu, "ms",
+               f"budget for 0.5x on {cores} cores", budget),
         Result(GROUP, f"submit CN -> HK stream p50 {rate}", p50, "ms",
                "echo round trip p50", echo_p50),
         Result(GROUP, "  vs 10 ms target", p50, "ms", target=10.0, higher_is_better=False),
