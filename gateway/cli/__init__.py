@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, build_parser
 from gateway.errors import GatewayError
+from gateway.server.logs import flush_logs
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "main"]
 
@@ -34,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except (CliError, GatewayError) as exc:
-        print(f"customs-gateway: error: {exc}", file=sys.stderr)
+        flush_logs()  # what the node logged comes first, and never inside this line
+        sys.stderr.write(f"customs-gateway: error: {exc}\n")  # one write: one whole line
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -9,15 +9,17 @@ for the disk, to log (with a lock around each write, a line per submit cost the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import json
 import logging
 import queue
 import sys
 import threading
+import traceback
 from typing import TextIO
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "flush_logs"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -48,69 +50,135 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _QueueHandler(logging.Handler):
-    """Hands records to the writer thread; the emitting thread does no formatting or I/O."""
+    """Hands records to the writer; the emitting thread does no formatting or I/O (except for
+    errors and worse, which it waits to see written: those are the lines a crash must keep)."""
 
-    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None]) -> None:
+    def __init__(self, writer: _Writer) -> None:
         super().__init__()
-        self._records = records
+        self._writer = writer
 
-    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: the queue is safe
-        self._records.put(record)
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: the writer is safe
+        self._writer.put(record, wait=record.levelno >= logging.ERROR)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._records.put(record)
+        self._writer.put(record)
 
 
 class _Writer:
     """Formats queued records and writes them, a burst at a time, to ``stream``."""
 
     def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
-        self.records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._records: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
         self._stream = stream
         self._formatter = formatter
+        self._lock = threading.Lock()  # whole bursts, and direct writes after close
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
+
+    def put(self, record: logging.LogRecord, wait: bool = False) -> None:
+        """Queue ``record`` (and with ``wait``, return once it is written); once the writer is
+        closed, write it at once."""
+        if self._closed:
+            self._write([self._line(record)])
+            return
+        self._records.put(record)
+        if wait:
+            self.flush()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Return once every record queued before this call is written (or after ``timeout``)."""
+        if self._closed or not self._thread.is_alive():
+            return
+        written = threading.Event()
+        self._records.put(written)
+        written.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread; later records are written directly."""
+        if self._closed:
+            return
+        self._records.put(None)
+        self._thread.join(5)
+        self._closed = True
+        left: list[str] = []
+        while True:  # queued between the stop mark and now
+            try:
+                item = self._records.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, logging.LogRecord):
+                left.append(self._line(item))
+            elif isinstance(item, threading.Event):
+                item.set()
+        if left:
+            self._write(left)
 
     def _run(self) -> None:
         running = True
         while running:
-            burst = [self.records.get()]
+            burst = [self._records.get()]
             while True:  # everything already queued goes in the same write
                 try:
-                    burst.append(self.records.get_nowait())
+                    burst.append(self._records.get_nowait())
                 except queue.Empty:
                     break
-            lines = []
-            for record in burst:
-                if record is None:
+            lines, flushed = [], []
+            for item in burst:
+                if item is None:
                     running = False
-                    continue
-                try:
-                    lines.append(self._formatter.format(record) + "\n")
-                except Exception:  # a record that breaks the formatter must not end logging
-                    lines.append(json.dumps({"level": "error", "message": "unloggable record",
-                                             "logger": record.name}) + "\n")  # fmt: skip
+                elif isinstance(item, threading.Event):
+                    flushed.append(item)
+                else:
+                    lines.append(self._line(item))
             if lines:
+                self._write(lines)
+            for written in flushed:
+                written.set()
+
+    def _line(self, record: logging.LogRecord) -> str:
+        try:
+            return self._formatter.format(record) + "\n"
+        except Exception:  # a record that breaks the formatter must not end logging
+            return json.dumps({"level": "error", "message": "unloggable record",
+                               "logger": record.name}) + "\n"  # fmt: skip
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            with self._lock:
                 self._stream.write("".join(lines))
                 self._stream.flush()
+        except Exception:  # a full disk or a closed pipe: say so where possible, go on
+            with contextlib.suppress(Exception):
+                traceback.print_exc(file=sys.__stderr__)
 
-    def close(self) -> None:
-        """Write what is queued, then stop (idempotent)."""
-        if self._thread.is_alive():
-            self.records.put(None)
-            self._thread.join(5)
+
+_writer: _Writer | None = None
 
 
 def configure_logging(node: str, level: int = logging.INFO) -> None:
     """Send the ``gateway`` loggers to stderr as JSON lines tagged with ``node``.
 
-    Lines are written by a thread of their own, in the order they were logged; whatever is
-    queued is written before the process exits normally.
+    Lines are written by a thread of their own, in the order they were logged; an error (or
+    worse) is written before the call that logs it returns; whatever is queued is written
+    before the process exits normally. Calling this again replaces the writer.
     """
-    writer = _Writer(sys.stderr, _JsonFormatter(node))
-    atexit.register(writer.close)
+    global _writer
+    previous, _writer = _writer, _Writer(sys.stderr, _JsonFormatter(node))
+    atexit.register(_writer.close)
     root = logging.getLogger("gateway")
-    root.handlers[:] = [_QueueHandler(writer.records)]
+    root.handlers[:] = [_QueueHandler(_writer)]
     root.setLevel(level)
     root.propagate = False
+    if previous is not None:
+        previous.close()
+
+
+def flush_logs(timeout: float = 5.0) -> None:
+    """Return once every line logged so far is written (at once if logs are not configured):
+    for a caller about to write to stderr itself."""
+    if _writer is not None:
+        _writer.flush(timeout)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.pki import Jurisdiction
+from tests.support import World
 
 _PROGRAM = textwrap.dedent(
     """
@@ -34,11 +41,12 @@ _PROGRAM = textwrap.dedent(
 )
 
 
-def _run() -> list[dict[str, object]]:
+def _run(program: str = _PROGRAM) -> list[dict[str, object]]:
+    """Run ``program`` in a fresh interpreter; its stderr's JSON lines (others are dropped)."""
     done = subprocess.run(
-        [sys.executable, "-c", _PROGRAM], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
-    return [json.loads(line) for line in done.stderr.splitlines()]
+    return [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
 
 
 def test_every_line_is_written_whole_and_in_order_before_exit() -> None:
@@ -59,3 +67,100 @@ def test_a_bad_record_is_reported_and_logging_goes_on() -> None:
     failed = next(line for line in lines if line.get("event") == "failed")
     assert "ValueError: boom" in str(failed["exception"])
     assert lines[-1]["message"] == "last words"
+
+
+_BROKEN_WRITE = textwrap.dedent(
+    """
+    import logging, sys
+    from gateway.server.logs import configure_logging, flush_logs
+
+    class Flaky:  # stderr whose first write fails, as a full disk or a closed pipe would
+        failed = False
+        def write(self, text):
+            if not Flaky.failed:
+                Flaky.failed = True
+                raise OSError(28, "No space left on device")
+            return sys.__stderr__.write(text)
+        def flush(self):
+            sys.__stderr__.flush()
+
+    sys.stderr = Flaky()
+    configure_logging("spiffe://mo.customs.example/node")
+    log = logging.getLogger("gateway.test")
+    log.info("lost with the failed write", extra={"event": "first"})
+    flush_logs()
+    for i in range(3):
+        log.info("after the failure %d", i, extra={"event": "after", "i": i})
+    """
+)
+
+_ABRUPT_EXIT = textwrap.dedent(
+    """
+    import logging, os
+    from gateway.server.logs import configure_logging
+
+    configure_logging("spiffe://hk.customs.example/node")
+    logging.getLogger("gateway.test").error("ledger commit failed", extra={"event": "error"})
+    os._exit(0)  # as a crash would: no atexit, no flush
+    """
+)
+
+_TWICE = textwrap.dedent(
+    """
+    import logging, threading
+    from gateway.server.logs import configure_logging
+
+    log = logging.getLogger("gateway.test")
+    configure_logging("spiffe://cn.customs.example/node")
+    for i in range(300):
+        log.info("first writer %d", i, extra={"i": i})
+    configure_logging("spiffe://cn.customs.example/node")
+    for i in range(300, 600):
+        log.info("second writer %d", i, extra={"i": i})
+    writers = [t for t in threading.enumerate() if t.name == "log-writer"]
+    log.info("writers", extra={"event": "writers", "count": len(writers)})
+    """
+)
+
+
+def test_a_failed_write_does_not_end_logging() -> None:
+    lines = _run(_BROKEN_WRITE)
+    assert [line["i"] for line in lines if line.get("event") == "after"] == [0, 1, 2]
+
+
+def test_an_error_is_written_before_the_call_returns() -> None:
+    lines = _run(_ABRUPT_EXIT)
+    assert [line["message"] for line in lines] == ["ledger commit failed"]
+
+
+def test_configuring_again_replaces_the_writer_and_keeps_the_order() -> None:
+    lines = _run(_TWICE)
+    assert [line["i"] for line in lines if "i" in line] == list(range(600))
+    assert lines[-1]["count"] == 1
+
+
+@pytest.fixture
+def busy_port() -> object:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_cli_error_line_is_whole_and_after_the_nodes_log_lines(
+    world: World, tmp_path: Path, busy_port: int
+) -> None:
+    """``serve`` on a port in use: the node has logged (the frozen heap) when start fails; the
+    operator's one line comes last, whole, and exit status is 2."""
+    config = world.write_config(
+        Jurisdiction.MO, tmp_path / "data", peers={}, listen=f"127.0.0.1:{busy_port}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    *before, last = done.stderr.splitlines()
+    assert last.startswith(f"customs-gateway: error: cannot listen on 127.0.0.1:{busy_port}")
+    logs = [json.loads(line) for line in before if line.startswith("{")]  # gRPC's own may be
+    assert [line["event"] for line in logs] == ["heap_frozen"]  # there too, one whole line each
