@@ -86,7 +86,9 @@ class _Writer:
             self._write([self._line(record)])
             return
         self._records.put(record)
-        if wait:
+        if self._closed:  # closed meanwhile, perhaps after its last look at the queue
+            self._drain()
+        elif wait:
             self.flush()
 
     def flush(self, timeout: float = 5.0) -> None:
@@ -104,8 +106,12 @@ class _Writer:
         self._records.put(None)
         self._thread.join(5)
         self._closed = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what is in the queue now, from the calling thread (once closed)."""
         left: list[str] = []
-        while True:  # queued between the stop mark and now
+        while True:
             try:
                 item = self._records.get_nowait()
             except queue.Empty:
@@ -167,14 +173,15 @@ def configure_logging(node: str, level: int = logging.INFO) -> None:
     before the process exits normally. Calling this again replaces the writer.
     """
     global _writer
-    previous, _writer = _writer, _Writer(sys.stderr, _JsonFormatter(node))
-    atexit.register(_writer.close)
+    writer = _Writer(sys.stderr, _JsonFormatter(node))
+    atexit.register(writer.close)
+    if _writer is not None:  # its lines first; any logged until the swap, it writes directly
+        _writer.close()
+    _writer = writer
     root = logging.getLogger("gateway")
-    root.handlers[:] = [_QueueHandler(_writer)]
+    root.handlers[:] = [_QueueHandler(writer)]
     root.setLevel(level)
     root.propagate = False
-    if previous is not None:
-        previous.close()
 
 
 def flush_logs(timeout: float = 5.0) -> None:
