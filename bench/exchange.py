@@ -54,7 +54,9 @@ from bench._report import Result, Scale
 from customs.gateway.v1 import common_pb2, partner_pb2, partner_pb2_grpc
 from gateway.demo.cluster import NodeProcess, free_port
 from gateway.domain.fixtures import seed_notice_request
+from gateway.exchange.core import Mode
 from gateway.pki import Jurisdiction, Role, SpiffeId
+from gateway.server import Node, load_config
 from gateway.transport import ClientIdentity, ServerTls, secure_channel
 from tests.support import ALL, World, make_world
 
@@ -251,9 +253,6 @@ def _core_cpu(world: World, root: Path, n: int) -> float:
     benchmark's requests: validation, signing, the idempotency and version reads, the ledger
     with group commit and fsync, the outbox. Not the INFO line a node logs per submit (no log
     handler here; about 25 µs). Nothing else runs in this process meanwhile."""
-    from gateway.exchange.core import Mode
-    from gateway.server import Node, load_config
-
     config = world.write_config(CN, root / "cn-data", peers={HK: 1, MO: 2})
     node = Node(load_config(config))
     try:
