@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -289,6 +291,7 @@ class Node:
 
     def start(self) -> int:
         """Bind and start serving over mutual TLS; return the bound port."""
+        _refuse_if_taken(self.config.listen)
         try:
             self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
         except RuntimeError as exc:
@@ -407,3 +410,23 @@ class _Periodic:
                     log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
 
         threading.Thread(target=loop, name=self.name, daemon=True).start()
+
+
+def _refuse_if_taken(listen: str) -> None:
+    """Raise if another process already listens on ``listen``, before gRPC tries: its own
+    failure would first print a line of gRPC's log format on stderr, where an operator should
+    see one line. Any doubt (a name to resolve, an unusual address) is left to gRPC."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listener does
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UnavailableError(
+                    f"cannot listen on {listen}: address already in use"
+                ) from None
