@@ -33,6 +33,7 @@ from gateway.errors import GatewayError
 from gateway.ledger._entry import Event, decode_record
 from gateway.notes import NoteError, Verifier, parse_checkpoint, parse_note
 from gateway.pki.bundle import TrustBundle, fingerprint
+from gateway.pki.expiry import certificate_status
 from gateway.pki.note_keys import jurisdiction_of_origin
 
 _HEAD = struct.Struct(">BQQB")  # version, index, time in ms, event: the entry's first bytes
@@ -130,8 +131,10 @@ class CertificateRow:
     fingerprint: str
     subject: str
     role: str  # "log", "witness" or "rejected"
+    serial: str  # hex, as pki list and show print it
     not_before: str
     not_after: str
+    status: str  # at the report's time (gateway.pki.expiry): valid, expiring-soon, expired...
     problem: str = ""
 
 
@@ -262,7 +265,7 @@ def build_report(
             raise ExportFormatError(f"two ledgers of the same origin among {origins}")
         numbering = _Numbering()
         read = [
-            _ledger_report(path, source, bundle, numbering)
+            _ledger_report(path, source, bundle, numbering, now)
             for path, source in zip(paths, sources, strict=True)
         ]
         ledgers = [led for led, _ in read]
@@ -373,7 +376,9 @@ def _checkpoint_sizes(notes: Iterable[str]) -> set[int]:
     return sizes
 
 
-def _keys(source: LedgerSource, bundle: TrustBundle) -> tuple[CertifiedKeys, list[CertificateRow]]:
+def _keys(
+    source: LedgerSource, bundle: TrustBundle, now: dt.datetime
+) -> tuple[CertifiedKeys, list[CertificateRow]]:
     j = jurisdiction_of_origin(source.origin)
     if j is None:
         return CertifiedKeys([], [], []), []
@@ -394,8 +399,10 @@ def _keys(source: LedgerSource, bundle: TrustBundle) -> tuple[CertifiedKeys, lis
                 fp,
                 cert.subject.rfc4514_string(),
                 role,
+                f"{cert.serial_number:x}",
                 cert.not_valid_before_utc.isoformat(),
                 cert.not_valid_after_utc.isoformat(),
+                certificate_status(cert, now).value,
                 problem,
             )
         )
@@ -456,12 +463,12 @@ def _checkpoint_rows(
 
 
 def _ledger_report(
-    path: Path, source: LedgerSource, bundle: TrustBundle, numbering: _Numbering
+    path: Path, source: LedgerSource, bundle: TrustBundle, numbering: _Numbering, now: dt.datetime
 ) -> tuple[LedgerReport, _Scan]:
     result = verify_source(source, bundle=bundle)
     notes = source.checkpoints()
     scan = _scan(source, _checkpoint_sizes(notes))
-    keys, certificates = _keys(source, bundle)
+    keys, certificates = _keys(source, bundle, now)
     failures = [
         numbering.row(
             source.origin,

@@ -476,10 +476,18 @@ def _certificates(led: LedgerReport) -> _Markup:
         _el(
             "tr",
             _el("td", c.role),
-            _el("td", _el("span", c.subject, class_="mono")),
             _el(
-                "td", c.not_before[:19].replace("T", " "), " – ", c.not_after[:19].replace("T", " ")
+                "td",
+                _el("span", c.subject, class_="mono"),
+                _el("div", "serial ", _el("span", c.serial, class_="mono"), class_="small"),
             ),
+            _el(
+                "td",
+                c.not_before[:19].replace("T", " "),
+                " – ",
+                c.not_after[:19].replace("T", " "),
+            ),
+            _el("td", _el("span", c.status, class_=f"badge {_CERT_STATUS.get(c.status, 'warn')}")),
             _el(
                 "td",
                 _el("span", c.fingerprint, class_="mono"),
@@ -492,11 +500,24 @@ def _certificates(led: LedgerReport) -> _Markup:
     head = _el(
         "tr",
         _el("th", "role"),
-        _el("th", "subject"),
+        _el("th", "subject and serial"),
         _el("th", "valid (UTC)"),
+        _el("th", "at report time"),
         _el("th", "SHA-256 fingerprint"),
     )
-    return _el("table", _el("thead", head), _el("tbody", rows), class_="certificates")
+    note = _el(
+        "div",
+        "A certificate that has expired since does not undo what it signed while valid (each "
+        "cosignature's time is checked against its certificate's validity, step 2); "
+        "expiring-soon: within 14 days of the report.",
+        class_="small",
+    )
+    return _Markup(
+        _el("table", _el("thead", head), _el("tbody", rows), class_="certificates") + note
+    )
+
+
+_CERT_STATUS = {"valid": "ok", "expiring-soon": "warn", "expired": "skipped"}
 
 
 def _ledger(led: LedgerReport) -> _Markup:

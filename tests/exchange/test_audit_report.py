@@ -25,11 +25,13 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import ExportSource, write_export, write_export_records
+from gateway.audit.report import build_report, render_html
 from gateway.cli import main
 from gateway.demo.cluster import free_port
 from gateway.domain.fixtures import timestamp
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction
+from gateway.pki.bundle import TrustBundle
 from tests.exchange.conftest import (
     CN,
     HK,
@@ -340,3 +342,24 @@ def _png_colours(data: bytes) -> set[tuple[int, int, int]]:
             colours.update((row[i], row[i + 1], row[i + 2]) for i in range(0, stride, bpp * 2))
         previous = row
     return colours
+
+
+def test_a_certificate_about_to_expire_is_flagged_without_failing_the_audit(
+    scenario: Scenario, world: World
+) -> None:
+    """At a report time three days before CN's signing certificate lapses, the page says so;
+    what the certificate signed while valid still verifies."""
+    not_after = world.signing(CN).issued.certificate.not_valid_after_utc
+    bundle = TrustBundle.from_json(scenario.bundle.read_bytes())
+    paths = [scenario.exports[j] for j in ("CN", "HK", "MO")]
+    report = build_report(paths, bundle, now=not_after - dt.timedelta(days=3))
+    assert report.ok, report.failures
+    cn = report.ledgers[0]
+    (log,) = [c for c in cn.certificates if c.role == "log"]
+    assert log.status == "expiring-soon"
+    assert log.serial == f"{world.signing(CN).issued.certificate.serial_number:x}"
+    page = render_html(report)
+    assert '<span class="badge warn">expiring-soon</span>' in page
+    later = build_report(paths, bundle, now=not_after + dt.timedelta(days=1))
+    assert later.ok
+    assert {c.status for c in later.ledgers[0].certificates} == {"expired"}
