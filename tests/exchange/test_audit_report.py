@@ -30,7 +30,7 @@ from gateway.cli import main
 from gateway.demo.cluster import free_port
 from gateway.domain.fixtures import timestamp
 from gateway.ledger import Event, decode_record
-from gateway.pki import Jurisdiction
+from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from tests.exchange.conftest import (
     CN,
@@ -55,6 +55,7 @@ class Scenario:
     erased_id: str  # CN's notice to HK whose payload was erased
     pending_id: str  # CN's notice to MO, sent while MO was down
     removed_index: int  # HK's received entry of the erased notice, removed from the copy
+    short_serial: str  # HK's signing certificate, expiring in three days
 
 
 def _cosigned(trio: Trio, j: Jurisdiction, *witnesses: Jurisdiction) -> bool:
@@ -73,6 +74,13 @@ def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("report")
     ports = {j: free_port() for j in ALL}
     trio = Trio(world, root, ports, write_trio_configs(world, root, ports))
+    # HK signs with a certificate that lapses in three days: the report says so.
+    expiring = world.issue(
+        HK, Role.NODE, "gateway", signing=True, lifetime=dt.timedelta(days=3), tag="-report"
+    )
+    config = trio.configs[HK]
+    text = config.read_text().replace(str(world.signing(HK).certificate), str(expiring.certificate))
+    config.write_text(text.replace(str(world.signing(HK).key), str(expiring.key)))
     try:
         for j in ALL:
             trio.start(j)
@@ -106,8 +114,16 @@ def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             exports[j.value] = root / f"{j.value.lower()}.export"
             write_export(root / f"{j.value.lower()}-data" / "ledger.db", exports[j.value])
         tampered, removed = _without_received(exports["HK"], erased.message_id, root)
+        serial = f"{expiring.issued.certificate.serial_number:x}"
         yield Scenario(
-            root, world.bundle, exports, tampered, erased.message_id, pending.message_id, removed
+            root,
+            world.bundle,
+            exports,
+            tampered,
+            erased.message_id,
+            pending.message_id,
+            removed,
+            serial,
         )
     finally:
         trio.close()
@@ -347,19 +363,22 @@ def _png_colours(data: bytes) -> set[tuple[int, int, int]]:
 def test_a_certificate_about_to_expire_is_flagged_without_failing_the_audit(
     scenario: Scenario, world: World
 ) -> None:
-    """At a report time three days before CN's signing certificate lapses, the page says so;
-    what the certificate signed while valid still verifies."""
-    not_after = world.signing(CN).issued.certificate.not_valid_after_utc
+    """HK signs with a certificate that lapses in three days: the report flags it wherever it
+    is carried; what it signed while valid still verifies, after it expired too."""
     bundle = TrustBundle.from_json(scenario.bundle.read_bytes())
     paths = [scenario.exports[j] for j in ("CN", "HK", "MO")]
-    report = build_report(paths, bundle, now=not_after - dt.timedelta(days=3))
+    report = build_report(paths, bundle)
     assert report.ok, report.failures
-    cn = report.ledgers[0]
-    (log,) = [c for c in cn.certificates if c.role == "log"]
-    assert log.status == "expiring-soon"
-    assert log.serial == f"{world.signing(CN).issued.certificate.serial_number:x}"
+    for led in report.ledgers:
+        (short,) = [c for c in led.certificates if c.serial == scenario.short_serial]
+        assert short.status == "expiring-soon"
+        assert short.role == ("log" if led.jurisdiction == "HK" else "witness")
+        others = {c.status for c in led.certificates if c.serial != scenario.short_serial}
+        assert others == {"valid"}
     page = render_html(report)
-    assert '<span class="badge warn">expiring-soon</span>' in page
-    later = build_report(paths, bundle, now=not_after + dt.timedelta(days=1))
+    assert page.count('<span class="badge warn">expiring-soon</span>') == 3
+    later = build_report(paths, bundle, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=4))
     assert later.ok
-    assert {c.status for c in later.ledgers[0].certificates} == {"expired"}
+    (hk,) = [led for led in later.ledgers if led.jurisdiction == "HK"]
+    (short,) = [c for c in hk.certificates if c.serial == scenario.short_serial]
+    assert short.status == "expired"
