@@ -61,6 +61,14 @@ a.fref { color: #a40e26; font-weight: 600; margin-right: 4px; }
 .small { font-size: 12px; color: #57606a; }
 svg.chart { background: #fff; border: 1px solid #e5e8eb; border-radius: 6px; }
 ul.plain { margin: 4px 0; padding-left: 20px; }
+@media print {
+  body { background: #fff; font-size: 11px; }
+  main { max-width: none; padding: 0; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  section.card { break-inside: auto; border: none; padding: 0; }
+  tr, svg.chart { break-inside: avoid; }
+  a { color: inherit; text-decoration: none; }
+}
 """
 
 
