@@ -45,7 +45,7 @@ from gateway.audit._trust import CertifiedKeys, certified_keys
 from gateway.audit.errors import AuditError, BadCheckpointError, BadEntryError
 from gateway.envelope import envelope_digest, open_envelope
 from gateway.errors import GatewayError
-from gateway.ledger import EntryFormatError, Event, decode_record
+from gateway.entries import EntryFormatError, Event, decode_record, grammar_problem
 from gateway.merkle import (
     EMPTY_ROOT,
     Frontier,
