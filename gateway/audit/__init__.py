@@ -5,6 +5,7 @@ Imports nothing from the server: it reads the documented formats and uses the pu
 ``gateway.ledger``). ``reconcile`` checks the three nodes' ledgers against each other.
 """
 
+from gateway.audit._policy import WitnessPolicy
 from gateway.audit._reconcile import (
     Mismatch,
     ReconciliationError,
@@ -23,15 +24,18 @@ from gateway.audit._source import (
     write_export_records,
 )
 from gateway.audit._verify import (
+    CATEGORIES,
     Failure,
     VerificationResult,
     check_ledger,
+    default_policy,
     verify_ledger,
     verify_source,
 )
 from gateway.audit.errors import AuditError, BadCheckpointError, BadEntryError, ExportFormatError
 
 __all__ = [
+    "CATEGORIES",
     "AuditError",
     "BadCheckpointError",
     "BadEntryError",
@@ -45,8 +49,10 @@ __all__ = [
     "ReconciliationResult",
     "StoredEnvelope",
     "VerificationResult",
+    "WitnessPolicy",
     "check_ledger",
     "check_reconciliation",
+    "default_policy",
     "open_source",
     "reconcile",
     "reconcile_sources",

@@ -114,6 +114,10 @@ class LedgerSource(Protocol):
         """The leaf hash the node stored at append time, if the source has one."""
         ...
 
+    def stored_tiles(self) -> Iterator[tuple[int, bytes]] | None:
+        """A database's stored tiles ``(row id, hashes)`` in id order; None for an export."""
+        ...
+
     def certificates(self) -> list[bytes]:
         """Signing certificates (DER) of the log and of witnesses, as carried by the source."""
         ...
@@ -186,6 +190,11 @@ class DatabaseSource:
             ).fetchall()
             result.append(note + "".join(line for (line,) in lines))
         return result
+
+    def stored_tiles(self) -> Iterator[tuple[int, bytes]]:
+        cursor = self._conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
+        while rows := cursor.fetchmany(_CHUNK):
+            yield from rows
 
     def stored_leaf_hash(self, index: int) -> bytes | None:
         # Leaf hashes are row 0 of the level-0 tiles (docs/ledger-format.md): a tile of 16
@@ -282,6 +291,9 @@ class ExportSource:
         return list(self._checkpoints)
 
     def stored_leaf_hash(self, index: int) -> bytes | None:
+        return None
+
+    def stored_tiles(self) -> None:
         return None
 
     def certificates(self) -> list[bytes]:

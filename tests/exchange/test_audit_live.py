@@ -42,6 +42,16 @@ def _fetch(trio: Trio, j: Jurisdiction, out: Path, *extra: str) -> int:
     )
 
 
+def _witnessed_by_both(trio: Trio, j: Jurisdiction) -> bool:
+    latest = trio.nodes[j].ledger.latest_checkpoint()
+    others = [o for o in (CN, HK, MO) if o is not j]
+    return (
+        latest is not None
+        and latest.size == trio.nodes[j].ledger.size()
+        and all(f"— {o.trust_domain}/witness " in latest.note for o in others)
+    )
+
+
 def test_fetch_verify_reconcile_and_since(
     trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,6 +59,8 @@ def test_fetch_verify_reconcile_and_since(
         trio.partner(origin).SubmitSeizureNotice(notice_request(origin, recipients), timeout=10)
     wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 2, what="CN's receipts")
     wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 1, what="HK's receipt")
+    for j in (CN, HK, MO):  # the default witness policy: every other jurisdiction cosigned
+        wait_for(lambda j=j: _witnessed_by_both(trio, j), what=f"{j.value}'s checkpoint cosigned")
 
     exports = {j: tmp_path / f"{j.value.lower()}-1.export" for j in (CN, HK, MO)}
     for j, path in exports.items():
