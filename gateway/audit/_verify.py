@@ -44,7 +44,13 @@ from gateway.audit._policy import WitnessPolicy, witness_id
 from gateway.audit._source import LedgerSource, StoredEnvelope, open_source
 from gateway.audit._trust import CertifiedKeys, certified_keys
 from gateway.audit.errors import AuditError, BadCheckpointError, BadEntryError
-from gateway.entries import EntryFormatError, Event, decode_record, grammar_problem
+from gateway.entries import (
+    EVENT_RULES,
+    EntryFormatError,
+    Event,
+    decode_record,
+    grammar_problem,
+)
 from gateway.envelope import envelope_digest, open_envelope
 from gateway.errors import GatewayError
 from gateway.merkle import (
@@ -428,13 +434,17 @@ def _step3_witness_policy(
 
 
 def _fast_entry_problem(leaf: bytes, index: int, last_time: int) -> tuple[str | None, int]:
-    """Check one entry quickly; the full decoder words the message on failure."""
+    """Check one entry (format, own index, time, grammar); returns (problem, latest time).
+
+    The common case is checked on the raw bytes; anything unusual goes through the full
+    decoder, which words the message.
+    """
     if len(leaf) >= _HEAD.size:
         version, encoded, time_ms, event, _, kind_len = _HEAD.unpack_from(leaf)
         at = _HEAD.size + kind_len
         if (
             version == 1
-            and 1 <= event <= 7
+            and event in _FAST_RULES
             and at < len(leaf)
             and _KIND.fullmatch(leaf, _HEAD.size, at)
         ):
@@ -445,30 +455,29 @@ def _fast_entry_problem(leaf: bytes, index: int, last_time: int) -> tuple[str | 
                 and _COUNTERPART.fullmatch(leaf, at + 1, end_cp)
                 and leaf[end_cp] <= 8
                 and len(leaf) == end_cp + 1 + 32 * leaf[end_cp]
+                and _grammar_fits(event, cp_len, leaf[end_cp])
             ):
-                if encoded != index:
-                    return f"entry {index}: its bytes encode index {encoded}", last_time
-                if time_ms < last_time:
-                    return f"entry {index}: time {time_ms} is before the previous {last_time}", (
-                        last_time
-                    )
-                if _grammar_fits(event, cp_len, leaf[end_cp]):
-                    return None, time_ms
-                problem = grammar_problem(decode_record(leaf).entry)
-                if problem is not None:
-                    return f"entry {index}: {problem}", time_ms
-                return None, time_ms  # pragma: no cover - the fast table is the same
+                return _placed(index, encoded, time_ms, last_time)
     try:
-        decode_record(leaf)
+        record = decode_record(leaf)
     except EntryFormatError as e:
         return f"entry {index}: {e}", last_time
-    return f"entry {index}: malformed", last_time  # pragma: no cover - the decoder is stricter
+    problem = grammar_problem(record.entry)
+    if problem is not None:
+        return f"entry {index}: {problem}", last_time
+    return _placed(index, record.index, record.time_ms, last_time)
+
+
+def _placed(index: int, encoded: int, time_ms: int, last_time: int) -> tuple[str | None, int]:
+    if encoded != index:
+        return f"entry {index}: its bytes encode index {encoded}", last_time
+    if time_ms < last_time:
+        return f"entry {index}: time {time_ms} is before the previous {last_time}", last_time
+    return None, time_ms
 
 
 # event -> (counterpart is a 2-letter code, digest count), from gateway.entries.EVENT_RULES
 def _fast_rules() -> dict[int, tuple[bool, int]]:
-    from gateway.entries import EVENT_RULES
-
     return {
         int(e): (r.counterpart == "jurisdiction", r.digests)
         for e, r in EVENT_RULES.items()
@@ -561,6 +570,7 @@ class _Stream:
     erased: set[tuple[str, uuid.UUID]] = field(default_factory=set)
     tiles: _TileCheck | None = None
     bad_leaves: dict[int, bytes] = field(default_factory=dict)  # stored leaf hash proved wrong
+    altered: int = 0  # entries whose original hash a signed root confirmed (not their bytes)
 
 
 def _step4_entries(
@@ -656,7 +666,7 @@ def _step4_entries(
     if progress is not None:
         progress(frontier.size, total)
     result.checkpoints = len(stream.verified_sizes)
-    result.signed_entries = max(stream.verified_sizes, default=0)
+    result.signed_entries = max(stream.verified_sizes, default=0) - stream.altered
     if signed and signed[0].size == 0:
         if signed[0].root == EMPTY_ROOT:
             result.checkpoints += 1
@@ -737,6 +747,7 @@ def _step5_altered(
             )
         for index in candidates.keys() - subset.keys():
             stream.bad_leaves[index] = candidates[index]
+        stream.altered += len(subset)
         return tree
     if quiet:
         return None

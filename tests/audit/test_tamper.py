@@ -297,6 +297,33 @@ def malformed_entry(world: World, path: Path) -> Path:
     return path
 
 
+def _fields(leaf: bytes) -> tuple[bytes, bytes, bytes, list[bytes]]:
+    """(head up to the kind, kind, counterpart, digests) of a LedgerEntry (ledger-format.md)."""
+    at = 35 + leaf[34]
+    counterpart = leaf[at + 1 : at + 1 + leaf[at]]
+    at += 1 + leaf[at]
+    digests = [leaf[at + 1 + 32 * i : at + 33 + 32 * i] for i in range(leaf[at])]
+    return leaf[:35], leaf[35 : 35 + leaf[34]], counterpart, digests
+
+
+def _entry_bytes(head: bytes, kind: bytes, counterpart: bytes, digests: list[bytes]) -> bytes:
+    return b"".join(
+        [head, kind, bytes([len(counterpart)]), counterpart, bytes([len(digests)]), *digests]
+    )
+
+
+def receipt_with_one_digest(world: World, path: Path) -> Path:
+    head, kind, counterpart, digests = _fields(_leaf(path, 1))
+    _set_leaf(path, 1, _entry_bytes(head, kind, counterpart, digests[:1]))
+    return path
+
+
+def acknowledged_by_a_jurisdiction(world: World, path: Path) -> Path:
+    head, kind, _, digests = _fields(_leaf(path, 3))
+    _set_leaf(path, 3, _entry_bytes(head, kind, b"CN", digests))
+    return path
+
+
 def delete_entry(world: World, path: Path) -> Path:
     _sql(path, "DELETE FROM ledger_entries WHERE idx = 23")
     return path
@@ -381,6 +408,8 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
         [("altered-entry", 17, 20), ("stored-hash", None, None)],
     ),
     ("malformed-entry", malformed_entry, 1, [("entries", 17, None)]),
+    ("receipt-with-one-digest", receipt_with_one_digest, 1, [("entries", 1, None)]),
+    ("acknowledged-by-a-jurisdiction", acknowledged_by_a_jurisdiction, 1, [("entries", 3, None)]),
     ("deleted-entry", delete_entry, 1, [("entries", 23, None)]),
     ("swapped-entries", swap_entries, 1, [("entries", 2, None), ("entries", 8, None)]),
     ("truncated", truncate_log, 1, [("truncated", 40, 50)]),
@@ -473,6 +502,12 @@ def test_an_untouched_ledger_reports_its_cosigners_and_counts_what_it_says(
             alter_entry,
             "FAILED: entry 17 was altered: its bytes hash to ",
         ),
+        (receipt_with_one_digest, "FAILED: entry 1: receipt entry has 1 digests, not 2\n"),
+        (
+            acknowledged_by_a_jurisdiction,
+            "FAILED: entry 3: acknowledged entry: counterpart 'CN' is not a SPIFFE id (the "
+            "acknowledging partner's SPIFFE id)\n",
+        ),
         (
             alter_entry_and_cover_its_hash,
             "one or more of entries 10..19 were altered (the signed roots alone cannot say",
@@ -484,6 +519,8 @@ def test_an_untouched_ledger_reports_its_cosigners_and_counts_what_it_says(
         "inner-hash",
         "leaf-hash-beside-altered-entry",
         "altered",
+        "receipt-digests",
+        "acknowledged-counterpart",
         "altered-and-covered",
     ],
 )
