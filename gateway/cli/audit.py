@@ -317,9 +317,12 @@ def _verify(args: argparse.Namespace) -> int:
     for notice in result.notices:
         print(f"note: {notice}")
     if result.cosigners:
-        latest = max(result.cosigners)
-        names = ", ".join(result.cosigners[latest]) or "nobody"
-        print(f"latest checkpoint (size {latest}) cosigned by: {names}")
+        sizes = sorted(result.cosigners)
+        shown = [f"{n}: {', '.join(result.cosigners[n]) or '-'}" for n in sizes[-_SHOWN:]]
+        more = f"{len(sizes) - _SHOWN} earlier (--json lists all); " if len(sizes) > _SHOWN else ""
+        print(f"cosigners by checkpoint size: {more}{'; '.join(shown)}")
+        names = ", ".join(result.cosigners[sizes[-1]]) or "nobody"
+        print(f"latest checkpoint (size {sizes[-1]}) cosigned by: {names}")
     print(f"witness policy: {result.policy}")
     if result.ok:
         print(
@@ -351,6 +354,9 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(f"FAILED: {result.entries} entries but no signed checkpoint to verify them against")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+_SHOWN = 12  # checkpoints whose cosigners the text output lists
 
 
 def _policy(args: argparse.Namespace) -> WitnessPolicy | None:

@@ -460,6 +460,7 @@ def test_an_untouched_ledger_reports_its_cosigners_and_counts_what_it_says(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "latest checkpoint (size 50) cosigned by: CN, MO" in out
+    assert "cosigners by checkpoint size: 10: CN; 20: MO; 35: CN, MO; 50: CN, MO" in out
     assert "witness policy: every one of CN, MO" in out
     assert "4 checkpoints, 3 consistency proofs, 6 cosignatures" in out
     assert "(2 checkpoints meet the witness policy)" in out
