@@ -1,8 +1,10 @@
 """Offline audit of a node's ledger: verify a ledger database or an export file.
 
-Imports nothing from the server: it reads the documented formats and uses the pure cores
-(``gateway.merkle``, ``gateway.notes``, ``gateway.envelope``, the entry codec of
-``gateway.ledger``). ``reconcile`` checks the three nodes' ledgers against each other.
+Imports nothing of the node (its writer, exchange, server): it reads the documented formats and
+uses the pure cores (``gateway.merkle``, ``gateway.notes``, ``gateway.envelope``, ``gateway.pki``
+and the entry codec ``gateway.entries``); tests/audit/test_imports.py holds it to that.
+Verification follows the numbered steps of docs/audit.md under a stated
+:class:`WitnessPolicy`. ``reconcile`` checks the three nodes' ledgers against each other.
 """
 
 from gateway.audit._policy import WitnessPolicy

@@ -357,7 +357,8 @@ def several_at_once(world: World, path: Path) -> Path:
     return path
 
 
-Where = tuple[str, int | None, int | None]
+# (category, entry index, checkpoint size), and for a bad stored hash also (level, position)
+Where = tuple[str | int | None, ...]
 CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
     ("untouched", untouched, 0, []),
     ("untouched-export", untouched_export, 0, []),
@@ -384,8 +385,8 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
     # records catches this rollback (a log shorter than a checkpoint its witnesses cosigned).
     ("rollback-to-35-fully-cosigned", rollback_to(35), 0, []),
     ("fork", fork_at_20, 1, [("fork", None, 20)]),
-    ("corrupted-stored-leaf-hash", corrupt_leaf_hash, 1, [("stored-hash", None, None)]),
-    ("corrupted-stored-inner-hash", corrupt_inner_hash, 1, [("stored-hash", None, None)]),
+    ("corrupted-stored-leaf-hash", corrupt_leaf_hash, 1, [("stored-hash", None, None, 0, 13)]),
+    ("corrupted-stored-inner-hash", corrupt_inner_hash, 1, [("stored-hash", None, None, 2, 9)]),
     ("duplicated-cosignature", duplicate_cosignature, 0, []),
     (
         "duplicate-in-place-of-a-missing-witness",
@@ -405,7 +406,7 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
         "altered-entry-and-another-stored-hash-corrupted",
         alter_entry_and_corrupt_another_hash,
         1,
-        [("altered-entry", 17, 20), ("stored-hash", None, None)],
+        [("altered-entry", 17, 20), ("stored-hash", None, None, 0, 13)],
     ),
     ("malformed-entry", malformed_entry, 1, [("entries", 17, None)]),
     ("receipt-with-one-digest", receipt_with_one_digest, 1, [("entries", 1, None)]),
@@ -421,7 +422,7 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
         [
             ("witness-policy", None, 50),
             ("altered-entry", 17, 20),
-            ("stored-hash", None, None),
+            ("stored-hash", None, None, 0, 40),
             ("envelopes", 45, None),
         ],
     ),
@@ -446,9 +447,12 @@ def test_every_tampering_is_named_with_its_category_and_place(
     assert main(argv) == status
     result = json.loads(capsys.readouterr().out)
     failures = result["failures"]
-    assert [(f["category"], f["index"], f["checkpoint_size"]) for f in failures] == expected, (
-        failures
-    )
+    found = [
+        (f["category"], f["index"], f["checkpoint_size"])
+        + ((f["level"], f["position"]) if f["category"] == "stored-hash" else ())
+        for f in failures
+    ]
+    assert found == expected, failures
     assert all(f["category"] and f["message"] for f in failures)
     assert result["ok"] is (status == 0)
 
