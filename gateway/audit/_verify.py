@@ -596,6 +596,7 @@ def _step4_entries(
     pend = tiles.pend if tiles is not None else []
     frontier = stream.frontier
     pending = [s for s in signed if s.size > 0]
+    unmatched: list[_Unmatched] = []  # signed roots the entries do not give, not yet explained
     next_cp = 0
     last_time = 0
     good = Frontier()  # the tree at the last checkpoint whose root matched
@@ -638,21 +639,22 @@ def _step4_entries(
         while next_cp < len(pending) and pending[next_cp].size == size:
             cp = pending[next_cp]
             next_cp += 1
-            if stream.lost_at is not None:
-                continue
             root = frontier.root()
             if root == cp.root:
+                _forks(unmatched, cp, stream, result)
                 stream.verified_sizes.add(size)
                 good = frontier.copy()
                 bad_from = None
                 continue
-            start = good.size
-            stream.failed.append((start, size))
             quiet = bad_from is not None  # the entry failures named above explain it
             bad_from = None
-            corrected = _step5_altered(source, start, cp, good, stream, result, quiet)
+            if unmatched:  # an earlier mismatch is unexplained yet: it includes these entries
+                unmatched.append(_Unmatched(good.size, cp, root, quiet))
+                continue
+            stream.failed.append((good.size, size))
+            corrected = _step5_altered(source, good.size, cp, good, stream, result, quiet)
             if corrected is None:
-                stream.lost_at = size
+                unmatched.append(_Unmatched(good.size, cp, root, quiet))
             else:
                 frontier = stream.frontier = corrected
                 good = corrected.copy()
@@ -684,7 +686,60 @@ def _step4_entries(
                 f"checkpoints of sizes {later[0]}..{later[-1]} ({len(later)}) were not checked: "
                 f"the tree cannot be recomputed past entry {stream.lost_at - 1}"
             )
+    if unmatched:
+        _unexplained(unmatched, stream, result)
     return stream
+
+
+@dataclass
+class _Unmatched:
+    start: int  # the last matching checkpoint's size
+    cp: _Signed
+    recomputed: bytes
+    quiet: bool  # entry failures in the range explain it
+
+
+def _forks(
+    unmatched: list[_Unmatched], cp: _Signed, stream: _Stream, result: VerificationResult
+) -> None:
+    """A later signed root the entries give commits to every entry below it: the checkpoints
+    that did not match signed another history of the same log (RFC 9162 2.1.4: they cannot be
+    consistent with it)."""
+    for u in unmatched:
+        result.fail(
+            "fork",
+            f"checkpoint of size {u.cp.size}: signed root {u.cp.root.hex()} is not the root "
+            f"{u.recomputed.hex()} of the first {u.cp.size} entries, to which the checkpoint of "
+            f"size {cp.size} commits: the log's key signed two views of its history (a fork)",
+            checkpoint_size=u.cp.size,
+        )
+        if (u.start, u.cp.size) in stream.failed:
+            stream.failed.remove((u.start, u.cp.size))
+    unmatched.clear()
+
+
+def _unexplained(unmatched: list[_Unmatched], stream: _Stream, result: VerificationResult) -> None:
+    """No later signed root vouches for the entries: they were altered somewhere in the first
+    unmatched range, which the signed roots alone cannot narrow (ADR 0013)."""
+    first = unmatched[0]
+    size = first.cp.size
+    stream.failed.append((first.start, result.entries))  # nothing signed vouches past it
+    if not first.quiet:
+        result.fail(
+            "altered-entry",
+            f"checkpoint of size {size}: signed root {first.cp.root.hex()} != recomputed "
+            f"{first.recomputed.hex()}: one or more of entries {first.start}..{size - 1} were "
+            "altered (the signed roots alone cannot say which; no stored hash reproduces the "
+            "signed root)",
+            index=first.start,
+            checkpoint_size=size,
+        )
+    later = [u.cp.size for u in unmatched[1:]]
+    if later:
+        result.notices.append(
+            f"checkpoints of sizes {', '.join(map(str, later))} do not match either: they "
+            f"include entries {first.start}..{size - 1}"
+        )
 
 
 # -- step 5: which entries were altered -----------------------------------------------------
@@ -714,7 +769,8 @@ def _step5_altered(
     A stored leaf hash that differs from an entry's is a candidate for that entry's original
     hash; it is believed only if, put in its place, the signed root comes out (RFC 9162: the
     root commits to every leaf hash). Returns the tree with the confirmed hashes, so later
-    checkpoints are checked on their own, or None if no candidate set reproduces the root.
+    checkpoints are checked on their own, or None if no candidate set reproduces the root
+    (then a later matching root shows a fork, or none shows the range altered: step 4).
     ``quiet``: the range already has entry failures (step 4) that explain the mismatch.
     """
     size = cp.size
@@ -749,19 +805,6 @@ def _step5_altered(
             stream.bad_leaves[index] = candidates[index]
         stream.altered += len(subset)
         return tree
-    if quiet:
-        return None
-    recomputed = good.copy()
-    for h in hashes:
-        recomputed.append_keyed(h)
-    result.fail(
-        "altered-entry",
-        f"checkpoint of size {size}: signed root {cp.root.hex()} != recomputed "
-        f"{recomputed.root().hex()}: one or more of entries {start}..{size - 1} were altered "
-        "(the signed roots alone cannot say which; no stored hash reproduces the signed root)",
-        index=start,
-        checkpoint_size=size,
-    )
     return None
 
 

@@ -247,6 +247,15 @@ def fork_at_20(world: World, path: Path) -> Path:
     return export
 
 
+def fork_at_a_new_size(world: World, path: Path) -> Path:
+    """A checkpoint of size 45 of another history, signed by HK's key, beside the honest 50."""
+    export = _export(path)
+    key = signer_of(world, HK).private_key
+    forged = Checkpoint(ORIGIN, 45, hashlib.sha256(b"a split view").digest())
+    _append_to_export(export, sign_note(forged.body(), [NoteSigner(ORIGIN, key)]))
+    return export
+
+
 def corrupt_leaf_hash(world: World, path: Path) -> Path:
     _set_stored_hash(path, 0, 13, hashlib.sha256(b"not a leaf").digest())
     return path
@@ -385,6 +394,7 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
     # records catches this rollback (a log shorter than a checkpoint its witnesses cosigned).
     ("rollback-to-35-fully-cosigned", rollback_to(35), 0, []),
     ("fork", fork_at_20, 1, [("fork", None, 20)]),
+    ("fork-at-a-new-size", fork_at_a_new_size, 1, [("fork", None, 45)]),
     ("corrupted-stored-leaf-hash", corrupt_leaf_hash, 1, [("stored-hash", None, None, 0, 13)]),
     ("corrupted-stored-inner-hash", corrupt_inner_hash, 1, [("stored-hash", None, None, 2, 9)]),
     ("duplicated-cosignature", duplicate_cosignature, 0, []),
@@ -507,6 +517,11 @@ def test_an_untouched_ledger_reports_its_cosigners_and_counts_what_it_says(
             alter_entry,
             "FAILED: entry 17 was altered: its bytes hash to ",
         ),
+        (
+            fork_at_a_new_size,
+            " of the first 45 entries, to which the checkpoint of size 50 commits: the log's key "
+            "signed two views of its history (a fork)\n",
+        ),
         (receipt_with_one_digest, "FAILED: entry 1: receipt entry has 1 digests, not 2\n"),
         (
             acknowledged_by_a_jurisdiction,
@@ -524,6 +539,7 @@ def test_an_untouched_ledger_reports_its_cosigners_and_counts_what_it_says(
         "inner-hash",
         "leaf-hash-beside-altered-entry",
         "altered",
+        "fork-at-a-new-size",
         "receipt-digests",
         "acknowledged-counterpart",
         "altered-and-covered",
