@@ -817,6 +817,12 @@ def _step6_truncation(signed: list[_Signed], stream: _Stream, result: Verificati
     result.within_log = sum(1 for s in signed if s.size <= entries)
     if stream.gap:
         return  # a missing entry in the middle was named in step 4
+    latest = max((cp.size for cp in signed), default=0)
+    if latest < entries:
+        result.notices.append(
+            f"entries {latest}..{entries - 1} are beyond the latest checkpoint (size {latest}): "
+            "nothing signed vouches for them yet"
+        )
     for cp in signed:
         if cp.size > entries:
             result.fail(

@@ -639,3 +639,18 @@ def test_unreadable_files_are_refused(tmp_path: Path, content: bytes, match: str
     path.write_bytes(content)
     with pytest.raises(ExportFormatError, match=match):
         verify_ledger(path, SIGNER.verifier, [WITNESS.verifier])
+
+
+def test_entries_beyond_the_latest_checkpoint_are_said_to_be_unsigned(
+    world: World, hk_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with NodeLedger(world, HK, hk_db) as hk:
+        for i in range(3):
+            hk.entry(Event.ACKNOWLEDGED, uuid.UUID(int=0x2000 + i), PARTNER, bytes(32))
+    argv = ["audit", "verify", str(hk_db), "--trust-bundle", str(world.bundle), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "note: entries 50..52 are beyond the latest checkpoint (size 50): nothing signed "
+        "vouches for them yet"
+    ) in out
