@@ -1029,6 +1029,13 @@ def verify_source(
     own = own_j.value if own_j is not None else ""
     policy = policy if policy is not None else default_policy(own, bundle, witness_keys)
     policy.check(own or None)
+    if bundle is not None:
+        unknown = sorted(policy.witnesses - {j.value for j, _ in bundle})
+        if unknown:
+            raise AuditError(
+                f"the witness policy names {', '.join(unknown)}, which the trust bundle has no "
+                "root for: no cosignature of theirs could ever be verified"
+            )
     result = VerificationResult(origin=source.origin)
     keys = _step1_keys(source, log_key, witness_keys, bundle, result)  # (1)
     signed = _step2_checkpoints(source.checkpoints(), source.origin, keys, result)  # (2)

@@ -654,3 +654,17 @@ def test_entries_beyond_the_latest_checkpoint_are_said_to_be_unsigned(
         "note: entries 50..52 are beyond the latest checkpoint (size 50): nothing signed "
         "vouches for them yet"
     ) in out
+
+
+def test_a_policy_naming_a_witness_the_bundle_cannot_vouch_for_is_refused(
+    world: World, hk_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads(world.bundle.read_text())
+    doc["roots"] = [r for r in doc["roots"] if r["jurisdiction"] != "MO"]
+    bundle = tmp_path / "two-roots.json"
+    bundle.write_text(json.dumps(doc))
+    argv = ["audit", "verify", str(hk_db), "--trust-bundle", str(bundle), "--no-progress"]
+    assert main([*argv, "--witnesses", "CN,MO"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "the witness policy names MO, which the trust bundle has no root for" in err
