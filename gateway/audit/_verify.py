@@ -71,7 +71,7 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.note_keys import jurisdiction_of_origin
 
 Progress = Callable[[int, int], None]
-_HEAD = struct.Struct(">BQQB16sB")
+_HEAD = struct.Struct(">BQQB16sB")  # 35 bytes: up to the kind (docs/ledger-format.md)
 _KIND = re.compile(rb"[A-Z][A-Z0-9_]{0,63}")
 _COUNTERPART = re.compile(rb"[A-Z]{2}|spiffe://[a-z0-9.\-]+(/[A-Za-z0-9._\-]+)+")
 PROGRESS_EVERY = 1 << 16
@@ -439,24 +439,22 @@ def _fast_entry_problem(leaf: bytes, index: int, last_time: int) -> tuple[str | 
     The common case is checked on the raw bytes; anything unusual goes through the full
     decoder, which words the message.
     """
-    if len(leaf) >= _HEAD.size:
+    if len(leaf) >= 35:
         version, encoded, time_ms, event, _, kind_len = _HEAD.unpack_from(leaf)
-        at = _HEAD.size + kind_len
-        if (
-            version == 1
-            and event in _FAST_RULES
-            and at < len(leaf)
-            and _KIND.fullmatch(leaf, _HEAD.size, at)
-        ):
+        at = 35 + kind_len
+        rule = _FAST_RULES.get(event)
+        if rule is not None and version == 1 and at < len(leaf) and _KIND.fullmatch(leaf, 35, at):
             cp_len = leaf[at]
             end_cp = at + 1 + cp_len
             if (
                 end_cp < len(leaf)
+                and (cp_len == 2) is rule[0]
+                and leaf[end_cp] == rule[1]
+                and len(leaf) == end_cp + 1 + 32 * rule[1]
                 and _COUNTERPART.fullmatch(leaf, at + 1, end_cp)
-                and leaf[end_cp] <= 8
-                and len(leaf) == end_cp + 1 + 32 * leaf[end_cp]
-                and _grammar_fits(event, cp_len, leaf[end_cp])
             ):
+                if encoded == index and time_ms >= last_time:
+                    return None, time_ms
                 return _placed(index, encoded, time_ms, last_time)
     try:
         record = decode_record(leaf)
@@ -486,11 +484,6 @@ def _fast_rules() -> dict[int, tuple[bool, int]]:
 
 
 _FAST_RULES = _fast_rules()
-
-
-def _grammar_fits(event: int, cp_len: int, digests: int) -> bool:
-    rule = _FAST_RULES.get(event)
-    return rule is not None and (cp_len == 2) == rule[0] and digests == rule[1]
 
 
 @dataclass
