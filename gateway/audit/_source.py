@@ -144,6 +144,7 @@ class DatabaseSource:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
         self._certificates_kept = "exchange_certificates" in tables
+        self._tiles = "ledger_tiles" in tables
 
     def certificates(self) -> list[bytes]:
         """The signing certificates the node keeps (its own, its witnesses'), and those
@@ -191,7 +192,12 @@ class DatabaseSource:
             result.append(note + "".join(line for (line,) in lines))
         return result
 
-    def stored_tiles(self) -> Iterator[tuple[int, bytes]]:
+    def stored_tiles(self) -> Iterator[tuple[int, bytes]] | None:
+        if not self._tiles:
+            return None
+        return self._tile_rows()
+
+    def _tile_rows(self) -> Iterator[tuple[int, bytes]]:
         cursor = self._conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
         while rows := cursor.fetchmany(_CHUNK):
             yield from rows
