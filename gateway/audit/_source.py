@@ -205,6 +205,8 @@ class DatabaseSource:
     def stored_leaf_hash(self, index: int) -> bytes | None:
         # Leaf hashes are row 0 of the level-0 tiles (docs/ledger-format.md): a tile of 16
         # entries is keyed (16 * (k + 1)) * 16, its hash of entry 16k + i at bytes 32i..32i+32.
+        if not self._tiles:
+            return None
         key = ((index >> 4) + 1) << 8
         row = self._conn.execute("SELECT hashes FROM ledger_tiles WHERE id = ?", (key,)).fetchone()
         if row is None or len(row[0]) < 512:
