@@ -13,7 +13,9 @@
    with the recomputed ones.
 5. :func:`_step5_altered`: where a signed root does not match, the altered entries are named
    from the entries and the signed roots (a stored hash is only a candidate, believed once the
-   signed root confirms it), and the tree is carried on with the confirmed hashes.
+   signed root confirms it), and the tree is carried on with the confirmed hashes; if none is
+   confirmed, a later matching root makes the unmatched checkpoint a fork, no later match
+   leaves the range between the two checkpoints altered.
 6. :func:`_step6_truncation`: no checkpoint is beyond the last entry.
 7. :func:`_step7_consistency`: successive checkpoints are consistent (RFC 9162 2.1.4).
 8. :func:`_step8_stored_hashes`: every stored subtree hash the entries disprove is reported as a
