@@ -208,7 +208,7 @@ EVENT_RULES: dict[Event, EventRule] = {
     Event.RECEIPT: EventRule("jurisdiction", "the recipient who signed the receipt", 2),
     Event.ACKNOWLEDGED: EventRule("spiffe", "the acknowledging partner's SPIFFE id", 1),
     Event.ERASED: EventRule("jurisdiction", "the message's origin", 1),
-    Event.WITNESSED: EventRule("jurisdiction", "(reserved)", 1, written=False),
+    Event.WITNESSED: EventRule("jurisdiction", "the log whose checkpoint this node cosigned", 2),
     Event.REFUSED: EventRule("jurisdiction", "the recipient that refused", 1),
 }
 _JURISDICTION = re.compile(r"[A-Z]{2}")
