@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import main
 from gateway.ledger import LedgerCorruptError
 from gateway.pki import Jurisdiction
 from gateway.server.config import load_config
@@ -31,3 +32,16 @@ def test_a_node_with_a_bad_stored_hash_does_not_start(world: World, tmp_path: Pa
         "give: a bad stored hash (the entries still give the last signed checkpoint)"
     )
     assert "altered" not in message
+
+
+def test_serve_refuses_a_bad_stored_hash_in_one_line(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "hk-data"
+    data.mkdir(mode=0o700)
+    corrupt_inner_hash(world, write_hk_ledger(world, data / "ledger.db"))
+    assert main(["serve", "--config", str(world.write_config(HK, data))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "stored subtree hash at level 2, position 9 (tile 0/2, row 768)" in err
+    assert "a bad stored hash" in err
