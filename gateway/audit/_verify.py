@@ -391,7 +391,16 @@ def _in_validity(
     key = keys.certified.find(verifier) if keys.certified is not None else None
     if key is None:
         return True
-    at = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    try:
+        at = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        result.fail(
+            "cosignatures",
+            f"checkpoint of size {size}: cosignature by {verifier.name} has timestamp "
+            f"{timestamp}, beyond any date",
+            checkpoint_size=size,
+        )
+        return False
     if key.not_before <= at <= key.not_after:
         return True
     result.fail(

@@ -152,7 +152,7 @@ def _add_cosignature(world: World, path: Path, size: int, by: Jurisdiction, at: 
         line,
         f"{by.trust_domain}/witness",
         at,
-        at * 1000,
+        time.time_ns() // 1_000_000,
     )
 
 
@@ -274,6 +274,11 @@ def duplicate_cosignature(world: World, path: Path) -> Path:
 def duplicate_in_place_of_missing(world: World, path: Path) -> Path:
     _sql(path, "DELETE FROM ledger_cosignatures WHERE size = 50 AND line LIKE '%cn.customs%'")
     _add_cosignature(world, path, 50, MO, int(time.time()) + 2)
+    return path
+
+
+def cosignature_beyond_any_date(world: World, path: Path) -> Path:
+    _add_cosignature(world, path, 50, CN, 2**62)  # signed by CN's real key
     return path
 
 
@@ -403,6 +408,12 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
         duplicate_in_place_of_missing,
         1,
         [("witness-policy", None, 50)],
+    ),
+    (
+        "cosignature-beyond-any-date",
+        cosignature_beyond_any_date,
+        1,
+        [("cosignatures", None, 50)],
     ),
     ("altered-entry", alter_entry, 1, [("altered-entry", 17, 20)]),
     ("altered-entry-export", alter_entry_export, 1, [("altered-entry", 10, 20)]),
