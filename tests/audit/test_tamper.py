@@ -287,6 +287,12 @@ def alter_entry(world: World, path: Path) -> Path:
     return path
 
 
+def alter_two_entries(world: World, path: Path) -> Path:
+    _set_leaf(path, 17, _flip(_leaf(path, 17)))
+    _set_leaf(path, 42, _flip(_leaf(path, 42)))
+    return path
+
+
 def alter_entry_export(world: World, path: Path) -> Path:
     return _export(alter_entry(world, path))
 
@@ -416,6 +422,12 @@ CASES: list[tuple[str, Callable[[World, Path], Path], int, list[Where]]] = [
         [("cosignatures", None, 50)],
     ),
     ("altered-entry", alter_entry, 1, [("altered-entry", 17, 20)]),
+    (
+        "two-altered-entries",
+        alter_two_entries,
+        1,
+        [("altered-entry", 17, 20), ("altered-entry", 42, 50)],
+    ),
     ("altered-entry-export", alter_entry_export, 1, [("altered-entry", 10, 20)]),
     (
         "altered-entry-with-its-stored-hash-covered",
