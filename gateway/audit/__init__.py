@@ -31,6 +31,7 @@ from gateway.audit._verify import (
     VerificationResult,
     check_ledger,
     default_policy,
+    verify_checkpoints,
     verify_ledger,
     verify_source,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "open_source",
     "reconcile",
     "reconcile_sources",
+    "verify_checkpoints",
     "verify_ledger",
     "verify_source",
     "write_export",

@@ -1032,14 +1032,7 @@ def verify_source(
     own_j = jurisdiction_of_origin(source.origin)
     own = own_j.value if own_j is not None else ""
     policy = policy if policy is not None else default_policy(own, bundle, witness_keys)
-    policy.check(own or None)
-    if bundle is not None:
-        unknown = sorted(policy.witnesses - {j.value for j, _ in bundle})
-        if unknown:
-            raise AuditError(
-                f"the witness policy names {', '.join(unknown)}, which the trust bundle has no "
-                "root for: no cosignature of theirs could ever be verified"
-            )
+    check_policy(policy, own, bundle)
     result = VerificationResult(origin=source.origin)
     keys = _step1_keys(source, log_key, witness_keys, bundle, result)  # (1)
     signed = _step2_checkpoints(source.checkpoints(), source.origin, keys, result)  # (2)
@@ -1052,6 +1045,45 @@ def verify_source(
         _step9_envelopes(stream.messages, stream.erased, source.envelopes(), bundle, result)
     _summarise(keys, result)
     return result
+
+
+def verify_checkpoints(
+    source: LedgerSource, bundle: TrustBundle, policy: WitnessPolicy | None = None
+) -> VerificationResult:
+    """Steps 1-3 only: keys from the certificates, every checkpoint and cosignature, and the
+    witness policy on the latest checkpoint; what ``audit fetch`` checks before it is done.
+
+    The entries are not read: ``result.checkpoints`` stays 0 (no root was compared), so
+    ``ok`` is False; judge by ``failures``.
+
+    Raises:
+        AuditError: a witness policy that could pass on nothing.
+    """
+    own_j = jurisdiction_of_origin(source.origin)
+    own = own_j.value if own_j is not None else ""
+    policy = policy if policy is not None else default_policy(own, bundle, ())
+    check_policy(policy, own, bundle)
+    result = VerificationResult(origin=source.origin)
+    keys = _step1_keys(source, None, [], bundle, result)  # (1)
+    signed = _step2_checkpoints(source.checkpoints(), source.origin, keys, result)  # (2)
+    _step3_witness_policy(signed, policy, result)  # (3)
+    return result
+
+
+def check_policy(policy: WitnessPolicy, own: str, bundle: TrustBundle | None) -> None:
+    """Refuse a policy that could pass on nothing, or names a witness the bundle cannot certify.
+
+    Raises:
+        AuditError: naming what is wrong with the policy.
+    """
+    policy.check(own or None)
+    if bundle is not None:
+        unknown = sorted(policy.witnesses - {j.value for j, _ in bundle})
+        if unknown:
+            raise AuditError(
+                f"the witness policy names {', '.join(unknown)}, which the trust bundle has no "
+                "root for: no cosignature of theirs could ever be verified"
+            )
 
 
 def _summarise(keys: _Keys, result: VerificationResult) -> None:

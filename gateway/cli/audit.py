@@ -14,14 +14,18 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.audit import (
     CATEGORIES,
+    ExportSource,
     VerificationResult,
     WitnessPolicy,
+    default_policy,
     open_source,
     reconcile,
+    verify_checkpoints,
     verify_ledger,
     write_export,
 )
 from gateway.audit._policy import witness_id
+from gateway.audit._verify import check_policy
 from gateway.audit.errors import AuditError
 from gateway.audit.live import fetch_export
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError, counted
@@ -75,8 +79,15 @@ example:
       --out cn-2026-11.export --since cn-2026-10.export
   customs-gateway audit verify cn-2026-11.export --trust-bundle bundle.json
 
-exit status: 0 fetched (and consistent with --since), 1 the node's tree does not extend the
-earlier one, 2 bad arguments or the node cannot be reached.
+The fetched checkpoints are checked at once (signatures and cosignatures, with the keys of the
+fetched certificates chained to the bundle) against the witness policy, as audit verify does
+(--witnesses, --quorum, --no-witnesses; default: every other jurisdiction). Then verify the
+whole export with audit verify.
+
+exit status: 0 fetched (consistent with --since, latest checkpoint cosigned as the policy
+requires), 1 the node's tree does not extend the earlier one or its checkpoints fail (the
+export is kept as evidence), 2 bad arguments, a policy that could pass on nothing, or the node
+cannot be reached.
 """
 
 _RECONCILE_EPILOG = """\
@@ -113,6 +124,24 @@ def load_bundle(path: Path) -> TrustBundle:
         raise CliError(f"cannot read trust bundle {path}: {exc.strerror}") from exc
 
 
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witnesses",
+        help="the witnesses the policy requires, e.g. CN,MO (default: every other jurisdiction "
+        "of the trust bundle, or every --witness-vkey)",
+    )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        help="how many of the witnesses must have cosigned the latest checkpoint (default: all)",
+    )
+    parser.add_argument(
+        "--no-witnesses",
+        action="store_true",
+        help="opt out of the witness policy: the log's operator alone vouches for the result",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add the ``audit`` command group."""
     audit = subparsers.add_parser(
@@ -139,21 +168,7 @@ def register(subparsers: Any) -> None:
         default=[],
         help="a witness's cosignature verifier key or file (repeatable)",
     )
-    verify.add_argument(
-        "--witnesses",
-        help="the witnesses the policy requires, e.g. CN,MO (default: every other jurisdiction "
-        "of the trust bundle, or every --witness-vkey)",
-    )
-    verify.add_argument(
-        "--quorum",
-        type=int,
-        help="how many of the witnesses must have cosigned the latest checkpoint (default: all)",
-    )
-    verify.add_argument(
-        "--no-witnesses",
-        action="store_true",
-        help="opt out of the witness policy: the log's operator alone vouches for the result",
-    )
+    _add_policy_arguments(verify)
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     verify.set_defaults(handler=_verify)
@@ -208,6 +223,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="an earlier export of this node: its tree must be extended, not rewritten",
     )
+    _add_policy_arguments(fetch)
     fetch.set_defaults(handler=_fetch)
     audit.set_defaults(handler=lambda _args: _usage(audit))
 
@@ -216,7 +232,11 @@ def _fetch(args: argparse.Namespace) -> int:
     for path in (args.cert, args.key, args.trust_bundle, *([args.since] if args.since else [])):
         if not path.is_file():
             raise CliError(f"no such file: {path}")
-    server = SpiffeId(Jurisdiction.parse(args.jurisdiction), Role.NODE, args.node_name)
+    own = Jurisdiction.parse(args.jurisdiction)
+    bundle = load_bundle(args.trust_bundle)
+    policy = _policy(args, own.value) or default_policy(own.value, bundle, ())
+    check_policy(policy, own.value, bundle)  # before anything is fetched
+    server = SpiffeId(own, Role.NODE, args.node_name)
     identity = ClientIdentity.from_files(args.cert, args.key, args.trust_bundle)
     try:
         with secure_channel(args.node, identity, server) as channel:
@@ -236,6 +256,21 @@ def _fetch(args: argparse.Namespace) -> int:
         f"{result.certificates} signing certificates and {result.envelopes} envelopes "
         f"(tree size {result.size}) to {args.out}{since}"
     )
+    source = ExportSource(args.out)
+    try:
+        checked = verify_checkpoints(source, bundle, policy)
+    finally:
+        source.close()
+    if checked.cosigners:
+        latest = max(checked.cosigners)
+        names = ", ".join(checked.cosigners[latest]) or "nobody"
+        print(f"latest checkpoint (size {latest}) cosigned by: {names}")
+    print(f"witness policy: {checked.policy}")
+    if checked.failures:
+        for failure in checked.failures:
+            print(f"FAILED: {failure}")
+        print(f"  the export is kept as evidence: customs-gateway audit verify {args.out}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -359,7 +394,7 @@ def _verify(args: argparse.Namespace) -> int:
 _SHOWN = 12  # checkpoints whose cosigners the text output lists
 
 
-def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
+def _policy(args: argparse.Namespace, own: str | None = None) -> WitnessPolicy | None:
     """The witness policy the arguments state, or None for the default."""
     if args.no_witnesses:
         if args.witnesses is not None or args.quorum is not None:
@@ -372,8 +407,7 @@ def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
         members = frozenset(n if "/" in n else Jurisdiction.parse(n).value for n in names)
     elif args.trust_bundle is not None:
         members = frozenset(j.value for j, _ in load_bundle(args.trust_bundle))
-        own = _origin_code(args.path)
-        members -= {own}
+        members -= {own if own is not None else _origin_code(args.path)}
     else:
         members = frozenset(witness_id(_key(v).name) for v in args.witness_vkey)
     quorum = args.quorum if args.quorum is not None else len(members)
