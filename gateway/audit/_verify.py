@@ -656,7 +656,7 @@ def _step4_entries(
                 unmatched.append(_Unmatched(good.size, cp, root, quiet))
                 continue
             stream.failed.append((good.size, size))
-            corrected = _step5_altered(source, good.size, cp, good, stream, result, quiet)
+            corrected = _step5_altered(source, good.size, cp, good, stream, result)
             if corrected is None:
                 unmatched.append(_Unmatched(good.size, cp, root, quiet))
             else:
@@ -766,7 +766,6 @@ def _step5_altered(
     good: Frontier,
     stream: _Stream,
     result: VerificationResult,
-    quiet: bool = False,
 ) -> Frontier | None:
     """Step 5: entries ``[start, cp.size)`` do not give ``cp``'s signed root: name them.
 
@@ -775,7 +774,7 @@ def _step5_altered(
     root commits to every leaf hash). Returns the tree with the confirmed hashes, so later
     checkpoints are checked on their own, or None if no candidate set reproduces the root
     (then a later matching root shows a fork, or none shows the range altered: step 4).
-    ``quiet``: the range already has entry failures (step 4) that explain the mismatch.
+    An entry step 4 named already (malformed, out of place) is not named again.
     """
     size = cp.size
     hashes = _leaf_hashes(source, start, size)
@@ -795,9 +794,10 @@ def _step5_altered(
             tree.append_keyed(subset.get(start + offset, h))
         if tree.root() != cp.root:
             continue
+        named = {f.index for f in result.failures if f.category == "entries"}
         for index, original in subset.items():
-            if quiet:
-                break
+            if index in named:
+                continue  # step 4 named this entry already
             result.fail(
                 "altered-entry",
                 f"entry {index} was altered: its bytes hash to {hashes[index - start].hex()}, "

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.audit import (
     AuditError,
@@ -691,3 +693,23 @@ def test_a_policy_naming_a_witness_the_bundle_cannot_vouch_for_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "the witness policy names MO, which the trust bundle has no root for" in err
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(index=st.integers(0, 47), at=st.integers(0, 200), bit=st.integers(0, 7))
+def test_any_flipped_bit_of_a_tiled_entry_is_named_by_its_index(
+    world: World, template: Path, tmp_path: Path, index: int, at: int, bit: int
+) -> None:
+    """Whatever bit of whatever entry (in a complete tile) changes, a failure names that entry,
+    and nothing is blamed on a stored hash or a fork."""
+    path = tmp_path / f"hk-{index}-{at}-{bit}.db"
+    shutil.copy(template, path)
+    leaf = bytearray(_leaf(path, index))
+    leaf[at % len(leaf)] ^= 1 << bit
+    _set_leaf(path, index, bytes(leaf))
+    result = verify_ledger(path, bundle=_bundle(world))
+    named = {(f.category, f.index) for f in result.failures}
+    assert ("entries", index) in named or ("altered-entry", index) in named, result.failures
+    assert not {f.category for f in result.failures} & {"stored-hash", "fork"}, result.failures
