@@ -24,13 +24,14 @@ from typing import Any
 
 from cryptography import x509
 
+from gateway.audit._policy import WitnessPolicy
 from gateway.audit._reconcile import ReconciliationResult, reconcile_sources
-from gateway.audit._source import LedgerSource, open_source
+from gateway.audit._source import ExportSource, LedgerSource, open_source
 from gateway.audit._trust import CertifiedKeys, certified_keys
-from gateway.audit._verify import Failure, VerificationResult, verify_source
+from gateway.audit._verify import CATEGORIES, Failure, VerificationResult, verify_source
 from gateway.audit.errors import AuditError, ExportFormatError
+from gateway.entries import Event, decode_record
 from gateway.errors import GatewayError
-from gateway.ledger._entry import Event, decode_record
 from gateway.notes import NoteError, Verifier, parse_checkpoint, parse_note
 from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.expiry import certificate_status
@@ -188,6 +189,8 @@ class LedgerReport:
     steps: list[StepRow]
     verified: list[str]
     failures: list[FailureRow]
+    policy: str = ""  # the witness policy the latest checkpoint was held to, in words
+    notices: list[str] = field(default_factory=list)  # reported, not failures
 
     @property
     def ok(self) -> bool:
@@ -240,6 +243,9 @@ def build_report(
     *,
     bundle_name: str = "",
     now: dt.datetime | None = None,
+    witnesses: Iterable[str] | None = None,
+    quorum: int | None = None,
+    no_witnesses: bool = False,
 ) -> AuditReport:
     """Verify each ledger with the trust bundle, reconcile them, and gather the report.
 
@@ -248,9 +254,14 @@ def build_report(
     that the verifier did not check: the checkpoint table re-verifies each signature line
     against the certified keys, and a checkpoint named by any failure is marked failed.
 
+    The witness policy is the verifier's default (every other jurisdiction of the bundle on
+    each ledger's latest checkpoint) unless ``witnesses`` (jurisdiction codes; each ledger's
+    own is left out) or ``quorum`` is given, or ``no_witnesses`` opts out.
+
     Raises:
         ExportFormatError: a file is neither a ledger database nor an export, or two are of
             the same origin (an operator's mistake, not a finding).
+        AuditError: a witness policy that could pass on nothing.
     """
     now = now or dt.datetime.now(dt.UTC)
     sources: list[LedgerSource] = []
@@ -265,7 +276,14 @@ def build_report(
             raise ExportFormatError(f"two ledgers of the same origin among {origins}")
         numbering = _Numbering()
         read = [
-            _ledger_report(path, source, bundle, numbering, now)
+            _ledger_report(
+                path,
+                source,
+                bundle,
+                numbering,
+                now,
+                _policy(_code(source), bundle, witnesses, quorum, no_witnesses),
+            )
             for path, source in zip(paths, sources, strict=True)
         ]
         ledgers = [led for led, _ in read]
@@ -462,10 +480,20 @@ def _checkpoint_rows(
     return sorted(rows.values(), key=lambda r: (r.size, r.root))
 
 
+def _code(source: LedgerSource) -> str:
+    j = jurisdiction_of_origin(source.origin)
+    return j.value if j is not None else ""
+
+
 def _ledger_report(
-    path: Path, source: LedgerSource, bundle: TrustBundle, numbering: _Numbering, now: dt.datetime
+    path: Path,
+    source: LedgerSource,
+    bundle: TrustBundle,
+    numbering: _Numbering,
+    now: dt.datetime,
+    policy: WitnessPolicy | None,
 ) -> tuple[LedgerReport, _Scan]:
-    result = verify_source(source, bundle=bundle)
+    result = verify_source(source, bundle=bundle, policy=policy)
     notes = source.checkpoints()
     scan = _scan(source, _checkpoint_sizes(notes))
     keys, certificates = _keys(source, bundle, now)
@@ -501,12 +529,12 @@ def _ledger_report(
         events=dict(sorted(scan.events.items())),
         first_time_ms=scan.first_ms,
         last_time_ms=scan.last_ms,
-        checkpoints=_checkpoint_rows(
-            notes, keys, scan.times, failed_sizes, _verified_up_to(result, failures)
-        ),
+        checkpoints=_checkpoint_rows(notes, keys, scan.times, failed_sizes, result.signed_entries),
         certificates=certificates,
         erasures=scan.erasures,
-        steps=_steps(result, failures),
+        steps=_steps(result, failures, source),
+        policy=result.policy,
+        notices=list(result.notices),
         verified=list(result.verified),
         failures=failures,
     ), scan
@@ -517,78 +545,52 @@ def _ledger_report(
 
 def _step_of(failure: Failure) -> int:
     """The step of docs/audit.md a verifier failure belongs to: by its category."""
-    step = CATEGORY_STEP.get(failure.category)
-    if step is not None and failure.category != "checkpoints":
-        return step
-    # A verifier without categories for every failure: its message and what it names.
-    text = failure.message
-    if "truncated" in text:
-        return 6
-    if failure.index is None and ("consisten" in text or "forked" in text):
-        return 7
-    if failure.index is not None and failure.checkpoint_size is not None:
-        return 5  # a signed root differs from the recomputed one
-    if failure.checkpoint_size is not None or failure.category == "checkpoints":
-        return 2
-    return 4
+    if failure.category == "fork" and failure.index is None and "disagree" in failure.message:
+        return 2  # two checkpoints of one size: found among the checkpoints, not by a proof
+    return CATEGORY_STEP.get(failure.category, 4)
 
 
-def _steps(result: VerificationResult, failures: list[FailureRow]) -> list[StepRow]:
-    """Each step's status and what it checked (the verifier's counts per category).
-
-    A verifier that stops at a broken entry or root leaves the steps after it *not reached*
-    (one that reports every failure, recognised by its witness-policy count, runs them all).
-    """
+def _steps(
+    result: VerificationResult, failures: list[FailureRow], source: LedgerSource
+) -> list[StepRow]:
+    """Each step's status and what it checked (the verifier's counts per category)."""
     by_step: dict[str, list[int]] = {}
     for f in failures:
         by_step.setdefault(f.step, []).append(f.number)
     counts = result.counts()
-    runs_all = hasattr(result, "witnessed")
-    broken = not runs_all and bool(
-        by_step.get("entries and tree") or by_step.get("altered entries")
-    )
     rows = []
     for number, name, description in STEPS:
         numbers = tuple(by_step.get(name, ()))
         checked = "; ".join(
-            f"{counts[c][0]} {_COUNTED.get(c, c)} verified, {counts[c][1]} failed"
+            f"{counts[c][0]} {CATEGORIES[c][0]}, {counts[c][1]} failed"
             for c, step in CATEGORY_STEP.items()
             if step == number and c in counts
         )
-        reached = runs_all or not (
-            (number >= 6 and broken) or (number == 7 and any(by_step.values()))
-        )
-        status = "failed" if numbers else "passed" if reached else "not reached"
-        if not checked and not numbers:
-            status, checked = "not checked", "this verifier has no such step"
-        rows.append(StepRow(number, name, description, status, checked or "—", numbers))
+        status = "failed" if numbers else "passed"
+        if number == 3:
+            checked = f"policy: {result.policy}; {checked}"
+        if number == 8 and isinstance(source, ExportSource) and not numbers:
+            status, checked = "not applicable", "an export carries no stored hashes"
+        rows.append(StepRow(number, name, description, status, checked, numbers))
     return rows
 
 
-def _verified_up_to(result: VerificationResult, failures: list[FailureRow]) -> int:
-    """The size up to which the entries were found to give the signed roots."""
-    signed_entries = getattr(result, "signed_entries", None)
-    if isinstance(signed_entries, int):
-        return signed_entries
-    tree = _STEP_NAMES[4], _STEP_NAMES[5], _STEP_NAMES[6]
-    bad = [f.index for f in failures if f.step in tree and f.index is not None]
-    if any(f.step in tree for f in failures):
-        return min(bad) if bad else 0
-    return result.entries
-
-
-_COUNTED = {
-    "certificates": "signing certificates",
-    "checkpoints": "checkpoints",
-    "cosignatures": "cosignatures",
-    "witness-policy": "checkpoints meeting the witness policy",
-    "entries": "entries",
-    "altered-entry": "entries under a matching signed root",
-    "truncated": "checkpoints within the log",
-    "fork": "consistency proofs",
-    "stored-hash": "stored subtree hashes",
-    "envelopes": "envelopes (verified, erased or withheld)",
-}
+def _policy(
+    own: str,
+    bundle: TrustBundle,
+    witnesses: Iterable[str] | None,
+    quorum: int | None,
+    no_witnesses: bool,
+) -> WitnessPolicy | None:
+    """The witness policy for the ledger of ``own``; None for the verifier's default (every
+    other jurisdiction of the bundle)."""
+    if no_witnesses:
+        return WitnessPolicy.unwitnessed()
+    if witnesses is None and quorum is None:
+        return None
+    named = set(witnesses) if witnesses is not None else {j.value for j, _ in bundle}
+    members = frozenset(named - {own})
+    return WitnessPolicy(members, quorum if quorum is not None else len(members))
 
 
 def _cell_of(text: str, message_id: str, scans: dict[str, _Scan]) -> tuple[str, str, int | None]:

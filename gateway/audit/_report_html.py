@@ -115,8 +115,8 @@ def _badge(status: str) -> _Markup:
     kind = {
         "passed": "passed",
         "failed": "failed",
-        "not reached": "skipped",
         "not verified": "skipped",
+        "not applicable": "skipped",
     }.get(status, "warn")
     return _el("span", status, class_=f"badge {kind}")
 
@@ -551,7 +551,11 @@ def _ledger(led: LedgerReport) -> _Markup:
             class_="small",
         ),
         _el("h3", "Verification, step by step"),
+        _el("p", "Witness policy: ", _el("strong", led.policy or "—"), class_="small"),
         _steps(led),
+        _el("ul", [_el("li", n) for n in led.notices], class_="plain small")
+        if led.notices
+        else None,
         _el("h3", "Checkpoints and who cosigned them"),
         _checkpoints(led),
         _el("h3", "Erasures"),
@@ -660,8 +664,8 @@ def render_html(report: AuditReport) -> str:
             steps_legend,
             _el(
                 "p",
-                "As in docs/audit.md. A step after a broken entry or root is not reached: "
-                "the tree cannot be trusted past it.",
+                "As in docs/audit.md, section 2: every failure is reported, each under the step "
+                "that found it.",
                 class_="small",
             ),
             class_="card",

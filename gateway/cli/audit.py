@@ -497,8 +497,13 @@ ledger its size over time, its checkpoints and who cosigned them, the result of 
 verification step, its erasures; the reconciliation matrix between the ledgers; every failure
 numbered and highlighted with its entry index. --json writes the same content as JSON.
 
+The witness policy is audit verify's, for each ledger: by default every other jurisdiction of
+the trust bundle must have cosigned its latest checkpoint; --witnesses and --quorum state
+another, --no-witnesses opts out.
+
 exit status: 0 every ledger verified and the ledgers reconciled, 1 the report shows failures
-(it is written all the same), 2 bad arguments or an unreadable file.
+(it is written all the same), 2 bad arguments, an unreadable file, or a witness policy that
+could pass on nothing.
 """
 
 
@@ -513,6 +518,19 @@ def _register_report(commands: Any) -> None:
     report.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
     report.add_argument("--trust-bundle", type=Path, required=True, help="the trust bundle (JSON)")
     report.add_argument("--out", type=Path, required=True, help="the file to write")
+    report.add_argument(
+        "--witnesses",
+        help="the witnesses each ledger's latest checkpoint needs, e.g. CN,HK,MO (each ledger's "
+        "own jurisdiction left out; default: every other jurisdiction of the trust bundle)",
+    )
+    report.add_argument(
+        "--quorum", type=int, help="how many of those witnesses must have cosigned (default: all)"
+    )
+    report.add_argument(
+        "--no-witnesses",
+        action="store_true",
+        help="opt out of the witness policy: each log's operator alone vouches for it",
+    )
     report.add_argument("--json", action="store_true", help="write JSON instead of HTML")
     report.set_defaults(handler=_report)
 
@@ -524,8 +542,21 @@ def _report(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise CliError(f"no such directory for --out: {args.out.parent}")
     bundle = load_bundle(args.trust_bundle)
-    # A file that is no ledger raises ExportFormatError: one line, exit status 2 (main).
-    report = build_report(args.ledgers, bundle, bundle_name=args.trust_bundle.name)
+    if args.no_witnesses and (args.witnesses is not None or args.quorum is not None):
+        raise CliError("--no-witnesses cannot be combined with --witnesses or --quorum")
+    witnesses = None
+    if args.witnesses is not None:
+        witnesses = [Jurisdiction.parse(w.strip()).value for w in args.witnesses.split(",") if w]
+    # A file that is no ledger (ExportFormatError) or a policy that could pass on nothing
+    # (AuditError) is one line and exit status 2 (main).
+    report = build_report(
+        args.ledgers,
+        bundle,
+        bundle_name=args.trust_bundle.name,
+        witnesses=witnesses,
+        quorum=args.quorum,
+        no_witnesses=args.no_witnesses,
+    )
     text = json.dumps(report_json(report), indent=2) + "\n" if args.json else render_html(report)
     tmp = args.out.with_name(args.out.name + ".tmp")
     try:

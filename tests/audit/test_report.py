@@ -183,6 +183,9 @@ def test_hostile_text_from_a_ledger_is_shown_as_text_never_as_markup(
         ("same-origin-twice", "two ledgers of the same origin among"),
         ("bad-bundle", "trust bundle is not JSON"),
         ("no-out-directory", "no such directory for --out: "),
+        ("impossible-quorum", "witness quorum 3 is more than the 2 witnesses named"),
+        ("opt-out-and-quorum", "--no-witnesses cannot be combined with --witnesses or --quorum"),
+        ("own-witness-only", "the witness policy names no witness, so it would pass on nothing"),
     ],
 )
 def test_operator_mistakes_are_one_line_and_exit_2(
@@ -195,6 +198,14 @@ def test_operator_mistakes_are_one_line_and_exit_2(
 ) -> None:
     ledgers: list[Path] = [exports["cn"], exports["hk"]]
     bundle, out = world.bundle, tmp_path / "r.html"
+    policy: list[str] = []
+    if case == "impossible-quorum":
+        policy = ["--quorum", "3"]
+    elif case == "opt-out-and-quorum":
+        policy = ["--no-witnesses", "--quorum", "1"]
+    elif case == "own-witness-only":
+        ledgers = [exports["cn"]]
+        policy = ["--witnesses", "CN"]
     if case == "missing-ledger":
         ledgers.append(tmp_path / "mo.export")
     elif case == "not-a-ledger":
@@ -205,9 +216,9 @@ def test_operator_mistakes_are_one_line_and_exit_2(
     elif case == "bad-bundle":
         bundle = tmp_path / "bundle.json"
         bundle.write_text("{")
-    else:
+    elif case == "no-out-directory":
         out = tmp_path / "nowhere" / "r.html"
-    assert _run(*ledgers, "--trust-bundle", bundle, "--out", out) == 2
+    assert _run(*ledgers, "--trust-bundle", bundle, "--out", out, *policy) == 2
     err = capsys.readouterr().err
     assert expected in err
     assert err.count("\n") == 1, err

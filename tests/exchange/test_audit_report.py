@@ -102,11 +102,12 @@ def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 assert exchange.erase_expired() == 1
             finally:
                 exchange._clock = clock
-        wait_for(lambda: _cosigned(trio, MO, CN, HK), what="MO's last checkpoint cosigned")
-        trio.stop(MO)  # the peer is down from here on
+        for j in ALL:  # every ledger's last checkpoint cosigned by both others
+            others = [w for w in ALL if w is not j]
+            wait_for(lambda j=j, o=others: _cosigned(trio, j, *o), what=f"{j.value} cosigned")
+        trio.stop(MO)  # the peer is down from here on: CN's next checkpoint misses MO
         pending = trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [MO]), timeout=10)
         wait_for(lambda: _cosigned(trio, CN, HK), what="CN's checkpoint cosigned by HK")
-        wait_for(lambda: _cosigned(trio, HK, CN), what="HK's checkpoint cosigned by CN")
         trio.stop(CN)
         trio.stop(HK)
         exports = {}
@@ -165,7 +166,8 @@ def test_honest_ledgers_report_ok_with_the_erasure_and_the_pending_message(
     scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.json"
-    code, stdout = _report(scenario, scenario.exports["HK"], out, capsys, "--json")
+    # MO is known to be down: the auditor states a policy of one witness of the two.
+    code, stdout = _report(scenario, scenario.exports["HK"], out, capsys, "--json", "--quorum", "1")
     assert code == 0, stdout
     assert stdout.startswith("ok: 3 ledgers, 0 failures; report written to ")
     report = json.loads(out.read_text())
@@ -177,9 +179,10 @@ def test_honest_ledgers_report_ok_with_the_erasure_and_the_pending_message(
         assert erasure["message_id"] == scenario.erased_id
         assert erasure["origin"] == "CN"
     assert by["MO"]["erasures"] == []
-    for led in by.values():
+    for j, led in by.items():
         assert led["ok"], led["failures"]
-        assert {s["status"] for s in led["steps"]} <= {"passed", "not checked"}
+        assert [s["status"] for s in led["steps"]] == ["passed"] * 7 + ["not applicable", "passed"]
+        assert led["policy"] == "1 of " + ", ".join(c for c in ("CN", "HK", "MO") if c != j)
         assert led["checkpoints"], "a ledger without checkpoints in the report"
         assert all(cp["time_ms"] for cp in led["checkpoints"])
     # MO's last checkpoint was cosigned by both before it went down; CN's last one, made
@@ -198,11 +201,35 @@ def test_honest_ledgers_report_ok_with_the_erasure_and_the_pending_message(
     assert (hk_cn["sent"], hk_cn["received"], hk_cn["receipts"]) == (1, 1, 1)
 
 
+def test_the_peer_down_leaves_a_checkpoint_without_its_cosignature_under_the_default_policy(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    code, stdout = _report(scenario, scenario.exports["HK"], out, capsys, "--json")
+    assert code == 1, stdout
+    report = json.loads(out.read_text())
+    (failure,) = report["failures"]
+    cn = report["ledgers"][0]
+    assert (failure["ledger"], failure["step"], failure["category"]) == (
+        "cn.customs-exchange/ledger",
+        "witness policy",
+        "witness-policy",
+    )
+    assert failure["checkpoint_size"] == cn["checkpoints"][-1]["size"] == cn["entries"]
+    assert "(missing MO)" in failure["message"]
+    assert "the log's operator alone vouches for this history" in failure["message"]
+    assert cn["policy"] == "every one of HK, MO"
+    (step,) = [s for s in cn["steps"] if s["name"] == "witness policy"]
+    assert (step["status"], step["failures"]) == ("failed", [failure["number"]])
+    assert cn["checkpoints"][-1]["cosigners"] == ["hk.customs-exchange/witness"]
+    assert all(led["ok"] for led in report["ledgers"][1:])
+
+
 def test_a_removed_message_is_a_numbered_failure_in_its_ledger_and_the_matrix(
     scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.json"
-    code, stdout = _report(scenario, scenario.tampered_hk, out, capsys, "--json")
+    code, stdout = _report(scenario, scenario.tampered_hk, out, capsys, "--json", "--quorum", "1")
     assert code == 1, stdout
     report = json.loads(out.read_text())
     assert report["ok"] is False
@@ -228,11 +255,11 @@ def test_the_html_page_shows_every_failure_highlighted_and_loads_nothing(
     scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.html"
-    code, _ = _report(scenario, scenario.tampered_hk, out, capsys)
+    code, _ = _report(scenario, scenario.tampered_hk, out, capsys)  # the default policy
     assert code == 1
     page = out.read_text()
     data = tmp_path / "report.json"
-    _report(scenario, scenario.tampered_hk, data, capsys, "--json")
+    _report(scenario, scenario.tampered_hk, data, capsys, "--json")  # the default policy
     failures = json.loads(data.read_text())["failures"]
     for f in failures:
         row = re.search(rf'<tr class="fail" id="failure-{f["number"]}">(.*?)</tr>', page, re.S)
@@ -367,7 +394,7 @@ def test_a_certificate_about_to_expire_is_flagged_without_failing_the_audit(
     is carried; what it signed while valid still verifies, after it expired too."""
     bundle = TrustBundle.from_json(scenario.bundle.read_bytes())
     paths = [scenario.exports[j] for j in ("CN", "HK", "MO")]
-    report = build_report(paths, bundle)
+    report = build_report(paths, bundle, quorum=1)
     assert report.ok, report.failures
     for led in report.ledgers:
         (short,) = [c for c in led.certificates if c.serial == scenario.short_serial]
@@ -377,7 +404,9 @@ def test_a_certificate_about_to_expire_is_flagged_without_failing_the_audit(
         assert others == {"valid"}
     page = render_html(report)
     assert page.count('<span class="badge warn">expiring-soon</span>') == 3
-    later = build_report(paths, bundle, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=4))
+    later = build_report(
+        paths, bundle, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=4), quorum=1
+    )
     assert later.ok
     (hk,) = [led for led in later.ledgers if led.jurisdiction == "HK"]
     (short,) = [c for c in hk.certificates if c.serial == scenario.short_serial]
