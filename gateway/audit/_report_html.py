@@ -59,6 +59,7 @@ a.fref { color: #a40e26; font-weight: 600; margin-right: 4px; }
 .matrix td.cell.good { background: #f0fff4; }
 .matrix td.self { background: #eaeef2; color: #8c959f; }
 .small { font-size: 12px; color: #57606a; }
+table.failures td:nth-child(2) { white-space: nowrap; }
 svg.chart { background: #fff; border: 1px solid #e5e8eb; border-radius: 6px; }
 ul.plain { margin: 4px 0; padding-left: 20px; }
 @media print {
@@ -117,6 +118,7 @@ def _badge(status: str) -> _Markup:
         "failed": "failed",
         "not verified": "skipped",
         "not applicable": "skipped",
+        "nothing checked": "skipped",
     }.get(status, "warn")
     return _el("span", status, class_=f"badge {kind}")
 

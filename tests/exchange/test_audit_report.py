@@ -181,7 +181,11 @@ def test_honest_ledgers_report_ok_with_the_erasure_and_the_pending_message(
     assert by["MO"]["erasures"] == []
     for j, led in by.items():
         assert led["ok"], led["failures"]
-        assert [s["status"] for s in led["steps"]] == ["passed"] * 7 + ["not applicable", "passed"]
+        statuses = {s["name"]: s["status"] for s in led["steps"]}
+        one = len(led["checkpoints"]) == 1  # no consistency proof between two checkpoints
+        assert statuses.pop("consistency") == ("nothing checked" if one else "passed")
+        assert statuses.pop("stored hashes") == "not applicable"  # exports have none
+        assert set(statuses.values()) == {"passed"}
         assert led["policy"] == "1 of " + ", ".join(c for c in ("CN", "HK", "MO") if c != j)
         assert led["checkpoints"], "a ledger without checkpoints in the report"
         assert all(cp["time_ms"] for cp in led["checkpoints"])
