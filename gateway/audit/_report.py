@@ -26,7 +26,7 @@ from cryptography import x509
 
 from gateway.audit._policy import WitnessPolicy
 from gateway.audit._reconcile import ReconciliationResult, reconcile_sources
-from gateway.audit._source import ExportSource, LedgerSource, open_source
+from gateway.audit._source import DatabaseSource, ExportSource, LedgerSource, open_source
 from gateway.audit._trust import CertifiedKeys, certified_keys
 from gateway.audit._verify import CATEGORIES, Failure, VerificationResult, verify_source
 from gateway.audit.errors import AuditError, ExportFormatError
@@ -249,7 +249,7 @@ def build_report(
 ) -> AuditReport:
     """Verify each ledger with the trust bundle, reconcile them, and gather the report.
 
-    Every ledger is verified on its own (``verify_source`` with the bundle: all six steps);
+    Every ledger is verified on its own (``verify_source`` with the bundle: all nine steps);
     with two ledgers or more they are reconciled (``reconcile_sources``). Nothing is trusted
     that the verifier did not check: the checkpoint table re-verifies each signature line
     against the certified keys, and a checkpoint named by any failure is marked failed.
@@ -264,7 +264,7 @@ def build_report(
         AuditError: a witness policy that could pass on nothing.
     """
     now = now or dt.datetime.now(dt.UTC)
-    sources: list[LedgerSource] = []
+    sources: list[DatabaseSource | ExportSource] = []
     try:
         for path in paths:
             try:
@@ -312,9 +312,7 @@ def build_report(
         return report
     finally:
         for source in sources:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            source.close()
 
 
 class _Numbering:
