@@ -592,8 +592,10 @@ def _policy(
     return WitnessPolicy(members, quorum if quorum is not None else len(members))
 
 
-def _cell_of(text: str, message_id: str, scans: dict[str, _Scan]) -> tuple[str, str, int | None]:
-    """(sender, recipient, sender's entry index) of a reconciliation finding, by message id."""
+def _cell_of(message_id: str, scans: dict[str, _Scan]) -> tuple[str, str, int | None]:
+    """(sender, recipient, entry index) of a reconciliation finding, by its message id: the
+    sender's ``sent`` entry, else the recipient's ``received`` one; empty when neither (a
+    finding about a whole log, such as a rollback or a fork)."""
     for sender, scan in scans.items():
         for recipient in scan.sent:
             index = scan.sent_index.get((message_id, recipient))
@@ -627,21 +629,21 @@ def _add_reconciliation(
     report.refused = list(result.refused)
     cell_failures: dict[tuple[str, str], list[int]] = {}
     for mismatch in result.errors:
-        mid = str(getattr(mismatch, "message_id", "") or "")
-        sender, recipient, index = _cell_of(mismatch.message, mid, scans)
+        mid = str(mismatch.message_id)
+        sender, recipient, index = _cell_of(mid, scans)
         row = numbering.row(
             origin_of.get(sender, ""),
             RECONCILIATION_STEP,
             RECONCILIATION_STEP,
             mismatch.message,
             index=index,
-            problem=str(getattr(mismatch, "problem", "")),
+            problem=mismatch.problem,
             message_id=mid,
         )
         report.failures.append(row)
         cell_failures.setdefault((sender, recipient), []).append(row.number)
-    pending = Counter(_cell_of(t, _first_uuid(t), scans)[:2] for t in result.pending)
-    refused = Counter(_cell_of(t, _first_uuid(t), scans)[:2] for t in result.refused)
+    pending = Counter(_cell_of(_first_uuid(t), scans)[:2] for t in result.pending)
+    refused = Counter(_cell_of(_first_uuid(t), scans)[:2] for t in result.refused)
     codes = [led.jurisdiction for led in ledgers if led.jurisdiction]
     for sender in codes:
         for recipient in codes:
