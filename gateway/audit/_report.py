@@ -14,6 +14,7 @@ their shape. Like the rest of ``gateway.audit``, nothing here imports the node's
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import struct
 from collections import Counter
@@ -24,6 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
+from gateway import __version__
 from gateway.audit._policy import WitnessPolicy
 from gateway.audit._reconcile import ReconciliationResult, reconcile_sources
 from gateway.audit._source import DatabaseSource, ExportSource, LedgerSource, open_source
@@ -176,6 +178,7 @@ class LedgerReport:
     """One ledger as the auditor found it."""
 
     path: str
+    sha256: str  # of the file audited, so whoever receives the report can match the file
     origin: str
     jurisdiction: str
     entries: int
@@ -223,6 +226,7 @@ class AuditReport:
 
     generated_at: str
     trust_bundle: str
+    version: str  # of customs-gateway, which wrote the report
     ledgers: list[LedgerReport]
     matrix: list[MatrixCell]
     reconciled: bool  # reconciliation ran (two ledgers or more)
@@ -291,6 +295,7 @@ def build_report(
         report = AuditReport(
             generated_at=now.astimezone(dt.UTC).isoformat(timespec="seconds"),
             trust_bundle=bundle_name,
+            version=__version__,
             ledgers=ledgers,
             matrix=[],
             reconciled=len(sources) >= 2,
@@ -381,6 +386,14 @@ def _scan(source: LedgerSource, sizes: set[int]) -> _Scan:
         else:
             scan.receipts[e.counterpart] += 1
     return scan
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _checkpoint_sizes(notes: Iterable[str]) -> set[int]:
@@ -520,6 +533,7 @@ def _ledger_report(
     scan.erasures.sort(key=lambda e: e.index)
     return LedgerReport(
         path=path.name,
+        sha256=_file_sha256(path),
         origin=source.origin,
         jurisdiction=j.value if j is not None else "",
         entries=scan.count,
@@ -682,6 +696,7 @@ def report_json(report: AuditReport) -> dict[str, Any]:
         "ok": report.ok,
         "generated_at": report.generated_at,
         "trust_bundle": report.trust_bundle,
+        "version": report.version,
         "steps": [{"number": n, "name": name, "checks": d} for n, name, d in STEPS],
         "ledgers": ledgers,
         "reconciliation": {

@@ -537,7 +537,9 @@ def _ledger(led: LedgerReport) -> _Markup:
         _el("h2", f"Ledger {led.origin} ", _badge("passed" if led.ok else "failed")),
         _el(
             "p",
-            f"File {led.path}: {led.entries} entries ({events}), from {_time(led.first_time_ms)} "
+            f"File {led.path} (SHA-256 ",
+            _el("span", led.sha256, class_="mono"),
+            f"): {led.entries} entries ({events}), from {_time(led.first_time_ms)} "
             f"to {_time(led.last_time_ms)}. Recomputed root ",
             _el("span", led.root, class_="mono"),
             ".",
@@ -650,7 +652,8 @@ def render_html(report: AuditReport) -> str:
         _el("h1", "Ledger audit report"),
         _el(
             "div",
-            f"Generated {report.generated_at} by customs-gateway audit report, offline, with "
+            f"Generated {report.generated_at} by customs-gateway {report.version} audit report, "
+            "offline, with "
             f"the trust bundle {report.trust_bundle or '(given)'}; "
             f"{len(report.ledgers)} ledger{'s' if len(report.ledgers) != 1 else ''}.",
             class_="meta",

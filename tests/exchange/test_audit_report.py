@@ -11,6 +11,7 @@ loses the ``received`` entry of CN's notice.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import os
@@ -181,6 +182,7 @@ def test_honest_ledgers_report_ok_with_the_erasure_and_the_pending_message(
     assert by["MO"]["erasures"] == []
     for j, led in by.items():
         assert led["ok"], led["failures"]
+        assert led["sha256"] == hashlib.sha256(scenario.exports[j].read_bytes()).hexdigest()
         statuses = {s["name"]: s["status"] for s in led["steps"]}
         one = len(led["checkpoints"]) == 1  # no consistency proof between two checkpoints
         assert statuses.pop("consistency") == ("nothing checked" if one else "passed")
