@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import subprocess
+import sys
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -224,3 +226,25 @@ def test_operator_mistakes_are_one_line_and_exit_2(
     assert err.count("\n") == 1, err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_report_loads_nothing_of_the_node() -> None:
+    """Like the verifier it runs: no writer, exchange, server, transport or gRPC."""
+    script = (
+        "import json, sys\n"
+        "from gateway.audit.report import build_report, render_html\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    loaded = json.loads(out)
+    assert "gateway.audit._report_html" in loaded
+    forbidden = (
+        "gateway.ledger",
+        "gateway.exchange",
+        "gateway.server",
+        "gateway.transport",
+        "grpc",
+    )
+    assert [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)] == []
