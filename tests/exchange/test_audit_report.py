@@ -221,7 +221,7 @@ def test_the_peer_down_leaves_a_checkpoint_without_its_cosignature_under_the_def
         "witness policy",
         "witness-policy",
     )
-    assert failure["checkpoint_size"] == cn["checkpoints"][-1]["size"] == cn["entries"]
+    assert failure["checkpoint_size"] == cn["checkpoints"][-1]["size"]
     assert "(missing MO)" in failure["message"]
     assert "the log's operator alone vouches for this history" in failure["message"]
     assert cn["policy"] == "every one of HK, MO"
