@@ -199,8 +199,7 @@ class Limiter:
                 raise _exhausted(
                     caller,
                     f"{caller} already has {mine[caller]} {kind} open, the most one caller may "
-                    f"have ({'streams' if budget.streaming else 'calls'}_per_caller "
-                    f"{per_caller}); close one or retry later",
+                    f"have ({kind}_per_caller {per_caller}); close one or retry later",
                 )
             taken = budget
             if self._used[budget] >= limits.capacity(budget):

@@ -201,3 +201,22 @@ def test_a_tls_client_certificate_with_a_malformed_san_is_unauthenticated(
     if caught.value.code() is grpc.StatusCode.UNAUTHENTICATED:
         assert "malformed extension" in (caught.value.details() or "")
     assert ledger_state(cn) == before
+
+
+def test_undecodable_requests_are_counted_by_method_and_status(
+    world: World, tmp_path: Path
+) -> None:
+    config = world.write_config(CN, tmp_path / "cn-data")
+    with config.open("a") as f:
+        f.write('\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    method = next(m for m in METHODS if m.name == "GetEntries")
+    with (
+        running_node(config) as node,
+        channel_to(world, node, world.cred(HK, Role.AUDITOR)) as channel,
+    ):
+        for _ in range(3):
+            code, _, _ = call_raw(channel, method, GARBAGE)
+            assert code is grpc.StatusCode.INVALID_ARGUMENT
+        text = node.metrics.render().decode()
+    line = f'gateway_rpc_requests_total{{code="INVALID_ARGUMENT",method="{method.path}"}} 3.0'
+    assert line in text

@@ -25,10 +25,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc, peer_pb2, peer_pb2_grpc
 from gateway.domain.fixtures import seed_notice_request
+from gateway.errors import ResourceExhaustedError
 from gateway.pki import RevocationReason, Role, build_crl
 from gateway.pki.pem import write_public_file
 from gateway.pki.revocation import RevokedEntry
 from gateway.server import ConfigError, Node, load_config
+from gateway.server.limits import Limiter, Limits
 from tests.failclosed.runtime_support import (
     CN,
     HK,
@@ -119,6 +121,7 @@ def test_64_watch_and_64_inbound_streams_leave_partners_peers_and_health_served(
     other_partner = world.issue(CN, Role.PARTNER, "port-system")
     foreign = channel_to(world, node, world.cred(HK, Role.PARTNER))
     partner = channel_to(world, node, world.cred(CN, Role.PARTNER))
+    initial = ledger_state(node)
     watch_request = health_pb2.HealthCheckRequest().SerializeToString()
     inbound_request = partner_pb2.StreamInboundRequest().SerializeToString()
     watches = _Streams(foreign, WATCH, watch_request, 64)
@@ -139,6 +142,7 @@ def test_64_watch_and_64_inbound_streams_leave_partners_peers_and_health_served(
         assert node.limiter.in_use()["inbound_streams"] == limits.streams_per_caller
         assert node.limiter.in_use()["other_streams"] == per_caller
         before = ledger_state(node)
+        assert before == initial  # 124 refused streams wrote nothing
 
         # Meanwhile: another partner's submit, a peer's delivery, a foreign health check.
         with channel_to(world, node, other_partner) as channel:
@@ -298,3 +302,63 @@ def test_default_limits_fit_the_pool(world: World, tmp_path: Path) -> None:
     assert limits.threads_needed <= limits.workers == 16
     assert (limits.reserved_calls, limits.inbound_streams, limits.other_streams) == (2, 4, 2)
     assert (limits.calls, limits.calls_per_caller, limits.streams_per_caller) == (8, 4, 2)
+
+
+# -- the bookkeeping alone (pure): which budget each call takes, and when it is refused --------
+
+CHECK = "/grpc.health.v1.Health/Check"
+DELIVER = "/customs.gateway.v1.PeerExchange/DeliverBatch"
+SUBMIT = "/customs.gateway.v1.PartnerGateway/SubmitSeizureNotice"
+
+
+def _limiter(**given: int) -> Limiter:
+    limits = Limits.for_workers(16, **given)
+    assert not limits.problems()
+    return Limiter(limits)
+
+
+def test_a_caller_holds_at_most_its_share_of_calls() -> None:
+    limiter = _limiter(calls=8, calls_per_caller=3)
+    held = [limiter.admit(SUBMIT, "spiffe://cn/partner/a", False) for _ in range(3)]
+    with pytest.raises(ResourceExhaustedError, match=r"calls_per_caller 3"):
+        limiter.admit(SUBMIT, "spiffe://cn/partner/a", False)
+    limiter.admit(SUBMIT, "spiffe://cn/partner/b", False)  # another caller is not affected
+    held[0]()
+    held[0]()  # giving a slot back twice gives it back once
+    limiter.admit(SUBMIT, "spiffe://cn/partner/a", False)
+    assert limiter.in_use()["calls"] == 4
+
+
+def test_the_reserve_is_for_health_and_peers_only() -> None:
+    limiter = _limiter(calls=2, calls_per_caller=2, reserved_calls=2)
+    limiter.admit(SUBMIT, "a", False)
+    limiter.admit(SUBMIT, "b", False)
+    with pytest.raises(ResourceExhaustedError, match=r"its limit \(calls 2\)"):
+        limiter.admit(SUBMIT, "c", False)  # partners never take a reserved slot
+    limiter.admit(CHECK, "probe", False)
+    limiter.admit(DELIVER, "hk-node", False)
+    assert limiter.in_use()["reserved_calls"] == 2
+    with pytest.raises(ResourceExhaustedError, match=r"reserved_calls 2"):
+        limiter.admit(CHECK, "probe-2", False)  # reserve full and calls full
+
+
+def test_reserved_calls_spill_into_free_general_slots() -> None:
+    limiter = _limiter(calls=2, reserved_calls=2, calls_per_caller=2)
+    for i in range(4):
+        limiter.admit(DELIVER, f"node-{i}", False)
+    assert limiter.in_use() == {
+        "reserved_calls": 2,
+        "calls": 2,
+        "inbound_streams": 0,
+        "other_streams": 0,
+    }
+
+
+def test_watch_streams_never_take_the_partners_inbound_streams() -> None:
+    limiter = _limiter(inbound_streams=4, other_streams=2, streams_per_caller=2)
+    limiter.admit(WATCH, "x", True)
+    limiter.admit(WATCH, "y", True)
+    with pytest.raises(ResourceExhaustedError, match=r"other_streams 2"):
+        limiter.admit(WATCH, "z", True)
+    limiter.admit(INBOUND, "partner", True)  # still room for partners
+    assert limiter.in_use()["inbound_streams"] == 1
