@@ -78,6 +78,12 @@ class StorageProbe:
             return f"ledger {self._ledger.path}: {exc}"
         return None
 
+    @property
+    def last_problem(self) -> str | None:
+        """Why the last probe failed, or ``None`` if it succeeded (or none ran yet)."""
+        last = self._last
+        return last if isinstance(last, str) else None
+
     def run(self) -> None:
         """Probe once and report a change of outcome."""
         with self._lock:

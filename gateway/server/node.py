@@ -57,7 +57,7 @@ from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
+__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "STORAGE_KEY", "Node"]
 
 log = logging.getLogger("gateway.server")
 
@@ -69,13 +69,15 @@ SERVICE_NAMES = (
 
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     """Standard health checking; ``Check`` also returns the node's certificate warnings in the
-    trailing metadata ``certificate-warnings`` (``none`` when all is well), so an operator's
-    probe sees them without a new RPC."""
+    trailing metadata ``certificate-warnings`` (``none`` when all is well), and why the ledger
+    cannot commit in ``storage`` (``ok`` when it can), so an operator's probe sees them without
+    a new RPC."""
 
     def __init__(self, node: Node) -> None:
         super().__init__(experimental_non_blocking=True)
@@ -86,8 +88,12 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         warnings = self._node.certificate_warnings()
         text = " | ".join(warnings) if warnings else "none"
+        storage = self._node.storage.last_problem or "ok"
         context.set_trailing_metadata(
-            ((CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),)
+            (
+                (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+                (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
+            )
         )
         return super().Check(request, context)
 

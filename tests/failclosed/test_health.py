@@ -25,6 +25,7 @@ from customs.gateway.v1 import partner_pb2_grpc
 from gateway.domain.fixtures import seed_notice_request
 from gateway.pki import Role
 from gateway.server import Node
+from gateway.server.node import STORAGE_KEY
 from tests.failclosed.runtime_support import CN, HK, ledger_state, wait_for
 from tests.support import World, channel_to, running_node
 
@@ -52,11 +53,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _status(node: Node, world: World) -> int:
+    return _check(node, world)[0]
+
+
+def _check(node: Node, world: World) -> tuple[int, str]:
+    """Health/Check's status and its ``storage`` trailing metadata."""
     with channel_to(world, node, world.cred(HK, Role.PARTNER)) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(
+        response, call = health_pb2_grpc.HealthStub(channel).Check.with_call(
             health_pb2.HealthCheckRequest(), timeout=5
         )
-    return int(response.status)
+    return int(response.status), dict(call.trailing_metadata())[STORAGE_KEY]
 
 
 def _fill(directory: Path) -> Path:
@@ -113,8 +119,12 @@ def test_a_full_disk_is_not_serving_until_space_is_freed(
     failed = [r for r in caplog.records if getattr(r, "event", None) == "storage-failed"]
     assert failed, "no storage-failed log line"
     assert "No space left on device" in failed[0].getMessage()
+    status, storage = _check(node, world)
+    assert status == NOT_SERVING
+    assert "No space left on device" in storage
     filler.unlink()
     wait_for(lambda: _status(node, world) == SERVING, what="SERVING once space is freed")
+    assert _check(node, world) == (SERVING, "ok")
     before = ledger_state(node)
     assert _submit(node, world) is grpc.StatusCode.OK
     assert ledger_state(node).size > before.size
