@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -37,7 +38,7 @@ from gateway.errors import (
 )
 from gateway.pki.access import Authenticator, Principal, authorize
 from gateway.pki.identity import Jurisdiction
-from gateway.server.limits import Limiter
+from gateway.server.limits import Budget, Limiter, budget_of
 
 __all__ = [
     "AccessInterceptor",
@@ -53,6 +54,7 @@ _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("call
 
 Behavior = Callable[..., Any]
 Wrapper = Callable[..., Behavior]
+_POOL_ATTRIBUTE = "experimental_thread_pool"  # grpcio: run this behavior on that executor
 
 
 def current_caller() -> Principal:
@@ -104,14 +106,21 @@ def _wrap_handler(
 
     def wrapped(behavior: Behavior, streaming: bool) -> Behavior:
         if raw:
-            return wrap(
+            outer = wrap(
                 behavior,
                 streaming,
                 method,
                 handler.request_deserializer,
                 handler.request_streaming,
             )
-        return wrap(behavior, streaming, method)
+        else:
+            outer = wrap(behavior, streaming, method)
+        # grpcio picks the thread pool of a call from its outermost behavior, on its polling
+        # thread: the pool an inner interceptor chose must survive the outer wrapping.
+        pool = getattr(behavior, _POOL_ATTRIBUTE, None)
+        if pool is not None and getattr(outer, _POOL_ATTRIBUTE, None) is None:
+            setattr(outer, _POOL_ATTRIBUTE, pool)
+        return outer
 
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
@@ -322,11 +331,16 @@ class AccessInterceptor(_WrappingInterceptor):
         authenticator: Authenticator,
         jurisdiction: Jurisdiction,
         limiter: Limiter | None = None,
+        reserve: futures.ThreadPoolExecutor | None = None,
     ) -> None:
+        """``reserve``: the thread pool of the methods of the reserved budget (Health/Check and
+        PeerExchange); grpcio hands their calls to it on its polling thread, so no call of
+        another method ever queues in front of them or takes one of its threads."""
         super().__init__()
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
         self._limiter = limiter
+        self._reserve = reserve
 
     def _admit(self, context: grpc.ServicerContext, method: str, streaming: bool) -> _Admitted:
         try:
@@ -393,6 +407,8 @@ class AccessInterceptor(_WrappingInterceptor):
                 _CALLER.reset(token)
                 admitted.release()
 
+        if self._reserve is not None and budget_of(method, False) is Budget.RESERVED:
+            setattr(unary, _POOL_ATTRIBUTE, self._reserve)
         return unary
 
 

@@ -14,10 +14,13 @@ budget                methods                                  who can fill it
 ``other_streams``     ``Health/Watch``, server reflection      anyone with a certificate
 ====================  =======================================  ==============================
 
-Reserved calls take a reserved slot first and a general one when the reserve is full; nothing
-else ever takes a reserved slot. Each caller (certificate identity) may also hold at most
-``calls_per_caller`` unary calls and ``streams_per_caller`` streams. The budgets add up to at most
-the pool size, so the threads that refusals and the reserve need are never all taken.
+The reserve is a thread pool of its own (``reserved_calls`` threads, taken from
+``server.max_workers``): grpcio hands a reserved method's call to it on its polling thread, so
+no other call queues in front of a health check or a peer's delivery. The other budgets share
+the rest of the threads. Each caller (certificate identity) may also hold at most
+``calls_per_caller`` unary calls and ``streams_per_caller`` streams. The budgets add up to at
+most ``max_workers``, so admitted calls never hold every thread and a refusal (which runs on a
+thread, for microseconds) always finds one.
 
 :class:`Limiter` is pure bookkeeping (no gRPC): ``admit`` returns a release function or raises
 :class:`~gateway.errors.ResourceExhaustedError`.
@@ -201,18 +204,13 @@ class Limiter:
                     f"{caller} already has {mine[caller]} {kind} open, the most one caller may "
                     f"have ({kind}_per_caller {per_caller}); close one or retry later",
                 )
-            taken = budget
             if self._used[budget] >= limits.capacity(budget):
-                if budget is Budget.RESERVED and self._used[Budget.CALLS] < limits.calls:
-                    taken = Budget.CALLS
-                else:
-                    raise _exhausted(
-                        budget.value,
-                        f"the node has {limits.capacity(budget)} {budget.value.replace('_', ' ')} "
-                        f"in use, its limit ({budget.value} {limits.capacity(budget)}); "
-                        "retry later",
-                    )
-            self._used[taken] += 1
+                raise _exhausted(
+                    budget.value,
+                    f"the node has {limits.capacity(budget)} {budget.value.replace('_', ' ')} "
+                    f"in use, its limit ({budget.value} {limits.capacity(budget)}); retry later",
+                )
+            self._used[budget] += 1
             mine[caller] += 1
 
         released = False
@@ -223,7 +221,7 @@ class Limiter:
                 if released:
                     return
                 released = True
-                self._used[taken] -= 1
+                self._used[budget] -= 1
                 mine[caller] -= 1
                 if mine[caller] <= 0:
                     del mine[caller]

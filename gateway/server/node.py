@@ -209,15 +209,21 @@ class Node:
         ]
         self.limits = config.resolved_limits
         self.limiter = Limiter(self.limits)
+        # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
+        self._reserve = futures.ThreadPoolExecutor(
+            max_workers=self.limits.reserved_calls, thread_name_prefix=f"{prefix}-reserve"
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=config.server.max_workers,
+                max_workers=config.server.max_workers - self.limits.reserved_calls,
                 thread_name_prefix=f"{prefix}-rpc",
             ),
             interceptors=[
                 # Counted only when someone can read the counts: no work on every call else.
                 ErrorInterceptor(self.metrics.observe if self.metrics_server else None),
-                AccessInterceptor(self.authenticator, config.jurisdiction, self.limiter),
+                AccessInterceptor(
+                    self.authenticator, config.jurisdiction, self.limiter, self._reserve
+                ),
             ],
             options=[
                 ("grpc.so_reuseport", 0),
@@ -402,6 +408,7 @@ class Node:
         self.stopping.set()  # inbound streams end; unary calls in flight finish
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop()
@@ -417,6 +424,7 @@ class Node:
         self.stopping.set()
         self.exchange.wake_followers()
         self._server.stop(0).wait()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop(0)

@@ -11,6 +11,7 @@ a certificate revoked while its streams are open, and limits a node could not en
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -337,21 +338,35 @@ def test_the_reserve_is_for_health_and_peers_only() -> None:
         limiter.admit(SUBMIT, "c", False)  # partners never take a reserved slot
     limiter.admit(CHECK, "probe", False)
     limiter.admit(DELIVER, "hk-node", False)
-    assert limiter.in_use()["reserved_calls"] == 2
-    with pytest.raises(ResourceExhaustedError, match=r"reserved_calls 2"):
-        limiter.admit(CHECK, "probe-2", False)  # reserve full and calls full
-
-
-def test_reserved_calls_spill_into_free_general_slots() -> None:
-    limiter = _limiter(calls=2, reserved_calls=2, calls_per_caller=2)
-    for i in range(4):
-        limiter.admit(DELIVER, f"node-{i}", False)
     assert limiter.in_use() == {
         "reserved_calls": 2,
         "calls": 2,
         "inbound_streams": 0,
         "other_streams": 0,
     }
+
+
+def test_reserved_methods_run_on_the_reserve_pool(
+    world: World, cn: Cn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpcio hands PeerExchange and Health/Check calls to the reserve's own threads (the
+    refusal's log record shows where the access check ran); partner calls run on the main pool."""
+    method = next(m for m in METHODS if m.name == "DeliverBatch")
+    submit = next(m for m in METHODS if m.name == "SubmitSeizureNotice")
+    with (
+        caplog.at_level(logging.WARNING, logger="gateway.server"),
+        channel_to(world, cn.node, world.cred(CN, Role.PARTNER)) as channel,
+    ):
+        code, _, _ = call_raw(channel, method, b"")
+        assert code is grpc.StatusCode.PERMISSION_DENIED
+        code, _, _ = call_raw(channel, submit, b"\xff")
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+    threads = {
+        next(w for w in r.getMessage().split() if w.startswith("/")): r.threadName
+        for r in caplog.records
+    }
+    assert threads[method.path].startswith("cn-reserve"), threads
+    assert threads[submit.path].startswith("cn-rpc"), threads
 
 
 def test_watch_streams_never_take_the_partners_inbound_streams() -> None:
