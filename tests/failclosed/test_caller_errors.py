@@ -25,6 +25,7 @@ from google.rpc import code_pb2
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2, peer_pb2, peer_pb2_grpc
 from gateway.envelope import Signer, seal
+from gateway.exchange import delivery
 from gateway.pki import Role, SpiffeId, TrustBundle
 from gateway.pki.pem import certificate_pem, private_key_pem
 from gateway.server import Node
@@ -158,6 +159,7 @@ def test_bad_envelope_in_a_batch_is_refused_alone_and_finally(world: World, cn: 
         )
     refused, received = response.results
     assert refused.error.code == code_pb2.INVALID_ARGUMENT, refused.error
+    assert refused.error.code in delivery._FINAL_CODES  # the sender marks it REFUSED, stops
     assert "malformed extension" in refused.error.message
     assert not refused.HasField("receipt")
     assert received.HasField("receipt")
