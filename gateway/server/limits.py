@@ -18,7 +18,8 @@ The reserve is a thread pool of its own (``reserved_calls`` threads, taken from
 ``server.max_workers``): grpcio hands a reserved method's call to it on its polling thread, so
 no other call queues in front of a health check or a peer's delivery. The other budgets share
 the rest of the threads. Each caller (certificate identity) may also hold at most
-``calls_per_caller`` unary calls and ``streams_per_caller`` streams. The budgets add up to at
+``calls_per_caller`` unary calls and ``streams_per_caller`` streams, and at most half of either
+stream budget. The budgets add up to at
 most ``max_workers``, so admitted calls never hold every thread and a refusal (which runs on a
 thread, for microseconds) always finds one.
 
@@ -167,6 +168,11 @@ class Limits:
         """The size of ``budget``."""
         return int(getattr(self, budget.value))
 
+    def share(self, budget: Budget) -> int:
+        """The most of a stream budget one caller may hold: half (at least one), so a single
+        certificate identity never takes all of the node's Watch or inbound streams."""
+        return max(1, self.capacity(budget) // 2)
+
 
 class Limiter:
     """Counts admitted calls per budget and per caller; thread-safe, no I/O."""
@@ -177,6 +183,7 @@ class Limiter:
         self._used: Counter[Budget] = Counter()
         self._calls: Counter[str] = Counter()
         self._streams: Counter[str] = Counter()
+        self._shares: Counter[tuple[str, Budget]] = Counter()
 
     def in_use(self) -> dict[str, int]:
         """Slots in use per budget (for metrics and tests)."""
@@ -196,7 +203,15 @@ class Limiter:
         mine = self._streams if budget.streaming else self._calls
         limits = self.limits
         per_caller = limits.streams_per_caller if budget.streaming else limits.calls_per_caller
+        share = (caller, budget)
         with self._lock:
+            if budget.streaming and self._shares[share] >= limits.share(budget):
+                raise _exhausted(
+                    caller,
+                    f"{caller} already has {self._shares[share]} of the node's "
+                    f"{limits.capacity(budget)} {budget.value.replace('_', ' ')} open, the most "
+                    f"one caller may hold ({budget.value} / 2); close one or retry later",
+                )
             if mine[caller] >= per_caller:
                 kind = "streams" if budget.streaming else "calls"
                 raise _exhausted(
@@ -212,6 +227,7 @@ class Limiter:
                 )
             self._used[budget] += 1
             mine[caller] += 1
+            self._shares[share] += 1
 
         released = False
 
@@ -225,6 +241,9 @@ class Limiter:
                 mine[caller] -= 1
                 if mine[caller] <= 0:
                     del mine[caller]
+                self._shares[share] -= 1
+                if self._shares[share] <= 0:
+                    del self._shares[share]
 
         return release
 

@@ -31,7 +31,7 @@ from gateway.pki import RevocationReason, Role, build_crl
 from gateway.pki.pem import write_public_file
 from gateway.pki.revocation import RevokedEntry
 from gateway.server import ConfigError, Node, load_config
-from gateway.server.limits import Limiter, Limits
+from gateway.server.limits import Budget, Limiter, Limits
 from tests.failclosed.runtime_support import (
     CN,
     HK,
@@ -132,10 +132,11 @@ def test_64_watch_and_64_inbound_streams_leave_partners_peers_and_health_served(
         # wait for messages, so for them the proof is the limiter's count.
         for _ in range(64):
             assert watches.first.acquire(timeout=20), "a Watch stream neither answered nor ended"
-        per_caller = min(limits.streams_per_caller, limits.other_streams)
+        per_caller = min(limits.streams_per_caller, limits.share(Budget.OTHER_STREAMS))
+        assert per_caller == 1  # half of the node's two Watch streams
         assert watches.outcomes == ["message"] * per_caller
         assert len(watches.refusals) == 64 - per_caller
-        assert "streams_per_caller" in watches.refusals[0]
+        assert "the most one caller may hold (other_streams / 2)" in watches.refusals[0]
         wait_for(
             lambda: len(inbound.refusals) == 64 - limits.streams_per_caller,
             what="inbound streams beyond the caller's limit refused",
@@ -367,6 +368,16 @@ def test_reserved_methods_run_on_the_reserve_pool(
     }
     assert threads[method.path].startswith("cn-reserve"), threads
     assert threads[submit.path].startswith("cn-rpc"), threads
+
+
+def test_one_caller_holds_at_most_half_of_a_stream_budget() -> None:
+    limiter = _limiter(inbound_streams=4, other_streams=4, streams_per_caller=4)
+    limiter.admit(WATCH, "x", True)
+    limiter.admit(WATCH, "x", True)
+    with pytest.raises(ResourceExhaustedError, match=r"x already has 2 of the node's 4 other"):
+        limiter.admit(WATCH, "x", True)
+    limiter.admit(INBOUND, "x", True)  # the other budget has its own half
+    limiter.admit(WATCH, "y", True)
 
 
 def test_watch_streams_never_take_the_partners_inbound_streams() -> None:
