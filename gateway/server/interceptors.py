@@ -391,6 +391,16 @@ class AccessInterceptor(_WrappingInterceptor):
                     for message in behavior(decoded(raw, context), context):
                         guard.check()
                         yield message
+                except (UnauthenticatedError, UnavailableError) as exc:
+                    if str(exc).startswith("stream ended"):
+                        log.warning(
+                            "%s stream of %s: %s",
+                            method,
+                            admitted.principal.identity.uri,
+                            exc,
+                            extra={"event": "stream-ended", "method": method, "status": exc.status},
+                        )
+                    raise
                 finally:
                     _GUARD.reset(guarded)
                     _CALLER.reset(token)

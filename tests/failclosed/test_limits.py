@@ -232,7 +232,13 @@ def test_a_stream_ends_at_its_lifetime_and_resumes_from_its_cursor(
     assert again.envelope.header == second.header
 
 
-def test_a_revoked_partners_open_streams_end_unauthenticated(world: World, cn: Cn) -> None:
+def _ended(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", "") == "stream-ended"]
+
+
+def test_a_revoked_partners_open_streams_end_unauthenticated(
+    world: World, cn: Cn, caplog: pytest.LogCaptureFixture
+) -> None:
     """Idle StreamInbound and Health/Watch streams of a certificate revoked while they are open
     end with UNAUTHENTICATED, without another message."""
     cred = world.issue(CN, Role.PARTNER, "to-revoke-streams")
@@ -254,12 +260,15 @@ def test_a_revoked_partners_open_streams_end_unauthenticated(world: World, cn: C
             lambda: any(serial in v.revoked_serials() for v in node.authenticator.crls),
             what="the CRL loaded",
         )
-        for call in (inbound, watch):
-            with pytest.raises(grpc.RpcError) as ended:
-                next(call)
-            assert ended.value.code() is grpc.StatusCode.UNAUTHENTICATED
-            assert "stream ended" in (ended.value.details() or "")
-            assert "revoked" in (ended.value.details() or "")
+        with caplog.at_level(logging.WARNING, logger="gateway.server"):
+            for call in (inbound, watch):
+                with pytest.raises(grpc.RpcError) as ended:
+                    next(call)
+                assert ended.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert "stream ended" in (ended.value.details() or "")
+                assert "revoked" in (ended.value.details() or "")
+            wait_for(lambda: len(_ended(caplog)) == 2, what="both stream ends logged")
+        assert all(cred.identity.uri in r.getMessage() for r in _ended(caplog))
 
 
 def test_requests_larger_than_the_limit_are_resource_exhausted(
