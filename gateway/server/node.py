@@ -52,7 +52,7 @@ from gateway.pki.pem import load_certificate, load_private_key
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.health import StorageProbe
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor, current_stream
-from gateway.server.limits import Limiter
+from gateway.server.limits import Budget, Limiter
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
@@ -153,6 +153,9 @@ class Node:
             signer=NoteSigner(origin, self.signer.private_key),
             schema=exchange_store.create_schema,
         )
+        self.limits = config.resolved_limits
+        self.limiter = Limiter(self.limits)
+        self.storage = StorageProbe(self.ledger, config.data_dir, self._storage_changed)
         self.exchange = Exchange(
             jurisdiction=config.jurisdiction,
             ledger=self.ledger,
@@ -183,6 +186,8 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                limits=self._limits_in_use,
+                storage_ok=lambda: self.storage.last_problem is None,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -207,8 +212,6 @@ class Node:
                 self.exchange.erase_expired,
             ),
         ]
-        self.limits = config.resolved_limits
-        self.limiter = Limiter(self.limits)
         # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
         self._reserve = futures.ThreadPoolExecutor(
             max_workers=self.limits.reserved_calls, thread_name_prefix=f"{prefix}-reserve"
@@ -234,7 +237,6 @@ class Node:
             # thread is taken: the only check grpcio's sync server makes that early (ADR 0023).
             maximum_concurrent_rpcs=config.server.max_workers + self.limits.backlog,
         )
-        self.storage = StorageProbe(self.ledger, config.data_dir, self._storage_changed)
         self._housekeeping.append(
             _Periodic(f"{prefix}-storage", self.limits.storage_probe_seconds, self.storage.run)
         )
@@ -246,6 +248,12 @@ class Node:
         with contextlib.closing(self.ledger.own_reader()) as conn:  # scrapes come on new threads
             counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
+
+    def _limits_in_use(self) -> dict[str, tuple[int, int]]:
+        used = self.limiter.in_use()
+        return {
+            budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
+        }
 
     def _not_after(self) -> dict[str, float]:
         tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)

@@ -222,3 +222,6 @@ def test_undecodable_requests_are_counted_by_method_and_status(
         text = node.metrics.render().decode()
     line = f'gateway_rpc_requests_total{{code="INVALID_ARGUMENT",method="{method.path}"}} 3.0'
     assert line in text
+    assert 'gateway_limit_capacity{budget="calls"} 8.0' in text
+    assert 'gateway_limit_in_use{budget="calls"} 0.0' in text
+    assert "gateway_storage_writable 1.0" in text
