@@ -80,7 +80,7 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     a new RPC."""
 
     def __init__(self, node: Node) -> None:
-        super().__init__(experimental_non_blocking=True)
+        super().__init__(experimental_non_blocking=False)  # our Watch is a generator
         self._node = node
 
     def Check(
