@@ -55,6 +55,9 @@ class NodeState:
     pending: Callable[[], dict[tuple[str, str], int]]  # (peer, state) -> undelivered rows
     failures: Callable[[], dict[str, int]]  # peer -> consecutive failed attempts
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
+    # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
+    limits: Callable[[], dict[str, tuple[int, int]]] | None = None
+    storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
 
 
 class _StateCollector(Collector):
@@ -97,6 +100,26 @@ class _StateCollector(Collector):
         for name, when in sorted(s.not_after().items()):
             expiry.add_metric([name], when)
         yield expiry
+        if s.limits is not None:
+            in_use = GaugeMetricFamily(
+                "gateway_limit_in_use",
+                "Calls or streams admitted now, by budget of the node's [limits].",
+                labels=["budget"],
+            )
+            capacity = GaugeMetricFamily(
+                "gateway_limit_capacity", "The size of each budget.", labels=["budget"]
+            )
+            for budget, (used, size) in sorted(s.limits().items()):
+                in_use.add_metric([budget], used)
+                capacity.add_metric([budget], size)
+            yield in_use
+            yield capacity
+        if s.storage_ok is not None:
+            yield GaugeMetricFamily(
+                "gateway_storage_writable",
+                "1 while the ledger can commit (health SERVING), 0 while it cannot.",
+                value=1 if s.storage_ok() else 0,
+            )
 
 
 class NodeMetrics:
