@@ -177,6 +177,8 @@ def load_config(path: str | Path) -> NodeConfig:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config {source}: file does not exist") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"config {source}: cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

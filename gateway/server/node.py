@@ -51,6 +51,7 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.expiry import expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
+from gateway.pki.revocation import key_id
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
@@ -175,6 +176,8 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                crl_refusals=lambda: dict(self.tls.refusals),
+                crl_numbers=self._crl_numbers,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -219,6 +222,13 @@ class Node:
         with contextlib.closing(self.ledger.own_reader()) as conn:  # scrapes come on new threads
             counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
+
+    def _crl_numbers(self) -> dict[str, int]:
+        return {
+            f"{v.jurisdiction} {key_id(v.issuer)[:16]}": v.number
+            for v in self.tls.material.verified_crls
+            if v.number is not None
+        }
 
     def _not_after(self) -> dict[str, float]:
         tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
@@ -378,6 +388,13 @@ class Node:
         self.ledger.close()
         self.data_dir.release()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
+
+    def abandon(self) -> None:
+        """Give up a node whose :meth:`start` failed before it served: close the ledger and
+        unlock the data directory (the server and workers never ran)."""
+        self._stopped.set()
+        self.ledger.close()
+        self.data_dir.release()
 
     def kill(self) -> None:
         """Stop at once without a grace period or a final checkpoint, as a crash test needs."""

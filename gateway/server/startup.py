@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import FailedPreconditionError, GatewayError
+from gateway.pki.authority import identity_of
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.chain import Usage, verify_leaf
 from gateway.pki.identity import SpiffeId
@@ -235,12 +236,17 @@ def check_own_certificate(
         raise StartupError(
             f"the trust bundle has no root of this node's own jurisdiction {expected.jurisdiction}"
         )
+    # The identity first: "a partner's certificate" says more than "lacks server EKU".
     try:
-        identity = verify_leaf(cert, bundle, crls, at=now, usage=usage)
+        named = identity_of(cert)
     except GatewayError as exc:
-        raise StartupError(f"{what} cannot be this node's: {exc}") from None
-    if identity != expected:
-        raise StartupError(f"{what} is {identity.uri}, not this node's identity {expected.uri}")
+        raise StartupError(f"{what} is not a customs-exchange identity: {exc}") from None
+    if named != expected:
+        raise StartupError(f"{what} is {named.uri}, not this node's identity {expected.uri}")
+    try:
+        verify_leaf(cert, bundle, crls, at=now, usage=usage)
+    except GatewayError as exc:
+        raise StartupError(f"{what} cannot be used: {exc}") from None
     if usage == "server":
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
