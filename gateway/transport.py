@@ -22,6 +22,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway import AEAD_CIPHERS
 from gateway.errors import GatewayError, InvalidArgumentError, NotFoundError
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, SpiffeId
@@ -41,17 +42,6 @@ from gateway.pki.revocation import (
 __all__ = ["AEAD_CIPHERS", "ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
 
 log = logging.getLogger(__name__)
-
-AEAD_CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
-    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
-)
-"""The TLS 1.2 suites every port of a node offers and accepts: forward-secret and AEAD only
-(TLS 1.3 suites are all AEAD). No CBC, no static RSA key exchange (ADR 0025)."""
-
-# grpc core reads its cipher list from this variable once, when the first TLS credentials are
-# made: set it before that, whatever the environment says, so no CBC suite is ever offered.
-os.environ["GRPC_SSL_CIPHER_SUITES"] = AEAD_CIPHERS
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -278,6 +278,9 @@ class _HttpsServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 would let a burst of idle connections fill the
+    # kernel's accept queue, and a monitor's SYN would wait for retransmission (1 s, 3 s...).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -366,6 +369,12 @@ class MetricsServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
         )
+
+    @property
+    def handshakes(self) -> tuple[int, int]:
+        """(connections in their TLS handshake now, connections evicted since start)."""
+        pending = self._server.handshakes
+        return len(pending), pending.evicted
 
     def start(self) -> None:
         """Start serving."""

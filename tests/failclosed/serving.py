@@ -40,14 +40,15 @@ def serve_command(config: Path) -> list[str]:
     return [*WITHOUT_DAC, sys.executable, "-m", "gateway", "serve", "--config", str(config)]
 
 
-def start_serve(config: Path) -> subprocess.Popen[str]:
-    """Start ``serve`` on ``config``; the caller waits for it."""
+def start_serve(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``serve`` on ``config`` (with ``env`` instead of this process's environment);
+    the caller waits for it."""
     return subprocess.Popen(
         serve_command(config),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
     )
 
 
