@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_metrics_port_admits_only_allowed_client_keys(
         assert "gateway_ledger_entries" in body
         return
     if kind == "rsa-1024":  # OpenSSL's security level refuses it in the handshake already
-        with pytest.raises(ssl.SSLError, match="(?i)bad.certificate"):
+        with pytest.raises(ssl.SSLError, match=r"(?i)bad.certificate"):
             _scrape(node, context)
         return
     status, body = _scrape(node, context)  # P-521: TLS takes it, the node's check does not
@@ -204,10 +205,12 @@ def _grpc_context(world: World, ciphers: str | None, maximum: ssl.TLSVersion) ->
     partner = world.cred(CN, Role.PARTNER)
     context.load_cert_chain(partner.certificate, partner.key)
     context.set_alpn_protocols(["h2"])
-    context.maximum_version = maximum
-    if maximum < ssl.TLSVersion.TLSv1_2:
-        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # a client that offers an old version on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.maximum_version = maximum
+        if maximum < ssl.TLSVersion.TLSv1_2:
+            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
     if ciphers is not None:
         context.set_ciphers(ciphers)
     return context
@@ -215,7 +218,7 @@ def _grpc_context(world: World, ciphers: str | None, maximum: ssl.TLSVersion) ->
 
 SUITES = [
     ("cbc-only", CBC_ONLY, ssl.TLSVersion.TLSv1_2, False),
-    ("tls-1.1", None, ssl.TLSVersion.TLSv1_1, False),
+    ("tls-1.1", None, "TLSv1_1", False),
     ("aes-gcm", "ECDHE-ECDSA-AES128-GCM-SHA256", ssl.TLSVersion.TLSv1_2, True),
     ("chacha20", "ECDHE-ECDSA-CHACHA20-POLY1305", ssl.TLSVersion.TLSv1_2, True),
     ("tls-1.3", None, ssl.TLSVersion.TLSv1_3, True),
@@ -227,8 +230,16 @@ SUITES = [
 )
 @pytest.mark.parametrize("port", ["grpc", "metrics"])
 def test_only_aead_suites_on_every_port(
-    world: World, node: Node, port: str, ciphers: str | None, maximum: ssl.TLSVersion, ok: bool
+    world: World,
+    node: Node,
+    port: str,
+    ciphers: str | None,
+    maximum: ssl.TLSVersion | str,
+    ok: bool,
 ) -> None:
+    if isinstance(maximum, str):  # looked up here: the old versions warn when touched
+        maximum = getattr(ssl.TLSVersion, maximum)
+    assert isinstance(maximum, ssl.TLSVersion)
     assert node.metrics_server is not None
     number = node.port if port == "grpc" else node.metrics_server.port
     context = _grpc_context(world, ciphers, maximum)
