@@ -22,9 +22,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import FailedPreconditionError, GatewayError
 from gateway.pki.authority import identity_of
-from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.chain import Usage, verify_leaf
 from gateway.pki.identity import SpiffeId
+from gateway.pki.keys import check_certificate_key
 
 __all__ = [
     "LEDGER_FILES",
@@ -221,7 +222,8 @@ def check_own_certificate(
 ) -> None:
     """Refuse a certificate of the node's own that is not what it must be.
 
-    For the TLS certificate (``usage="server"``): the identity ``expected`` (a ``node`` of the
+    Every root of ``bundle`` must have an allowed key. For the TLS certificate
+    (``usage="server"``): the identity ``expected`` (a ``node`` of the
     node's own jurisdiction and name), chained to a root of that jurisdiction in ``bundle``,
     valid now, not revoked, with an allowed key, both the server and client authentication
     EKUs (a node serves and dials its peers) and the digitalSignature key usage. For the
@@ -232,6 +234,11 @@ def check_own_certificate(
             or the failed step of :func:`gateway.pki.chain.verify_leaf`.
     """
     now = now or dt.datetime.now(dt.UTC)
+    for jurisdiction, root in bundle:  # the roots are certificates the node meets too
+        try:
+            check_certificate_key(root, f"{jurisdiction} root {fingerprint(root)[:16]}")
+        except GatewayError as exc:
+            raise StartupError(f"trust bundle: {exc}") from None
     if not bundle.roots_of(expected.jurisdiction):
         raise StartupError(
             f"the trust bundle has no root of this node's own jurisdiction {expected.jurisdiction}"

@@ -28,10 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import partner_pb2_grpc
-from gateway.pki import Authenticator, Jurisdiction, Role, SpiffeId, issue_leaf
+from gateway.pki import Authenticator, Jurisdiction, Role, SpiffeId, create_root_ca, issue_leaf
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.chain import CertificateCheckError
 from gateway.pki.pem import certificate_pem
+from gateway.pki.revocation import CrlError, build_crl, verify_crl
 from gateway.server import Node
 from gateway.transport import ClientIdentity, secure_channel
 from tests.exchange.conftest import notice_request
@@ -310,3 +311,14 @@ def test_health_still_answers_a_good_client(world: World, node: Node) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert dt.datetime.now(dt.UTC) < world.cas[CN].certificate.not_valid_after_utc
     assert isinstance(world.cas[CN].certificate, x509.Certificate)
+
+
+def test_a_crl_issuer_with_a_weak_key_is_refused(world: World) -> None:
+    """CRL issuers are held to the key policy too: a P-521 root's CRL is not used."""
+    weak = create_root_ca(CN, private_key=ec.generate_private_key(ec.SECP521R1()))
+    bundle = TrustBundle(((CN, weak.certificate),))
+    crl = build_crl(weak, [], number=1)
+    with pytest.raises(CrlError, match=r"CRL issuer .*: key ECDSA secp521r1 is not allowed"):
+        verify_crl(crl, bundle)
+    good = build_crl(world.cas[CN], [], number=1)
+    assert verify_crl(good, TrustBundle(((CN, world.cas[CN].certificate),))).number == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.pki import Jurisdiction, Role, SpiffeId, create_root_ca, issue_leaf
@@ -308,6 +308,18 @@ def bundle_without_own_jurisdiction(case: Case) -> tuple[Path, str]:
     )
 
 
+def weak_root_in_the_bundle(case: Case) -> tuple[Path, str]:
+    """A bundle whose MO root has a P-521 key: the node meets it on every MO caller."""
+    bundle = case.root / "bundle.json"
+    weak = create_root_ca(MO, private_key=ec.generate_private_key(ec.SECP521R1()))
+    roots = ((CN, case.world.cas[CN].certificate), (HK, case.world.cas[HK].certificate))
+    write_public_file(bundle, TrustBundle((*roots, (MO, weak.certificate))).to_json().encode())
+    config = case.config()
+    return case.edit(config, str(case.world.bundle), str(bundle)), (
+        r"trust bundle: MO root [0-9a-f]{16}: key ECDSA secp521r1 is not allowed"
+    )
+
+
 def malformed_toml(case: Case) -> tuple[Path, str]:
     return case.edit(case.config(), "[tls]", "[tls"), r"config .*: not valid TOML"
 
@@ -347,6 +359,7 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     crl_not_a_crl,
     missing_trust_bundle,
     bundle_without_own_jurisdiction,
+    weak_root_in_the_bundle,
     malformed_toml,
     config_is_a_directory,
 ]
