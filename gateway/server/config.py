@@ -11,7 +11,7 @@ Example (paths are relative to the config file)::
     certificate = "certs/node.pem"
     key = "certs/node.key"
     trust_bundle = "certs/bundle.json"
-    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional
+    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional; each must exist
 
     [signing]
     certificate = "certs/node-signing.pem"

@@ -113,6 +113,8 @@ def test_crl_of_another_ca_copied_over_a_cas_file_is_refused(
             for r in caplog.records
         )
         assert _numbers(node) == {"CN": 2, "HK": 1}
+        scrape = node.metrics.render().decode()
+        assert 'gateway_crl_refusals_total{reason="wrong-issuer"} 1.0' in scrape
         _assert_refused_and_nothing_written(world, node, revoked)
 
         # the genuine next CRL of CN is still accepted, and the partner stays revoked
