@@ -13,13 +13,26 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from customs.gateway.v1 import partner_pb2_grpc
 from gateway.demo.cluster import free_port
-from gateway.pki import Jurisdiction, Role
+from gateway.pki import Jurisdiction, Role, create_root_ca
+from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import write_public_file
-from gateway.pki.revocation import CrlRefused, RevocationReason, RevokedEntry, build_crl, key_id
+from gateway.pki.revocation import (
+    CrlRefused,
+    IssuerState,
+    RevocationReason,
+    RevokedEntry,
+    VerifiedCrl,
+    admit_crl,
+    build_crl,
+    key_id,
+    verify_crl,
+)
 from gateway.server import Node, load_config
 from tests.exchange.conftest import notice_request, wait_for
 from tests.failclosed.serving import assert_one_line_refusal, finish, start_serve
@@ -201,3 +214,79 @@ def test_node_does_not_start_without_every_configured_crl(
         "directory": rf"CRL file {crl} cannot be read: Is a directory",
     }[problem]
     assert_one_line_refusal(finish(start_serve(config)), message)
+
+
+# -- the decision itself, pure: a table of named cases ----------------------------------------
+
+
+def _verified(world: World, ca: Jurisdiction, number: int | None) -> VerifiedCrl:
+    crl = (
+        build_crl(world.cas[ca], [], number=number)
+        if number is not None
+        else _without_number(world, ca)  # as some CAs issue them
+    )
+    return verify_crl(crl, TrustBundle(tuple((j, c.certificate) for j, c in world.cas.items())))
+
+
+def _without_number(world: World, ca: Jurisdiction) -> x509.CertificateRevocationList:
+    now = dt.datetime.now(dt.UTC)
+    authority = world.cas[ca]
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.certificate.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=1))
+        .sign(authority.private_key, hashes.SHA256())
+    )
+
+
+PATH = "/etc/customs-gateway/cn.crl"
+
+# (name, CRL in the file, CRL in force for the file, stored rows, outcome)
+ADMIT = [
+    ("first-sight", (CN, 1), None, [], "ok"),
+    ("same-number-again", (CN, 2), (CN, 2), [(CN, 2, PATH)], "ok"),
+    ("newer", (CN, 3), (CN, 2), [(CN, 2, PATH)], "ok"),
+    ("older-than-in-force", (CN, 1), (CN, 2), [], "older"),
+    ("older-than-stored", (CN, 1), None, [(CN, 2, PATH)], "older"),
+    ("older-than-stored-at-another-path", (CN, 1), None, [(CN, 5, "/old/cn.crl")], "older"),
+    ("other-ca-over-file-in-force", (HK, 9), (CN, 2), [], "wrong-issuer"),
+    ("other-ca-over-file-after-restart", (HK, 9), None, [(CN, 2, PATH)], "wrong-issuer"),
+    ("no-crl-number", (CN, None), None, [], "no-number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("crl", "in_force", "stored", "outcome"), [c[1:] for c in ADMIT], ids=[c[0] for c in ADMIT]
+)
+def test_admit_crl(
+    world: World,
+    crl: tuple[Jurisdiction, int | None],
+    in_force: tuple[Jurisdiction, int] | None,
+    stored: list[tuple[Jurisdiction, int, str]],
+    outcome: str,
+) -> None:
+    known = {
+        key_id(world.cas[j].certificate): IssuerState(key_id(world.cas[j].certificate), j, n, p)
+        for j, n, p in stored
+    }
+    roots = [ca.certificate for ca in world.cas.values()]
+    verified = _verified(world, *crl)
+    current = _verified(world, *in_force) if in_force is not None else None
+    if outcome == "ok":
+        state = admit_crl(PATH, verified, in_force=current, known=known, roots=roots)
+        assert (state.jurisdiction, state.number, state.path) == (crl[0], crl[1], PATH)
+        assert state.key_id == key_id(world.cas[crl[0]].certificate)
+    else:
+        with pytest.raises(CrlRefused, match=f"CRL file {PATH}: ") as refused:
+            admit_crl(PATH, verified, in_force=current, known=known, roots=roots)
+        assert refused.value.reason == outcome
+
+
+def test_a_stored_binding_to_a_root_no_longer_in_the_bundle_does_not_bind(world: World) -> None:
+    """After a root rollover the file may hold the new root's CRLs."""
+    old = create_root_ca(CN)
+    known = {key_id(old.certificate): IssuerState(key_id(old.certificate), CN, 40, PATH)}
+    roots = [ca.certificate for ca in world.cas.values()]
+    state = admit_crl(PATH, _verified(world, CN, 1), in_force=None, known=known, roots=roots)
+    assert state.number == 1
