@@ -8,7 +8,9 @@ the table start together (one fixture), so the table costs about one start-up, n
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -20,12 +22,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.pki import Jurisdiction, Role, SpiffeId, create_root_ca, issue_leaf
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import certificate_pem, write_public_file
 from gateway.pki.revocation import RevocationReason, RevokedEntry, build_crl
 from gateway.server import Node, load_config
+from tests.exchange.conftest import wait_for
 from tests.failclosed.serving import (
     FILE_MODES_APPLY,
     Outcome,
@@ -33,7 +37,7 @@ from tests.failclosed.serving import (
     finish,
     start_serve,
 )
-from tests.support import World, make_world
+from tests.support import World, channel_to, make_world, running_node
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
@@ -447,3 +451,38 @@ def test_new_data_directory_is_private(tmp_path: Path, world: World) -> None:
         for path in data.iterdir():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert (data / "lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_renewed_tls_certificate_that_is_not_the_nodes_is_refused_at_reload(
+    tmp_path: Path, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start-up check runs at every reload too: a partner's certificate put in place of
+    the node's is refused, logged, and the node keeps serving with its own."""
+    node_cred, partner = world.cred(CN, Role.NODE), world.cred(CN, Role.PARTNER)
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    shutil.copy(node_cred.certificate, cert)
+    shutil.copy(node_cred.key, key)
+    config = world.write_config(CN, tmp_path / "cn-data", server="tls_reload_seconds = 0.1")
+    text = config.read_text()
+    text = text.replace(str(node_cred.certificate), str(cert)).replace(str(node_cred.key), str(key))
+    config.write_text(text)
+    caplog.set_level(logging.WARNING, logger="gateway.transport")
+    with running_node(config) as node:
+        original = node.tls.material.certificate_chain
+        shutil.copy(partner.key, key)
+        shutil.copy(partner.certificate, cert)
+        wait_for(
+            lambda: any(
+                "TLS material not reloaded" in r.getMessage()
+                and "is spiffe://cn.customs-exchange/partner/risk, not this node's identity"
+                in r.getMessage()
+                for r in caplog.records
+            ),
+            what="the partner's certificate refused",
+        )
+        assert node.tls.material.certificate_chain == original
+        with channel_to(world, node, partner) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
