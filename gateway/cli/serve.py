@@ -50,11 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     frozen = _freeze_startup_heap()  # before serving: the collection it runs takes tens of ms
-    try:
-        node.start()
-    except BaseException:
-        node.abandon()  # the ledger closed, the data directory unlocked
-        raise
+    node.start()  # a failure gives the node up: ledger closed, data directory unlocked
     # Logged once serving: a node that refuses to start says so in one line, nothing else.
     log.info(
         "start-up heap frozen: %d objects left out of garbage collection",

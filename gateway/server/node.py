@@ -334,14 +334,23 @@ class Node:
         return f"{host}:{self.port}"
 
     def start(self) -> int:
-        """Bind and start serving over mutual TLS; return the bound port."""
-        _refuse_if_taken(self.config.listen)
+        """Bind and start serving over mutual TLS; return the bound port.
+
+        Raises:
+            UnavailableError: the address cannot be bound; the node is then given up
+                (:meth:`abandon`: ledger closed, data directory unlocked).
+        """
         try:
-            self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
-        except RuntimeError as exc:
-            raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
-        if self.port == 0:
-            raise UnavailableError(f"cannot listen on {self.config.listen}")
+            _refuse_if_taken(self.config.listen)
+            try:
+                self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
+            except RuntimeError as exc:
+                raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
+            if self.port == 0:
+                raise UnavailableError(f"cannot listen on {self.config.listen}")
+        except BaseException:
+            self.abandon()
+            raise
         self._server.start()
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
@@ -392,7 +401,11 @@ class Node:
     def abandon(self) -> None:
         """Give up a node whose :meth:`start` failed before it served: close the ledger and
         unlock the data directory (the server and workers never ran)."""
+        if self._stopped.is_set():
+            return
         self._stopped.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()  # its socket was bound when the node was made
         self.ledger.close()
         self.data_dir.release()
 
