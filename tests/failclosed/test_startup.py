@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.pki import Jurisdiction, Role, SpiffeId, create_root_ca, issue_leaf
 from gateway.pki.bundle import TrustBundle
-from gateway.pki.pem import certificate_pem, write_public_file
+from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
 from gateway.pki.revocation import RevocationReason, RevokedEntry, build_crl
 from gateway.server import Node, load_config
 from tests.exchange.conftest import wait_for
@@ -137,6 +139,60 @@ def other_node_name(case: Case) -> tuple[Path, str]:
 def certificate_without_client_authentication(case: Case) -> tuple[Path, str]:
     cred = case.world.issue(CN, Role.NODE, "gateway", server_only=True, tag="-server-only")
     return _swap_tls(case, cred.certificate, cred.key), "lacks the TLS client authentication EKU"
+
+
+def certificate_without_digital_signature(case: Case) -> tuple[Path, str]:
+    """The node's identity and EKUs, but a key usage of keyEncipherment only."""
+    ca, key = case.world.cas[CN], ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    identity = SpiffeId(CN, Role.NODE, "gateway")
+    usage = dict.fromkeys(
+        ("content_commitment", "data_encipherment", "key_agreement", "key_cert_sign"), False
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(identity.uri), x509.DNSName(identity.dns_name)]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                key_encipherment=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+                **usage,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca.private_key, hashes.SHA256())
+    )
+    cert_path, key_path = case.root / "no-ds.pem", case.root / "no-ds.key"
+    write_public_file(cert_path, certificate_pem(cert))
+    write_private_key(key_path, key)
+    return _swap_tls(case, cert_path, key_path), "does not allow digitalSignature"
+
+
+def unreadable_config(case: Case) -> tuple[Path, str]:
+    config = case.config()
+    config.chmod(0o000)
+    return config, rf"config {config}: cannot be read: Permission denied"
 
 
 def certificate_from_a_foreign_ca(case: Case) -> tuple[Path, str]:
@@ -340,6 +396,7 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     other_jurisdictions_node_certificate,
     other_node_name,
     certificate_without_client_authentication,
+    certificate_without_digital_signature,
     certificate_from_a_foreign_ca,
     expired_tls_certificate,
     revoked_tls_certificate,
@@ -366,8 +423,14 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     weak_root_in_the_bundle,
     malformed_toml,
     config_is_a_directory,
+    unreadable_config,
 ]
-NEED_FILE_MODES = {read_only_database, unreadable_tls_key, unreadable_signing_key}
+NEED_FILE_MODES = {
+    read_only_database,
+    unreadable_tls_key,
+    unreadable_signing_key,
+    unreadable_config,
+}
 
 
 class _Holding(Case):
