@@ -145,7 +145,7 @@ class DataDirectory:
     def _lock(self) -> None:
         lock = self.path / LOCK_FILE
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
         except OSError as exc:
             raise StartupError(
                 f"data directory {self.path}: lock file {lock} cannot be opened: {_why(exc)}"
@@ -194,7 +194,11 @@ class DataDirectory:
     def _create_database(self, path: Path) -> None:
         # SQLite creates its -wal and -shm files with the database file's mode: make it 0600.
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            fd = os.open(
+                path,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                _FILE_MODE,
+            )
         except FileExistsError:
             return
         except OSError as exc:

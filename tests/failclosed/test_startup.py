@@ -272,6 +272,15 @@ def group_writable_ledger(case: Case) -> tuple[Path, str]:
     return case.config(), rf"ledger file {ledger} is writable by group or others \(mode 0664\)"
 
 
+def ledger_is_a_symlink(case: Case) -> tuple[Path, str]:
+    """Someone points ledger.db elsewhere: the node writes only files of its own directory."""
+    elsewhere = case.ledger()
+    moved = case.root / "elsewhere.db"
+    elsewhere.rename(moved)
+    (case.data / "ledger.db").symlink_to(moved)
+    return case.config(), rf"ledger file {case.data / 'ledger.db'} is not a regular file"
+
+
 def corrupt_database(case: Case) -> tuple[Path, str]:
     config = case.config()
     case.data.mkdir(mode=0o700)
@@ -408,6 +417,7 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     data_directory_under_a_file,
     world_writable_data_directory,
     group_writable_ledger,
+    ledger_is_a_symlink,
     corrupt_database,
     ledger_of_another_jurisdiction,
     read_only_database,
