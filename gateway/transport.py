@@ -143,6 +143,11 @@ class ServerTls:
         self.generation = 0  # bumped at each reload
         self._served = 0  # the generation grpcio was last given
 
+    def refusal_counts(self) -> dict[str, int]:
+        """CRL files refused since start, by reason (a copy, safe from any thread)."""
+        with self._lock:
+            return dict(self.refusals)
+
     def _stamps(self) -> tuple[int, ...]:
         return tuple(_mtime(p) for p in self._paths)
 

@@ -176,7 +176,7 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
-                crl_refusals=lambda: dict(self.tls.refusals),
+                crl_refusals=self.tls.refusal_counts,
                 crl_numbers=self._crl_numbers,
             )
         )
