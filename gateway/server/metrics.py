@@ -170,7 +170,7 @@ class _Handshakes:
         self._limit = limit
         self._lock = threading.Lock()
         self._pending: dict[int, socket.socket] = {}  # insertion order is age
-        self._next = 0
+        self._next = 0  # connections that began a handshake, since start
         self.evicted = 0  # connections closed to make room, since start
 
     def add(self, sock: socket.socket) -> int:
@@ -193,6 +193,12 @@ class _Handshakes:
         """The handshake of ``ticket`` ended (either way)."""
         with self._lock:
             self._pending.pop(ticket, None)
+
+    @property
+    def begun(self) -> int:
+        """Connections that began a handshake since start."""
+        with self._lock:
+            return self._next
 
     def __len__(self) -> int:
         with self._lock:
@@ -371,10 +377,11 @@ class MetricsServer:
         )
 
     @property
-    def handshakes(self) -> tuple[int, int]:
-        """(connections in their TLS handshake now, connections evicted since start)."""
+    def handshakes(self) -> tuple[int, int, int]:
+        """(connections that began a TLS handshake since start, those in it now, those evicted
+        since start to make room)."""
         pending = self._server.handshakes
-        return len(pending), pending.evicted
+        return pending.begun, len(pending), pending.evicted
 
     def start(self) -> None:
         """Start serving."""

