@@ -56,6 +56,9 @@ class NodeState:
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
     crl_refusals: Callable[[], dict[str, int]] = dict  # reason -> CRL files refused
     crl_numbers: Callable[[], dict[str, int]] = dict  # issuing root -> CRL number in force
+    # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
+    limits: Callable[[], dict[str, tuple[int, int]]] | None = None
+    storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
 
 
 class _StateCollector(Collector):
@@ -115,6 +118,26 @@ class _StateCollector(Collector):
         for issuer, number in sorted(s.crl_numbers().items()):
             numbers.add_metric([issuer], number)
         yield numbers
+        if s.limits is not None:
+            in_use = GaugeMetricFamily(
+                "gateway_limit_in_use",
+                "Calls or streams admitted now, by budget of the node's [limits].",
+                labels=["budget"],
+            )
+            capacity = GaugeMetricFamily(
+                "gateway_limit_capacity", "The size of each budget.", labels=["budget"]
+            )
+            for budget, (used, size) in sorted(s.limits().items()):
+                in_use.add_metric([budget], used)
+                capacity.add_metric([budget], size)
+            yield in_use
+            yield capacity
+        if s.storage_ok is not None:
+            yield GaugeMetricFamily(
+                "gateway_storage_writable",
+                "1 while the ledger can commit (health SERVING), 0 while it cannot.",
+                value=1 if s.storage_ok() else 0,
+            )
 
 
 class NodeMetrics:
