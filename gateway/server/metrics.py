@@ -54,11 +54,11 @@ class NodeState:
     pending: Callable[[], dict[tuple[str, str], int]]  # (peer, state) -> undelivered rows
     failures: Callable[[], dict[str, int]]  # peer -> consecutive failed attempts
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
-    crl_refusals: Callable[[], dict[str, int]] = dict  # reason -> CRL files refused
-    crl_numbers: Callable[[], dict[str, int]] = dict  # issuing root -> CRL number in force
     # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
     limits: Callable[[], dict[str, tuple[int, int]]] | None = None
     storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
+    crl_refusals: Callable[[], dict[str, int]] = dict  # reason -> CRL files refused
+    crl_numbers: Callable[[], dict[str, int]] = dict  # issuing root -> CRL number in force
 
 
 class _StateCollector(Collector):
@@ -101,23 +101,6 @@ class _StateCollector(Collector):
         for name, when in sorted(s.not_after().items()):
             expiry.add_metric([name], when)
         yield expiry
-        refusals = CounterMetricFamily(
-            "gateway_crl_refusals",
-            "Configured CRL files refused since start, by reason (missing, unreadable, "
-            "unsigned, no-number, wrong-issuer, older); the CRL in force stays (ADR 0024).",
-            labels=["reason"],
-        )
-        for reason, count in sorted(s.crl_refusals().items()):
-            refusals.add_metric([reason], count)
-        yield refusals
-        numbers = GaugeMetricFamily(
-            "gateway_crl_number",
-            "CRL number in force per issuing root (jurisdiction and key id).",
-            labels=["issuer"],
-        )
-        for issuer, number in sorted(s.crl_numbers().items()):
-            numbers.add_metric([issuer], number)
-        yield numbers
         if s.limits is not None:
             in_use = GaugeMetricFamily(
                 "gateway_limit_in_use",
@@ -138,6 +121,23 @@ class _StateCollector(Collector):
                 "1 while the ledger can commit (health SERVING), 0 while it cannot.",
                 value=1 if s.storage_ok() else 0,
             )
+        refusals = CounterMetricFamily(
+            "gateway_crl_refusals",
+            "Configured CRL files refused since start, by reason (missing, unreadable, "
+            "unsigned, no-number, wrong-issuer, older); the CRL in force stays (ADR 0024).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.crl_refusals().items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+        numbers = GaugeMetricFamily(
+            "gateway_crl_number",
+            "CRL number in force per issuing root (jurisdiction and key id).",
+            labels=["issuer"],
+        )
+        for issuer, number in sorted(s.crl_numbers().items()):
+            numbers.add_metric([issuer], number)
+        yield numbers
 
 
 class NodeMetrics:

@@ -221,10 +221,10 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
-                crl_refusals=self.tls.refusal_counts,
-                crl_numbers=self._crl_numbers,
                 limits=self._limits_in_use,
                 storage_ok=lambda: self.storage.last_problem is None,
+                crl_refusals=self.tls.refusal_counts,
+                crl_numbers=self._crl_numbers,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -286,17 +286,17 @@ class Node:
             counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
 
+    def _limits_in_use(self) -> dict[str, tuple[int, int]]:
+        used = self.limiter.in_use()
+        return {
+            budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
+        }
+
     def _crl_numbers(self) -> dict[str, int]:
         return {
             f"{v.jurisdiction} {key_id(v.issuer)[:16]}": v.number
             for v in self.tls.material.verified_crls
             if v.number is not None
-        }
-
-    def _limits_in_use(self) -> dict[str, tuple[int, int]]:
-        used = self.limiter.in_use()
-        return {
-            budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
         }
 
     def _not_after(self) -> dict[str, float]:
