@@ -12,10 +12,12 @@ from typing import Any
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
+from gateway.audit._source import ExportSource, WitnessRecords
 from gateway.cli import main as cli_main
 from gateway.cli._base import counted
 from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
+from gateway.demo.tamper import roll_back, strip_cosignatures
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
 from gateway.errors import UnavailableError
 from gateway.pki import Jurisdiction, Role
@@ -180,10 +182,63 @@ def _audit(root: Path) -> bool:
         _say(f"   {j.value}: {_summary(json.loads(out))}")
     _say("\n14. The auditor reconciles the three ledgers (customs-gateway audit reconcile)")
     code, out = _cli(
-        "audit", "reconcile", *(str(exports / f"{j.value.lower()}.export") for j in ALL)
+        "audit",
+        "reconcile",
+        *(str(exports / f"{j.value.lower()}.export") for j in ALL),
+        "--trust-bundle",
+        str(root / "bundle.json"),
     )
     _say(f"   {out.strip()}")
-    return ok and code == 0
+    return ok and code == 0 and _tamper(root)
+
+
+def _tamper(root: Path) -> bool:
+    """Roll back a copy of CN's ledger and strip the cosignatures from a copy of HK's: the
+    audit names both. Returns whether the rollback was named."""
+    exports, tampered = root / "exports", root / "tampered"
+    tampered.mkdir(exist_ok=True)
+    bundle = str(root / "bundle.json")
+    _say("\n15. What if an operator rewrites its own ledger? The auditor tries it on copies")
+    cosigned = [
+        c.size
+        for j in (HK, MO)
+        for c in (
+            ExportSource(exports / f"{j.value.lower()}.export").witness_records() or _NONE
+        ).cosigned
+        if c.note.startswith(b"cn.customs-exchange/ledger\n")
+    ]
+    cut = max(cosigned) - 1
+    rolled = tampered / "cn-rolled-back.export"
+    roll_back(exports / "cn.export", rolled, cut, root / "cn" / "node-signing.key")
+    _say(
+        f"   CN's copy rolled back to {cut} entries, below size {max(cosigned)} that HK and MO "
+        "cosigned, and re-signed with CN's own key"
+    )
+    code, out = _cli("audit", "verify", str(rolled), "--trust-bundle", bundle, "--no-progress")
+    _say(f"   audit verify of that copy alone: exit {code}")
+    code, out = _cli(
+        "audit",
+        "reconcile",
+        str(rolled),
+        *(str(exports / f"{j.value.lower()}.export") for j in (HK, MO)),
+        "--trust-bundle",
+        bundle,
+    )
+    rollbacks = [line for line in out.splitlines() if "[rolled-back]" in line]
+    _say(f"   audit reconcile with HK's and MO's ledgers: exit {code}")
+    for line in rollbacks:
+        _say(f"   {line}")
+    stripped = tampered / "hk-stripped.export"
+    count = strip_cosignatures(exports / "hk.export", stripped)
+    _say(f"   HK's copy with its {count} cosignature lines stripped")
+    code, out = _cli("audit", "verify", str(stripped), "--trust-bundle", bundle, "--no-progress")
+    failures = [line for line in out.splitlines() if "cosign" in line.lower()]
+    _say(f"   audit verify of that copy: exit {code}")
+    for line in failures[:3]:
+        _say(f"   {line.strip()}")
+    if code == 0:
+        _say("   (this build's audit verify does not require the witnesses' cosignatures yet)")
+    return code != 0 and bool(rollbacks) if _WITNESS_POLICY else bool(rollbacks)
 
 
 def _story(cluster: Cluster, partners: Partners) -> None:
@@ -308,6 +363,12 @@ def run_demo(directory: Path) -> int:
     audited = _audit(directory)
     _say(_NEXT.format(d=directory))
     return 0 if healthy and audited and not any(codes.values()) else 1
+
+
+_NONE = WitnessRecords([], [], [])
+# Whether `audit verify` enforces the witness policy (issue 11 point 1): once it does, the demo
+# also fails unless the stripped copy is refused.
+_WITNESS_POLICY = False
 
 
 def _summary(result: dict[str, Any]) -> str:
