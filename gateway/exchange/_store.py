@@ -512,13 +512,17 @@ def record_cosigned(
     )
 
 
-def last_cosigned_note(conn: sqlite3.Connection, origin: str) -> bytes | None:
-    """The signed note of the last checkpoint this node cosigned for ``origin``, as presented."""
+def last_cosigned_note(conn: sqlite3.Connection, origin: str) -> bytes:
+    """The signed note of the last checkpoint this node cosigned for ``origin``, as presented
+    (for one cosigned before notes were kept: its body as cosigned; empty if none)."""
     row = conn.execute(
         "SELECT note FROM exchange_cosigned WHERE origin = ? ORDER BY ledger_index DESC LIMIT 1",
         (origin,),
     ).fetchone()
-    return bytes(row[0]) if row else None
+    if row is not None:
+        return bytes(row[0])
+    row = conn.execute("SELECT note FROM exchange_witness WHERE origin = ?", (origin,)).fetchone()
+    return str(row[0]).encode() if row else b""
 
 
 def keep_evidence(
@@ -532,10 +536,13 @@ def keep_evidence(
     proof: list[bytes],
     reason: str,
 ) -> None:
-    """Keep both notes of an inconsistent checkpoint a peer presented (append-only)."""
+    """Keep both notes of an inconsistent checkpoint a peer presented (append-only); the same
+    note presented again against the same cosigned one is kept once."""
     conn.execute(
         "INSERT INTO exchange_witness_evidence (origin, problem, detected_ms, cosigned_note, "
-        "presented_note, old_size, proof, reason) VALUES (?,?,?,?,?,?,?,?)",
+        "presented_note, old_size, proof, reason) SELECT ?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+        "(SELECT 1 FROM exchange_witness_evidence WHERE origin = ? AND cosigned_note = ? "
+        "AND presented_note = ?)",
         (
             origin,
             problem,
@@ -545,6 +552,9 @@ def keep_evidence(
             old_size,
             b"".join(proof),
             reason,
+            origin,
+            cosigned_note,
+            presented_note,
         ),
     )
 

@@ -228,13 +228,7 @@ def _refuse(
     reason: str,
 ) -> None:
     """Keep both notes as evidence (durably), log and raise :class:`InconsistentCheckpointError`."""
-    reader = exchange.ledger.reader()
-    cosigned = store.last_cosigned_note(reader, origin)
-    if cosigned is None:  # cosigned before notes were kept: the body as it was cosigned
-        row = reader.execute(
-            "SELECT note FROM exchange_witness WHERE origin = ?", (origin,)
-        ).fetchone()
-        cosigned = str(row[0]).encode() if row else b""
+    cosigned = store.last_cosigned_note(exchange.ledger.reader(), origin)
     presented = bytes(request.checkpoint)
     proof = list(request.consistency_proof)
     detected = int(time.time() * 1000)
@@ -303,7 +297,15 @@ class WitnessClient:
                 try:
                     self.push(peer)
                 except grpc.RpcError as exc:
-                    log.info("witness %s unreachable: %s", peer, exc.code().name)
+                    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                        log.error(
+                            "witness %s refused to cosign this node's checkpoint: %s",
+                            peer,
+                            exc.details(),
+                            extra={"event": "cosign-refused", "peer": peer.value},
+                        )
+                    else:
+                        log.info("witness %s unreachable: %s", peer, exc.code().name)
                     channel = self._channels.pop(peer, None)  # reconnect with fresh credentials
                     if channel is not None:
                         channel.close()

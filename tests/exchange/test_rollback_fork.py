@@ -200,3 +200,44 @@ def test_rollback_and_fork_are_named_from_the_other_ledgers(
             rf"{HK_ORIGIN}, size {size}, root {root.hex()}\) that {witness} had cosigned",
             text,
         ), text
+
+
+def test_a_checkpoint_behind_the_cosigned_one_is_kept_once_as_rollback_evidence(
+    trio: Trio, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        trio.partner(HK).SubmitSeizureNotice(notice_request(HK, [MO]), timeout=10)
+    wait_for(lambda: _all_witnessed_by(trio, MO, HK), what="MO to cosign HK")
+    size, root = _witnessed(trio, MO, HK_ORIGIN)
+    older = Checkpoint(HK_ORIGIN, size - 1, trio.nodes[HK].ledger.root(size - 1))
+    note = sign_note(older.body(), [NoteSigner(HK_ORIGIN, _key(trio, HK))]).encode()
+    request = peer_pb2.CosignCheckpointRequest(
+        old_size=size, checkpoint=note, signer_certificate=trio.nodes[HK].signer.certificate_der
+    )
+    stub = peer_pb2_grpc.PeerExchangeStub(trio.channel(MO, HK, Role.NODE))
+    for _ in range(2):  # presented again: the same evidence, kept once
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CosignCheckpoint(request, timeout=5)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert f"checkpoint size {size - 1} is smaller than {size}, already cosigned" in (
+            info.value.details() or ""
+        )
+    assert len([r for r in caplog.records if r.getMessage().startswith("ROLLBACK: ")]) == 2
+    with sqlite3.connect(trio.nodes[MO].ledger.path) as conn:
+        rows = conn.execute(
+            "SELECT problem, presented_note FROM exchange_witness_evidence"
+        ).fetchall()
+    assert [(p, bytes(n)) for p, n in rows] == [("rollback", note)]
+    assert _witnessed(trio, MO, HK_ORIGIN) == (size, root)
+    metrics = trio.nodes[MO].metrics.render().decode()
+    assert (
+        f'gateway_witness_inconsistent_checkpoints{{origin="{HK_ORIGIN}",problem="rollback"}} 1.0'
+        in metrics
+    )
+    assert _health(trio, MO)[0] == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _health(trio, CN) == (health_pb2.HealthCheckResponse.SERVING, "none")
+
+
+def _all_witnessed_by(trio: Trio, witness: Jurisdiction, log: Jurisdiction) -> bool:
+    state = _state(trio, witness, ledger_origin(log))
+    return state is not None and state[0] >= 2
