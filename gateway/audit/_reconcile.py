@@ -62,6 +62,7 @@ from gateway.merkle import (
 )
 from gateway.notes import (
     Checkpoint,
+    Note,
     NoteError,
     Verifier,
     parse_checkpoint,
@@ -557,8 +558,7 @@ def _witness_records(w: _Ledger, keys: _Keys, result: ReconciliationResult) -> l
                 mid,
             )
             continue
-        verifiers = keys.log(j)
-        if not verify_note(note, verifiers):
+        if not _signed_by(note, keys.log(j)):
             _error(
                 result,
                 "bad-note-signature",
@@ -567,8 +567,16 @@ def _witness_records(w: _Ledger, keys: _Keys, result: ReconciliationResult) -> l
                 mid,
             )
             continue
-        witness_j = Jurisdiction(w.code)
-        if not any(_cosigned(checkpoint, record.cosignature, v) for v in keys.cosigner(witness_j)):
+        cosigners = keys.cosigner(Jurisdiction(w.code))
+        if not cosigners:
+            _error(
+                result,
+                "bad-cosignature",
+                f"{where}: no certified signing certificate of {w.code}'s node is carried to "
+                f"check its cosignature of {_named(checkpoint)}",
+                mid,
+            )
+        elif not any(_cosigned(checkpoint, record.cosignature, v) for v in cosigners):
             _error(
                 result,
                 "bad-cosignature",
@@ -590,6 +598,16 @@ def _witness_records(w: _Ledger, keys: _Keys, result: ReconciliationResult) -> l
             _NO_MESSAGE,
         )
     return views
+
+
+def _signed_by(note: Note, verifiers: list[Verifier]) -> bool:
+    """Whether one of ``verifiers`` signed ``note`` (an unsigned note is no error here)."""
+    if not verifiers:
+        return False
+    try:
+        return bool(verify_note(note, verifiers))
+    except NoteError:
+        return False
 
 
 def _cosigned(checkpoint: Checkpoint, line: str, verifier: Verifier) -> bool:
@@ -686,7 +704,7 @@ def _check_evidence(w: _Ledger, keys: _Keys, result: ReconciliationResult) -> No
                 checkpoint = parse_checkpoint(note.text)
             except NoteError:
                 break
-            if j is None or not verify_note(note, keys.log(j)):
+            if j is None or not _signed_by(note, keys.log(j)):
                 break
             named.append(checkpoint)
         if len(named) != 2:

@@ -199,6 +199,7 @@ def witness_cosign(
         )
     presented = bytes(request.checkpoint)
     proof = list(request.consistency_proof)
+    certificate = bytes(request.signer_certificate)
 
     def record(conn: sqlite3.Connection, index: int) -> None:
         latest = store.witness_state(conn, origin)
@@ -210,6 +211,8 @@ def witness_cosign(
         store.record_cosigned(
             conn, index, origin, checkpoint.size, known_size, proof, presented, line
         )
+        # the log's certificate, so an audit of this ledger alone can check the note it holds
+        store.keep_certificate(conn, certificate)
 
     exchange.ledger.append(witnessed_entry(origin_j, presented, line), within=record)
     log.info("cosigned %s checkpoint of size %d", origin, checkpoint.size)
