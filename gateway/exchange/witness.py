@@ -46,6 +46,7 @@ from gateway.errors import FailedPreconditionError, InvalidArgumentError, Permis
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange
 from gateway.ledger import Entry, Event
+from gateway.ledger._checkpointer import calls_for_checkpoint
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
     COSIGNATURE_V1,
@@ -80,7 +81,6 @@ log = logging.getLogger("gateway.exchange.witness")
 # a peer's inconsistent checkpoint (NOT_SERVING) or not (SERVING); docs/operations.md.
 WITNESS_HEALTH_SERVICE = "customs.gateway.v1.Witness"
 WITNESSED_KIND = "CHECKPOINT"
-_LEAF_EVENT = 17  # byte offset of the event in an entry's canonical bytes (docs/ledger-format.md)
 
 
 class InconsistentCheckpointError(InvalidArgumentError):
@@ -332,11 +332,7 @@ class WitnessClient:
             return False
         if old > latest.size:
             return True  # let the witness's conflict answer say where it stands
-        cursor = ledger.reader().execute(
-            "SELECT leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx DESC",
-            (old, latest.size),
-        )
-        return any(leaf[_LEAF_EVENT] != Event.WITNESSED for (leaf,) in cursor)
+        return calls_for_checkpoint(ledger, old, latest.size)
 
     def push(self, peer: Jurisdiction) -> int | None:
         """Have ``peer`` cosign the latest checkpoint if :meth:`due`; return the size cosigned,

@@ -15,7 +15,19 @@ from gateway.ledger._entry import Event
 from gateway.ledger._store import Ledger
 
 QUIET_EVENTS = frozenset({Event.WITNESSED})
-_LEAF_EVENT = 17  # byte offset of the event in an entry's canonical bytes
+# An entry that is not quiet: its event (byte 18, 1-based, of its canonical bytes) is not 6.
+_LOUD = (
+    "SELECT 1 FROM ledger_entries WHERE idx >= ? AND idx < ? "
+    "AND substr(leaf, 18, 1) != X'06' LIMIT 1"
+)
+assert {int(e) for e in QUIET_EVENTS} == {6}, "keep _LOUD in step with QUIET_EVENTS"
+
+
+def calls_for_checkpoint(ledger: Ledger, start: int, end: int) -> bool:
+    """Whether entries ``[start, end)`` include one that is not quiet (not ``witnessed``)."""
+    # fetchall: the statement completes, so this thread's reader keeps no snapshot open
+    return bool(ledger.reader().execute(_LOUD, (start, end)).fetchall())
+
 
 _log = logging.getLogger(__name__)
 
@@ -38,11 +50,7 @@ class Checkpointer:
         size = self._ledger.size()
         if size == 0 or (latest is not None and latest >= size):
             return False
-        cursor = self._ledger.reader().execute(
-            "SELECT leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx DESC",
-            (latest or 0, size),
-        )
-        return any(leaf[_LEAF_EVENT] not in QUIET_EVENTS for (leaf,) in cursor)
+        return calls_for_checkpoint(self._ledger, latest or 0, size)
 
     def run_once(self) -> bool:
         """Make a checkpoint if :meth:`due`; return whether one was made."""

@@ -93,6 +93,11 @@ def test_rollback_and_fork_are_named_from_the_other_ledgers(
     caplog.set_level(logging.INFO, logger="gateway.exchange.witness")
     for origin, to in ((CN, [HK, MO]), (HK, [CN, MO]), (CN, [HK]), (MO, [CN, HK])):
         trio.partner(origin).SubmitSeizureNotice(notice_request(origin, to), timeout=10)
+    receipts = {CN: 3, HK: 2, MO: 2}
+    wait_for(
+        lambda: all(len(trio.entries(j, Event.RECEIPT)) == n for j, n in receipts.items()),
+        what="every receipt",
+    )
     wait_for(lambda: _all_witnessed(trio), what="every checkpoint to be cosigned")
     for witness in (CN, MO):
         assert _health(trio, witness) == (health_pb2.HealthCheckResponse.SERVING, "none")
@@ -207,7 +212,8 @@ def test_a_checkpoint_behind_the_cosigned_one_is_kept_once_as_rollback_evidence(
 ) -> None:
     for _ in range(2):
         trio.partner(HK).SubmitSeizureNotice(notice_request(HK, [MO]), timeout=10)
-    wait_for(lambda: _all_witnessed_by(trio, MO, HK), what="MO to cosign HK")
+    wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 2, what="both receipts")
+    wait_for(lambda: _all_witnessed_by(trio, MO, HK) and _settled(trio), what="MO to cosign HK")
     size, root = _witnessed(trio, MO, HK_ORIGIN)
     older = Checkpoint(HK_ORIGIN, size - 1, trio.nodes[HK].ledger.root(size - 1))
     note = sign_note(older.body(), [NoteSigner(HK_ORIGIN, _key(trio, HK))]).encode()

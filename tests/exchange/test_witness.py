@@ -52,6 +52,7 @@ def test_ledgers_quiesce_once_cosigned(trio: Trio) -> None:
     """Cosigning is recorded in the witness's own ledger (a ``witnessed`` entry), but a log
     whose growth is only such entries asks nobody to cosign it, so three idle nodes stop."""
     trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+    wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 2, what="both receipts")
     wait_for(lambda: _cosigned_by_both(trio, 1), what="cosignatures")
     wait_for(lambda: _settled(trio), what="the three nodes to settle")
     sizes = {j: trio.nodes[j].ledger.size() for j in (CN, HK, MO)}
