@@ -50,6 +50,7 @@ from gateway.ledger._checkpointer import calls_for_checkpoint
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
     COSIGNATURE_V1,
+    Checkpoint,
     NoteError,
     NoteSigner,
     cosign,
@@ -81,6 +82,9 @@ log = logging.getLogger("gateway.exchange.witness")
 # a peer's inconsistent checkpoint (NOT_SERVING) or not (SERVING); docs/operations.md.
 WITNESS_HEALTH_SERVICE = "customs.gateway.v1.Witness"
 WITNESSED_KIND = "CHECKPOINT"
+
+
+_REFUSAL = "inconsistent checkpoint, refusing to cosign: "
 
 
 class InconsistentCheckpointError(InvalidArgumentError):
@@ -162,6 +166,7 @@ def witness_cosign(
             origin,
             "rollback",
             request,
+            checkpoint,
             known_size,
             known_root,
             f"checkpoint size {checkpoint.size} is smaller than {known_size}, already cosigned",
@@ -184,9 +189,10 @@ def witness_cosign(
                 origin,
                 "fork",
                 request,
+                checkpoint,
                 known_size,
                 known_root,
-                f"inconsistent checkpoint, refusing to cosign: {exc}",
+                f"{_REFUSAL}{exc}",
             )
     # (4) cosign and record, durably, before answering
     cosigner = NoteSigner(
@@ -226,6 +232,7 @@ def _refuse(
     origin: str,
     problem: str,
     request: peer_pb2.CosignCheckpointRequest,
+    presented_checkpoint: Checkpoint,
     known_size: int,
     known_root: bytes,
     reason: str,
@@ -236,9 +243,10 @@ def _refuse(
     proof = list(request.consistency_proof)
     detected = int(time.time() * 1000)
     summary = (
-        f"{origin} presented a checkpoint {reason.split(': ', 1)[-1]} "
-        f"(cosigned: size {known_size} root {known_root.hex()}; "
-        f"presented note SHA-256 {hashlib.sha256(presented).hexdigest()})"
+        f"{origin} presented a checkpoint of size {presented_checkpoint.size} root "
+        f"{presented_checkpoint.root_hash.hex()} inconsistent with the one cosigned, of size "
+        f"{known_size} root {known_root.hex()} ({reason.removeprefix(_REFUSAL)}; presented note "
+        f"SHA-256 {hashlib.sha256(presented).hexdigest()})"
     )
 
     def keep(conn: sqlite3.Connection) -> None:

@@ -138,10 +138,14 @@ def test_rollback_and_fork_are_named_from_the_other_ledgers(
         )
         status, evidence = _health(trio, witness)
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert evidence.startswith(f"fork of {HK_ORIGIN}: {HK_ORIGIN} presented a checkpoint")
+        assert evidence.startswith(
+            f"fork of {HK_ORIGIN}: {HK_ORIGIN} presented a checkpoint of size {forged.size} "
+            f"root {forged.root_hash.hex()} inconsistent with the one cosigned, of size {size} "
+            f"root {root.hex()} (consistency from size {size} to size {forged.size}"
+        ), evidence
     forks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FORK: ")]
     assert len(forks) == 2, forks
-    assert f"cosigned: size {size} root {root.hex()}" in forks[-1]
+    assert f"inconsistent with the one cosigned, of size {size} root {root.hex()}" in forks[-1]
     assert all("both notes kept as evidence" in f for f in forks)
 
     # -- the auditor's exports; a copy of CN's rolled back below what HK and MO cosigned --
