@@ -29,12 +29,12 @@ def test_demo_runs_the_seed_case_end_to_end(
         "ok: CN, HK, MO: 4 sent, 4 received with the same digest, 4 receipts (4 signed receipts "
         "verified)",
         "audit reconcile with HK's and MO's ledgers: exit 1",
-        "HK's copy with its 2 cosignature lines stripped",
     ):
         assert expected in out, expected
     assert out.count("envelopes verified; root") == 3
     # the rollback is named from each witness's evidence: the log, both checkpoints, the witness
     tamper = out[out.index("15. What if an operator") :]
+    assert re.search(r"HK's copy with its [1-9]\d* cosignature lines stripped", tamper), tamper
     for witness in ("HK", "MO"):
         assert re.search(
             r"MISMATCH \[rolled-back\]: CN's ledger was rolled back: it holds (\d+) entries; "

@@ -199,20 +199,22 @@ def _tamper(root: Path) -> bool:
     tampered.mkdir(exist_ok=True)
     bundle = str(root / "bundle.json")
     _say("\n15. What if an operator rewrites its own ledger? The auditor tries it on copies")
-    cosigned = [
-        c.size
+    latest = {  # the largest checkpoint of CN that each witness cosigned
+        j: max(
+            c.size
+            for c in (
+                ExportSource(exports / f"{j.value.lower()}.export").witness_records() or _NONE
+            ).cosigned
+            if c.note.startswith(b"cn.customs-exchange/ledger\n")
+        )
         for j in (HK, MO)
-        for c in (
-            ExportSource(exports / f"{j.value.lower()}.export").witness_records() or _NONE
-        ).cosigned
-        if c.note.startswith(b"cn.customs-exchange/ledger\n")
-    ]
-    cut = max(cosigned) - 1
+    }
+    cut = min(latest.values()) - 1
     rolled = tampered / "cn-rolled-back.export"
     roll_back(exports / "cn.export", rolled, cut, root / "cn" / "node-signing.key")
     _say(
-        f"   CN's copy rolled back to {cut} entries, below size {max(cosigned)} that HK and MO "
-        "cosigned, and re-signed with CN's own key"
+        f"   CN's copy rolled back to {cut} entries, below the checkpoints HK and MO cosigned "
+        f"(sizes {latest[HK]} and {latest[MO]}), and re-signed with CN's own key"
     )
     code, out = _cli("audit", "verify", str(rolled), "--trust-bundle", bundle, "--no-progress")
     _say(f"   audit verify of that copy alone: exit {code}")
