@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -306,6 +307,7 @@ def test_witnessing_and_receipts_table(
     change: Callable[[World, Exports], list[Path]],
     problems: list[str],
     match: str | None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     paths = change(world, exports)
     bundle = TrustBundle.from_json(world.bundle.read_bytes())
@@ -321,7 +323,11 @@ def test_witnessing_and_receipts_table(
     assert any(re.search(match, e.message) for e in result.errors), result.errors
     with pytest.raises(ReconciliationError):
         check_reconciliation(paths, bundle)
-    assert main(args) == 1
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(e["problem"] for e in printed["errors"]) == sorted(problems)
+    assert any(re.search(match, e["message"]) for e in printed["errors"])
 
 
 def test_split_view_without_the_log(world: World, tmp_path: Path) -> None:
