@@ -54,10 +54,12 @@ from gateway.audit.errors import AuditError, ExportFormatError
 from gateway.envelope.signing import RECEIPT_CONTEXT, jurisdiction_of, pae
 from gateway.ledger import Event, decode_record
 from gateway.merkle import (
+    EMPTY_ROOT,
     ConsistencyProofError,
+    Frontier,
     MemoryTree,
     consistency_proof,
-    tree_root,
+    leaf_hash,
     verify_consistency,
 )
 from gateway.notes import (
@@ -104,10 +106,20 @@ class _Ledger:
     )
     witnessed: dict[int, tuple[str, uuid.UUID, tuple[bytes, ...]]] = field(default_factory=dict)
     count: int = 0
-    tree: MemoryTree = field(default_factory=MemoryTree)
+    # tree heads at the sizes the other ledgers' witnesses cosigned (one pass, O(log n) memory)
+    roots: dict[int, bytes] = field(default_factory=dict)
+    source: LedgerSource | None = None
+    _tree: MemoryTree | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)  # as the ledger holds them
     records: WitnessRecords | None = None
     certificates: list[bytes] = field(default_factory=list)
+
+    def tree(self) -> MemoryTree:
+        """The whole tree, read again from the source: only to show a fork with a proof."""
+        if self._tree is None:
+            assert self.source is not None
+            self._tree = MemoryTree(leaf for _, leaf in self.source.entries())
+        return self._tree
 
 
 @dataclass(frozen=True)
@@ -152,11 +164,26 @@ class ReconciliationError(AuditError):
 _EVENTS = (Event.SENT, Event.RECEIVED, Event.RECEIPT, Event.REFUSED, Event.WITNESSED)
 
 
-def _read(source: LedgerSource) -> _Ledger:
+def _cosigned_sizes(sources: list[LedgerSource]) -> dict[str, set[int]]:
+    """origin -> the tree sizes of that log which some source's witness records cosigned."""
+    sizes: dict[str, set[int]] = {}
+    for source in sources:
+        records = source.witness_records()
+        for record in records.cosigned if records else ():
+            try:
+                checkpoint = parse_checkpoint(parse_note(record.note).text)
+            except NoteError:
+                continue  # named when the record is checked
+            sizes.setdefault(checkpoint.origin, set()).add(checkpoint.size)
+    return sizes
+
+
+def _read(source: LedgerSource, wanted: set[int]) -> _Ledger:
     j = jurisdiction_of_origin(source.origin)
     if j is None:
         raise ExportFormatError(f"origin {source.origin!r} is no jurisdiction's ledger")
     ledger = _Ledger(j.value)
+    ledger.source = source
     ledger.records = source.witness_records()
     ledger.certificates = source.certificates()
     for note in source.checkpoints():
@@ -165,9 +192,14 @@ def _read(source: LedgerSource) -> _Ledger:
         except NoteError:
             continue  # audit verify names a bad checkpoint; reconciliation compares the good
     ledger.checkpoints.sort(key=lambda c: c.size)
+    frontier = Frontier()
+    if 0 in wanted:
+        ledger.roots[0] = EMPTY_ROOT
     for index, leaf in source.entries():
-        ledger.tree.append(leaf)
+        frontier.append(leaf_hash(leaf))
         ledger.count += 1
+        if ledger.count in wanted:
+            ledger.roots[ledger.count] = frontier.root()
         if leaf[17] not in _EVENTS:
             continue
         e = decode_record(leaf).entry
@@ -198,7 +230,9 @@ def reconcile_sources(
     Signing keys come from the certificates the sources carry: with ``bundle``, only those
     that chain to it with a node identity; without, any that names a node (a note says so).
     """
-    ledgers = {led.code: led for led in map(_read, sources)}
+    opened = list(sources)
+    wanted = _cosigned_sizes(opened)
+    ledgers = {led.code: led for led in (_read(s, wanted.get(s.origin, set())) for s in opened)}
     result = ReconciliationResult(ledgers=sorted(ledgers))
     keys = _Keys(ledgers.values(), bundle, result)
     _compare_messages(ledgers, result)
@@ -648,18 +682,19 @@ def _against_log(log: _Ledger, view: _View, result: ReconciliationResult) -> Non
             view.message_id,
         )
         return
-    root = tree_root(cosigned.size, log.tree)
+    root = log.roots[cosigned.size]
     if root == cosigned.root_hash:
         return
+    tree = log.tree()
     # Two views: the proof from the cosigned size to the log's own next checkpoint, computed
     # from the log's entries, does not lead from the root the witness cosigned.
     other = next((c for c in log.checkpoints if c.size >= cosigned.size), None)
     if other is None:
-        other = Checkpoint(cosigned.origin, log.count, tree_root(log.count, log.tree))
+        other = Checkpoint(cosigned.origin, log.count, tree.root())
         label = f"the tree of its {log.count} entries {_named(other)} (unsigned)"
     else:
         label = _named(other)
-    proof = consistency_proof(cosigned.size, other.size, log.tree) if cosigned.size else []
+    proof = consistency_proof(cosigned.size, other.size, tree) if cosigned.size else []
     try:
         verify_consistency(cosigned.size, other.size, cosigned.root_hash, other.root_hash, proof)
         detail = f"its entries give root {root.hex()} at size {cosigned.size}"
