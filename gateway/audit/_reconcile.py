@@ -153,12 +153,14 @@ class ReconciliationResult:
 
     @property
     def ok(self) -> bool:
-        """True when every compared message matched (pending ones allowed)."""
+        """True when every compared message, receipt and cosigned checkpoint matched (pending
+        deliveries allowed)."""
         return not self.errors and len(self.ledgers) >= 2
 
 
 class ReconciliationError(AuditError):
-    """The ledgers disagree about a message; the message names both indexes."""
+    """The ledgers disagree about a message, a receipt or a checkpoint; the message names
+    where (both ledgers' indexes, or both checkpoints and the witness holding the evidence)."""
 
 
 _EVENTS = (Event.SENT, Event.RECEIVED, Event.RECEIPT, Event.REFUSED, Event.WITNESSED)
