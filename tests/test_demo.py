@@ -35,6 +35,13 @@ def test_demo_runs_the_seed_case_end_to_end(
     # the rollback is named from each witness's evidence: the log, both checkpoints, the witness
     tamper = out[out.index("15. What if an operator") :]
     assert re.search(r"HK's copy with its [1-9]\d* cosignature lines stripped", tamper), tamper
+    # the stripped copy is named by audit verify's witness policy
+    assert "audit verify of that copy (witness policy: every other jurisdiction): exit 1" in tamper
+    assert re.search(
+        r"FAILED: checkpoint of size \d+ \(the latest\) is cosigned by no required witness; the "
+        r"policy needs every one of CN, MO \(missing CN, MO\): the log's operator alone vouches",
+        tamper,
+    ), tamper
     for witness in ("HK", "MO"):
         assert re.search(
             r"MISMATCH \[rolled-back\]: CN's ledger was rolled back: it holds (\d+) entries; "

@@ -51,8 +51,8 @@ from google.protobuf.message import DecodeError
 from customs.gateway.v1 import envelope_pb2
 from gateway.audit._source import LedgerSource, WitnessRecords, open_source
 from gateway.audit.errors import AuditError, ExportFormatError
+from gateway.entries import Event, decode_record
 from gateway.envelope.signing import RECEIPT_CONTEXT, jurisdiction_of, pae
-from gateway.ledger import Event, decode_record
 from gateway.merkle import (
     EMPTY_ROOT,
     ConsistencyProofError,

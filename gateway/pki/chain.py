@@ -60,6 +60,8 @@ def verify_leaf(
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertificateCheckError(f"{who} has no subject alternative name") from None
+    except ValueError as exc:  # cryptography parses extensions lazily, here
+        raise CertificateCheckError(f"{who} has a malformed extension: {exc}") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
         raise CertificateCheckError(f"{who} must carry exactly one URI SAN, has {len(uris)}")

@@ -58,6 +58,9 @@ class NodeState:
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
     # (origin, problem) -> inconsistent checkpoints refused as a witness, kept as evidence
     witness_evidence: Callable[[], dict[tuple[str, str], int]] = dict
+    # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
+    limits: Callable[[], dict[str, tuple[int, int]]] | None = None
+    storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
 
 
 class _StateCollector(Collector):
@@ -109,6 +112,26 @@ class _StateCollector(Collector):
         for (origin, problem), count in sorted(s.witness_evidence().items()):
             refused.add_metric([origin, problem], count)
         yield refused
+        if s.limits is not None:
+            in_use = GaugeMetricFamily(
+                "gateway_limit_in_use",
+                "Calls or streams admitted now, by budget of the node's [limits].",
+                labels=["budget"],
+            )
+            capacity = GaugeMetricFamily(
+                "gateway_limit_capacity", "The size of each budget.", labels=["budget"]
+            )
+            for budget, (used, size) in sorted(s.limits().items()):
+                in_use.add_metric([budget], used)
+                capacity.add_metric([budget], size)
+            yield in_use
+            yield capacity
+        if s.storage_ok is not None:
+            yield GaugeMetricFamily(
+                "gateway_storage_writable",
+                "1 while the ledger can commit (health SERVING), 0 while it cannot.",
+                value=1 if s.storage_ok() else 0,
+            )
 
 
 class NodeMetrics:

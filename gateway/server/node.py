@@ -13,10 +13,11 @@ import contextlib
 import datetime as dt
 import errno
 import logging
+import queue
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -49,12 +50,14 @@ from gateway.pki.expiry import expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
-from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
+from gateway.server.health import StorageProbe
+from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor, current_stream
+from gateway.server.limits import Budget, Limiter
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
+__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "STORAGE_KEY", "Node"]
 
 log = logging.getLogger("gateway.server")
 
@@ -67,15 +70,18 @@ SERVICE_NAMES = (
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
 WITNESS_EVIDENCE_KEY = "witness-evidence"
+STORAGE_KEY = "storage"
+_WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     """Standard health checking; ``Check`` also returns the node's certificate warnings in the
-    trailing metadata ``certificate-warnings`` (``none`` when all is well), so an operator's
-    probe sees them without a new RPC."""
+    trailing metadata ``certificate-warnings`` (``none`` when all is well), and why the ledger
+    cannot commit in ``storage`` (``ok`` when it can), so an operator's probe sees them without
+    a new RPC."""
 
     def __init__(self, node: Node) -> None:
-        super().__init__(experimental_non_blocking=True)
+        super().__init__(experimental_non_blocking=False)  # our Watch is a generator
         self._node = node
 
     def Check(
@@ -83,7 +89,11 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         warnings = self._node.certificate_warnings()
         text = " | ".join(warnings) if warnings else "none"
-        metadata = [(CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode())]
+        storage = self._node.storage.last_problem or "ok"
+        metadata = [
+            (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+            (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
+        ]
         if request.service != WITNESS_HEALTH_SERVICE:
             context.set_trailing_metadata(tuple(metadata))
             return super().Check(request, context)
@@ -97,6 +107,38 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
         if evidence or overall.status != health_pb2.HealthCheckResponse.SERVING:
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         return overall
+
+    def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Any = None,
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
+        """The standard Watch, except that an idle stream wakes every ``_WATCH_TICK`` seconds
+        to let its :class:`StreamGuard` end it (revoked caller, lifetime over); grpc's own
+        watcher sleeps until the status changes, however long that takes."""
+        changes: queue.SimpleQueue[health_pb2.HealthCheckResponse | None] = queue.SimpleQueue()
+        super().Watch(request, context, send_response_callback=changes.put)
+        guard = current_stream()
+        while context.is_active():
+            try:
+                change = changes.get(timeout=_WATCH_TICK)
+            except queue.Empty:
+                guard.check()
+                continue
+            if change is None:  # the call ended (grpc's close callback)
+                return
+            yield change
+
+    def set_serving(self, serving: bool) -> None:
+        """Mark the node and each of its services SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self.set(name, status)
 
 
 class Node:
@@ -122,6 +164,9 @@ class Node:
             signer=NoteSigner(origin, self.signer.private_key),
             schema=exchange_store.create_schema,
         )
+        self.limits = config.resolved_limits
+        self.limiter = Limiter(self.limits)
+        self.storage = StorageProbe(self.ledger, config.data_dir, self._storage_changed)
         self.exchange = Exchange(
             jurisdiction=config.jurisdiction,
             ledger=self.ledger,
@@ -153,6 +198,8 @@ class Node:
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
                 witness_evidence=lambda: exchange_store.evidence_counts(self.ledger.reader()),
+                limits=self._limits_in_use,
+                storage_ok=lambda: self.storage.last_problem is None,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -177,17 +224,33 @@ class Node:
                 self.exchange.erase_expired,
             ),
         ]
+        # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
+        self._reserve = futures.ThreadPoolExecutor(
+            max_workers=self.limits.reserved_calls, thread_name_prefix=f"{prefix}-reserve"
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=config.server.max_workers,
+                max_workers=config.server.max_workers - self.limits.reserved_calls,
                 thread_name_prefix=f"{prefix}-rpc",
             ),
             interceptors=[
                 # Counted only when someone can read the counts: no work on every call else.
                 ErrorInterceptor(self.metrics.observe if self.metrics_server else None),
-                AccessInterceptor(self.authenticator, config.jurisdiction),
+                AccessInterceptor(
+                    self.authenticator, config.jurisdiction, self.limiter, self._reserve
+                ),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", self.limits.max_request_bytes),
+                ("grpc.max_send_message_length", self.limits.max_response_bytes),
+            ],
+            # Refused with RESOURCE_EXHAUSTED on grpcio's polling thread, before any worker
+            # thread is taken: the only check grpcio's sync server makes that early (ADR 0023).
+            maximum_concurrent_rpcs=config.server.max_workers + self.limits.backlog,
+        )
+        self._housekeeping.append(
+            _Periodic(f"{prefix}-storage", self.limits.storage_probe_seconds, self.storage.run)
         )
         self._register()
         self.port = 0
@@ -197,6 +260,12 @@ class Node:
         with contextlib.closing(self.ledger.own_reader()) as conn:  # scrapes come on new threads
             counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
+
+    def _limits_in_use(self) -> dict[str, tuple[int, int]]:
+        used = self.limiter.in_use()
+        return {
+            budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
+        }
 
     def _not_after(self) -> dict[str, float]:
         tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
@@ -216,6 +285,20 @@ class Node:
     def _trust(self) -> tuple[TrustBundle, tuple[x509.CertificateRevocationList, ...]]:
         material = self.tls.material  # one snapshot: bundle and CRLs of the same reload
         return material.bundle, material.crls
+
+    def _storage_changed(self, problem: str | None) -> None:
+        """Health follows the storage probe: NOT_SERVING while the ledger cannot commit."""
+        if self._stopped.is_set():
+            return
+        if problem is None:
+            log.info("storage writable again: SERVING", extra={"event": "storage-ok"})
+        else:
+            log.error(
+                "ledger cannot commit (%s): NOT_SERVING until it can",
+                problem,
+                extra={"event": "storage-failed"},
+            )
+        self.health.set_serving(problem is None)
 
     def _tls_changed(self, material: TlsMaterial) -> None:
         self.authenticator.update(material.bundle, material.crls)
@@ -331,8 +414,7 @@ class Node:
         self._report_expiry()
         for worker in self._housekeeping:
             worker.start(self._stopped)
-        for name in ("", *SERVICE_NAMES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.storage.run()  # SERVING only if the ledger can commit now
         log.info(
             "node %s listening on %s",
             self.config.identity.uri,
@@ -351,6 +433,7 @@ class Node:
         self.stopping.set()  # inbound streams end; unary calls in flight finish
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop()
@@ -366,6 +449,7 @@ class Node:
         self.stopping.set()
         self.exchange.wake_followers()
         self._server.stop(0).wait()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop(0)
