@@ -11,7 +11,7 @@ Example (paths are relative to the config file)::
     certificate = "certs/node.pem"
     key = "certs/node.key"
     trust_bundle = "certs/bundle.json"
-    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional
+    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional; each must exist
 
     [signing]
     certificate = "certs/node-signing.pem"
@@ -197,6 +197,8 @@ def load_config(path: str | Path) -> NodeConfig:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config {source}: file does not exist") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"config {source}: cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

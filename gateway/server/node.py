@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import logging
 import queue
 import socket
+import sqlite3
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -49,12 +52,16 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.expiry import expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
+from gateway.pki.revocation import key_id
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.health import StorageProbe
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor, current_stream
 from gateway.server.limits import Budget, Limiter
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
+from gateway.server.revocation_store import LedgerRevocationStore
+from gateway.server.revocation_store import create_schema as create_revocation_schema
 from gateway.server.services import AuditService, PartnerService, PeerService
+from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "STORAGE_KEY", "Node"]
@@ -145,25 +152,53 @@ class Node:
     """One jurisdiction's gateway node, built from its config."""
 
     def __init__(self, config: NodeConfig) -> None:
+        """Check and lock the data directory, then load everything the node needs.
+
+        Raises:
+            GatewayError: one line naming the file or config key that keeps the node from
+                starting (ADR 0025); nothing is left locked or open.
+        """
         self.config = config
         self._stopped = threading.Event()
+        # Start-up checks first (ADR 0025): one node per data directory, private files.
+        self.data_dir = DataDirectory(config.data_dir)
+        try:
+            self._start_up(config)
+        except BaseException:
+            ledger: Ledger | None = getattr(self, "ledger", None)
+            if ledger is not None:
+                ledger.close()
+            self.data_dir.release()
+            raise
+
+    def _start_up(self, config: NodeConfig) -> None:
+        self.signer = _load_signer(config)
+        origin = ledger_origin(config.jurisdiction)
+        self.ledger = _open_ledger(self.data_dir.ledger, origin, self.signer)
         self.tls = ServerTls(
             config.tls_certificate,
             config.tls_key,
             config.trust_bundle,
             config.crls,
             on_change=self._tls_changed,
+            store=LedgerRevocationStore(self.ledger),
+            check=functools.partial(
+                check_own_certificate,
+                expected=config.identity,
+                usage="server",
+                what=f"TLS certificate {config.tls_certificate}",
+            ),
         )
-        self.authenticator = Authenticator(self.tls.material.bundle, self.tls.material.crls)
-        self.signer = _load_signer(config)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        origin = ledger_origin(config.jurisdiction)
-        self.ledger = Ledger.open(
-            config.data_dir / "ledger.db",
-            origin=origin,
-            signer=NoteSigner(origin, self.signer.private_key),
-            schema=exchange_store.create_schema,
+        material = self.tls.material
+        check_own_certificate(
+            self.signer.certificate,
+            material.bundle,
+            list(material.crls),
+            expected=config.identity,
+            usage="signing",
+            what=f"signing certificate {config.signing_certificate}",
         )
+        self.authenticator = Authenticator(material.bundle, material.crls)
         self.limits = config.resolved_limits
         self.limiter = Limiter(self.limits)
         self.storage = StorageProbe(self.ledger, config.data_dir, self._storage_changed)
@@ -200,6 +235,8 @@ class Node:
                 witness_evidence=lambda: exchange_store.evidence_counts(self.ledger.reader()),
                 limits=self._limits_in_use,
                 storage_ok=lambda: self.storage.last_problem is None,
+                crl_refusals=self.tls.refusal_counts,
+                crl_numbers=self._crl_numbers,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -265,6 +302,13 @@ class Node:
         used = self.limiter.in_use()
         return {
             budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
+        }
+
+    def _crl_numbers(self) -> dict[str, int]:
+        return {
+            f"{v.jurisdiction} {key_id(v.issuer)[:16]}": v.number
+            for v in self.tls.material.verified_crls
+            if v.number is not None
         }
 
     def _not_after(self) -> dict[str, float]:
@@ -390,14 +434,23 @@ class Node:
         return f"{host}:{self.port}"
 
     def start(self) -> int:
-        """Bind and start serving over mutual TLS; return the bound port."""
-        _refuse_if_taken(self.config.listen)
+        """Bind and start serving over mutual TLS; return the bound port.
+
+        Raises:
+            UnavailableError: the address cannot be bound; the node is then given up
+                (:meth:`abandon`: ledger closed, data directory unlocked).
+        """
         try:
-            self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
-        except RuntimeError as exc:
-            raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
-        if self.port == 0:
-            raise UnavailableError(f"cannot listen on {self.config.listen}")
+            _refuse_if_taken(self.config.listen)
+            try:
+                self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
+            except RuntimeError as exc:
+                raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
+            if self.port == 0:
+                raise UnavailableError(f"cannot listen on {self.config.listen}")
+        except BaseException:
+            self.abandon()
+            raise
         self._server.start()
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
@@ -442,7 +495,19 @@ class Node:
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
         self.ledger.close()
+        self.data_dir.release()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
+
+    def abandon(self) -> None:
+        """Give up a node whose :meth:`start` failed before it served: close the ledger and
+        unlock the data directory (the server and workers never ran)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()  # its socket was bound when the node was made
+        self.ledger.close()
+        self.data_dir.release()
 
     def kill(self) -> None:
         """Stop at once without a grace period or a final checkpoint, as a crash test needs."""
@@ -457,6 +522,7 @@ class Node:
             deliverer.stop(0)
         self.checkpointer.stop()
         self.ledger.close()
+        self.data_dir.release()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -493,6 +559,26 @@ def _load_signer(config: NodeConfig) -> Signer:
     if identity != config.identity:
         raise ConfigError(f"{where}: key 'signing.certificate': is not for {config.identity.uri}")
     return Signer(config.identity, key, cert)
+
+
+def _open_ledger(path: Path, origin: str, signer: Signer) -> Ledger:
+    """Open the node's ledger; a file SQLite cannot use is named in one line."""
+
+    def schema(conn: sqlite3.Connection) -> None:
+        exchange_store.create_schema(conn)
+        create_revocation_schema(conn)
+
+    try:
+        return Ledger.open(
+            path,
+            origin=origin,
+            signer=NoteSigner(origin, signer.private_key),
+            schema=schema,
+        )
+    except sqlite3.Error as exc:
+        raise StartupError(f"ledger {path} cannot be opened: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"ledger {path} cannot be opened: {exc.strerror or exc}") from None
 
 
 class _Periodic:
