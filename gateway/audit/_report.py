@@ -40,6 +40,7 @@ from gateway.pki.expiry import certificate_status
 from gateway.pki.note_keys import jurisdiction_of_origin
 
 _HEAD = struct.Struct(">BQQB")  # version, index, time in ms, event: the entry's first bytes
+_LOG_NAMED = re.compile(r"([A-Z]{2})'s log ")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: The auditor's steps (docs/audit.md, section 2), in order: (number, name, what it checks).
@@ -234,6 +235,7 @@ class AuditReport:
     pending: list[str]
     refused: list[str]
     failures: list[FailureRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reconciliation could not check, why
 
     @property
     def ok(self) -> bool:
@@ -307,7 +309,7 @@ def build_report(
             report.failures.extend(led.failures)
         if report.reconciled:
             try:
-                result = reconcile_sources(sources)
+                result = reconcile_sources(sources, bundle)
             except (AuditError, GatewayError) as exc:
                 report.failures.append(
                     numbering.row("", RECONCILIATION_STEP, RECONCILIATION_STEP, str(exc))
@@ -638,15 +640,21 @@ def _add_reconciliation(
         "pending": len(result.pending),
         "refused": len(result.refused),
         "errors": len(result.errors),
+        "receipts_verified": result.receipts_verified,
+        "cosigned_checked": result.cosigned_checked,
+        "evidence": result.evidence,
     }
     report.pending = list(result.pending)
     report.refused = list(result.refused)
+    report.notes = list(result.notes)
     cell_failures: dict[tuple[str, str], list[int]] = {}
     for mismatch in result.errors:
         mid = str(mismatch.message_id)
         sender, recipient, index = _cell_of(mid, scans)
+        log = _LOG_NAMED.match(mismatch.message)  # a rollback or fork names the log first
+        concerns = sender or (log.group(1) if log else "")
         row = numbering.row(
-            origin_of.get(sender, ""),
+            origin_of.get(concerns, ""),
             RECONCILIATION_STEP,
             RECONCILIATION_STEP,
             mismatch.message,
@@ -705,6 +713,7 @@ def report_json(report: AuditReport) -> dict[str, Any]:
             "matrix": [{**asdict(c), "ok": c.ok} for c in report.matrix],
             "pending": report.pending,
             "refused": report.refused,
+            "notes": report.notes,
         },
         "failures": [{**asdict(f), "anchor": f.anchor} for f in report.failures],
     }

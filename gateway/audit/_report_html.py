@@ -613,7 +613,10 @@ def render_html(report: AuditReport) -> str:
             f"{r.get('sent', 0)} sent, {r.get('matched', 0)} received with the same digest, "
             f"{r.get('receipts', 0)} receipts, {r.get('pending', 0)} pending, "
             f"{r.get('refused', 0)} refused, {r.get('errors', 0)} mismatches, "
-            f"{r.get('unchecked', 0)} to or from ledgers not audited here."
+            f"{r.get('unchecked', 0)} to or from ledgers not audited here; "
+            f"{r.get('receipts_verified', 0)} signed receipts checked from their bytes, "
+            f"{r.get('cosigned_checked', 0)} checkpoints a witness cosigned checked against "
+            f"the log, {r.get('evidence', 0)} inconsistent checkpoints refused live."
         )
         reconciliation = _el(
             "section",
@@ -628,6 +631,12 @@ def render_html(report: AuditReport) -> str:
             )
             if report.pending
             else _el("p", "None.", class_="small"),
+            _el("h3", f"Not checked ({len(report.notes)})"),
+            _el("ul", [_el("li", n) for n in report.notes], class_="plain small")
+            if report.notes
+            else _el(
+                "p", "Nothing: every receipt and cosigned checkpoint was checked.", class_="small"
+            ),
             _el("h3", f"Refused for good ({len(report.refused)})"),
             _el(
                 "ul",

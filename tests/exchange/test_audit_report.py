@@ -245,8 +245,7 @@ def test_a_removed_message_is_a_numbered_failure_in_its_ledger_and_the_matrix(
     assert hk, failures
     assert hk[0]["index"] == scenario.removed_index  # the first bad entry is the removed one
     assert f"entry {scenario.removed_index}" in hk[0]["message"]
-    (missing,) = [f for f in failures if f["step"] == "reconciliation"]
-    assert missing["problem"] == "missing-received"
+    (missing,) = [f for f in failures if f["problem"] == "missing-received"]
     assert missing["message_id"] == scenario.erased_id
     assert missing["ledger"] == "cn.customs-exchange/ledger"
     assert "HK's ledger has no received entry for it from CN" in missing["message"]
@@ -254,6 +253,13 @@ def test_a_removed_message_is_a_numbered_failure_in_its_ledger_and_the_matrix(
     assert matrix[("CN", "HK")]["failures"] == [missing["number"]]
     assert matrix[("CN", "HK")]["received"] == 0
     assert all(c["ok"] for k, c in matrix.items() if k != ("CN", "HK"))
+    # What CN and MO witnessed of HK's log no longer matches the copy: named against HK.
+    witnessed = [f for f in failures if f["step"] == "reconciliation" and f is not missing]
+    assert witnessed, failures
+    for f in witnessed:
+        assert f["problem"] in ("forked", "rolled-back"), f
+        assert f["ledger"] == "hk.customs-exchange/ledger"
+        assert f["message"].startswith("HK's log ")
     assert f"#{missing['number']} cn.customs-exchange/ledger reconciliation" in stdout
 
 
