@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
 from gateway.cli import main as cli_main
 from gateway.cli._base import counted
-from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
+from gateway.demo.cluster import ALL, Cluster, NodeProcess
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
 from gateway.errors import UnavailableError
@@ -81,23 +81,25 @@ def _issue_certificates(root: Path) -> None:
 
 
 def _write_configs(root: Path, cluster: Cluster) -> None:
-    ports = {j: free_port() for j in ALL}
+    """Each node binds port 0 and writes the port it got to ``data/listen-address``, where its
+    peers on this machine read it (ADR 0060): no port is chosen before it is bound."""
     for j in ALL:
         d = root / j.value.lower()
         peers = "".join(
-            f'\n[[peers]]\njurisdiction = "{p.value}"\naddress = "127.0.0.1:{ports[p]}"\n'
+            f'\n[[peers]]\njurisdiction = "{p.value}"\n'
+            f'address_file = "../{p.value.lower()}/data/listen-address"\n'
             for p in ALL
             if p is not j
         )
         config = d / "node.toml"
         config.write_text(
-            f'jurisdiction = "{j.value}"\nlisten = "127.0.0.1:{ports[j]}"\ndata_dir = "data"\n\n'
+            f'jurisdiction = "{j.value}"\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n\n'
             '[tls]\ncertificate = "node.pem"\nkey = "node.key"\ntrust_bundle = "../bundle.json"\n'
             'crls = ["../crls/cn.crl", "../crls/hk.crl", "../crls/mo.crl"]\n\n'
             '[signing]\ncertificate = "node-signing.pem"\nkey = "node-signing.key"\n'
             f"{peers}\n[server]\ngrace_seconds = 2.0\ncheckpoint_interval_seconds = 1.0\n"
         )
-        cluster.nodes[j] = NodeProcess(j, config, ports[j], d / "node.log")
+        cluster.nodes[j] = NodeProcess(j, config, d / "node.log")
 
 
 def _health_matrix(cluster: Cluster) -> bool:

@@ -13,11 +13,13 @@ import contextlib
 import datetime as dt
 import errno
 import logging
+import os
 import socket
 import ssl
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -54,7 +56,7 @@ from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
+__all__ = ["CERTIFICATE_WARNINGS_KEY", "LISTEN_ADDRESS_FILE", "SERVICE_NAMES", "Node"]
 
 log = logging.getLogger("gateway.server")
 
@@ -66,6 +68,11 @@ SERVICE_NAMES = (
 
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+
+# Written in the data directory once the port is bound: ``HOST:PORT`` and a newline, the port
+# the node actually got (with ``listen = "...:0"``). Peers on the same machine read it through
+# ``[[peers]] address_file`` (ADR 0060).
+LISTEN_ADDRESS_FILE = "listen-address"
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
@@ -266,7 +273,7 @@ class Node:
                 config.trust_bundle,
                 server_jurisdiction=peer.jurisdiction,
             )
-            return secure_channel(peer.address, identity, peer.identity)
+            return secure_channel(peer.target(), identity, peer.identity)
 
         return connect
 
@@ -299,6 +306,7 @@ class Node:
         if self.port == 0:
             raise UnavailableError(f"cannot listen on {self.config.listen}")
         self._server.start()
+        _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -320,7 +328,7 @@ class Node:
             "node %s listening on %s",
             self.config.identity.uri,
             self.address,
-            extra={"event": "started", "address": self.address},
+            extra={"event": "started", "address": self.address, "port": self.port},
         )
         return self.port
 
@@ -410,6 +418,14 @@ class _Periodic:
                     log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
 
         threading.Thread(target=loop, name=self.name, daemon=True).start()
+
+
+def _write_address_file(path: Path, address: str) -> None:
+    """Replace ``path`` with ``address`` atomically: a reader sees the old or the new address,
+    never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(address + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _refuse_if_taken(listen: str) -> None:

@@ -65,7 +65,37 @@ CASES = [
         "wrong-type",
         "max_workers = 16",
         'max_workers = "16"',
-        r"key 'server.max_workers': must be a int, not str",
+        r"key 'server.max_workers': must be an integer, not a string$",
+    ),
+    (
+        "wrong-type-number",
+        "grace_seconds = 1.0",
+        "grace_seconds = true",
+        r"key 'server.grace_seconds': must be a number, not true or false$",
+    ),
+    (
+        "misspelt-required-key",
+        'listen = "127.0.0.1:0"',
+        'listne = "127.0.0.1:0"',
+        r"key 'listne': unknown key \(did you mean 'listen'\?\)$",
+    ),
+    (
+        "misspelt-optional-key",
+        "max_workers = 16",
+        "max_worker = 16",
+        r"key 'server.max_worker': unknown key \(did you mean 'server.max_workers'\?\)$",
+    ),
+    (
+        "misspelt-peer-address",
+        'address = "127.0.0.1:7001"',
+        'adress = "127.0.0.1:7001"',
+        r"key 'peers\[0\].adress': unknown key \(did you mean 'peers\[0\].address'\?\)$",
+    ),
+    (
+        "peer-address-twice",
+        'address = "127.0.0.1:7001"',
+        'address = "127.0.0.1:7001"\naddress_file = "cn/listen-address"',
+        r"key 'peers\[0\].address': give either address or address_file, not both$",
     ),
     (
         "missing-certificate",
@@ -73,7 +103,13 @@ CASES = [
         "hk/missing.pem",
         r"key 'tls.certificate': file .*missing.pem does not exist",
     ),
-    ("unknown-tls-key", "[tls]", "[tls]\ncertfile = 'x'", r"key 'tls.certfile': unknown key"),
+    (
+        "unknown-tls-key",
+        "[tls]",
+        "[tls]\ncertfile = 'x'",
+        r"key 'tls.certfile': unknown key \(did you mean 'tls.certificate'\?\)$",
+    ),
+    ("unrelated-key", "[tls]", "[tls]\ncolour = 'x'", r"key 'tls.colour': unknown key$"),
     (
         "peer-is-self",
         'jurisdiction = "CN"',
