@@ -111,8 +111,8 @@ class World:
         """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path.
 
         ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
-        ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``) its node writes once it
-        has bound its port.
+        ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
+        its node writes once it has bound its port.
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [

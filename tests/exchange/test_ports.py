@@ -30,7 +30,7 @@ from tests.support import World
 def test_serve_on_port_0_reports_the_port_it_bound(world: World, tmp_path: Path) -> None:
     config = world.write_config(HK, tmp_path / "hk-data")
     assert 'listen = "127.0.0.1:0"' in config.read_text()
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
