@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.cli import main
 from gateway.cli._base import build_parser
+from gateway.pki import Jurisdiction, Role
+from gateway.pki.revocation import build_crl
+from gateway.server.config import NodeConfig, PeerConfig, ServerSettings, load_config
+from tests.support import World
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = "\n".join(
@@ -51,3 +65,171 @@ def test_command_has_help_with_an_example(
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_command_is_documented(command: tuple[str, ...]) -> None:
     assert f"customs-gateway {' '.join(command)}" in DOCS
+
+
+# -- the config reference (docs/configuration.md) against the parser and `config example` ------
+
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
+_ROW = re.compile(r"^\| `(?P<key>[\w.\[\]]+)` \| (?P<type>[^|]+) \| (?P<default>[^|]+) \| .+ \|$")
+_TYPES = {"str": "string", "int": "integer", "float": "number", "Path": "string"}
+# NodeConfig fields whose key is not their own name; "source" is where the file was, no key.
+_NODE_KEYS = {
+    "tls_certificate": "tls.certificate",
+    "tls_key": "tls.key",
+    "trust_bundle": "tls.trust_bundle",
+    "crls": "tls.crls",
+    "signing_certificate": "signing.certificate",
+    "signing_key": "signing.key",
+    "metrics_listen": "metrics.listen",
+}
+
+
+_NODE_KEYS_BY_KEY = {key: name for name, key in _NODE_KEYS.items()}
+
+
+def _documented() -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in CONFIG_DOC.read_text().splitlines():
+        if m := _ROW.match(line):
+            rows[m["key"]] = (m["type"].strip(), m["default"].strip())
+    return rows
+
+
+def _code_settings() -> dict[str, dataclasses.Field[Any]]:
+    """Every setting of the parser's dataclasses, by its key in the file."""
+    keys: dict[str, dataclasses.Field[Any]] = {}
+    for f in dataclasses.fields(NodeConfig):
+        if f.name == "source":
+            continue
+        if f.name == "peers":
+            keys |= {f"peers[].{p.name}": p for p in dataclasses.fields(PeerConfig)}
+        elif f.name == "server":
+            keys |= {f"server.{s.name}": s for s in dataclasses.fields(ServerSettings)}
+        else:
+            keys[_NODE_KEYS.get(f.name, f.name)] = f
+    return keys
+
+
+def test_config_reference_documents_every_setting_of_the_code() -> None:
+    documented, code = _documented(), _code_settings()
+    assert len(documented) >= 20
+    assert set(code) - set(documented) == set(), "settings missing from docs/configuration.md"
+    assert set(documented) - set(code) == set(), "documented keys the config does not have"
+    for key, f in code.items():
+        if str(f.type) in _TYPES:
+            assert documented[key][0] == _TYPES[str(f.type)], key
+
+
+def test_config_defaults_are_the_documented_ones(example_dir: Path) -> None:
+    """A config with only the required keys loads with every documented default in force."""
+    documented = _documented()
+    required = {k for k, (_, default) in documented.items() if default.startswith("required")}
+    assert {"jurisdiction", "listen", "tls.certificate", "peers[].address"} <= required
+    full = tomllib.loads((example_dir / "node.toml").read_text())
+    lines = [f"{k} = {json.dumps(full[k])}" for k in full if k in required]
+    for table in ("tls", "signing"):
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in full[table].items()
+                  if f"{table}.{k}" in required]  # fmt: skip
+    for peer in full["peers"]:
+        lines.append("[[peers]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items() if f"peers[].{k}" in required]
+    minimal = example_dir / "minimal.toml"
+    minimal.write_text("\n".join(lines) + "\n")
+    config = load_config(minimal)
+    checked = 0
+    for key, (_, default) in documented.items():
+        if key in required:
+            continue
+        where, _, name = key.rpartition(".")
+        holder = {"": config, "server": config.server, "peers[]": config.peers[0]}.get(where)
+        attribute = _NODE_KEYS_BY_KEY.get(key, name)
+        value = getattr(holder if holder is not None else config, attribute)
+        expected = None if default.startswith("none") else tomllib.loads(
+            f"v = {default.strip('`')}")["v"]  # fmt: skip
+        assert (list(value) if isinstance(value, tuple) else value) == expected, key
+        checked += 1
+    assert checked >= 10
+
+
+def _example(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(["config", "example", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def _keys(table: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            keys |= _keys(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            keys |= {k for item in value for k in _keys(item, f"{prefix}{key}[].")}
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_config_example_holds_every_documented_key(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _example(capsys)
+    # Optional keys shown commented out: every one of them is a key too.
+    opened = re.sub(r"^# (\[metrics\]|listen = )", r"\1", text, flags=re.M)
+    keys = _keys(tomllib.loads(opened))
+    assert '# address_file = "../cn/data/listen-address"' in text
+    assert keys | {"peers[].address_file"} == set(_documented())
+
+
+@pytest.fixture
+def example_dir(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """``config example`` as printed (port 0, metrics on too) in ``node.toml``, beside the
+    layout of certs/README.md with real certificates, bundle and CRLs."""
+    text = _example(capsys, "--jurisdiction", "hk", "--listen", "127.0.0.1:0")
+    text = text.replace("# [metrics]", "[metrics]").replace('# listen = "127.0.0.1:9464"',
+                                                             'listen = "127.0.0.1:0"')  # fmt: skip
+    node = tmp_path / "certs" / "hk" / "node"
+    shared = tmp_path / "certs" / "shared"
+    node.mkdir(parents=True)
+    shared.mkdir(parents=True)
+    tls, signing = world.cred(Jurisdiction.HK, Role.NODE), world.signing(Jurisdiction.HK)
+    for source, target in [
+        (tls.certificate, node / "gateway.pem"),
+        (tls.key, node / "gateway.key"),
+        (signing.certificate, node / "gateway-signing.pem"),
+        (signing.key, node / "gateway-signing.key"),
+        (world.bundle, shared / "bundle.json"),
+    ]:
+        shutil.copy(source, target)
+    for j, ca in world.cas.items():
+        crl = build_crl(ca, [], number=1)
+        (shared / f"{j.value.lower()}.crl").write_bytes(crl.public_bytes(Encoding.PEM))
+    (tmp_path / "node.toml").write_text(text)
+    return tmp_path
+
+
+def test_serve_accepts_the_config_example(example_dir: Path) -> None:
+    config = example_dir / "node.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), proc.stderr and proc.stderr.read()
+        assert (example_dir / "data" / "listen-address").read_text().strip() == line.split()[-1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_config_example_for_each_jurisdiction_peers_with_the_other_two(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for j in Jurisdiction:
+        peers = tomllib.loads(_example(capsys, "--jurisdiction", j.value))["peers"]
+        assert sorted(p["jurisdiction"] for p in peers) == sorted(
+            k.value for k in Jurisdiction if k is not j
+        )

@@ -17,11 +17,11 @@ from gateway.cli._base import counted
 from gateway.demo.cluster import ALL, Cluster, NodeProcess
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
-from gateway.errors import UnavailableError
+from gateway.errors import FailedPreconditionError, UnavailableError
 from gateway.pki import Jurisdiction, Role
 from gateway.transport import secure_channel
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_MARKER", "prepare_directory", "run_demo"]
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
@@ -273,10 +273,40 @@ def _story(cluster: Cluster, partners: Partners) -> None:
     _say("   CN and HK hold signed receipts from every recipient")
 
 
+# Written in every demo directory: only a directory holding it is emptied by the next run.
+DEMO_MARKER = ".customs-gateway-demo"
+
+
+def prepare_directory(directory: Path) -> None:
+    """Make ``directory`` an empty demo directory: create it, or empty a previous demo run.
+
+    Raises:
+        FailedPreconditionError: it is a file, or a non-empty directory that no demo made
+            (``--dir .`` in a checkout); nothing is deleted.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise FailedPreconditionError(f"demo directory {directory} is a file; nothing was changed")
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / DEMO_MARKER).is_file():
+            raise FailedPreconditionError(
+                f"demo directory {directory} is not empty and is not a previous demo run; "
+                "give a new or empty directory (nothing was deleted)"
+            )
+        for child in directory.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DEMO_MARKER).write_text(
+        "Made by customs-gateway demo, which empties this directory when it runs here again.\n"
+    )
+
+
 def run_demo(directory: Path) -> int:
-    """Run the whole demo in ``directory`` (wiped first); return the exit status."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    """Run the whole demo in ``directory`` (a new or empty directory, or a previous demo run,
+    which is emptied first); return the exit status."""
+    prepare_directory(directory)
     cluster = Cluster(directory)
     partners = Partners(cluster)
     _say("customs-gateway demo: three customs administrations on loopback\n")
