@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
@@ -20,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.cli import main
 from gateway.cli._base import build_parser
-from gateway.pki import Jurisdiction, Role
+from gateway.pki import Jurisdiction, Role, create_root_ca
+from gateway.pki.pem import certificate_pem
 from gateway.pki.revocation import build_crl
 from gateway.server.config import NodeConfig, PeerConfig, ServerSettings, load_config
 from tests.support import World
@@ -233,3 +235,81 @@ def test_config_example_for_each_jurisdiction_peers_with_the_other_two(
         assert sorted(p["jurisdiction"] for p in peers) == sorted(
             k.value for k in Jurisdiction if k is not j
         )
+
+
+# -- documented shell commands run as written; documented layouts are the ones made ------------
+
+CERTS_README = ROOT / "certs" / "README.md"
+
+
+def shell_blocks(doc: Path) -> list[str]:
+    """The ```sh blocks of ``doc``, in order."""
+    return re.findall(r"^```sh\n(.*?)^```", doc.read_text(), re.M | re.S)
+
+
+def documented_layout(name: str) -> list[str]:
+    """The paths of the ``<!-- layout: name -->`` tree of certs/README.md, as regular
+    expressions (``<...>`` is one path segment, ``*`` any characters in one)."""
+    text = CERTS_README.read_text()
+    block = re.search(rf"<!-- layout: {name} -->\n```text\n(.*?)```", text, re.S)
+    assert block is not None, name
+    stack: list[str] = []
+    patterns = []
+    for line in block[1].splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        entry = line.split()[0]
+        stack[depth:] = [entry.rstrip("/")]
+        if not entry.endswith("/"):
+            path = "/".join(stack)
+            patterns.append(re.sub(r"<[^>]+>", "[^/]+", re.escape(path).replace(r"\*", "[^/]*")))
+    return [p.replace(r"\<", "<").replace(r"\>", ">") for p in patterns]
+
+
+def check_layout(root: Path, name: str) -> None:
+    """Every file under ``root`` is in the documented tree, and every documented file without
+    a wildcard is there."""
+    patterns = documented_layout(name)
+    files = [p.relative_to(root.parent).as_posix() for p in root.rglob("*") if p.is_file()]
+    undocumented = [f for f in files if not any(re.fullmatch(p, f) for p in patterns)]
+    assert undocumented == [], f"files made but not in certs/README.md ({name})"
+    missing = [p for p in patterns if "*" not in p and not any(re.fullmatch(p, f) for f in files)]
+    assert missing == [], f"files in certs/README.md ({name}) that were not made"
+
+
+def test_pki_guide_runs_as_written(tmp_path: Path) -> None:
+    """Every command of docs/operations-pki.md, in order, in an empty directory (the other two
+    administrations' roots given, as the guide says); then the files are those certs/README.md
+    describes."""
+    for j in (Jurisdiction.CN, Jurisdiction.MO):
+        root = create_root_ca(j)
+        (tmp_path / f"{j.value.lower()}-ca.pem").write_bytes(certificate_pem(root.certificate))
+    script = "\n".join(shell_blocks(ROOT / "docs" / "operations-pki.md"))
+    assert "--passphrase-file ~/.hk-ca-pass" in script
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "warning" not in done.stderr, done.stderr  # e.g. "the CA key is not encrypted"
+    assert "trust bundle certs/shared/bundle.json: ok" in done.stdout
+    check_layout(tmp_path / "certs", "operator")
+
+
+def test_a_documented_command_that_fails_fails_the_guide_test(tmp_path: Path) -> None:
+    """The runner stops at the first failing command, as the test above relies on."""
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "customs-gateway pki issue --bogus\necho after"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "after" not in done.stdout

@@ -1,6 +1,8 @@
 """The node's TOML configuration: parsed strictly, every mistake named by its key.
 
-Example (paths are relative to the config file)::
+Every key is in ``docs/configuration.md`` (a test keeps it in step with this parser);
+``customs-gateway config example`` prints an annotated config. In short (paths are relative to
+the config file)::
 
     jurisdiction = "HK"
     name = "gateway"                  # the node's holder name: spiffe://hk.customs-exchange/node/gateway
