@@ -19,7 +19,7 @@ def _pytest_without_node(ci: str | None) -> subprocess.CompletedProcess[str]:
     env["PATH"] = str(Path(sys.executable).parent)  # python, and no node
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run(  # noqa: S603 - our own interpreter running pytest
+    return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", TEST],
         cwd=HERE.parents[1],
         env=env,
