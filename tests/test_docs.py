@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf import json_format, message_factory
 
+from customs.gateway.v1 import partner_pb2
 from gateway.cli import main
 from gateway.cli._base import build_parser
 from gateway.pki import Jurisdiction, Role, create_root_ca
 from gateway.pki.pem import certificate_pem
 from gateway.pki.revocation import build_crl
 from gateway.server.config import NodeConfig, PeerConfig, ServerSettings, load_config
+from tests.interop.examples import partner_examples
 from tests.support import World
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,3 +316,19 @@ def test_a_documented_command_that_fails_fails_the_guide_test(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "after" not in done.stdout
+
+
+def test_partner_json_examples_are_proto3_json_of_their_request() -> None:
+    """Each JSON example of docs/partners.md parses, strictly, into its RPC's request message
+    (the Node.js interop test also sends each one to a real node)."""
+    service = partner_pb2.DESCRIPTOR.services_by_name["PartnerGateway"]
+    examples = partner_examples()
+    assert {e.name for e in examples} >= {"submit-notice", "submit-invalid"}
+    for example in examples:
+        method = service.methods_by_name[example.method]
+        request = message_factory.GetMessageClass(method.input_type)()
+        json_format.ParseDict(example.request, request)  # unknown fields are an error
+        assert request.ByteSize() > 0, example.name
+    notice = partner_pb2.SubmitSeizureNoticeRequest()
+    json_format.ParseDict(examples[0].request, notice)
+    assert notice.notice.seized_at.ToJsonString() == "2026-11-28T03:15:00Z"  # the Timestamp form
