@@ -146,7 +146,8 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"must be {_KIND[kind]}, not {_KIND.get(type(value), 'that')}")
+            expected = _KIND.get(kind, kind.__name__)
+            raise self.error(key, f"must be {expected}, not {_KIND.get(type(value), 'that')}")
         return value
 
     def _unasked(self) -> list[str]:
