@@ -53,6 +53,16 @@ class Trio:
     nodes: dict[Jurisdiction, Node] = field(default_factory=dict)
     _channels: list[grpc.Channel] = field(default_factory=list)
 
+    @property
+    def ports(self) -> dict[Jurisdiction, int]:
+        """The port each node last bound, as its address file says (also once it stopped)."""
+        ports = {}
+        for j in self.configs:
+            path = address_file(self.root, j)
+            if path.exists():
+                ports[j] = int(path.read_text().strip().rpartition(":")[2])
+        return ports
+
     def start(self, j: Jurisdiction) -> Node:
         node = Node(load_config(self.configs[j]))
         node.start()

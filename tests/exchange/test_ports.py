@@ -77,6 +77,7 @@ def test_a_peer_that_comes_back_on_another_port_is_reached_through_its_file(
         second_port = trio.start(HK).port
         assert second_port != first_port
         assert address_file(tmp_path, HK).read_text() == f"127.0.0.1:{second_port}\n"
+        assert trio.ports[HK] == second_port
         wait_for(lambda: _received(trio, second.message_id), what="delivery at the new port")
     finally:
         holder.close()
