@@ -286,7 +286,9 @@ def test_pki_guide_runs_as_written(tmp_path: Path) -> None:
     for j in (Jurisdiction.CN, Jurisdiction.MO):
         root = create_root_ca(j)
         (tmp_path / f"{j.value.lower()}-ca.pem").write_bytes(certificate_pem(root.certificate))
-    script = "\n".join(shell_blocks(ROOT / "docs" / "operations-pki.md"))
+    script = "\n".join(
+        shell_blocks(ROOT / "docs" / "operations-pki.md") + shell_blocks(CERTS_README)
+    )
     assert "--passphrase-file ~/.hk-ca-pass" in script
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
