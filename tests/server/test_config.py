@@ -111,6 +111,18 @@ CASES = [
     ),
     ("unrelated-key", "[tls]", "[tls]\ncolour = 'x'", r"key 'tls.colour': unknown key$"),
     (
+        "misspelt-required-table",
+        "[tls]",
+        "[tsl]",
+        r"key 'tsl': unknown key \(did you mean 'tls'\?\)$",
+    ),
+    (
+        "misspelt-optional-table",
+        "[server]",
+        "[sever]",
+        r"key 'sever': unknown key \(did you mean 'server'\?\)$",
+    ),
+    (
         "peer-is-self",
         'jurisdiction = "CN"',
         'jurisdiction = "HK"',
