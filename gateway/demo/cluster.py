@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,14 +55,17 @@ class NodeProcess:
         )
         log.close()
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = self.process.stdout.readline()
+        with selectors.DefaultSelector() as selector:  # the first line, or nothing in time
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout)
+        line = self.process.stdout.readline() if ready else ""
         port = line.rpartition(":")[2].strip()
-        if not line.startswith(_LISTENING) or not port.isdigit() or time.monotonic() > deadline:
+        if not line.startswith(_LISTENING) or not port.isdigit():
             self.process.kill()
             self.process.wait()
             self.process = None
-            raise UnavailableError(f"{self.jurisdiction} node did not start; see {self.log}")
+            why = "" if ready else f" within {timeout:g} s"
+            raise UnavailableError(f"{self.jurisdiction} node did not start{why}; see {self.log}")
         self.port = int(port)
 
     def stop(self, timeout: float = 20.0) -> int:

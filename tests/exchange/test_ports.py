@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from gateway.demo.cluster import NodeProcess
+from gateway.errors import UnavailableError
 from gateway.ledger import Event
 from gateway.server import LISTEN_ADDRESS_FILE, load_config
 from gateway.server.config import PeerConfig
@@ -105,3 +109,24 @@ def test_address_file_is_relative_to_the_config(world: World, tmp_path: Path) ->
 
 def _received(trio: Trio, message_id: str) -> bool:
     return any(str(r.entry.message_id) == message_id for r in trio.entries(HK, Event.RECEIVED))
+
+
+def test_node_process_takes_the_port_the_node_reports(world: World, tmp_path: Path) -> None:
+    config = world.write_config(HK, tmp_path / "hk-data")
+    node = NodeProcess(HK, config, tmp_path / "hk.log")
+    node.start()
+    try:
+        assert node.port != 0
+        assert node.address == (tmp_path / "hk-data" / LISTEN_ADDRESS_FILE).read_text().strip()
+    finally:
+        assert node.stop() == 0
+
+
+def test_node_process_that_cannot_start_says_so(world: World, tmp_path: Path) -> None:
+    config = world.write_config(HK, tmp_path / "hk-data")
+    config.write_text(config.read_text().replace("listen =", "listne ="))
+    node = NodeProcess(HK, config, tmp_path / "hk.log")
+    with pytest.raises(UnavailableError, match=r"HK node did not start; see .*hk\.log$"):
+        node.start()
+    assert node.process is None
+    assert "unknown key (did you mean 'listen'?)" in (tmp_path / "hk.log").read_text()
