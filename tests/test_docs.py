@@ -27,6 +27,7 @@ from gateway.pki import Jurisdiction, Role, create_root_ca
 from gateway.pki.pem import certificate_pem
 from gateway.pki.revocation import build_crl
 from gateway.server.config import NodeConfig, PeerConfig, ServerSettings, load_config
+from gateway.server.limits import Limits
 from tests.interop.examples import partner_examples
 from tests.support import World
 
@@ -110,6 +111,10 @@ def _code_settings() -> dict[str, dataclasses.Field[Any]]:
             keys |= {f"peers[].{p.name}": p for p in dataclasses.fields(PeerConfig)}
         elif f.name == "server":
             keys |= {f"server.{s.name}": s for s in dataclasses.fields(ServerSettings)}
+        elif f.name == "limits":
+            keys |= {
+                f"limits.{x.name}": x for x in dataclasses.fields(Limits) if x.name != "workers"
+            }
         else:
             keys[_NODE_KEYS.get(f.name, f.name)] = f
     return keys
@@ -147,11 +152,16 @@ def test_config_defaults_are_the_documented_ones(example_dir: Path) -> None:
         if key in required:
             continue
         where, _, name = key.rpartition(".")
-        holder = {"": config, "server": config.server, "peers[]": config.peers[0]}.get(where)
+        holder = {
+            "": config,
+            "server": config.server,
+            "peers[]": config.peers[0],
+            "limits": config.resolved_limits,
+        }.get(where)
         attribute = _NODE_KEYS_BY_KEY.get(key, name)
         value = getattr(holder if holder is not None else config, attribute)
-        expected = None if default.startswith("none") else tomllib.loads(
-            f"v = {default.strip('`')}")["v"]  # fmt: skip
+        literal = re.match(r"`([^`]+)`", default)  # the value; what follows says where from
+        expected = None if literal is None else tomllib.loads(f"v = {literal[1]}")["v"]
         assert (list(value) if isinstance(value, tuple) else value) == expected, key
         checked += 1
     assert checked >= 10
@@ -160,6 +170,12 @@ def test_config_defaults_are_the_documented_ones(example_dir: Path) -> None:
 def _example(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert main(["config", "example", *argv]) == 0
     return capsys.readouterr().out
+
+
+def _uncommented(example: str) -> str:
+    """``example`` with its optional tables and keys (shown commented out) switched on; only
+    ``address_file`` stays a comment (it is the alternative to ``address``)."""
+    return re.sub(r"^# (\[\w+\]|(?!address_file)\w+ = )", r"\1", example, flags=re.M)
 
 
 def _keys(table: dict[str, Any], prefix: str = "") -> set[str]:
@@ -177,7 +193,7 @@ def _keys(table: dict[str, Any], prefix: str = "") -> set[str]:
 def test_config_example_holds_every_documented_key(capsys: pytest.CaptureFixture[str]) -> None:
     text = _example(capsys)
     # Optional keys shown commented out: every one of them is a key too.
-    opened = re.sub(r"^# (\[metrics\]|listen = )", r"\1", text, flags=re.M)
+    opened = _uncommented(text)
     keys = _keys(tomllib.loads(opened))
     assert '# address_file = "../cn/data/listen-address"' in text
     assert keys | {"peers[].address_file"} == set(_documented())
@@ -188,8 +204,7 @@ def example_dir(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     """``config example`` as printed (port 0, metrics on too) in ``node.toml``, beside the
     layout of certs/README.md with real certificates, bundle and CRLs."""
     text = _example(capsys, "--jurisdiction", "hk", "--listen", "127.0.0.1:0")
-    text = text.replace("# [metrics]", "[metrics]").replace('# listen = "127.0.0.1:9464"',
-                                                             'listen = "127.0.0.1:0"')  # fmt: skip
+    text = _uncommented(text).replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
     node = tmp_path / "certs" / "hk" / "node"
     shared = tmp_path / "certs" / "shared"
     node.mkdir(parents=True)

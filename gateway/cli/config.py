@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from typing import Any
 
 from gateway.cli._base import EXIT_OK
 from gateway.pki.identity import Jurisdiction
 from gateway.server.config import ServerSettings
+from gateway.server.limits import Limits
 
 __all__ = ["example_config", "register"]
 
@@ -91,8 +93,17 @@ def example_config(
         line("# [metrics]", "optional: Prometheus over HTTPS, monitor role"),
         '# listen = "127.0.0.1:9464"',
         "",
+        line("# [limits]", f"optional; defaults for max_workers = {d.max_workers}"),
+        *(f"# {key} = {value}" for key, value in _limit_defaults(d.max_workers)),
+        "",
     ]
     return "\n".join(s)
+
+
+def _limit_defaults(workers: int) -> list[tuple[str, object]]:
+    """Each ``[limits]`` key with the value in force when it is left out."""
+    limits = Limits.for_workers(workers)
+    return [(f.name, getattr(limits, f.name)) for f in fields(limits) if f.name != "workers"]
 
 
 def register(subparsers: Any) -> None:

@@ -117,6 +117,12 @@ CASES = [
         r"key 'tsl': unknown key \(did you mean 'tls'\?\)$",
     ),
     (
+        "misspelt-limit",
+        "[server]",
+        "[limits]\ncals_per_caller = 4\n\n[server]",
+        r"key 'limits.cals_per_caller': unknown key \(did you mean 'limits.calls_per_caller'\?\)$",
+    ),
+    (
         "misspelt-optional-table",
         "[server]",
         "[sever]",
