@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import functools
 import logging
+import os
 import queue
 import socket
 import sqlite3
@@ -64,7 +65,13 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "STORAGE_KEY", "Node"]
+__all__ = [
+    "CERTIFICATE_WARNINGS_KEY",
+    "LISTEN_ADDRESS_FILE",
+    "SERVICE_NAMES",
+    "STORAGE_KEY",
+    "Node",
+]
 
 log = logging.getLogger("gateway.server")
 
@@ -79,6 +86,11 @@ CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
 WITNESS_EVIDENCE_KEY = "witness-evidence"
 STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
+
+# Written in the data directory once the port is bound: ``HOST:PORT`` and a newline, the port
+# the node actually got (with ``listen = "...:0"``). Peers on the same machine read it through
+# ``[[peers]] address_file`` (ADR 0060).
+LISTEN_ADDRESS_FILE = "listen-address"
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
@@ -410,7 +422,7 @@ class Node:
                 config.trust_bundle,
                 server_jurisdiction=peer.jurisdiction,
             )
-            return secure_channel(peer.address, identity, peer.identity)
+            return secure_channel(peer.target(), identity, peer.identity)
 
         return connect
 
@@ -452,6 +464,7 @@ class Node:
             self.abandon()
             raise
         self._server.start()
+        _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -472,7 +485,7 @@ class Node:
             "node %s listening on %s",
             self.config.identity.uri,
             self.address,
-            extra={"event": "started", "address": self.address},
+            extra={"event": "started", "address": self.address, "port": self.port},
         )
         return self.port
 
@@ -597,6 +610,18 @@ class _Periodic:
                     log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
 
         threading.Thread(target=loop, name=self.name, daemon=True).start()
+
+
+def _write_address_file(path: Path, address: str) -> None:
+    """Replace ``path`` with ``address`` atomically (mode 0600): a reader sees the old or the
+    new address, never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    # 0600 like every file of the data directory (itself 0700): peers on the same machine run
+    # as the same user.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(address + "\n")
+    os.replace(partial, path)
 
 
 def _refuse_if_taken(listen: str) -> None:
