@@ -28,7 +28,6 @@ import pytest
 from gateway.audit import ExportSource, write_export, write_export_records
 from gateway.audit.report import build_report, render_html
 from gateway.cli import main
-from gateway.demo.cluster import free_port
 from gateway.domain.fixtures import timestamp
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
@@ -38,6 +37,7 @@ from tests.exchange.conftest import (
     HK,
     MO,
     Trio,
+    data_dir,
     notice_request,
     wait_for,
     write_trio_configs,
@@ -73,8 +73,7 @@ def _cosigned(trio: Trio, j: Jurisdiction, *witnesses: Jurisdiction) -> bool:
 @pytest.fixture(scope="module")
 def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("report")
-    ports = {j: free_port() for j in ALL}
-    trio = Trio(world, root, ports, write_trio_configs(world, root, ports))
+    trio = Trio(world, root, write_trio_configs(world, root))
     # HK signs with a certificate that lapses in three days: the report says so.
     expiring = world.issue(
         HK, Role.NODE, "gateway", signing=True, lifetime=dt.timedelta(days=3), tag="-report"
@@ -114,7 +113,7 @@ def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         exports = {}
         for j in ALL:
             exports[j.value] = root / f"{j.value.lower()}.export"
-            write_export(root / f"{j.value.lower()}-data" / "ledger.db", exports[j.value])
+            write_export(data_dir(root, j) / "ledger.db", exports[j.value])
         tampered, removed = _without_received(exports["HK"], erased.message_id, root)
         serial = f"{expiring.issued.certificate.serial_number:x}"
         yield Scenario(
