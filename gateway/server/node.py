@@ -91,7 +91,10 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
 class Node:
     """One jurisdiction's gateway node, built from its config."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(
+        self, config: NodeConfig, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
+        """Builds the node; ``clock`` (tests) replaces the wall clock of exchange and views."""
         self.config = config
         self._stopped = threading.Event()
         self.tls = ServerTls(
@@ -116,11 +119,16 @@ class Node:
             ledger=self.ledger,
             signer=self.signer,
             trust=self._trust,
+            **({} if clock is None else {"clock": clock}),
         )
-        self.watchlists = Watchlists(self.signer, self.exchange.now)
+        self.watchlists = Watchlists(
+            self.signer, self.exchange.now, config.data_dir / "watchlist-view.db"
+        )
         self.exchange.on_payload(self.watchlists.apply)
+        self.exchange.on_erased(self.watchlists.erased)
         self.exchange.keep_own_certificate()
         self.exchange.replay(WATCHLIST_KINDS)
+        self.watchlists.reconcile(self.exchange.still_stored)
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(self.ledger, interval=interval)
@@ -342,6 +350,7 @@ class Node:
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
         self.ledger.close()
+        self.watchlists.close()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
 
     def kill(self) -> None:
@@ -356,6 +365,7 @@ class Node:
             deliverer.stop(0)
         self.checkpointer.stop()
         self.ledger.close()
+        self.watchlists.close()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -12,6 +12,8 @@ import pytest
 
 from customs.gateway.v1 import partner_pb2
 from gateway.domain.fixtures import seed_declaration, seed_revocation, timestamp
+from gateway.ledger import Event
+from gateway.server import Node, load_config
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, wait_for
 
 LIST = "strategic-minerals"
@@ -157,3 +159,76 @@ def test_view_survives_restart(trio: Trio) -> None:
     after, version_after = _items(trio)
     assert set(after) == set(before)
     assert version_after == version
+
+
+# --- issue 16: a view partners can sync from, through erasure and restarts -----------------------
+
+
+class _Clock:
+    """The wall clock moved by ``offset``: the node's exchange, retention and view all read it."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+def _start_with_clock(trio: Trio, clock: _Clock) -> None:
+    if CN in trio.nodes:
+        trio.stop(CN)
+    node = Node(load_config(trio.configs[CN]), clock=clock)
+    node.start()
+    trio.nodes[CN] = node
+
+
+def _delta(trio: Trio, since: int) -> tuple[list[tuple[str, str]], int]:
+    response = trio.partner(CN).ListWatchlist(
+        partner_pb2.ListWatchlistRequest(watchlist=LIST, since_version=since), timeout=5
+    )
+    items = [(i.entry.entry_id, _state(i)) for i in response.items]
+    return items, response.view_version
+
+
+def test_erase_then_restart_then_delta(trio: Trio) -> None:
+    clock = _Clock()
+    _start_with_clock(trio, clock)
+    now = clock()
+    short = entry_request([HK], now)  # kept no longer than it is valid
+    short.entry.retain_until.CopyFrom(short.entry.validity.valid_until)
+    long = entry_request([HK], now)
+    for request in (short, long):
+        trio.partner(CN).PublishWatchlistEntry(request, timeout=10)
+    a, b = short.entry.entry_id, long.entry.entry_id
+    items, published = _delta(trio, 0)
+    assert sorted(items) == sorted([(a, "ENTRY_STATE_ACTIVE"), (b, "ENTRY_STATE_ACTIVE")])
+
+    # 181 days on: both expired, and the short one's retention is over.
+    clock.offset = dt.timedelta(days=181)
+    trio.nodes[CN].exchange.erase_expired()
+    wait_for(lambda: trio.entries(CN, Event.ERASED), what="the erasure at CN")
+    snapshot, _ = _delta(trio, 0)
+    assert snapshot == [(b, "ENTRY_STATE_EXPIRED")]  # the erased entry is gone at once
+    changes, after = _delta(trio, published)
+    assert sorted(changes) == sorted([(a, "ENTRY_STATE_ERASED"), (b, "ENTRY_STATE_EXPIRED")])
+    assert after == published + 2  # one erasure, one expiry: each a version
+    assert _delta(trio, after) == ([], after)  # asked again: nothing new
+
+    _start_with_clock(trio, clock)  # restart
+    assert _delta(trio, after) == ([], after)  # the version did not go backwards
+    assert sorted(_delta(trio, published)[0]) == sorted(changes)
+    newer = entry_request([HK], clock())
+    trio.partner(CN).PublishWatchlistEntry(newer, timeout=10)
+    assert _delta(trio, after) == ([(newer.entry.entry_id, "ENTRY_STATE_ACTIVE")], after + 1)
+
+
+def test_versions_monotonic_across_restarts(trio: Trio) -> None:
+    seen = [_items(trio)[1]]
+    for _ in range(3):
+        trio.partner(HK).PublishWatchlistEntry(entry_request([CN]), timeout=10)
+        wait_for(lambda: _items(trio)[1] > seen[-1], what="a new view version at CN")
+        seen.append(_items(trio)[1])
+        trio.stop(CN)
+        trio.start(CN)
+        assert _items(trio)[1] == seen[-1]
+    assert seen == sorted(set(seen))
