@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain.screening import ScreeningIndex, combined_score
+from gateway.domain.screening import ScreeningIndex
 from gateway.domain.validate import ValidationError
 from gateway.errors import FieldViolation
 
@@ -562,7 +562,7 @@ class WatchlistView:
         self.advance(now)
         wanted = set(watchlists)
         hits: list[partner_pb2.ScreeningHit] = []
-        for key, reasons in self._index.find(declaration).items():
+        for key, candidate in self._index.find(declaration).items():
             origin, watchlist, entry_id = key
             if wanted and watchlist not in wanted:
                 continue
@@ -576,8 +576,11 @@ class WatchlistView:
                     entry_id=entry_id,
                     version=record.entry.version,
                     risk_level=record.entry.risk_level,
-                    score=combined_score(r.kind for r in reasons),
-                    reasons=reasons,
+                    score=candidate.score,
+                    reasons=candidate.reasons,
+                    tier=cast(partner_pb2.MatchTier, candidate.tier),
+                    entry=record.entry,
+                    message_id=record.message_id,
                 )
             )
         hits.sort(key=lambda h: (-h.score, -h.risk_level, h.origin, h.watchlist, h.entry_id))
