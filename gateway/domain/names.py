@@ -30,6 +30,7 @@ Antimony" and "Huabei Antimony" stay apart.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import opencc
 import pypinyin
 import ToJyutping
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA, Levenshtein
 from rigour.names import remove_org_types
 from rigour.text import ascii_text
 
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 _T2S: Final = opencc.OpenCC("t2s")
+_S2T: Final = opencc.OpenCC("s2t")
 
 # Chinese words with an English counterpart in registered names: (English tokens, generic?).
 # Generic words are compared apart (they do not tell companies apart); industry words are
@@ -87,7 +90,15 @@ _ZH_WORDS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "镓业": (("gallium",), False),
     "香港": (("hong", "kong"), False),
     "澳门": (("macao",), False),
-}
+    # Places, written in Pinyin in registered English names whatever the company's language.
+    "湖南": (("hunan",), False), "湖北": (("hubei",), False), "广西": (("guangxi",), False),
+    "广东": (("guangdong",), False), "云南": (("yunnan",), False), "江西": (("jiangxi",), False),
+    "贵州": (("guizhou",), False), "四川": (("sichuan",), False), "福建": (("fujian",), False),
+    "浙江": (("zhejiang",), False), "江苏": (("jiangsu",), False), "上海": (("shanghai",), False),
+    "北京": (("beijing",), False), "深圳": (("shenzhen",), False), "广州": (("guangzhou",), False),
+    "天津": (("tianjin",), False), "新疆": (("xinjiang",), False), "甘肃": (("gansu",), False),
+    "内蒙古": (("inner", "mongolia"), False), "青海": (("qinghai",), False),
+}  # fmt: skip
 _ZH_LEGAL: Final = (
     "股份有限公司", "有限责任公司", "有限公司", "集团公司", "分公司", "公司", "商行", "厂",
 )  # fmt: skip
@@ -137,7 +148,7 @@ _HK_FINALS: Final = {
     "in": "in", "ing": "ing", "ip": "ip", "it": "it", "ik": "ik", "o": "o", "oi": "oi",
     "ou": "o", "on": "on", "ong": "ong", "ot": "ot", "ok": "ok", "u": "u", "ui": "ui",
     "un": "un", "ung": "ung", "ut": "ut", "uk": "uk", "oe": "eu", "oeng": "eung",
-    "oek": "euk", "eoi": "ui", "eon": "un", "eot": "ut", "yu": "u", "yun": "un", "yut": "ut",
+    "oek": "euk", "eoi": "ui", "eon": "un", "eot": "ut", "yu": "u", "yun": "uen", "yut": "uet",
     "m": "m", "ng": "ng",
 }  # fmt: skip
 _HK_SYLLABLES: Final = {
@@ -180,6 +191,11 @@ class NameForm:
         """Compared with Latin forms (every system but "han")."""
         return self.system != "han"
 
+    @property
+    def romanised(self) -> bool:
+        """A romanisation of Chinese characters (pinyin, jyutping, hk)."""
+        return self.system in ("pinyin", "jyutping", "hk")
+
     def describe(self) -> str:
         """The form as text, for reasons: "hk: chan tai man"."""
         return f"{self.system}: {' '.join(self.core + self.generic)}"
@@ -187,12 +203,16 @@ class NameForm:
 
 # Spellings that romanisations of one sound differ by, folded alike on both sides before any
 # comparison: HK "Tsang"/"Chang", "Lee"/"Li", "Poon"/"Pun", "Sze"/"Si".
-_ROMAN_FOLDS: Final = (("tsz", "chi"), ("sze", "si"), ("ts", "ch"), ("ee", "i"), ("oo", "u"))
+_ROMAN_FOLDS: Final = (
+    ("tsz", "chi"), ("sze", "si"), ("ts", "ch"), ("sh", "s"), ("oo", "u"),
+)  # fmt: skip
 
 
 def _fold_roman(token: str) -> str:
     for spelling, folded in _ROMAN_FOLDS:
         token = token.replace(spelling, folded)
+    if token.endswith("ee") and len(token) > 2:  # Lee, Yee, Chee
+        token = token[:-2] + "i"
     return token
 
 
@@ -227,7 +247,11 @@ def _latin_tokens(text: str, kind: str) -> tuple[list[str], list[str]]:
 @lru_cache(maxsize=65536)
 def _romanised(run: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     pinyin = tuple(s for s in pypinyin.lazy_pinyin(run) if s.isascii())
-    jyutping = tuple(j.rstrip("0123456789") for _, j in ToJyutping.get_jyutping_list(run) if j)
+    # Cantonese readings are of traditional characters (达 alone reads as 大 daai6, 達 daat6).
+    traditional = _S2T.convert(run)
+    jyutping = tuple(
+        j.rstrip("0123456789") for _, j in ToJyutping.get_jyutping_list(traditional) if j
+    )
     hk = tuple(_fold_roman(hk_romanisation(j)) for j in jyutping)
     pinyin = tuple(_fold_roman(p) for p in pinyin)
     return pinyin, jyutping, hk
@@ -298,38 +322,60 @@ def _orders(tokens: tuple[str, ...], kind: str) -> list[str]:
     return joined
 
 
+def _token_found(token: str, query: tuple[str, ...], merged: bool) -> float:
+    """How well one entry token is found in the query: 1.0 when it is a query token, or (when
+    the query may merge syllables) a syllable at the start or end of one ("hong" in
+    "honghui"), or two neighbouring query tokens written apart ("hongda" for "hong da"); else
+    its best OSA similarity to either (one typo, a swap included, in five letters: 0.8)."""
+    if token in query:
+        return 1.0
+    pairs = [a + b for a, b in itertools.pairwise(query)]
+    if merged and not token.isdigit():
+        for q in query:  # a syllable of a merged name: the rest is a syllable too
+            if len(q) >= len(token) + 2 and (q.startswith(token) or q.endswith(token)):
+                return 1.0
+        if token in pairs:
+            return 1.0
+    return max((OSA.normalized_similarity(token, q) for q in (*query, *pairs)), default=0.0)
+
+
 def similarity(query: NameForm, entry: NameForm, kind: str) -> float:
     """Similarity in [0, 1] of a query form and an entry form of the same family (Han with
-    Han, Latin with Latin or romanised).
+    Han, Latin with Latin or romanised; two romanisations are not compared: when both names
+    are in characters, the characters decide).
 
-    The core tokens are compared joined, in their order and sorted (and, for persons, with the
-    first or last token moved: family name first or last); then every core token of the entry
-    longer than two letters must be found in the query (exactly, or as a part of it with a
-    similarity of at least 0.8), or the result is scaled down by the worst one: "Huanan
-    Antimony" and "Huabei Antimony" share a word but not a name. Generic tokens count for a
+    Han forms: normalised Levenshtein similarity of the core characters. Latin forms: the core
+    tokens compared joined (Indel similarity), in their order and sorted (and, for persons,
+    with the first or last token moved: family name first or last); then every core token of
+    the entry must be found in the query (:func:`_token_found`): at least 0.75 alike (one typo
+    in four letters), for a person's name part 0.8, or 0.92 up to six letters (Chan and
+    Chang, Cheng and Cheung are other people, not typos), exactly for
+    numbers (JIN HAI 3 is not JIN HAI 4); otherwise the result is scaled down by the worst
+    token, so "Huanan Antimony" and "Huabei Antimony" stay apart. Generic tokens count for a
     tenth when both sides have them.
     """
     if query.latin != entry.latin or not query.core or not entry.core:
         return 0.0
+    if query.romanised and entry.romanised:
+        return 0.0  # both have characters: the Han forms decide, not two romanisations
     if not entry.latin:
-        return round(fuzz.ratio(query.core[0], entry.core[0]) / 100.0, 4)
+        return round(Levenshtein.normalized_similarity(query.core[0], entry.core[0]), 4)
     best = max(
         fuzz.ratio(q, e) / 100.0
         for q in _orders(query.core, kind)
         for e in _orders(entry.core, kind)
     )
-    joined_query = "".join(query.core + query.generic)
-    worst = min(
-        (
-            1.0
-            if token in query.core or token in query.generic
-            else fuzz.partial_ratio(token, joined_query) / 100.0
-            for token in entry.core
-            if len(token) > 2
-        ),
-        default=1.0,
-    )
-    if worst < 0.8:
+    tokens = query.core + query.generic
+    worst = 1.0
+    for token in entry.core:
+        found = _token_found(token, tokens, merged=not query.romanised)
+        if token.isdigit():
+            needed = 1.0
+        else:
+            needed = (0.92 if len(token) <= 6 else 0.8) if kind == "person" else 0.75
+        if found < needed:
+            worst = min(worst, found * 0.8 / needed)
+    if worst < 1.0:
         best *= worst
     if query.generic and entry.generic:
         overlap = fuzz.token_set_ratio(" ".join(query.generic), " ".join(entry.generic)) / 100.0

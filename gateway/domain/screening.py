@@ -27,8 +27,11 @@ A name's similarity s is then corrected by what else the declaration says about 
 each a reason of its own with its ``adjustment``: the party's country in the entry's countries
 +0.03, another country -0.10; the same date of birth +0.05, another year -0.25, the same year
 but another day -0.10; an identifier of the same scheme (and issuing country) with another
-value -0.25. Tier: MATCH for an identifier, a commodity's HS code, or a corrected name
-similarity of at least :data:`MATCH_AT`; POSSIBLE_MATCH (for review) from :data:`POSSIBLE_AT`.
+value -0.15. Tier: MATCH for an identifier, a commodity's HS code, or a corrected name
+similarity of at least :data:`MATCH_AT` (the names are the same once scripts, romanisation,
+legal forms and abbreviations are accounted for, and nothing contradicts); POSSIBLE_MATCH (for
+an officer's review) from :data:`POSSIBLE_AT`: a typo, a partial spelling, a country or date
+that does not agree.
 
 Identifiers and HS codes are dictionary lookups; names are looked up through blocking keys
 (:func:`gateway.domain.names.blocking_keys`), a key shared by more than :data:`BLOCK_LIMIT`
@@ -55,7 +58,7 @@ __all__ = [
     "combined_score",
 ]
 
-MATCH_AT: Final = 0.90
+MATCH_AT: Final = 0.97
 POSSIBLE_AT: Final = 0.80
 BLOCK_LIMIT: Final = 2000
 
@@ -204,7 +207,7 @@ def _corrections(
             if scheme == ident.scheme and same_country and value != known_value:
                 out.append(
                     (_K.MATCH_KIND_IDENTIFIER_DIFFERS, f"parties[{p}].identifiers[{i}].value",
-                     f"identifiers[{j}].value", -0.25,
+                     f"identifiers[{j}].value", -0.15,
                      f"{common_pb2.IdentifierScheme.Name(scheme)} {value} is not the entry's")
                 )  # fmt: skip
                 break
