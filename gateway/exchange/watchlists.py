@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain.validate import check_declaration
+from gateway.domain.validate import ValidationError, check_declaration
 from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
+from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
 
 __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
@@ -199,13 +200,35 @@ class Watchlists:
             finally:
                 self._commit()
 
-    def get(self, origin: int, watchlist: str, entry_id: str) -> partner_pb2.WatchlistItem | None:
-        """One entry in its state now, None if unknown or erased."""
+    def get(self, request: partner_pb2.GetWatchlistEntryRequest) -> partner_pb2.WatchlistItem:
+        """One entry of the view in its state now.
+
+        Raises:
+            ValidationError: origin, watchlist or entry_id missing (each at its field).
+            NotFoundError: no such entry in this node's view, or it was erased.
+        """
+        problems = []
+        if request.origin == common_pb2.JURISDICTION_UNSPECIFIED:
+            problems.append(FieldViolation("origin", "required: the publishing jurisdiction"))
+        if not request.watchlist:
+            problems.append(FieldViolation("watchlist", "required"))
+        if not request.entry_id:
+            problems.append(FieldViolation("entry_id", "required"))
+        if problems:
+            raise ValidationError(problems)
         with self._lock:
             try:
-                return self._view.get(origin, watchlist, entry_id, now=self._clock())
+                item = self._view.get(
+                    request.origin, request.watchlist, request.entry_id, now=self._clock()
+                )
             finally:
                 self._commit()
+        if item is None:
+            raise NotFoundError(
+                f"no entry {request.entry_id!r} of {common_pb2.Jurisdiction.Name(request.origin)}"
+                f" in watchlist {request.watchlist!r} at this node"
+            )
+        return item
 
     def screen(
         self, request: partner_pb2.ScreenDeclarationRequest

@@ -9,10 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from customs.gateway.v1 import partner_pb2
+from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.domain.fixtures import seed_declaration, seed_revocation, timestamp
 from gateway.ledger import Event
+from gateway.pki import Role
 from gateway.server import Node, load_config
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, wait_for
 
@@ -232,3 +235,68 @@ def test_versions_monotonic_across_restarts(trio: Trio) -> None:
         trio.start(CN)
         assert _items(trio)[1] == seen[-1]
     assert seen == sorted(set(seen))
+
+
+# --- issue 16: hits an officer can act on, one entry fetched -------------------------------------
+
+
+def _violations(error: grpc.RpcError) -> set[str]:
+    bad = error_details_pb2.BadRequest()
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    assert status.details[0].Unpack(bad)
+    return {v.field for v in bad.field_violations}
+
+
+def test_get_watchlist_entry_and_hits_carry_the_entry(trio: Trio) -> None:
+    publish = entry_request([CN])
+    publish.entry.handling_instructions = "Hold for examination; call the HK duty officer."
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    entry_id = publish.entry.entry_id
+    _wait_item(trio, entry_id, 1)
+
+    item = trio.partner(CN).GetWatchlistEntry(
+        partner_pb2.GetWatchlistEntryRequest(origin=PROTO[HK], watchlist=LIST, entry_id=entry_id),
+        timeout=5,
+    )
+    assert item.entry == publish.entry
+    assert _state(item) == "ENTRY_STATE_ACTIVE"
+    assert item.message_id == publish.addressing.message_id
+
+    screened = trio.partner(CN).ScreenDeclaration(
+        partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration()), timeout=5
+    )
+    (hit,) = [h for h in screened.hits if h.entry_id == entry_id]
+    assert hit.tier == partner_pb2.MATCH_TIER_MATCH
+    assert hit.origin == PROTO[HK]
+    assert hit.entry.names == publish.entry.names
+    assert hit.entry.reason == publish.entry.reason
+    assert hit.entry.handling_instructions == "Hold for examination; call the HK duty officer."
+    assert hit.message_id == publish.addressing.message_id
+
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(
+                origin=PROTO[MO], watchlist=LIST, entry_id=entry_id
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "of JURISDICTION_MO in watchlist 'strategic-minerals'" in (info.value.details() or "")
+
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(partner_pb2.GetWatchlistEntryRequest(), timeout=5)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(info.value) == {"origin", "watchlist", "entry_id"}
+
+    # As ListWatchlist: partners of the node's own jurisdiction only.
+    stub = partner_pb2_grpc.PartnerGatewayStub(trio.channel(CN, HK, Role.PARTNER))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(
+                origin=PROTO[HK], watchlist=LIST, entry_id=entry_id
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "partner-own-jurisdiction" in (info.value.details() or "")
