@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain.validate import ValidationError, check_declaration
+from gateway.domain.lenient import normalise_declaration
+from gateway.domain.validate import ValidationError
 from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
 from gateway.errors import FieldViolation, NotFoundError
@@ -233,15 +234,26 @@ class Watchlists:
     def screen(
         self, request: partner_pb2.ScreenDeclarationRequest
     ) -> partner_pb2.ScreenDeclarationResponse:
-        """Screen a declaration against the entries active now."""
-        check_declaration(request.declaration)
+        """Screen a declaration, in normal form, against the entries active now; the response
+        says what was normalised (container spacing and case, an IMO prefix...).
+
+        Raises:
+            ValidationError: what cannot be normalised into a valid value, at its field.
+        """
+        declaration, normalised, problems = normalise_declaration(request.declaration)
+        if not request.HasField("declaration"):
+            problems = [FieldViolation("declaration", "required")]
+        if problems:
+            raise ValidationError(problems)
         with self._lock:
             try:
-                return self._view.screen(
-                    request.declaration, now=self._clock(), watchlists=tuple(request.watchlists)
+                response = self._view.screen(
+                    declaration, now=self._clock(), watchlists=tuple(request.watchlists)
                 )
             finally:
                 self._commit()
+        response.normalised.extend(normalised)
+        return response
 
     def close(self) -> None:
         """Closes the view's file."""

@@ -300,3 +300,26 @@ def test_get_watchlist_entry_and_hits_carry_the_entry(trio: Trio) -> None:
         )
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "partner-own-jurisdiction" in (info.value.details() or "")
+
+
+def test_screening_normalises_what_it_can_and_refuses_only_the_unusable(trio: Trio) -> None:
+    publish = entry_request([CN])
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    _wait_item(trio, publish.entry.entry_id, 1)
+    declaration = seed_declaration()
+    del declaration.container_numbers[:]
+    declaration.container_numbers.append("csqu 305438 3")
+    response = trio.partner(CN).ScreenDeclaration(
+        partner_pb2.ScreenDeclarationRequest(declaration=declaration), timeout=5
+    )
+    assert publish.entry.entry_id in [h.entry_id for h in response.hits]
+    assert [(n.field, n.given, n.used) for n in response.normalised] == [
+        ("declaration.container_numbers[0]", "csqu 305438 3", "CSQU3054383")
+    ]
+    declaration.container_numbers[0] = "csqu 305438 4"  # wrong check digit: unusable
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).ScreenDeclaration(
+            partner_pb2.ScreenDeclarationRequest(declaration=declaration), timeout=5
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(info.value) == {"declaration.container_numbers[0]"}
