@@ -465,8 +465,8 @@ def validate_seizure_notice(
             elif line.quantity.unit not in reference.UNITS:
                 c.add(
                     f"{g}.quantity.unit",
-                    f"{line.quantity.unit!r} is not a known UN/ECE Rec 20 unit "
-                    f"({', '.join(sorted(reference.UNITS))})",
+                    f"{line.quantity.unit!r} is not a UN/ECE Rec 20 unit code "
+                    "(e.g. KGM kilogram, TNE tonne, H87 piece)",
                 )
         else:
             c.add(f"{g}.quantity", "required")
