@@ -385,8 +385,8 @@ def similarity(query: NameForm, entry: NameForm, kind: str) -> float:
 
 def blocking_keys(form: NameForm) -> set[str]:
     """Index keys of a form: a query and an entry that may be alike share at least one (the
-    first or last three letters of a core token, the first four of the joined core, a pair of
-    Han characters)."""
+    first or last three letters of a core token, the first four of the joined core, two core
+    tokens together, a pair of Han characters)."""
     if not form.latin:
         han = form.core[0]
         return {han} if len(han) < 3 else {han[i : i + 2] for i in range(len(han) - 1)}
@@ -397,6 +397,10 @@ def blocking_keys(form: NameForm) -> set[str]:
         else:
             keys.add("p:" + token[:3])
             keys.add("s:" + token[-3:])
+    tokens = sorted(set(form.core))
+    for i, first in enumerate(tokens):  # pairs: selective where single syllables are common
+        for second in tokens[i + 1 :]:
+            keys.add(f"2:{first}|{second}")
     return keys
 
 

@@ -35,11 +35,14 @@ that does not agree.
 
 Identifiers and HS codes are dictionary lookups; names are looked up through blocking keys
 (:func:`gateway.domain.names.blocking_keys`), a key shared by more than :data:`BLOCK_LIMIT`
-names is too common to narrow anything and is skipped, and only the candidates are compared.
+names is too common to narrow anything and is skipped (unless every key is; then the least
+common one is used); the :data:`CANDIDATES` entries sharing the most keys with a name are
+compared, the others are not.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, cast
@@ -50,6 +53,7 @@ from gateway.domain.identifiers import normalise_identifier
 
 __all__ = [
     "BLOCK_LIMIT",
+    "CANDIDATES",
     "MATCH_AT",
     "POSSIBLE_AT",
     "WEIGHTS",
@@ -60,7 +64,8 @@ __all__ = [
 
 MATCH_AT: Final = 0.97
 POSSIBLE_AT: Final = 0.80
-BLOCK_LIMIT: Final = 2000
+BLOCK_LIMIT: Final = 1000
+CANDIDATES: Final = 40
 
 EntryKey = tuple[int, str, str]
 """(origin jurisdiction, watchlist, entry_id): an entry across its versions."""
@@ -360,12 +365,18 @@ class ScreeningIndex:
         best: dict[EntryKey, tuple[float, str, str, str, int]] = {}
         for kind, text, path, party_index in name_probes:
             for query in names.forms(text, kind):
-                candidates: dict[EntryKey, object] = {}
-                for block in names.blocking_keys(query):
-                    bucket = self._names.get((kind, block))
-                    if bucket is not None and len(bucket) <= BLOCK_LIMIT:
-                        candidates.update(bucket)
-                for key in candidates:
+                shared: Counter[EntryKey] = Counter()
+                buckets = [
+                    bucket
+                    for block in names.blocking_keys(query)
+                    if (bucket := self._names.get((kind, block)))
+                ]
+                for bucket in buckets:
+                    if len(bucket) <= BLOCK_LIMIT:
+                        shared.update(bucket.keys())
+                if not shared and buckets:  # every key common: the least common one
+                    shared.update(min(buckets, key=len).keys())
+                for key, _ in shared.most_common(CANDIDATES):
                     facts = self._facts[key]
                     for entry_field, form in facts.forms:
                         alike = names.similarity(query, form, kind)
