@@ -36,22 +36,28 @@ that does not agree.
 Identifiers and HS codes are dictionary lookups; names are looked up through blocking keys
 (:func:`gateway.domain.names.blocking_keys`), a key shared by more than :data:`BLOCK_LIMIT`
 names is too common to narrow anything and is skipped (unless every key is; then the least
-common one is used); the :data:`CANDIDATES` entries sharing the most keys with a name are
-compared, the others are not.
+common one is used); the :data:`BLOCKED` entries sharing the most keys with a name (each key
+weighted by its rarity: log of entries over the key's entries) are ranked by a first cut in C
+(``rapidfuzz.process.extract`` over the joined names), and the :data:`CANDIDATES` best of
+them are compared in full, no others.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import heapq
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, cast
+
+from rapidfuzz import fuzz, process
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain import names, reference
 from gateway.domain.identifiers import normalise_identifier
 
 __all__ = [
+    "BLOCKED",
     "BLOCK_LIMIT",
     "CANDIDATES",
     "MATCH_AT",
@@ -65,6 +71,7 @@ __all__ = [
 MATCH_AT: Final = 0.97
 POSSIBLE_AT: Final = 0.80
 BLOCK_LIMIT: Final = 1000
+BLOCKED: Final = 300
 CANDIDATES: Final = 40
 
 EntryKey = tuple[int, str, str]
@@ -233,6 +240,9 @@ class ScreeningIndex:
         self._names: dict[object, dict[EntryKey, object]] = {}
         self._hs: dict[object, dict[EntryKey, object]] = {}
         self._facts: dict[EntryKey, _Facts] = {}
+        # Per entry, its names' cores joined and spaced, for the first cut in C.
+        self._joined_latin: dict[EntryKey, list[tuple[str, str]]] = {}
+        self._joined_han: dict[EntryKey, list[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -271,6 +281,8 @@ class ScreeningIndex:
                     text = getattr(name, attr)
                     for form in names.forms(text, kind) if text else ():
                         facts.forms.append((f"names[{i}].{attr}", form))
+                        table = self._joined_latin if form.latin else self._joined_han
+                        table.setdefault(key, []).append(("".join(form.core), " ".join(form.core)))
                         for block in names.blocking_keys(form):
                             self._index(facts, self._names, (kind, block), key, None)
         facts.countries = list(entry.countries)
@@ -293,6 +305,8 @@ class ScreeningIndex:
 
     def drop(self, key: EntryKey) -> None:
         """Removes every key ``key`` contributed; nothing happens for an unknown key."""
+        self._joined_latin.pop(key, None)
+        self._joined_han.pop(key, None)
         facts = self._facts.pop(key, None)
         if facts is None:
             return
@@ -365,18 +379,38 @@ class ScreeningIndex:
         best: dict[EntryKey, tuple[float, str, str, str, int]] = {}
         for kind, text, path, party_index in name_probes:
             for query in names.forms(text, kind):
-                shared: Counter[EntryKey] = Counter()
+                shared: dict[EntryKey, float] = {}
                 buckets = [
                     bucket
                     for block in names.blocking_keys(query)
                     if (bucket := self._names.get((kind, block)))
                 ]
-                for bucket in buckets:
-                    if len(bucket) <= BLOCK_LIMIT:
-                        shared.update(bucket.keys())
-                if not shared and buckets:  # every key common: the least common one
-                    shared.update(min(buckets, key=len).keys())
-                for key, _ in shared.most_common(CANDIDATES):
+                usable = [b for b in buckets if len(b) <= BLOCK_LIMIT]
+                if not usable and buckets:  # every key common: the least common one
+                    usable = [min(buckets, key=len)]
+                for bucket in usable:  # a rare key says more than a common one
+                    weight = math.log(2.0 + len(self._facts) / len(bucket))
+                    for key in bucket:
+                        shared[key] = shared.get(key, 0.0) + weight
+                blocked = heapq.nlargest(BLOCKED, shared.items(), key=lambda item: item[1])
+                # A first cut in C (rapidfuzz over the joined and the sorted names), the full
+                # comparison after, on the best only.
+                table = self._joined_latin if query.latin else self._joined_han
+                keys: list[EntryKey] = []
+                joined: list[str] = []
+                spaced: list[str] = []
+                for key, _ in blocked:
+                    for together, apart in table.get(key, ()):
+                        keys.append(key)
+                        joined.append(together)
+                        spaced.append(apart)
+                cut = process.extract(
+                    "".join(query.core), joined, scorer=fuzz.ratio, limit=CANDIDATES
+                ) + process.extract(
+                    " ".join(query.core), spaced, scorer=fuzz.token_sort_ratio, limit=CANDIDATES
+                )
+                ranked = dict.fromkeys(keys[index] for _, _, index in cut)
+                for key in ranked:
                     facts = self._facts[key]
                     for entry_field, form in facts.forms:
                         alike = names.similarity(query, form, kind)
