@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
@@ -121,3 +123,29 @@ def test_seizure_a_century_ago_is_refused() -> None:
     found = validate_seizure_notice(notice, now=NOW)
     assert [v.field for v in found] == ["notice.seized_at"]
     assert "more than 10 years ago" in found[0].description
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    container=st.text(max_size=20),
+    hs=st.text(max_size=14),
+    imo=st.text(max_size=14),
+    country=st.text(max_size=3),
+    dob=st.text(max_size=12),
+)
+def test_any_input_is_normalised_or_refused_never_an_error(
+    container: str, hs: str, imo: str, country: str, dob: str
+) -> None:
+    declaration = d.Declaration(
+        container_numbers=[container],
+        items=[d.Declaration.Item(hs_code=hs)],
+        conveyance=d.Conveyance(identifiers=[c.Identifier(scheme=IMO, value=imo)]),
+        parties=[
+            d.Party(entity_type=c.ENTITY_TYPE_PERSON, names=[c.Name(full_name="X")],
+                    country=country, date_of_birth=dob)
+        ],
+    )  # fmt: skip
+    normalised, changes, problems = normalise_declaration(declaration)
+    assert all(p.field.startswith("declaration") for p in problems)
+    assert len(normalised.container_numbers) == 1
+    assert all(n.given != n.used for n in changes)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
@@ -200,3 +202,15 @@ def test_a_differing_identifier_lowers_the_score_and_says_so(view: WatchlistView
 )  # fmt: skip
 def test_hk_romanisation_of_jyutping(jyutping: str, hk: str) -> None:
     assert names.hk_romanisation(jyutping) == hk
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(min_size=1, max_size=60), entity=st.sampled_from([ORG, PERSON, 0]))
+def test_any_name_screens_without_error(view: WatchlistView, text: str, entity: int) -> None:
+    """Whatever a caller writes in a name, screening answers (hits or none), never fails."""
+    hits = view.screen(declaration(entity, text), now=NOW).hits
+    assert all(p.MATCH_TIER_MATCH <= h.tier <= p.MATCH_TIER_POSSIBLE_MATCH for h in hits)
+    for form in names.forms(text, "org") + names.forms(text, "person"):
+        assert form.core
