@@ -225,9 +225,11 @@ class Watchlists:
             finally:
                 self._commit()
         if item is None:
+            known = request.origin in common_pb2.Jurisdiction.values()
+            origin = common_pb2.Jurisdiction.Name(request.origin) if known else str(request.origin)
             raise NotFoundError(
-                f"no entry {request.entry_id!r} of {common_pb2.Jurisdiction.Name(request.origin)}"
-                f" in watchlist {request.watchlist!r} at this node"
+                f"no entry {request.entry_id[:100]!r} of {origin} in watchlist "
+                f"{request.watchlist[:100]!r} at this node"
             )
         return item
 

@@ -323,3 +323,13 @@ def test_screening_normalises_what_it_can_and_refuses_only_the_unusable(trio: Tr
         )
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(info.value) == {"declaration.container_numbers[0]"}
+
+
+def test_get_watchlist_entry_of_an_unknown_origin_is_not_found(trio: Trio) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(origin=999, watchlist=LIST, entry_id="x" * 5000),  # type: ignore[arg-type]
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "of 999 in watchlist" in (info.value.details() or "")
