@@ -30,6 +30,7 @@ ENTRIES = [
     ("zhang", PERSON, [("张伟强", "")], ["CN"], "1982-06-01"),
     ("nguyen", PERSON, [("Nguyễn Văn Hùng", "")], ["VN"], ""),
     ("jinhai", VESSEL, [("JIN HAI 8", "")], [], ""),
+    ("everbright", ORG, [("Everbright Tungsten Technology Holdings Limited", "")], ["HK"], ""),
 ]  # fmt: skip
 
 HITS = [
@@ -44,6 +45,8 @@ HITS = [
     pytest.param("goldenridge", ORG, "Golden Ridge Metals Private Limited", id="private-limited"),
     pytest.param("goldenstar", ORG, "Macau Golden Star Trading Co Ltd", id="macau"),
     pytest.param("jinhai", VESSEL, "M/V Jin Hai 8", id="vessel-prefix"),
+    pytest.param("everbright", ORG, "EVERBRIGHT TUNGSTEN TECH HLDGS LTD", id="tech-hldgs"),
+    pytest.param("everbright", ORG, "Everbright Tungsten Tech. Hldg. Co. Ltd", id="tech-dots"),
     # pinyin or Cantonese romanisation vs characters
     pytest.param("wahnam", ORG, "Wah Nam Metals Import and Export Co Ltd", id="cantonese-company"),
     pytest.param("wahnam", ORG, "Huanan Metals Import Export", id="pinyin-company"),
