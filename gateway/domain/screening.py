@@ -317,6 +317,40 @@ class ScreeningIndex:
                 if not bucket:
                     del table[index_key]
 
+    def _name_candidates(self, kind: str, query: names.NameForm) -> list[EntryKey]:
+        """The entries worth comparing with ``query`` in full (blocking, then a first cut)."""
+        shared: dict[EntryKey, float] = {}
+        buckets = [
+            bucket
+            for block in names.blocking_keys(query)
+            if (bucket := self._names.get((kind, block)))
+        ]
+        usable = [b for b in buckets if len(b) <= BLOCK_LIMIT]
+        if not usable and buckets:  # every key common: the least common one
+            usable = [min(buckets, key=len)]
+        for bucket in usable:  # a rare key says more than a common one
+            weight = math.log(2.0 + len(self._facts) / len(bucket))
+            for key in bucket:
+                shared[key] = shared.get(key, 0.0) + weight
+        blocked = heapq.nlargest(BLOCKED, shared.items(), key=lambda item: item[1])
+        # A first cut in C (rapidfuzz over the joined and the sorted names), the full
+        # comparison after, on the best only.
+        table = self._joined_latin if query.latin else self._joined_han
+        keys: list[EntryKey] = []
+        joined: list[str] = []
+        spaced: list[str] = []
+        for key, _ in blocked:
+            for together, apart in table.get(key, ()):
+                keys.append(key)
+                joined.append(together)
+                spaced.append(apart)
+        cut = process.extract(
+            "".join(query.core), joined, scorer=fuzz.ratio, limit=CANDIDATES
+        ) + process.extract(
+            " ".join(query.core), spaced, scorer=fuzz.token_sort_ratio, limit=CANDIDATES
+        )
+        return list(dict.fromkeys(keys[index] for _, _, index in cut))
+
     def find(self, declaration: domain_pb2.Declaration) -> dict[EntryKey, Candidate]:
         """Candidate entries for ``declaration`` with every reason found, hits only.
 
@@ -379,38 +413,7 @@ class ScreeningIndex:
         best: dict[EntryKey, tuple[float, str, str, str, int]] = {}
         for kind, text, path, party_index in name_probes:
             for query in names.forms(text, kind):
-                shared: dict[EntryKey, float] = {}
-                buckets = [
-                    bucket
-                    for block in names.blocking_keys(query)
-                    if (bucket := self._names.get((kind, block)))
-                ]
-                usable = [b for b in buckets if len(b) <= BLOCK_LIMIT]
-                if not usable and buckets:  # every key common: the least common one
-                    usable = [min(buckets, key=len)]
-                for bucket in usable:  # a rare key says more than a common one
-                    weight = math.log(2.0 + len(self._facts) / len(bucket))
-                    for key in bucket:
-                        shared[key] = shared.get(key, 0.0) + weight
-                blocked = heapq.nlargest(BLOCKED, shared.items(), key=lambda item: item[1])
-                # A first cut in C (rapidfuzz over the joined and the sorted names), the full
-                # comparison after, on the best only.
-                table = self._joined_latin if query.latin else self._joined_han
-                keys: list[EntryKey] = []
-                joined: list[str] = []
-                spaced: list[str] = []
-                for key, _ in blocked:
-                    for together, apart in table.get(key, ()):
-                        keys.append(key)
-                        joined.append(together)
-                        spaced.append(apart)
-                cut = process.extract(
-                    "".join(query.core), joined, scorer=fuzz.ratio, limit=CANDIDATES
-                ) + process.extract(
-                    " ".join(query.core), spaced, scorer=fuzz.token_sort_ratio, limit=CANDIDATES
-                )
-                ranked = dict.fromkeys(keys[index] for _, _, index in cut)
-                for key in ranked:
+                for key in self._name_candidates(kind, query):
                     facts = self._facts[key]
                     for entry_field, form in facts.forms:
                         alike = names.similarity(query, form, kind)
