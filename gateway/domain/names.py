@@ -46,6 +46,7 @@ from rigour.names import remove_org_types
 from rigour.text import ascii_text
 
 __all__ = [
+    "EXTRA_WORDS",
     "NameForm",
     "blocking_keys",
     "forms",
@@ -54,6 +55,10 @@ __all__ = [
     "organisation_key",
     "similarity",
 ]
+
+EXTRA_WORDS: Final = 0.9
+"""The similarity of a name that has every core word of the entry's, and more (an English
+given name added to a Chinese one, a branch's place): a possible match, never a match."""
 
 _T2S: Final = opencc.OpenCC("t2s")
 _S2T: Final = opencc.OpenCC("s2t")
@@ -351,8 +356,9 @@ def similarity(query: NameForm, entry: NameForm, kind: str) -> float:
     in four letters), for a person's name part 0.8, or 0.92 up to six letters (Chan and
     Chang, Cheng and Cheung are other people, not typos), exactly for
     numbers (JIN HAI 3 is not JIN HAI 4); otherwise the result is scaled down by the worst
-    token, so "Huanan Antimony" and "Huabei Antimony" stay apart. Generic tokens count for a
-    tenth when both sides have them.
+    token, so "Huanan Antimony" and "Huabei Antimony" stay apart. A query holding every core
+    word of the entry (two or more) and more scores at least :data:`EXTRA_WORDS`. Generic
+    tokens count for a tenth when both sides have them.
     """
     if query.latin != entry.latin or not query.core or not entry.core:
         return 0.0
@@ -377,6 +383,8 @@ def similarity(query: NameForm, entry: NameForm, kind: str) -> float:
             worst = min(worst, found * 0.8 / needed)
     if worst < 1.0:
         best *= worst
+    elif len(entry.core) >= 2 and all(_token_found(t, tokens, False) == 1.0 for t in entry.core):
+        best = max(best, EXTRA_WORDS)  # every word of the entry, and more: "Ho Hung Sun Stanley"
     if query.generic and entry.generic:
         overlap = fuzz.token_set_ratio(" ".join(query.generic), " ".join(entry.generic)) / 100.0
         best = 0.9 * best + 0.1 * overlap

@@ -217,3 +217,13 @@ def test_any_name_screens_without_error(view: WatchlistView, text: str, entity: 
     assert all(p.MATCH_TIER_MATCH <= h.tier <= p.MATCH_TIER_POSSIBLE_MATCH for h in hits)
     for form in names.forms(text, "org") + names.forms(text, "person"):
         assert form.core
+
+
+def test_a_name_with_every_word_of_the_entry_and_more_is_a_possible_match(
+    view: WatchlistView,
+) -> None:
+    (hit,) = view.screen(declaration(PERSON, "CHAN Tai Man Stanley"), now=NOW).hits
+    assert hit.entry_id == "chan"
+    assert hit.tier == p.MATCH_TIER_POSSIBLE_MATCH
+    (reason,) = [r for r in hit.reasons if r.kind == K.MATCH_KIND_NAME]
+    assert reason.similarity == pytest.approx(names.EXTRA_WORDS)
