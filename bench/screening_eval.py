@@ -88,6 +88,14 @@ _VIETNAMESE = [
     ("Đặng Quốc Bảo", "Dang Quoc Bao", "Đặng Quốc Việt"),
     ("Bùi Thanh Sơn", "Bui Thanh Son", "Bùi Thanh Tùng"),
 ]
+# Macao residents: traditional characters and the Macao Government's spelling, written out.
+_MACAO = [
+    ("何一誠", "HO Iat Seng", "何日新"), ("陳明金", "CHAN Meng Kam", "陳文強"),
+    ("梁維特", "LEONG Vai Tac", "梁家輝"), ("黃少澤", "VONG Sio Chak", "黃國華"),
+    ("楊志強", "IEONG Chi Keong", "楊美玲"), ("劉國強", "LAO Kuok Keong", "劉子健"),
+    ("鄭健文", "CHEANG Kin Man", "鄭秀英"), ("區錦新", "AU Kam San", "區永康"),
+    ("周永康", "CHAO Veng Hong", "周德華"), ("吳國明", "NG Kuok Meng", "吳少華"),
+]  # fmt: skip
 _VESSELS = ["Jin Hai", "Ocean Glory", "Hai Xing", "Pacific Star", "Nan Feng", "Golden Wave",
             "Hua Yang", "Eastern Pearl", "Long Sheng", "Blue Harmony"]  # fmt: skip
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -241,6 +249,18 @@ def build() -> dict[str, Any]:
         query("case, punctuation, spacing, legal form", entry_id, name=plain.upper())
         family, rest = plain.split(" ", 1)
         query("reordered words", entry_id, name=f"{rest} {family}")
+        query("near-miss: same surname, another given name", entry_id, near=True, name=other)
+
+    for n, (zh, macao, other) in enumerate(_MACAO):
+        entry_id = f"person-mo-{n}"
+        pinyin_name = _pinyin(zh[0]) + " " + _pinyin(zh[1:])
+        if n % 2 == 0:  # a CN entry in characters and Pinyin; the declaration spells it as Macao
+            names_, query_name = [[zh, pinyin_name]], macao
+        else:  # an MO entry in Macao spelling only; the declaration writes the characters
+            names_, query_name = [[macao, ""]], zh
+        entries.append({"id": entry_id, "type": "person", "origin": "MO", "names": names_,
+                        "countries": ["MO"]})  # fmt: skip
+        query("pinyin or Cantonese romanisation vs characters", entry_id, name=query_name)
         query("near-miss: same surname, another given name", entry_id, near=True, name=other)
 
     for n, vessel in enumerate(_VESSELS):

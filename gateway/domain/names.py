@@ -12,9 +12,11 @@ look alike):
    common industry words translated (贸易 -> trading, 金属 -> metals, 进出口 -> import export;
    :data:`_ZH_WORDS`); the other characters kept as a Han form and romanised three ways:
    Hanyu Pinyin (``pypinyin``), Jyutping (``ToJyutping``) and the Hong Kong Government
-   Cantonese Romanisation used in HK and Macao registers and passports ("Chan Tai Man",
-   "Cheung Wai Keung"), derived from Jyutping by :func:`hk_romanisation` (a small documented
-   table of initials and finals; Jyutping alone spells 陳 "can", the HK register "Chan").
+   Cantonese Romanisation used in HK registers and passports ("Chan Tai Man", "Cheung Wai
+   Keung"), derived from Jyutping by :func:`hk_romanisation` (a small documented table of
+   initials and finals; Jyutping alone spells 陳 "can", the HK register "Chan"), and the Macao
+   Government's Portuguese-influenced spelling ("Ho Iat Seng", "Vong", "Ieong") by
+   :func:`mo_romanisation`.
 3. Latin text: '&' is 'and'; abbreviations expanded (Imp. -> import, Exp. -> export, TECH ->
    technology, HLDGS -> holdings, Intl -> international, Mfg -> manufacturing; Macau ->
    macao); vessel prefixes (M/V, MV, M.V., MT, SS) dropped; legal forms removed with
@@ -51,6 +53,7 @@ __all__ = [
     "blocking_keys",
     "forms",
     "hk_romanisation",
+    "mo_romanisation",
     "name_key",
     "organisation_key",
     "similarity",
@@ -166,6 +169,37 @@ _HK_SYLLABLES: Final = {
 }  # fmt: skip
 
 
+# Jyutping -> the Macao Government's Cantonese romanisation (Portuguese-influenced: 黃 wong ->
+# Vong, 楊 joeng -> Ieong, 明 ming -> Meng, 特 dak -> Tac, 周 zau -> Chao, 一 jat -> Iat).
+_MO_INITIALS: Final = {**_HK_INITIALS, "j": "i", "w": "v", "gw": "ku", "kw": "ku"}
+_MO_FINALS: Final = {
+    **_HK_FINALS,
+    "aau": "ao", "au": "ao", "aak": "ac", "ak": "ac", "ek": "ec", "ik": "ec", "ok": "ok",
+    "uk": "ok", "ung": "ong", "ing": "eng", "eng": "eang", "iu": "io", "ou": "ou",
+    "oeng": "eong", "oek": "eoc", "eon": "on", "eot": "ot", "yu": "u", "yun": "un",
+}  # fmt: skip
+_MO_SYLLABLES: Final = {
+    "jyu": "u", "jyun": "un", "jip": "ip", "jim": "im", "jin": "in", "jiu": "io",
+    "ng": "ng", "m": "m", "wu": "u", "si": "si", "zi": "chi", "ci": "chi",
+}  # fmt: skip
+
+
+def mo_romanisation(jyutping: str) -> str:
+    """One Jyutping syllable (tone optional) in the Macao Government's romanisation.
+
+    >>> mo_romanisation("wong4"), mo_romanisation("joeng4"), mo_romanisation("ming4")
+    ('vong', 'ieong', 'meng')
+    """
+    syllable = jyutping.rstrip("0123456789").lower()
+    if syllable in _MO_SYLLABLES:
+        return _MO_SYLLABLES[syllable]
+    for length in (2, 1, 0):
+        initial, final = syllable[:length], syllable[length:]
+        if initial in _MO_INITIALS and final in _MO_FINALS:
+            return _MO_INITIALS[initial] + _MO_FINALS[final]
+    return syllable
+
+
 def hk_romanisation(jyutping: str) -> str:
     """One Jyutping syllable (tone optional) in Hong Kong Government romanisation.
 
@@ -184,8 +218,9 @@ def hk_romanisation(jyutping: str) -> str:
 
 @dataclass(frozen=True)
 class NameForm:
-    """One way of writing a name: ``system`` is "latin", "han", "pinyin", "jyutping" or
-    "hk" (Hong Kong Government romanisation); ``core`` and ``generic`` are its tokens."""
+    """One way of writing a name: ``system`` is "latin", "han", "pinyin", "jyutping", "hk"
+    (Hong Kong Government romanisation) or "mo" (Macao Government romanisation); ``core`` and
+    ``generic`` are its tokens."""
 
     system: str
     core: tuple[str, ...]
@@ -199,7 +234,7 @@ class NameForm:
     @property
     def romanised(self) -> bool:
         """A romanisation of Chinese characters (pinyin, jyutping, hk)."""
-        return self.system in ("pinyin", "jyutping", "hk")
+        return self.system in ("pinyin", "jyutping", "hk", "mo")
 
     def describe(self) -> str:
         """The form as text, for reasons: "hk: chan tai man"."""
@@ -207,7 +242,7 @@ class NameForm:
 
 
 # Spellings that romanisations of one sound differ by, folded alike on both sides before any
-# comparison: HK "Tsang"/"Chang", "Lee"/"Li", "Poon"/"Pun", "Sze"/"Si".
+# comparison: HK "Tsang"/"Chang", "Lee"/"Li", "Poon"/"Pun", "Sze"/"Si", Macao "Tac"/"Tak".
 _ROMAN_FOLDS: Final = (
     ("tsz", "chi"), ("sze", "si"), ("ts", "ch"), ("sh", "s"), ("oo", "u"),
 )  # fmt: skip
@@ -218,6 +253,8 @@ def _fold_roman(token: str) -> str:
         token = token.replace(spelling, folded)
     if token.endswith("ee") and len(token) > 2:  # Lee, Yee, Chee
         token = token[:-2] + "i"
+    if token.endswith("c") and len(token) > 2:  # Macao's Tac, Chac for Tak, Chak
+        token = token[:-1] + "k"
     return token
 
 
@@ -250,7 +287,9 @@ def _latin_tokens(text: str, kind: str) -> tuple[list[str], list[str]]:
 
 
 @lru_cache(maxsize=65536)
-def _romanised(run: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _romanised(
+    run: str,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     pinyin = tuple(s for s in pypinyin.lazy_pinyin(run) if s.isascii())
     # Cantonese readings are of traditional characters (达 alone reads as 大 daai6, 達 daat6).
     traditional = _S2T.convert(run)
@@ -258,8 +297,9 @@ def _romanised(run: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, .
         j.rstrip("0123456789") for _, j in ToJyutping.get_jyutping_list(traditional) if j
     )
     hk = tuple(_fold_roman(hk_romanisation(j)) for j in jyutping)
+    mo = tuple(_fold_roman(mo_romanisation(j)) for j in jyutping)
     pinyin = tuple(_fold_roman(p) for p in pinyin)
-    return pinyin, jyutping, hk
+    return pinyin, jyutping, hk, mo
 
 
 def _han_forms(text: str, kind: str) -> list[NameForm]:
@@ -292,12 +332,12 @@ def _han_forms(text: str, kind: str) -> list[NameForm]:
         )
     han_core = han_core or han
     out = [NameForm("han", (han_core,), tuple(generic))]
-    for system in range(3):
+    for system, label in enumerate(("pinyin", "jyutping", "hk", "mo")):
         core: list[str] = []
         for run, english in core_parts:
             core.extend(_romanised(run)[system] if run else english)
-        if core:
-            out.append(NameForm(("pinyin", "jyutping", "hk")[system], tuple(core), tuple(generic)))
+        if core and (label != "mo" or out[-1].core != tuple(core)):  # mo: only if it differs
+            out.append(NameForm(label, tuple(core), tuple(generic)))
     return out
 
 

@@ -30,6 +30,8 @@ ENTRIES = [
     ("zhang", PERSON, [("张伟强", "")], ["CN"], "1982-06-01"),
     ("nguyen", PERSON, [("Nguyễn Văn Hùng", "")], ["VN"], ""),
     ("jinhai", VESSEL, [("JIN HAI 8", "")], [], ""),
+    ("ho", PERSON, [("何一誠", "")], ["MO"], ""),
+    ("vong", PERSON, [("VONG Sio Chak", "")], ["MO"], ""),
     ("everbright", ORG, [("Everbright Tungsten Technology Holdings Limited", "")], ["HK"], ""),
 ]  # fmt: skip
 
@@ -53,6 +55,8 @@ HITS = [
     pytest.param("chan", PERSON, "Chen Dawen", id="pinyin-person"),
     pytest.param("zhang", PERSON, "CHEUNG Wai Keung", id="cantonese-person"),
     pytest.param("zhang", PERSON, "Zhang Weiqiang", id="pinyin-merged-given-name"),
+    pytest.param("ho", PERSON, "HO Iat Seng", id="macao-spelling"),
+    pytest.param("vong", PERSON, "黃少澤", id="characters-for-macao-spelling"),
     # reordered words
     pytest.param("chan", PERSON, "Tai Man CHAN", id="family-name-last"),
     pytest.param("xiangjiang", ORG, "Xiangjiang Minerals (Hunan) Co., Ltd.", id="place-moved"),
@@ -71,6 +75,7 @@ NEAR_MISSES = [
     pytest.param(PERSON, "CHANG Tai Man", id="chan-is-not-chang"),
     pytest.param(PERSON, "Nguyen Van Thanh", id="same-family-and-middle-name"),
     pytest.param(PERSON, "陳家輝", id="same-surname-characters"),
+    pytest.param(PERSON, "何日新", id="macao-same-surname"),
     pytest.param(VESSEL, "JIN HAI 9", id="vessel-number-off"),
 ]
 
@@ -205,6 +210,15 @@ def test_a_differing_identifier_lowers_the_score_and_says_so(view: WatchlistView
 )  # fmt: skip
 def test_hk_romanisation_of_jyutping(jyutping: str, hk: str) -> None:
     assert names.hk_romanisation(jyutping) == hk
+
+
+@pytest.mark.parametrize(
+    ("jyutping", "mo"),
+    [("wong4", "vong"), ("joeng4", "ieong"), ("ming4", "meng"), ("dak6", "tac"),
+     ("jat1", "iat"), ("zau1", "chao"), ("gwok3", "kuok"), ("siu2", "sio"), ("zeng6", "cheang")],
+)  # fmt: skip
+def test_macao_romanisation_of_jyutping(jyutping: str, mo: str) -> None:
+    assert names.mo_romanisation(jyutping) == mo
 
 
 @settings(
