@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
-from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
+from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.lenient import normalise_declaration
 from gateway.domain.validate import ValidationError
 from gateway.domain.watchlist import StoredRecord, WatchlistView
@@ -121,13 +121,20 @@ class ViewStore:
 
 class Watchlists:
     """A :class:`WatchlistView` behind a lock, fed by the exchange (thread-safe), kept in
-    ``path`` (``watchlist-view.db`` in the node's data directory).
+    ``path`` (``watchlist-view.db`` in the node's data directory). With ``reader`` (the
+    ledger's read connection), items and hits carry the handling of their message.
 
     Page tokens are authenticated with a key derived from the node's signing key, so they stay
     valid across restarts of the same node and cannot be forged by callers.
     """
 
-    def __init__(self, signer: Signer, clock: Callable[[], dt.datetime], path: Path) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        clock: Callable[[], dt.datetime],
+        path: Path,
+        reader: Callable[[], sqlite3.Connection] | None = None,
+    ) -> None:
         raw = signer.private_key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
@@ -135,6 +142,7 @@ class Watchlists:
         )
         self._secret = hashlib.sha256(b"customs-gateway/page-token/v1\n" + raw).digest()
         self._store = ViewStore(path)
+        self._reader = reader
         self._lock = threading.Lock()
         self._clock = clock
         self._view = self._load()
@@ -156,6 +164,26 @@ class Watchlists:
         except Exception:
             self._view = self._load()
             raise
+
+    def _handling(self, message_id: str) -> common_pb2.Handling | None:
+        """The handling of a stored message's envelope, None if unknown or erased."""
+        if self._reader is None or not message_id:
+            return None
+        row = (
+            self._reader()
+            .execute(
+                "SELECT envelope FROM exchange_messages "
+                "WHERE message_id = ? AND envelope IS NOT NULL LIMIT 1",
+                (message_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        header = envelope_pb2.EnvelopeHeader.FromString(
+            envelope_pb2.Envelope.FromString(row[0]).header
+        )
+        return header.handling
 
     @property
     def version(self) -> int:
@@ -224,6 +252,10 @@ class Watchlists:
                 )
             finally:
                 self._commit()
+        if item is not None:
+            handling = self._handling(item.message_id)
+            if handling is not None:
+                item.handling.CopyFrom(handling)
         if item is None:
             known = request.origin in common_pb2.Jurisdiction.values()
             origin = common_pb2.Jurisdiction.Name(request.origin) if known else str(request.origin)
@@ -255,6 +287,10 @@ class Watchlists:
             finally:
                 self._commit()
         response.normalised.extend(normalised)
+        for hit in response.hits:
+            handling = self._handling(hit.message_id)
+            if handling is not None:
+                hit.handling.CopyFrom(handling)
         return response
 
     def close(self) -> None:

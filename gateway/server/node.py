@@ -122,7 +122,10 @@ class Node:
             **({} if clock is None else {"clock": clock}),
         )
         self.watchlists = Watchlists(
-            self.signer, self.exchange.now, config.data_dir / "watchlist-view.db"
+            self.signer,
+            self.exchange.now,
+            config.data_dir / "watchlist-view.db",
+            reader=self.ledger.reader,
         )
         self.exchange.on_payload(self.watchlists.apply)
         self.exchange.on_erased(self.watchlists.erased)

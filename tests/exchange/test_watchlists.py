@@ -262,6 +262,7 @@ def test_get_watchlist_entry_and_hits_carry_the_entry(trio: Trio) -> None:
     assert item.entry == publish.entry
     assert _state(item) == "ENTRY_STATE_ACTIVE"
     assert item.message_id == publish.addressing.message_id
+    assert item.handling == publish.addressing.handling
 
     screened = trio.partner(CN).ScreenDeclaration(
         partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration()), timeout=5
@@ -273,6 +274,7 @@ def test_get_watchlist_entry_and_hits_carry_the_entry(trio: Trio) -> None:
     assert hit.entry.reason == publish.entry.reason
     assert hit.entry.handling_instructions == "Hold for examination; call the HK duty officer."
     assert hit.message_id == publish.addressing.message_id
+    assert list(hit.handling.releasable_to) == [PROTO[CN]]  # may the officer pass it on?
 
     with pytest.raises(grpc.RpcError) as info:
         trio.partner(CN).GetWatchlistEntry(
