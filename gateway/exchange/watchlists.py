@@ -122,7 +122,9 @@ class ViewStore:
 class Watchlists:
     """A :class:`WatchlistView` behind a lock, fed by the exchange (thread-safe), kept in
     ``path`` (``watchlist-view.db`` in the node's data directory). With ``reader`` (the
-    ledger's read connection), items and hits carry the handling of their message.
+    ledger's read connection), items and hits carry the handling of their message. With
+    ``ledger_size``, a view file found empty beside a ledger with history numbers its versions
+    from three times that size, above any version the lost file can have shown.
 
     Page tokens are authenticated with a key derived from the node's signing key, so they stay
     valid across restarts of the same node and cannot be forged by callers.
@@ -134,6 +136,7 @@ class Watchlists:
         clock: Callable[[], dt.datetime],
         path: Path,
         reader: Callable[[], sqlite3.Connection] | None = None,
+        ledger_size: int = 0,
     ) -> None:
         raw = signer.private_key.private_bytes(
             serialization.Encoding.Raw,
@@ -143,6 +146,7 @@ class Watchlists:
         self._secret = hashlib.sha256(b"customs-gateway/page-token/v1\n" + raw).digest()
         self._store = ViewStore(path)
         self._reader = reader
+        self._floor = 3 * ledger_size
         self._lock = threading.Lock()
         self._clock = clock
         self._view = self._load()
@@ -150,6 +154,13 @@ class Watchlists:
     def _load(self) -> WatchlistView:
         view = WatchlistView(self._secret)
         records, version, advanced_to = self._store.load()
+        if version == 0 and not records and self._floor:
+            # A view file lost (or new) beside a ledger with history: versions start above any
+            # this node can have shown (each ledger entry gives at most one change, an erasure
+            # one more, validity two), so no partner's since_version meets a reused number;
+            # rebuilt entries come again in their deltas.
+            version = self._floor
+            log.warning("watchlist view rebuilt from the ledger; its versions start at %d", version)
         view.restore(records, version=version, advanced_to=advanced_to)
         return view
 

@@ -126,6 +126,7 @@ class Node:
             self.exchange.now,
             config.data_dir / "watchlist-view.db",
             reader=self.ledger.reader,
+            ledger_size=self.ledger.size(),
         )
         self.exchange.on_payload(self.watchlists.apply)
         self.exchange.on_erased(self.watchlists.erased)

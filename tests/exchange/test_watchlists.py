@@ -225,6 +225,20 @@ def test_erase_then_restart_then_delta(trio: Trio) -> None:
     assert _delta(trio, after) == ([(newer.entry.entry_id, "ENTRY_STATE_ACTIVE")], after + 1)
 
 
+def test_a_lost_view_file_never_reuses_a_version(trio: Trio) -> None:
+    publish = entry_request([CN])
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    _wait_item(trio, publish.entry.entry_id, 1)
+    _, seen = _items(trio)
+    trio.stop(CN)
+    for suffix in ("", "-wal", "-shm"):
+        (trio.root / "cn-data" / f"watchlist-view.db{suffix}").unlink(missing_ok=True)
+    trio.start(CN)
+    changes, version = _items(trio, since=seen)
+    assert version > seen  # not back to 1: a partner at `seen` is not refused nor misled
+    assert list(changes) == [publish.entry.entry_id]  # the rebuilt entry comes again
+
+
 def test_versions_monotonic_across_restarts(trio: Trio) -> None:
     seen = [_items(trio)[1]]
     for _ in range(3):
