@@ -35,13 +35,12 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
 import opencc
-import pypinyin
-import ToJyutping
 from rapidfuzz import fuzz
 from rapidfuzz.distance import OSA, Levenshtein
 from rigour.names import remove_org_types
@@ -63,8 +62,12 @@ EXTRA_WORDS: Final = 0.9
 """The similarity of a name that has every core word of the entry's, and more (an English
 given name added to a Chinese one, a branch's place): a possible match, never a match."""
 
-_T2S: Final = opencc.OpenCC("t2s")
-_S2T: Final = opencc.OpenCC("s2t")
+
+@lru_cache(maxsize=2)
+def _opencc(config: str) -> opencc.OpenCC:
+    """An OpenCC converter ("t2s", "s2t"), its dictionary loaded on first use."""
+    return opencc.OpenCC(config)
+
 
 # Chinese words with an English counterpart in registered names: (English tokens, generic?).
 # Generic words are compared apart (they do not tell companies apart); industry words are
@@ -286,16 +289,25 @@ def _latin_tokens(text: str, kind: str) -> tuple[list[str], list[str]]:
     return core, generic
 
 
+@lru_cache(maxsize=1)
+def _readers() -> tuple[Callable[[str], list[str]], Callable[[str], list[tuple[str, str]]]]:
+    """pypinyin's and ToJyutping's readers, imported on first use: their dictionaries take
+    most of a second to load, which every ``customs-gateway`` command would pay otherwise."""
+    import pypinyin
+    import ToJyutping
+
+    return pypinyin.lazy_pinyin, ToJyutping.get_jyutping_list
+
+
 @lru_cache(maxsize=65536)
 def _romanised(
     run: str,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    pinyin = tuple(s for s in pypinyin.lazy_pinyin(run) if s.isascii())
+    lazy_pinyin, jyutping_list = _readers()
+    pinyin = tuple(s for s in lazy_pinyin(run) if s.isascii())
     # Cantonese readings are of traditional characters (达 alone reads as 大 daai6, 達 daat6).
-    traditional = _S2T.convert(run)
-    jyutping = tuple(
-        j.rstrip("0123456789") for _, j in ToJyutping.get_jyutping_list(traditional) if j
-    )
+    traditional = _opencc("s2t").convert(run)
+    jyutping = tuple(j.rstrip("0123456789") for _, j in jyutping_list(traditional) if j)
     hk = tuple(_fold_roman(hk_romanisation(j)) for j in jyutping)
     mo = tuple(_fold_roman(mo_romanisation(j)) for j in jyutping)
     pinyin = tuple(_fold_roman(p) for p in pinyin)
@@ -303,7 +315,7 @@ def _romanised(
 
 
 def _han_forms(text: str, kind: str) -> list[NameForm]:
-    simplified = _T2S.convert(unicodedata.normalize("NFKC", text))
+    simplified = _opencc("t2s").convert(unicodedata.normalize("NFKC", text))
     han = "".join(ch for ch in simplified if _is_han(ch))
     if kind == "org":
         for suffix in _ZH_LEGAL:

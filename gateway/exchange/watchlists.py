@@ -12,9 +12,11 @@ version.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -70,6 +72,9 @@ class ViewStore:
     """The view's SQLite file (WAL, ``synchronous=FULL``). Used under the caller's lock."""
 
     def __init__(self, path: Path) -> None:
+        # Private like the ledger (names of persons): SQLite gives -wal and -shm the same mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
