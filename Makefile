@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PROTOS := $(wildcard protos/customs/gateway/v1/*.proto)
+PROTOS := $(wildcard protos/customs/gateway/v1/*.proto protos/google/*/*.proto)
 GEN    := customs/gateway/v1/__init__.py
+# The Node.js partner client of tests/interop (its test is skipped, in one line, where npm is
+# missing; under CI=true it fails instead).
+INTEROP := tests/interop/node_modules/.installed
 
-.PHONY: all test lint demo bench gen clean fmt
+.PHONY: all test lint demo bench gen clean fmt interop
 
 all: test
 
@@ -27,7 +30,16 @@ $(GEN): $(PROTOS) | $(STAMP)
 
 gen: $(GEN)
 
-test: $(GEN)
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/interop && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the Node.js interop test will be skipped (install Node.js 20 and npm)"; \
+	fi
+
+interop: $(INTEROP)
+
+test: $(GEN) $(INTEROP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(GEN)
@@ -46,4 +58,5 @@ bench: $(GEN)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) customs .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-run
+	rm -rf $(VENV) customs .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-run \
+		tests/interop/node_modules

@@ -52,11 +52,11 @@ import grpc
 
 from bench._report import Result, Scale
 from customs.gateway.v1 import common_pb2, partner_pb2, partner_pb2_grpc
-from gateway.demo.cluster import NodeProcess, free_port
+from gateway.demo.cluster import NodeProcess
 from gateway.domain.fixtures import seed_notice_request
 from gateway.exchange.core import Mode
 from gateway.pki import Jurisdiction, Role, SpiffeId
-from gateway.server import Node, load_config
+from gateway.server import LISTEN_ADDRESS_FILE, Node, load_config
 from gateway.transport import ClientIdentity, ServerTls, secure_channel
 from tests.support import ALL, World, make_world
 
@@ -458,26 +458,22 @@ def run(scale: Scale) -> list[Result]:
             echo_p50, echo_p99 = _echo_latency(echo_client, latency_n)
 
         phase = root / "submit"
-        ports = {j: free_port() for j in ALL}
-        with _running(world, phase, ports, (CN,)) as (cn,):
+        with _running(world, phase, (CN,)) as (cn,):
             submit_rate, submit_cpu, _ = _throughput(
-                _partner(world, CN, f"127.0.0.1:{ports[CN]}"), SUBMIT_METHOD, seconds, cn
+                _partner(world, CN, cn.address), SUBMIT_METHOD, seconds, _pid(cn)
             )
         core_cpu = _core_cpu(world, root / "core", 1000 if scale.quick else 4000)
 
         phase = root / "latency"
-        ports = {j: free_port() for j in ALL}
-        with _running(world, phase, ports, (CN, HK)):
+        with _running(world, phase, (CN, HK)) as (cn, hk):
             p50, p99 = _submit_latency(
-                _partner(world, CN, f"127.0.0.1:{ports[CN]}"),
-                _partner(world, HK, f"127.0.0.1:{ports[HK]}"),
-                latency_n,
+                _partner(world, CN, cn.address), _partner(world, HK, hk.address), latency_n
             )
 
         phase = root / "sustained"
-        ports = {j: free_port() for j in ALL}
-        with _running(world, phase, ports, ALL) as pids:
-            clients = {j: _partner(world, j, f"127.0.0.1:{ports[j]}") for j in ALL}
+        with _running(world, phase, ALL) as nodes:
+            pids = [_pid(n) for n in nodes]
+            clients = {n.jurisdiction: _partner(world, n.jurisdiction, n.address) for n in nodes}
             cpu_before = sum(_cpu_seconds(pid) for pid in pids)
             sustained, offered = _sustained(clients, sustained_s, threads=8)
             nodes_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
@@ -518,6 +514,11 @@ def run(scale: Scale) -> list[Result]:
     ]  # fmt: skip
 
 
+def _pid(node: NodeProcess) -> int:
+    assert node.process is not None
+    return node.process.pid
+
+
 def _sized(config: Path) -> Path:
     """``config`` with WORKERS threads and LIMITS that admit the benchmark's partner threads."""
     text = config.read_text().replace("max_workers = 16", f"max_workers = {WORKERS}")
@@ -531,26 +532,29 @@ def _sized(config: Path) -> Path:
 
 @contextmanager
 def _running(
-    world: World, root: Path, ports: dict[Jurisdiction, int], running: tuple[Jurisdiction, ...]
-) -> Iterator[list[int]]:
-    """Start ``running`` as ``customs-gateway serve`` processes on ``ports`` (peering with all
-    three), with fresh data directories under ``root``; yield their process ids, in order;
-    stop them on exit."""
+    world: World, root: Path, running: tuple[Jurisdiction, ...]
+) -> Iterator[list[NodeProcess]]:
+    """Start ``running`` as ``customs-gateway serve`` processes on port 0 (peering with all
+    three through their address files), with fresh data directories under ``root``; yield
+    them, started, in order; stop them on exit."""
     processes = []
     for j in running:
         config = _sized(
             world.write_config(
                 j,
                 root / f"{j.value.lower()}-data",
-                peers={p: ports[p] for p in ALL if p is not j},
-                listen=f"127.0.0.1:{ports[j]}",
+                peers={
+                    p: root / f"{p.value.lower()}-data" / LISTEN_ADDRESS_FILE
+                    for p in ALL
+                    if p is not j
+                },
             )
         )
-        processes.append(NodeProcess(j, config, ports[j], root / f"{j.value.lower()}.log"))
+        processes.append(NodeProcess(j, config, root / f"{j.value.lower()}.log"))
     try:
         for p in processes:
             p.start()
-        yield [p.process.pid for p in processes if p.process is not None]
+        yield processes
     finally:
         for p in processes:
             p.stop()

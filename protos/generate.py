@@ -3,6 +3,10 @@
 The generated modules (``*_pb2.py``, ``*_pb2_grpc.py`` and ``*.pyi`` stubs) land in ``customs/``
 at the top of the checkout, a package of their own with absolute imports, never edited by hand and
 never committed (``make gen`` rebuilds them whenever a ``.proto`` changes).
+
+The only include path is this folder: the google protos the API imports are shipped in
+``protos/google/`` (see its README for their source, version and licence). Their Python code is
+not generated here; it comes from ``protobuf`` and ``googleapis-common-protos``.
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import grpc_tools
-from google.rpc import status_pb2
 from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
@@ -24,11 +26,7 @@ def main() -> int:
     protos = sorted(str(p.relative_to(HERE)) for p in (HERE / "customs").rglob("*.proto"))
     args = [
         "grpc_tools.protoc",
-        f"-I{HERE}",
-        # google/protobuf/*.proto, shipped with grpcio-tools
-        f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
-        # google/rpc/status.proto, shipped with googleapis-common-protos
-        f"-I{Path(status_pb2.__file__).parents[2]}",
+        f"-I{HERE}",  # and nothing else: protos/ is self-contained
         f"--python_out={ROOT}",
         f"--grpc_python_out={ROOT}",
         f"--pyi_out={ROOT}",

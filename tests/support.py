@@ -103,14 +103,16 @@ class World:
         jurisdiction: Jurisdiction,
         data_dir: Path,
         *,
-        peers: dict[Jurisdiction, int] | None = None,
+        peers: dict[Jurisdiction, int | str | Path] | None = None,
         listen: str = "127.0.0.1:0",
         crls: Sequence[Path] = (),
         server: str = "",
     ) -> Path:
         """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path.
 
-        ``server`` holds extra lines for the ``[server]`` table.
+        ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
+        ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
+        its node writes once it has bound its port.
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [
@@ -135,11 +137,12 @@ class World:
             server,
             "",
         ]
-        for peer, port in (peers or {}).items():
+        for peer, where in (peers or {}).items():
+            where = f"127.0.0.1:{where}" if isinstance(where, int) else where
             lines += [
                 "[[peers]]",
                 f'jurisdiction = "{peer.value}"',
-                f'address = "127.0.0.1:{port}"',
+                f'address_file = "{where}"' if isinstance(where, Path) else f'address = "{where}"',
                 "",
             ]
         path = data_dir.parent / f"{jurisdiction.value.lower()}-node.toml"

@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status instead of exiting (tests call this)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the command that was given them, with its own --help
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     handler = getattr(args, "handler", None)

@@ -13,7 +13,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 # Command groups, each a module of gateway.cli with a register(subparsers) function.
-_COMMAND_MODULES = ("serve", "demo", "pki", "audit")
+_COMMAND_MODULES = ("serve", "config", "demo", "pki", "audit")
 
 
 def counted(n: int, noun: str, plural: str = "") -> str:
@@ -44,4 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"gateway.cli.{name}")
         module.register(subparsers)
+    _remember_command_parsers(parser)
     return parser
+
+
+def _remember_command_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give every command's arguments a ``command_parser`` default naming its own parser, so a
+    mistake found after parsing (an unknown option) points to ``customs-gateway pki revoke
+    --help``, not the top-level help."""
+    parser.set_defaults(command_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_command_parsers(sub)

@@ -13,6 +13,8 @@ EXAMPLE = """example:
 
 Issues fresh certificates for CN, HK and MO, starts the three nodes on loopback, runs the
 scenario, verifies the ledgers and stops everything. Exit 0 when every step succeeded.
+The directory must be new, empty, or a previous demo run (which is emptied first); any other
+directory is refused (exit 2) and left as it was.
 """
 
 
@@ -25,5 +27,10 @@ def register(subparsers: Any) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dir", default="demo-run", type=Path, help="work directory (wiped first)")
+    p.add_argument(
+        "--dir",
+        default="demo-run",
+        type=Path,
+        help="work directory: new, empty or a previous demo run (emptied first)",
+    )
     p.set_defaults(handler=lambda args: run_demo(args.dir))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,27 +14,26 @@ from gateway.errors import UnavailableError
 from gateway.pki import Jurisdiction, Role, SpiffeId
 from gateway.transport import ClientIdentity
 
-__all__ = ["ALL", "Cluster", "NodeProcess", "free_port"]
+__all__ = ["ALL", "Cluster", "NodeProcess"]
 
 ALL = (Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO)
 
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_LISTENING = "listening on "
 
 
 @dataclass
 class NodeProcess:
-    """One node: its config, port and (while running) its process."""
+    """One node: its config, (while running) its process and the port it reported it bound.
+
+    Configs may say ``listen = "127.0.0.1:0"``: the port is what the node reports on its first
+    line of standard output (``listening on HOST:PORT``), never a number chosen beforehand.
+    """
 
     jurisdiction: Jurisdiction
     config: Path
-    port: int
     log: Path
     process: subprocess.Popen[str] | None = None
+    port: int = 0
 
     @property
     def address(self) -> str:
@@ -46,7 +44,7 @@ class NodeProcess:
         return SpiffeId(self.jurisdiction, Role.NODE, "gateway")
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start ``customs-gateway serve`` and wait until it listens."""
+        """Start ``customs-gateway serve``, wait until it listens and take the port it reports."""
         log = self.log.open("a")
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
@@ -57,11 +55,18 @@ class NodeProcess:
         )
         log.close()
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = self.process.stdout.readline()
-        if not line.startswith("listening on") or time.monotonic() > deadline:
+        with selectors.DefaultSelector() as selector:  # the first line, or nothing in time
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout)
+        line = self.process.stdout.readline() if ready else ""
+        port = line.rpartition(":")[2].strip()
+        if not line.startswith(_LISTENING) or not port.isdigit():
             self.process.kill()
-            raise UnavailableError(f"{self.jurisdiction} node did not start; see {self.log}")
+            self.process.wait()
+            self.process = None
+            why = "" if ready else f" within {timeout:g} s"
+            raise UnavailableError(f"{self.jurisdiction} node did not start{why}; see {self.log}")
+        self.port = int(port)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; return the exit status."""

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
+from gateway.audit._source import ExportSource, WitnessRecords
 from gateway.cli import main as cli_main
 from gateway.cli._base import counted
-from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
+from gateway.demo.cluster import ALL, Cluster, NodeProcess
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
+from gateway.demo.tamper import roll_back, strip_cosignatures
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
-from gateway.errors import UnavailableError
+from gateway.entries import Event
+from gateway.errors import FailedPreconditionError, UnavailableError
 from gateway.pki import Jurisdiction, Role
 from gateway.transport import secure_channel
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_MARKER", "prepare_directory", "run_demo"]
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
@@ -82,23 +86,25 @@ def _issue_certificates(root: Path) -> None:
 
 
 def _write_configs(root: Path, cluster: Cluster) -> None:
-    ports = {j: free_port() for j in ALL}
+    """Each node binds port 0 and writes the port it got to ``data/listen-address``, where its
+    peers on this machine read it (ADR 0060): no port is chosen before it is bound."""
     for j in ALL:
         d = root / j.value.lower()
         peers = "".join(
-            f'\n[[peers]]\njurisdiction = "{p.value}"\naddress = "127.0.0.1:{ports[p]}"\n'
+            f'\n[[peers]]\njurisdiction = "{p.value}"\n'
+            f'address_file = "../{p.value.lower()}/data/listen-address"\n'
             for p in ALL
             if p is not j
         )
         config = d / "node.toml"
         config.write_text(
-            f'jurisdiction = "{j.value}"\nlisten = "127.0.0.1:{ports[j]}"\ndata_dir = "data"\n\n'
+            f'jurisdiction = "{j.value}"\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n\n'
             '[tls]\ncertificate = "node.pem"\nkey = "node.key"\ntrust_bundle = "../bundle.json"\n'
             'crls = ["../crls/cn.crl", "../crls/hk.crl", "../crls/mo.crl"]\n\n'
             '[signing]\ncertificate = "node-signing.pem"\nkey = "node-signing.key"\n'
             f"{peers}\n[server]\ngrace_seconds = 2.0\ncheckpoint_interval_seconds = 1.0\n"
         )
-        cluster.nodes[j] = NodeProcess(j, config, ports[j], d / "node.log")
+        cluster.nodes[j] = NodeProcess(j, config, d / "node.log")
 
 
 def _health_matrix(cluster: Cluster) -> bool:
@@ -124,26 +130,36 @@ def _auditor(cluster: Cluster, j: Jurisdiction) -> Any:
     return channel, audit_pb2_grpc.LedgerAuditStub(channel)
 
 
-def _ledger_size(directory: Path, j: Jurisdiction) -> int:
-    """How many entries ``j``'s ledger holds now (read-only, beside the running node)."""
-    path = directory / j.value.lower() / "data" / "ledger.db"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        return int(conn.execute("SELECT count(*) FROM ledger_entries").fetchone()[0])
-
-
 def _cosigners(cluster: Cluster, j: Jurisdiction, min_size: int) -> list[str] | None:
-    """Names of the witnesses on ``j``'s latest checkpoint once it covers ``min_size``."""
+    """Names of the witnesses on ``j``'s latest checkpoint once it covers ``min_size`` and the
+    whole ledger (else the checkpoint signed at shutdown would carry no cosignature, and the
+    auditor's witness policy would rightly refuse it)."""
     channel, stub = _auditor(cluster, j)
     with channel:
         checkpoint = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
-    if checkpoint.size < min_size:
-        return None
+        if checkpoint.size < min_size or not _only_witnessed_after(stub, checkpoint.size):
+            return None
     names = [
         line.split(" ")[1]
         for line in checkpoint.note.decode().splitlines()
         if line.startswith("— ") and line.split(" ")[1].endswith("/witness")
     ]
     return sorted(names) if len(names) == 2 else None
+
+
+def _only_witnessed_after(stub: Any, size: int) -> bool:
+    """Whether every entry after ``size`` is a ``witnessed`` one (which asks for no checkpoint:
+    the checkpoint of ``size`` is the last the node will make, until more traffic)."""
+    for index in itertools.count(size):
+        try:
+            page = stub.GetEntries(
+                audit_pb2.GetEntriesRequest(start=index, end=index + 1), timeout=5
+            )
+        except grpc.RpcError:
+            return True  # beyond the ledger's last entry
+        if any(e.leaf[17] != Event.WITNESSED for e in page.entries):
+            return False
+    return True  # pragma: no cover - count() does not end
 
 
 def _wait_cosigned(cluster: Cluster, j: Jurisdiction, size: int) -> list[str]:
@@ -185,13 +201,70 @@ def _audit(root: Path) -> bool:
             "--no-progress",
         )
         ok &= code == 0
-        _say(f"   {j.value}: {_summary(json.loads(out))}")
+        verdict = "" if code == 0 else "FAILED (see audit verify without --json): "
+        _say(f"   {j.value}: {verdict}{_summary(json.loads(out))}")
     _say("\n14. The auditor reconciles the three ledgers (customs-gateway audit reconcile)")
     code, out = _cli(
-        "audit", "reconcile", *(str(exports / f"{j.value.lower()}.export") for j in ALL)
+        "audit",
+        "reconcile",
+        *(str(exports / f"{j.value.lower()}.export") for j in ALL),
+        "--trust-bundle",
+        str(root / "bundle.json"),
     )
     _say(f"   {out.strip()}")
-    return ok and code == 0
+    return ok and code == 0 and _tamper(root)
+
+
+def _tamper(root: Path) -> bool:
+    """Roll back a copy of CN's ledger and strip the cosignatures from a copy of HK's: the
+    audit names both. Returns whether the rollback was named."""
+    exports, tampered = root / "exports", root / "tampered"
+    tampered.mkdir(exist_ok=True)
+    bundle = str(root / "bundle.json")
+    _say("\n15. What if an operator rewrites its own ledger? The auditor tries it on copies")
+    latest = {  # the largest checkpoint of CN that each witness cosigned
+        j: max(
+            c.size
+            for c in (
+                ExportSource(exports / f"{j.value.lower()}.export").witness_records() or _NONE
+            ).cosigned
+            if c.note.startswith(b"cn.customs-exchange/ledger\n")
+        )
+        for j in (HK, MO)
+    }
+    cut = min(latest.values()) - 1
+    rolled = tampered / "cn-rolled-back.export"
+    roll_back(exports / "cn.export", rolled, cut, root / "cn" / "node-signing.key")
+    _say(
+        f"   CN's copy rolled back to {cut} entries, below the checkpoints HK and MO cosigned "
+        f"(sizes {latest[HK]} and {latest[MO]}), and re-signed with CN's own key"
+    )
+    code, out = _cli("audit", "verify", str(rolled), "--trust-bundle", bundle, "--no-progress")
+    _say(
+        f"   audit verify of that copy alone: exit {code}"
+        + (" (its re-signed checkpoint has no witness)" if code else "")
+    )
+    code, out = _cli(
+        "audit",
+        "reconcile",
+        str(rolled),
+        *(str(exports / f"{j.value.lower()}.export") for j in (HK, MO)),
+        "--trust-bundle",
+        bundle,
+    )
+    rollbacks = [line for line in out.splitlines() if "[rolled-back]" in line]
+    _say(f"   audit reconcile with HK's and MO's ledgers: exit {code}")
+    for line in rollbacks:
+        _say(f"   {line}")
+    stripped = tampered / "hk-stripped.export"
+    count = strip_cosignatures(exports / "hk.export", stripped)
+    _say(f"   HK's copy with its {count} cosignature lines stripped")
+    code, out = _cli("audit", "verify", str(stripped), "--trust-bundle", bundle, "--no-progress")
+    failures = [line for line in out.splitlines() if line.startswith("FAILED")]
+    _say(f"   audit verify of that copy (witness policy: every other jurisdiction): exit {code}")
+    for line in failures[:3]:
+        _say(f"   {line.strip()}")
+    return code != 0 and bool(rollbacks)
 
 
 def _story(cluster: Cluster, partners: Partners) -> None:
@@ -282,10 +355,40 @@ def _story(cluster: Cluster, partners: Partners) -> None:
     _say("   CN and HK hold signed receipts from every recipient")
 
 
+# Written in every demo directory: only a directory holding it is emptied by the next run.
+DEMO_MARKER = ".customs-gateway-demo"
+
+
+def prepare_directory(directory: Path) -> None:
+    """Make ``directory`` an empty demo directory: create it, or empty a previous demo run.
+
+    Raises:
+        FailedPreconditionError: it is a file, or a non-empty directory that no demo made
+            (``--dir .`` in a checkout); nothing is deleted.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise FailedPreconditionError(f"demo directory {directory} is a file; nothing was changed")
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / DEMO_MARKER).is_file():
+            raise FailedPreconditionError(
+                f"demo directory {directory} is not empty and is not a previous demo run; "
+                "give a new or empty directory (nothing was deleted)"
+            )
+        for child in directory.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DEMO_MARKER).write_text(
+        "Made by customs-gateway demo, which empties this directory when it runs here again.\n"
+    )
+
+
 def run_demo(directory: Path) -> int:
-    """Run the whole demo in ``directory`` (wiped first); return the exit status."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    """Run the whole demo in ``directory`` (a new or empty directory, or a previous demo run,
+    which is emptied first); return the exit status."""
+    prepare_directory(directory)
     cluster = Cluster(directory)
     partners = Partners(cluster)
     _say("customs-gateway demo: three customs administrations on loopback\n")
@@ -306,10 +409,10 @@ def run_demo(directory: Path) -> int:
             channel, stub = _auditor(cluster, j)
             with channel:
                 size = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5).size
-            # Entries appended after that checkpoint (a late receipt) would end in a final
-            # checkpoint nobody cosigned: wait for one that covers the whole ledger.
-            size = max(size, _ledger_size(directory, j))
             names = _wait_cosigned(cluster, j, size)
+            channel, stub = _auditor(cluster, j)  # what was cosigned: the whole ledger
+            with channel:
+                size = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5).size
             _say(f"   {j.value}: checkpoint of size {size} cosigned by {' and '.join(names)}")
     finally:
         partners.close()
@@ -322,6 +425,9 @@ def run_demo(directory: Path) -> int:
     audited = _audit(directory)
     _say(_NEXT.format(d=directory))
     return 0 if healthy and audited and not any(codes.values()) else 1
+
+
+_NONE = WitnessRecords([], [], [])
 
 
 def _summary(result: dict[str, Any]) -> str:

@@ -119,8 +119,17 @@ def _timestamp(when: dt.datetime) -> Timestamp:
     return ts
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _ms(when: dt.datetime) -> int:
-    return int(when.timestamp() * 1000)
+    """Milliseconds since the epoch, exactly (no float rounding: whole-ms times round-trip)."""
+    return (when - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _whole_ms(when: dt.datetime) -> dt.datetime:
+    """``when`` truncated to a whole millisecond."""
+    return when.replace(microsecond=when.microsecond - when.microsecond % 1000)
 
 
 def _retain_until_ms(payload: Message) -> int | None:
@@ -264,7 +273,9 @@ class Exchange:
             NotFoundError: amending or ending something this node never published.
             FailedPreconditionError: a new subject that exists, or one already ended.
         """
-        now = self._clock()
+        # Whole milliseconds, as stored: a retry's answer (from created_ms) has the same
+        # accepted_at, to the digit, as the first one (and the envelope's created_at).
+        now = _whole_ms(self._clock())
         kind, payload = _payload(request)
         addressing = request.addressing
         request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
@@ -400,7 +411,7 @@ class Exchange:
             ledger_index=row.ledger_index,
             digest=row.digest,
             duplicate=True,
-            accepted_at=_timestamp(dt.datetime.fromtimestamp(row.created_ms / 1000, dt.UTC)),
+            accepted_at=_timestamp(_EPOCH + dt.timedelta(milliseconds=row.created_ms)),
         )
 
     # -- receive ---------------------------------------------------------------------------------

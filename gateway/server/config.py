@@ -1,6 +1,8 @@
 """The node's TOML configuration: parsed strictly, every mistake named by its key.
 
-Example (paths are relative to the config file)::
+Every key is in ``docs/configuration.md`` (a test keeps it in step with this parser);
+``customs-gateway config example`` prints an annotated config. In short (paths are relative to
+the config file)::
 
     jurisdiction = "HK"
     name = "gateway"                  # the node's holder name: spiffe://hk.customs-exchange/node/gateway
@@ -19,7 +21,7 @@ Example (paths are relative to the config file)::
 
     [[peers]]
     jurisdiction = "CN"
-    address = "127.0.0.1:7001"
+    address = "127.0.0.1:7001"        # or address_file = "../cn/data/listen-address"
     name = "gateway"                  # optional, the default
 
     [server]                          # optional, defaults shown
@@ -49,6 +51,8 @@ Example (paths are relative to the config file)::
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,13 +77,25 @@ class PeerConfig:
     """Another jurisdiction's node this node delivers to and is witnessed by."""
 
     jurisdiction: Jurisdiction
-    address: str
+    address: str  # HOST:PORT, or "" when the address is read from ``address_file``
     name: str = "gateway"
+    address_file: Path | None = None  # a file holding HOST:PORT, re-read at every (re)connect
 
     @property
     def identity(self) -> SpiffeId:
         """The peer node's SPIFFE identity."""
         return SpiffeId(self.jurisdiction, Role.NODE, self.name)
+
+    def target(self) -> str:
+        """The gRPC target to dial now: ``address``, or what ``address_file`` holds at this
+        moment. A missing or unreadable file gives a target that fails at once as UNAVAILABLE
+        (the peer has not bound its port yet), named after the file so the failure says why."""
+        if self.address_file is None:
+            return self.address
+        try:
+            return _address(self.address_file.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return f"unix:{self.address_file}"
 
 
 @dataclass(frozen=True)
@@ -132,21 +148,30 @@ class _Reader:
         self.source = source
         self.table = dict(table)
         self.prefix = prefix
+        self.asked: set[str] = set()  # every key looked for: what a misspelling is compared to
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"config {self.source}: key '{self.prefix}{key}': {problem}")
 
     def take(self, key: str, kind: type[T], default: T | None = None) -> T:
+        self.asked.add(key)
         if key not in self.table:
             if default is None:
+                # A misspelt key is the likelier mistake than a forgotten one: say so.
+                for typo in difflib.get_close_matches(key, self._unasked(), n=1):
+                    raise self.error(typo, f"unknown key (did you mean '{self.prefix}{key}'?)")
                 raise self.error(key, "is required")
             return default
         value = self.table.pop(key)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"must be a {kind.__name__}, not {type(value).__name__}")
+            expected = _KIND.get(kind, kind.__name__)
+            raise self.error(key, f"must be {expected}, not {_KIND.get(type(value), 'that')}")
         return value
+
+    def _unasked(self) -> list[str]:
+        return [k for k in self.table if k not in self.asked]
 
     def parsed(self, key: str, parse: Callable[[str], T], default: str | None = None) -> T:
         text = self.take(key, str, default)
@@ -167,7 +192,24 @@ class _Reader:
 
     def done(self) -> None:
         if self.table:
-            raise self.error(sorted(self.table)[0], "unknown key")
+            key = sorted(self.table)[0]
+            near = difflib.get_close_matches(key, sorted(self.asked), n=1)
+            hint = f" (did you mean '{self.prefix}{near[0]}'?)" if near else ""
+            raise self.error(key, f"unknown key{hint}")
+
+
+# How a TOML value's type is named in a message ("must be an integer, not a string").
+_KIND: dict[type, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+    dt.datetime: "a date-time",
+    dt.date: "a date",
+    dt.time: "a time",
+}
 
 
 def _address(text: str) -> str:
@@ -239,11 +281,19 @@ def load_config(path: str | Path) -> NodeConfig:
             )
         if any(p.jurisdiction is peer_jurisdiction for p in peers):
             raise peer.error("jurisdiction", f"{peer_jurisdiction} is listed twice")
+        address, address_file = "", None
+        if "address_file" in peer.table:
+            address_file = (source.parent / peer.take("address_file", str)).resolve()
+            if "address" in peer.table:
+                raise peer.error("address", "give either address or address_file, not both")
+        else:
+            address = peer.parsed("address", _address)
         peers.append(
             PeerConfig(
                 peer_jurisdiction,
-                peer.parsed("address", _address),
+                address,
                 peer.parsed("name", _name, "gateway"),
+                address_file,
             )
         )
         peer.done()
@@ -321,6 +371,7 @@ def _limits(table: _Reader, workers: int) -> Limits:
     for key in _LIMIT_FLOATS:
         if key in table.table:
             given[key] = table.take(key, float)
+    table.asked.update(_LIMIT_INTS + _LIMIT_FLOATS)  # what a misspelt key is compared to
     table.done()
     limits = Limits.for_workers(workers, **given)
     for key, problem in limits.problems():

@@ -11,7 +11,8 @@ Two kinds of metric:
 - counted as they happen, by the error interceptor: every RPC by method and status code, and
   the duration of unary RPCs;
 - read when scraped, from the node's own state: ledger size and last checkpoint, undelivered
-  outbox rows per peer, each deliverer's run of failures, certificate expiry.
+  outbox rows per peer, each deliverer's run of failures, certificate expiry, inconsistent
+  checkpoints refused as a witness (kept as evidence).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class NodeState:
     pending: Callable[[], dict[tuple[str, str], int]]  # (peer, state) -> undelivered rows
     failures: Callable[[], dict[str, int]]  # peer -> consecutive failed attempts
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
+    # (origin, problem) -> inconsistent checkpoints refused as a witness, kept as evidence
+    witness_evidence: Callable[[], dict[tuple[str, str], int]] = dict
     # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
     limits: Callable[[], dict[str, tuple[int, int]]] | None = None
     storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
@@ -101,6 +104,15 @@ class _StateCollector(Collector):
         for name, when in sorted(s.not_after().items()):
             expiry.add_metric([name], when)
         yield expiry
+        refused = GaugeMetricFamily(
+            "gateway_witness_inconsistent_checkpoints",
+            "Checkpoints a peer presented that were inconsistent with the one this node had "
+            "cosigned (problem: fork or rollback), refused and kept as evidence.",
+            labels=["origin", "problem"],
+        )
+        for (origin, problem), count in sorted(s.witness_evidence().items()):
+            refused.add_metric([origin, problem], count)
+        yield refused
         if s.limits is not None:
             in_use = GaugeMetricFamily(
                 "gateway_limit_in_use",

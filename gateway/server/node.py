@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import functools
 import logging
+import os
 import queue
 import socket
 import sqlite3
@@ -44,7 +45,7 @@ from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
 from gateway.exchange.delivery import Deliverer
 from gateway.exchange.watchlists import WATCHLIST_KINDS, Watchlists
-from gateway.exchange.witness import WitnessClient, ledger_origin
+from gateway.exchange.witness import WITNESS_HEALTH_SERVICE, WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
@@ -64,7 +65,13 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "STORAGE_KEY", "Node"]
+__all__ = [
+    "CERTIFICATE_WARNINGS_KEY",
+    "LISTEN_ADDRESS_FILE",
+    "SERVICE_NAMES",
+    "STORAGE_KEY",
+    "Node",
+]
 
 log = logging.getLogger("gateway.server")
 
@@ -76,8 +83,14 @@ SERVICE_NAMES = (
 
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+WITNESS_EVIDENCE_KEY = "witness-evidence"
 STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
+
+# Written in the data directory once the port is bound: ``HOST:PORT`` and a newline, the port
+# the node actually got (with ``listen = "...:0"``). Peers on the same machine read it through
+# ``[[peers]] address_file`` (ADR 0060).
+LISTEN_ADDRESS_FILE = "listen-address"
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
@@ -96,13 +109,23 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
         warnings = self._node.certificate_warnings()
         text = " | ".join(warnings) if warnings else "none"
         storage = self._node.storage.last_problem or "ok"
-        context.set_trailing_metadata(
-            (
-                (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
-                (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
-            )
-        )
-        return super().Check(request, context)
+        metadata = [
+            (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+            (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
+        ]
+        if request.service != WITNESS_HEALTH_SERVICE:
+            context.set_trailing_metadata(tuple(metadata))
+            return super().Check(request, context)
+        # The witness: NOT_SERVING while it holds evidence of a peer's inconsistent checkpoint
+        # (read from the database, so it survives restarts); the trailing metadata says which.
+        evidence = self._node.witness_evidence()
+        text = " | ".join(evidence) if evidence else "none"
+        metadata.append((WITNESS_EVIDENCE_KEY, text.encode("ascii", "replace").decode()))
+        context.set_trailing_metadata(tuple(metadata))
+        overall = super().Check(health_pb2.HealthCheckRequest(service=""), context)
+        if evidence or overall.status != health_pb2.HealthCheckResponse.SERVING:
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return overall
 
     def Watch(
         self,
@@ -237,6 +260,7 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                witness_evidence=lambda: exchange_store.evidence_counts(self.ledger.reader()),
                 limits=self._limits_in_use,
                 storage_ok=lambda: self.storage.last_problem is None,
                 crl_refusals=self.tls.refusal_counts,
@@ -354,6 +378,11 @@ class Node:
 
     # -- certificate lifecycle: reload and expiry warnings ------------------------------------
 
+    def witness_evidence(self) -> list[str]:
+        """One line per inconsistent checkpoint a peer presented to this node as a witness,
+        newest first (evidence kept for auditors); empty when none was ever seen."""
+        return exchange_store.evidence_summaries(self.ledger.reader())
+
     def certificate_warnings(self) -> list[str]:
         """What an operator must act on: this node's TLS and signing certificates and the
         bundle's roots that expire within ``server.expiry_warning_days``, and loaded CRLs past
@@ -409,7 +438,7 @@ class Node:
                 config.trust_bundle,
                 server_jurisdiction=peer.jurisdiction,
             )
-            return secure_channel(peer.address, identity, peer.identity)
+            return secure_channel(peer.target(), identity, peer.identity)
 
         return connect
 
@@ -451,6 +480,7 @@ class Node:
             self.abandon()
             raise
         self._server.start()
+        _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -471,7 +501,7 @@ class Node:
             "node %s listening on %s",
             self.config.identity.uri,
             self.address,
-            extra={"event": "started", "address": self.address},
+            extra={"event": "started", "address": self.address, "port": self.port},
         )
         return self.port
 
@@ -599,6 +629,18 @@ class _Periodic:
                     log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
 
         threading.Thread(target=loop, name=self.name, daemon=True).start()
+
+
+def _write_address_file(path: Path, address: str) -> None:
+    """Replace ``path`` with ``address`` atomically (mode 0600): a reader sees the old or the
+    new address, never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    # 0600 like every file of the data directory (itself 0700): peers on the same machine run
+    # as the same user.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(address + "\n")
+    os.replace(partial, path)
 
 
 def _refuse_if_taken(listen: str) -> None:

@@ -14,11 +14,10 @@ import grpc
 import pytest
 
 from customs.gateway.v1 import audit_pb2_grpc, common_pb2, partner_pb2, partner_pb2_grpc
-from gateway.demo.cluster import free_port
 from gateway.domain.fixtures import seed_notice_request, seed_publish_request
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
-from gateway.server import Node, load_config
+from gateway.server import LISTEN_ADDRESS_FILE, Node, load_config
 from tests.support import ALL, World, channel_to
 
 T = TypeVar("T")
@@ -45,14 +44,24 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "con
 
 @dataclass
 class Trio:
-    """The three nodes, their configs and ports; nodes can be stopped and started again."""
+    """The three nodes and their configs; nodes can be stopped and started again (each binds
+    port 0 and its peers read the port it got from its address file)."""
 
     world: World
     root: Path
-    ports: dict[Jurisdiction, int]
     configs: dict[Jurisdiction, Path] = field(default_factory=dict)
     nodes: dict[Jurisdiction, Node] = field(default_factory=dict)
     _channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def ports(self) -> dict[Jurisdiction, int]:
+        """The port each node last bound, as its address file says (also once it stopped)."""
+        ports = {}
+        for j in self.configs:
+            path = address_file(self.root, j)
+            if path.exists():
+                ports[j] = int(path.read_text().strip().rpartition(":")[2])
+        return ports
 
     def start(self, j: Jurisdiction) -> Node:
         node = Node(load_config(self.configs[j]))
@@ -89,17 +98,25 @@ class Trio:
             self.stop(j)
 
 
-def write_trio_configs(
-    world: World, root: Path, ports: dict[Jurisdiction, int]
-) -> dict[Jurisdiction, Path]:
-    """A node config per jurisdiction peering with the other two at ``ports``."""
+def data_dir(root: Path, j: Jurisdiction) -> Path:
+    """Where the trio's node of ``j`` keeps its data."""
+    return root / f"{j.value.lower()}-data"
+
+
+def address_file(root: Path, j: Jurisdiction) -> Path:
+    """The file in which ``j``'s node writes the address it bound."""
+    return data_dir(root, j) / LISTEN_ADDRESS_FILE
+
+
+def write_trio_configs(world: World, root: Path) -> dict[Jurisdiction, Path]:
+    """A node config per jurisdiction listening on port 0 and peering with the other two
+    through the address files they write once they have bound theirs."""
     configs = {}
     for j in ALL:
         path = world.write_config(
             j,
-            root / f"{j.value.lower()}-data",
-            peers={p: ports[p] for p in ALL if p is not j},
-            listen=f"127.0.0.1:{ports[j]}",
+            data_dir(root, j),
+            peers={p: address_file(root, p) for p in ALL if p is not j},
             server="checkpoint_interval_seconds = 0.3",
         )
         configs[j] = path
@@ -109,8 +126,7 @@ def write_trio_configs(
 @pytest.fixture
 def trio(world: World, tmp_path: Path) -> Iterator[Trio]:
     """CN, HK and MO nodes running on loopback, peering with each other."""
-    ports = {j: free_port() for j in ALL}
-    t = Trio(world, tmp_path, ports, write_trio_configs(world, tmp_path, ports))
+    t = Trio(world, tmp_path, write_trio_configs(world, tmp_path))
     try:
         for j in ALL:
             t.start(j)

@@ -10,19 +10,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from customs.gateway.v1 import partner_pb2
-from gateway.demo.cluster import free_port
 from gateway.pki import Role, SpiffeId, issue_leaf
 from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
 from gateway.pki.revocation import RevocationReason, RevokedEntry, build_crl
 from tests.exchange.conftest import CN, HK, Trio, notice_request, wait_for, write_trio_configs
-from tests.support import ALL, World
+from tests.support import World
 
 
 def test_delivery_survives_renewal_and_revocation_of_the_old_certificate(
     world: World, tmp_path: Path
 ) -> None:
-    ports = {j: free_port() for j in ALL}
-    configs = write_trio_configs(world, tmp_path, ports)
+    configs = write_trio_configs(world, tmp_path)
     # CN's node certificate is a copy the test may renew; HK loads a CRL the test may publish.
     node = world.cred(CN, Role.NODE)
     cert, key = tmp_path / "cn-node.pem", tmp_path / "cn-node.key"
@@ -40,7 +38,7 @@ def test_delivery_survives_renewal_and_revocation_of_the_old_certificate(
         .replace("crls = []", f'crls = ["{crl}"]')
         .replace("[server]", "[server]\ntls_reload_seconds = 0.1")
     )
-    trio = Trio(world, tmp_path, ports, configs)
+    trio = Trio(world, tmp_path, configs)
     try:
         for j in (CN, HK):
             trio.start(j)

@@ -17,21 +17,28 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.audit import WitnessPolicy, check_ledger
-from gateway.demo.cluster import free_port
 from gateway.exchange.witness import log_verifier
 from gateway.ledger import Event
 from gateway.pki import Role
 from gateway.server import load_config
 from gateway.transport import secure_channel
-from tests.exchange.conftest import CN, HK, Trio, notice_request, write_trio_configs
-from tests.support import ALL, World
+from tests.exchange.conftest import (
+    CN,
+    HK,
+    Trio,
+    address_file,
+    notice_request,
+    write_trio_configs,
+)
+from tests.support import World
 
 pytestmark = pytest.mark.slow
 
 UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 
 
-def _serve(config: Path, log: Path) -> subprocess.Popen[str]:
+def _serve(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start ``serve`` on port 0; return the process and the address it reports it bound."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -40,15 +47,17 @@ def _serve(config: Path, log: Path) -> subprocess.Popen[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("listening on"), log.read_text()
-    return proc
+    line = proc.stdout.readline()
+    assert line.startswith("listening on 127.0.0.1:"), log.read_text()
+    address = line.split()[-1]
+    assert address == address_file(config.parent, CN).read_text().strip()
+    return proc, address
 
 
 def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path: Path) -> None:
-    ports = {j: free_port() for j in ALL}
-    trio = Trio(world, tmp_path, ports, write_trio_configs(world, tmp_path, ports))
+    trio = Trio(world, tmp_path, write_trio_configs(world, tmp_path))
     cn_config = trio.configs[CN]
-    proc = _serve(cn_config, tmp_path / "cn.log")
+    proc, cn_address = _serve(cn_config, tmp_path / "cn.log")
     acked: list[str] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -56,7 +65,7 @@ def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path
 
     def submitter() -> None:
         identity = world.client_identity(world.cred(CN, Role.PARTNER))
-        with secure_channel(f"127.0.0.1:{ports[CN]}", identity, cn.identity) as channel:
+        with secure_channel(cn_address, identity, cn.identity) as channel:
             stub = partner_pb2_grpc.PartnerGatewayStub(channel)
             while True:
                 try:
@@ -86,7 +95,7 @@ def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path
 
     # HK comes up, CN restarts: every acknowledged message is delivered, exactly once.
     trio.start(HK)
-    proc = _serve(cn_config, tmp_path / "cn.log")
+    proc, _ = _serve(cn_config, tmp_path / "cn.log")  # a new port: HK reads it from the file
     try:
         # Messages committed but not yet acknowledged when the node died may arrive too; read
         # until every acknowledged one has, and check that nothing comes twice.

@@ -113,6 +113,12 @@ def test_retried_submit_is_idempotent_and_reused_id_is_refused(trio: Trio) -> No
     again = trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
     assert again.duplicate
     assert (again.ledger_index, again.digest) == (first.ledger_index, first.digest)
+    # The same instant to the digit (it was microseconds first, milliseconds on a retry).
+    assert (again.accepted_at.seconds, again.accepted_at.nanos) == (
+        first.accepted_at.seconds,
+        first.accepted_at.nanos,
+    )
+    assert first.accepted_at.seconds > 0
     assert len(trio.entries(CN, Event.SENT)) == 1
 
     other = notice_request(CN, [HK])

@@ -296,7 +296,7 @@ def test_requests_larger_than_the_limit_are_resource_exhausted(
         ("inbound_streams = 0", r"key 'limits.inbound_streams': must be at least 1, got 0"),
         ("stream_lifetime_seconds = -1", r"key 'limits.stream_lifetime_seconds': must be positive"),
         ("streams = 3", r"key 'limits.streams': unknown key"),
-        ('backlog = "many"', r"key 'limits.backlog': must be a int, not str"),
+        ('backlog = "many"', r"key 'limits.backlog': must be an integer, not a string"),
     ],
     ids=["over-the-pool", "zero-budget", "negative-lifetime", "unknown-key", "wrong-type"],
 )

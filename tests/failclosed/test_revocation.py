@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from customs.gateway.v1 import partner_pb2_grpc
-from gateway.demo.cluster import free_port
 from gateway.pki import Jurisdiction, Role, create_root_ca
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import write_public_file
@@ -89,7 +88,7 @@ def config(world: World, tmp_path: Path, revoked: Credential) -> Path:
     return world.write_config(
         CN,
         tmp_path / "cn-data",
-        peers={HK: free_port()},
+        peers={HK: tmp_path / "hk-never-started" / "listen-address"},  # a peer that is down
         crls=[tmp_path / "cn.crl", tmp_path / "hk.crl"],
         server="tls_reload_seconds = 0.1",
     )

@@ -15,7 +15,6 @@ import grpc
 import pytest
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, partner_pb2_grpc
-from gateway.demo.cluster import free_port
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from gateway.server import Node, load_config
@@ -29,7 +28,9 @@ CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 @pytest.fixture
 def node(world: World, tmp_path: Path) -> Iterator[Node]:
     """An HK node with metrics on; its peers are never up, so deliveries queue and fail."""
-    config = world.write_config(HK, tmp_path / "hk-data", peers={CN: free_port(), MO: free_port()})
+    config = world.write_config(
+        HK, tmp_path / "hk-data", peers={CN: tmp_path / "cn-absent", MO: tmp_path / "mo-absent"}
+    )
     with config.open("a") as f:
         f.write('\n[metrics]\nlisten = "127.0.0.1:0"\n')
     with running_node(config) as running:
