@@ -22,6 +22,10 @@ def test_demo_runs_the_seed_case_end_to_end(
         "MO: failing (attempts",
         "HK: delivered (receipt signed by HK",
         "hit: HK entry",
+        # found through a spelling variant (Cantonese romanisation of 華南), with tier and reason
+        "(South China Metals Trading Company Limited / Nam Wah Minerals): match, score",
+        "name 'WAH NAM METALS TRADING CO., LTD.' is 1.00 alike to 'hk: wah nam metals trading'",
+        "screened declaration.container_numbers[0] 'tghu 765433 5' as 'TGHU7654335'",
         "MO got seizure notice",
         "MO got watchlist entry",
         "cosigned by hk.customs-exchange/witness and mo.customs-exchange/witness",

@@ -319,16 +319,19 @@ def _story(cluster: Cluster, partners: Partners) -> None:
 
     _say("\n9. A CN port system screens a new export declaration against the watchlists")
     screening = partners.screen(CN)
+    for change in screening.normalised:
+        _say(f"   screened {change.field} {change.given!r} as {change.used!r}")
     for hit in screening.hits:
-        kinds = sorted(
-            {partner_pb2.MatchKind.Name(x.kind).removeprefix("MATCH_KIND_") for x in hit.reasons}
-        )
+        tier = partner_pb2.MatchTier.Name(hit.tier).removeprefix("MATCH_TIER_").lower()
+        names = " / ".join(n.latin_name or n.full_name for n in hit.entry.names[:2])
         _say(
-            f"   hit: {jurisdiction_name(hit.origin)} entry {short(hit.entry_id)} score "
-            f"{hit.score:.2f} ({', '.join(k.lower() for k in kinds)})"
+            f"   hit: {jurisdiction_name(hit.origin)} entry {short(hit.entry_id)} "
+            f"({names}): {tier.replace('_', ' ')}, score {hit.score:.2f}"
         )
-        for reason in hit.reasons[:3]:
+        for reason in hit.reasons[:4]:
             _say(f"     - {reason.detail}")
+        if hit.entry.handling_instructions:
+            _say(f"     handling: {hit.entry.handling_instructions}")
 
     _say("\n10. MO's node comes back and catches up")
     cluster.nodes[MO].start()

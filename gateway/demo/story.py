@@ -93,8 +93,14 @@ class Partners:
         )
 
     def screen(self, j: Jurisdiction) -> Any:
+        """The seed declaration as a port system typed it: the consignee in its Cantonese
+        romanisation only, the container number spaced and in lower case."""
+        declaration = seed_declaration()
+        del declaration.parties[0].names[:]
+        declaration.parties[0].names.add(full_name="WAH NAM METALS TRADING CO., LTD.")
+        declaration.container_numbers[0] = "tghu 765433 5"
         return self.stub(j).ScreenDeclaration(
-            partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration()), timeout=5
+            partner_pb2.ScreenDeclarationRequest(declaration=declaration), timeout=5
         )
 
 

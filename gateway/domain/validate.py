@@ -27,7 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain import identifiers, reference
+from gateway.domain import dates, identifiers, reference
 from gateway.errors import FieldViolation, InvalidArgumentError
 
 __all__ = [
@@ -380,6 +380,9 @@ def validate_watchlist_entry(
     retain = c.time(f"{path}.retain_until", entry, "retain_until")
     if retain is not None and until is not None and retain < until:
         c.add(f"{path}.retain_until", "must not be before validity.valid_until")
+    birth = dates.date_of_birth_problem(entry.date_of_birth)
+    if birth:
+        c.add(f"{path}.date_of_birth", birth)
     return c.violations
 
 
@@ -425,6 +428,10 @@ def validate_seizure_notice(
     c.text(f"{path}.case_reference", notice.case_reference, max_len=64, required=True)
     seized = c.time(f"{path}.seized_at", notice, "seized_at")
     c.not_future(f"{path}.seized_at", seized)
+    if seized is not None and c.now is not None:
+        too_old = dates.seized_at_problem(seized, now=c.now)
+        if too_old:
+            c.add(f"{path}.seized_at", too_old)
     c.locode(f"{path}.place", notice.place, required=True)
     c.enum(f"{path}.direction", notice.direction, domain_pb2.Direction.DESCRIPTOR)
     if notice.HasField("conveyance"):
@@ -458,8 +465,8 @@ def validate_seizure_notice(
             elif line.quantity.unit not in reference.UNITS:
                 c.add(
                     f"{g}.quantity.unit",
-                    f"{line.quantity.unit!r} is not a known UN/ECE Rec 20 unit "
-                    f"({', '.join(sorted(reference.UNITS))})",
+                    f"{line.quantity.unit!r} is not a UN/ECE Rec 20 unit code "
+                    "(e.g. KGM kilogram, TNE tonne, H87 piece)",
                 )
         else:
             c.add(f"{g}.quantity", "required")
@@ -511,6 +518,10 @@ def validate_seizure_notice(
     retain = c.time(f"{path}.retain_until", notice, "retain_until")
     if retain is not None and seized is not None and retain <= seized:
         c.add(f"{path}.retain_until", "must be after seized_at")
+    elif retain is not None and c.now is not None:
+        past = dates.retain_until_problem(retain, now=c.now)
+        if past:
+            c.add(f"{path}.retain_until", past)
     return c.violations
 
 

@@ -1,9 +1,10 @@
 """The merged watchlist view of one node: every entry it may see, from every origin.
 
 One :class:`WatchlistView` per node. The node feeds it each accepted payload with
-:meth:`WatchlistView.apply` (its own publications and what it received), persists the payloads
-itself, and at start rebuilds the view by applying them again in ledger order: the view
-versions come out the same, so clients' ``since_version`` stay meaningful (ADR 0032).
+:meth:`WatchlistView.apply` (its own publications and what it received) and each erased
+payload with :meth:`WatchlistView.erase`; the view is a fold of those events and of the
+clock, and it reports what it changed (:meth:`WatchlistView.take_changes`) so that the node
+can keep it durably (ADR 0035): the view version never goes backwards, across restarts too.
 
 Rules:
 
@@ -11,13 +12,21 @@ Rules:
   stale or repeated version changes nothing (idempotent, tolerant of reordering).
 - A revocation is final whatever order things arrive in; a later entry version still updates
   the content shown, never the state.
-- Each change bumps the view version by one and stamps the entry with it.
-- States are computed at a clock ``now``: REVOKED, else NOT_YET_VALID before valid_from,
-  EXPIRED from valid_until, else ACTIVE. Only ACTIVE entries match in screening.
-- A delta since version V lists the entries changed after V, and those whose validity began or
-  ended between the time V was reached and the query, so expiry reaches delta readers too.
+- Every change bumps the view version by one and stamps the entry with it. Changes are: a new
+  version or revocation, an erasure (the payload that gave the entry its content reached the
+  end of its retention: the names and reason leave the view at once, a tombstone in state
+  ERASED remains), and the clock passing a ``valid_from`` or ``valid_until`` (the entry
+  enters into force or expires). Time changes are applied in time order by
+  :meth:`WatchlistView.advance`, which every query calls first with its clock, so they are
+  versions like any other: a delta reports each exactly once.
+- States are materialised: REVOKED, else ERASED, else NOT_YET_VALID before valid_from,
+  EXPIRED from valid_until, else ACTIVE, as of the time the view has advanced to. Only ACTIVE
+  entries match in screening.
+- A delta since version V lists the entries whose view version is above V, once each, in
+  their latest state (a tombstone for an erased entry); a snapshot (V = 0) lists the entries
+  that are not erased.
 - Pages are ordered by (view version, origin, entry id) and carry an opaque token bound to the
-  query (watchlist, since_version) and to the view version and time of the first page, and
+  query (watchlist, since_version) and to the view version of the first page, and
   authenticated with the node's secret (HMAC-SHA256): a token used with another query, forged
   or from another node is refused with INVALID_ARGUMENT. Entries changed while paging are left
   to the next delta (the response's ``view_version`` is that of the first page).
@@ -29,6 +38,7 @@ import base64
 import bisect
 import datetime as dt
 import hashlib
+import heapq
 import hmac
 import json
 from collections import OrderedDict
@@ -36,18 +46,38 @@ from dataclasses import dataclass
 from typing import cast
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain.screening import ScreeningIndex, combined_score
+from gateway.domain.screening import ScreeningIndex
 from gateway.domain.validate import ValidationError
 from gateway.errors import FieldViolation
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "WatchlistView"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "StoredRecord", "WatchlistView"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 _S = partner_pb2.EntryState
-_TOKEN_DOMAIN = b"customs-gateway/watchlist-page-token/v1\x00"
+_TOKEN_DOMAIN = b"customs-gateway/watchlist-page-token/v2\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One entry of the view as the node stores it (bytes, so the store needs no protobuf).
+
+    ``entry`` is empty for a tombstone (erased) or for an entry revoked before any version
+    arrived; ``revocation`` is empty unless revoked.
+    """
+
+    origin: int
+    watchlist: str
+    entry_id: str
+    entry: bytes
+    revocation: bytes
+    message_id: str
+    revocation_message_id: str
+    view_version: int
+    state: int
+    erased_version: int
 
 
 @dataclass
@@ -58,13 +88,22 @@ class _Record:
     entry: domain_pb2.WatchlistEntry | None = None
     revocation: domain_pb2.WatchlistRevocation | None = None
     message_id: str = ""
+    revocation_message_id: str = ""
     view_version: int = 0
+    state: int = _S.ENTRY_STATE_UNSPECIFIED
+    erased_version: int = 0  # the entry version whose payload was erased, 0 if none
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
 
-    def state(self, now: dt.datetime) -> int:
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.origin, self.watchlist, self.entry_id)
+
+    def state_at(self, now: dt.datetime) -> int:
         if self.revocation is not None:
             return _S.ENTRY_STATE_REVOKED
+        if self.entry is None:
+            return _S.ENTRY_STATE_ERASED
         if self.valid_from is not None and now < self.valid_from:
             return _S.ENTRY_STATE_NOT_YET_VALID
         if self.valid_until is not None and now >= self.valid_until:
@@ -73,6 +112,39 @@ class _Record:
 
     def sort_key(self) -> tuple[int, int, str]:
         return (self.view_version, self.origin, self.entry_id)
+
+    def version(self) -> int:
+        versions = [self.erased_version]
+        if self.entry is not None:
+            versions.append(self.entry.version)
+        if self.revocation is not None:
+            versions.append(self.revocation.version)
+        return max(versions)
+
+    def stored(self) -> StoredRecord:
+        return StoredRecord(
+            origin=self.origin,
+            watchlist=self.watchlist,
+            entry_id=self.entry_id,
+            entry=b"" if self.entry is None else self.entry.SerializeToString(),
+            revocation=b"" if self.revocation is None else self.revocation.SerializeToString(),
+            message_id=self.message_id,
+            revocation_message_id=self.revocation_message_id,
+            view_version=self.view_version,
+            state=self.state,
+            erased_version=self.erased_version,
+        )
+
+
+def _validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.datetime | None]:
+    validity = entry.validity
+    start = (
+        validity.valid_from.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_from") else None
+    )
+    end = (
+        validity.valid_until.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_until") else None
+    )
+    return start, end
 
 
 def _micros(when: dt.datetime) -> int:
@@ -104,37 +176,122 @@ class WatchlistView:
             raise ValueError(f"page-token secret must be at least 16 bytes, got {len(secret)}")
         self._secret = secret
         self._lists: dict[str, dict[tuple[int, str], _Record]] = {}
-        self._times: list[dt.datetime] = []  # _times[v - 1]: when version v was reached
+        self._by_message: dict[str, tuple[int, str, str]] = {}
+        self._version = 0
+        self._advanced_to = _EPOCH
+        self._boundaries: list[tuple[dt.datetime, int, str, str]] = []  # min-heap
+        self._changed: dict[tuple[int, str, str], _Record] = {}
         self._index = ScreeningIndex()
-        self._pages: OrderedDict[tuple[str, int, int, int], list[tuple[int, int, str]]] = (
-            OrderedDict()
-        )
+        self._pages: OrderedDict[tuple[str, int, int], list[tuple[int, int, str]]] = OrderedDict()
 
     @property
     def version(self) -> int:
-        """The current view version: the number of changes applied so far."""
-        return len(self._times)
+        """The current view version: the number of changes applied so far (never decreases)."""
+        return self._version
+
+    @property
+    def advanced_to(self) -> dt.datetime:
+        """The time up to which validity boundaries have been applied (never decreases)."""
+        return self._advanced_to
 
     def watchlists(self) -> list[str]:
         """Names of the watchlists with at least one entry, sorted."""
         return sorted(self._lists)
 
     def last_version(self, origin: int, watchlist: str, entry_id: str) -> int | None:
-        """The highest version known of an entry (entry or revocation), None if unknown.
+        """The highest version known of an entry (entry, revocation or erased), None if unknown.
 
         Pass it to the validators as ``last_version`` for amendments and revocations.
         """
         record = self._lists.get(watchlist, {}).get((origin, entry_id))
-        if record is None:
-            return None
-        versions = [0]
-        if record.entry is not None:
-            versions.append(record.entry.version)
-        if record.revocation is not None:
-            versions.append(record.revocation.version)
-        return max(versions)
+        return None if record is None else record.version()
+
+    # --- durability ------------------------------------------------------------------------
+
+    def take_changes(self) -> list[StoredRecord]:
+        """The records changed since the last call, to be stored with :attr:`version` and
+        :attr:`advanced_to` in one transaction before any answer that shows them."""
+        changed = [record.stored() for record in self._changed.values()]
+        self._changed.clear()
+        return changed
+
+    def restore(
+        self, records: list[StoredRecord], *, version: int, advanced_to: dt.datetime
+    ) -> None:
+        """Loads a stored view into this (empty) view.
+
+        Raises:
+            ValueError: the view is not empty, or a record's version is above ``version``.
+        """
+        if self._version or self._lists:
+            raise ValueError("restore needs an empty view")
+        for stored in records:
+            if stored.view_version > version:
+                raise ValueError(
+                    f"stored entry {stored.entry_id} has view version {stored.view_version} "
+                    f"above the stored view version {version}"
+                )
+            record = _Record(stored.origin, stored.watchlist, stored.entry_id)
+            if stored.entry:
+                record.entry = domain_pb2.WatchlistEntry.FromString(stored.entry)
+                record.valid_from, record.valid_until = _validity(record.entry)
+            if stored.revocation:
+                record.revocation = domain_pb2.WatchlistRevocation.FromString(stored.revocation)
+            record.message_id = stored.message_id
+            record.revocation_message_id = stored.revocation_message_id
+            record.view_version = stored.view_version
+            record.state = stored.state
+            record.erased_version = stored.erased_version
+            self._put(record)
+        self._version = version
+        self._advanced_to = advanced_to
+        for record in self._all():
+            self._schedule(record)
+
+    def _all(self) -> list[_Record]:
+        return [r for records in self._lists.values() for r in records.values()]
+
+    def _put(self, record: _Record) -> None:
+        self._lists.setdefault(record.watchlist, {})[(record.origin, record.entry_id)] = record
+        for message_id in (record.message_id, record.revocation_message_id):
+            if message_id:
+                self._by_message[message_id] = record.key
+        if record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED:
+            self._index.put(record.key, record.entry)
+        else:
+            self._index.drop(record.key)
+
+    def _schedule(self, record: _Record) -> None:
+        for boundary in (record.valid_from, record.valid_until):
+            if boundary is not None and boundary > self._advanced_to:
+                heapq.heappush(
+                    self._boundaries, (boundary, record.origin, record.watchlist, record.entry_id)
+                )
+
+    def _bump(self, record: _Record) -> None:
+        self._version += 1
+        record.view_version = self._version
+        self._changed[record.key] = record
 
     # --- changes ---------------------------------------------------------------------------
+
+    def advance(self, now: dt.datetime) -> int:
+        """Applies every validity boundary passed by ``now``, in time order; returns how many
+        entries changed state (each a new view version). A clock going back changes nothing."""
+        changed = 0
+        while self._boundaries and self._boundaries[0][0] <= now:
+            boundary, origin, watchlist, entry_id = heapq.heappop(self._boundaries)
+            record = self._lists.get(watchlist, {}).get((origin, entry_id))
+            if record is None:
+                continue
+            state = record.state_at(boundary)
+            if state != record.state:
+                record.state = state
+                self._bump(record)
+                changed += 1
+        if now > self._advanced_to:
+            self._advanced_to = now
+        return changed
 
     def apply(
         self,
@@ -145,6 +302,9 @@ class WatchlistView:
         received_at: dt.datetime,
     ) -> bool:
         """Merges one accepted entry version or revocation from ``origin``.
+
+        Validity boundaries up to ``received_at`` are applied first, so replaying history in
+        order gives the same sequence of changes as living through it.
 
         Args:
             origin: the jurisdiction that published it.
@@ -161,7 +321,8 @@ class WatchlistView:
         """
         if not payload.watchlist or not payload.entry_id or payload.version == 0:
             raise _bad("payload", "watchlist, entry_id and version are required to merge")
-        records = self._lists.setdefault(payload.watchlist, {})
+        self.advance(received_at)
+        records = self._lists.get(payload.watchlist, {})
         record = records.get((origin, payload.entry_id))
         if record is None:
             record = _Record(origin, payload.watchlist, payload.entry_id)
@@ -169,49 +330,77 @@ class WatchlistView:
             if record.revocation is not None and payload.version <= record.revocation.version:
                 return False
             record.revocation = payload
-            self._index.drop((origin, payload.watchlist, payload.entry_id))
+            record.revocation_message_id = message_id
         else:
-            if record.entry is not None and payload.version <= record.entry.version:
+            if payload.version <= max(
+                record.erased_version, 0 if record.entry is None else record.entry.version
+            ):
                 return False
             record.entry = payload
-            validity = payload.validity
-            record.valid_from = validity.valid_from.ToDatetime(tzinfo=dt.UTC)
-            record.valid_until = validity.valid_until.ToDatetime(tzinfo=dt.UTC)
-            if record.revocation is None:
-                self._index.put((origin, payload.watchlist, payload.entry_id), payload)
-        records[(origin, payload.entry_id)] = record
-        previous = self._times[-1] if self._times else received_at
-        self._times.append(max(previous, received_at))
-        record.view_version = self.version
-        record.message_id = message_id
+            record.message_id = message_id
+            record.valid_from, record.valid_until = _validity(payload)
+            self._schedule(record)
+        record.state = record.state_at(self._advanced_to)
+        self._put(record)
+        self._bump(record)
         return True
+
+    def erase(self, message_id: str) -> bool:
+        """The payload of ``message_id`` reached the end of its retention: if it is the one
+        that gives an entry its content, the content leaves the view now and the entry becomes
+        an ERASED tombstone (a change, so a delta reports it). The erasure of an older version
+        or of a revocation changes nothing shown (a revoked entry stays revoked).
+
+        Returns:
+            True when the view changed.
+        """
+        key = self._by_message.pop(message_id, None)
+        if key is None:
+            return False
+        origin, watchlist, entry_id = key
+        record = self._lists.get(watchlist, {}).get((origin, entry_id))
+        if record is None or record.entry is None or record.message_id != message_id:
+            return False
+        record.erased_version = max(record.erased_version, record.entry.version)
+        record.entry = None
+        record.message_id = ""
+        record.valid_from = record.valid_until = None
+        record.state = record.state_at(self._advanced_to)
+        self._put(record)
+        self._bump(record)
+        return True
+
+    def message_ids(self) -> set[str]:
+        """The message ids whose payloads back what the view holds (to reconcile erasures
+        that happened while the view was not told, e.g. a crash between the two)."""
+        return set(self._by_message)
 
     # --- queries ---------------------------------------------------------------------------
 
-    def _item(self, record: _Record, now: dt.datetime) -> partner_pb2.WatchlistItem:
+    def _item(self, record: _Record) -> partner_pb2.WatchlistItem:
         if record.entry is not None:
             entry = record.entry
-        else:  # revoked before any version arrived here
-            assert record.revocation is not None
+        else:  # erased, or revoked before any version arrived here
             entry = domain_pb2.WatchlistEntry(
-                watchlist=record.watchlist,
-                entry_id=record.entry_id,
-                version=record.revocation.version,
+                watchlist=record.watchlist, entry_id=record.entry_id, version=record.version()
             )
         return partner_pb2.WatchlistItem(
             origin=cast(common_pb2.Jurisdiction, record.origin),
             entry=entry,
-            state=cast(partner_pb2.EntryState, record.state(now)),
+            state=cast(partner_pb2.EntryState, record.state),
             view_version=record.view_version,
-            message_id=record.message_id,
+            message_id=record.message_id or record.revocation_message_id,
         )
 
     def get(
         self, origin: int, watchlist: str, entry_id: str, *, now: dt.datetime
     ) -> partner_pb2.WatchlistItem | None:
-        """One entry as a WatchlistItem with its state at ``now``, or None if unknown."""
+        """One entry as a WatchlistItem in its state at ``now``, or None if unknown or erased."""
+        self.advance(now)
         record = self._lists.get(watchlist, {}).get((origin, entry_id))
-        return None if record is None else self._item(record, now)
+        if record is None or record.state == _S.ENTRY_STATE_ERASED:
+            return None
+        return self._item(record)
 
     def list_watchlist(
         self, request: partner_pb2.ListWatchlistRequest, *, now: dt.datetime
@@ -222,6 +411,7 @@ class WatchlistView:
             ValidationError: bad watchlist, page size, since_version or page token, each
                 reported at its field.
         """
+        self.advance(now)
         problems: list[FieldViolation] = []
         if not request.watchlist:
             problems.append(FieldViolation("watchlist", "required"))
@@ -240,13 +430,10 @@ class WatchlistView:
             raise ValidationError(problems)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         if request.page_token:
-            first_version, first_micros, cursor = self._open_token(request)
+            first_version, cursor = self._open_token(request)
         else:
-            first_version, first_micros, cursor = self.version, _micros(now), None
-        first_now = _EPOCH + dt.timedelta(microseconds=first_micros)
-        order = self._candidates(
-            request.watchlist, request.since_version, first_version, first_micros
-        )
+            first_version, cursor = self.version, None
+        order = self._candidates(request.watchlist, request.since_version, first_version)
         start = 0 if cursor is None else bisect.bisect_right(order, cursor)
         records = self._lists.get(request.watchlist, {})
         items: list[partner_pb2.WatchlistItem] = []
@@ -258,11 +445,11 @@ class WatchlistView:
             record = records.get((sort_key[1], sort_key[2]))
             if record is None or record.view_version > first_version:
                 continue  # changed since the first page: the next delta carries it
-            items.append(self._item(record, first_now))
+            items.append(self._item(record))
             last = sort_key
         token = ""
         if position < len(order) and last is not None:
-            token = self._make_token(request, first_version, first_micros, last)
+            token = self._make_token(request, first_version, last)
         return partner_pb2.ListWatchlistResponse(
             items=items, next_page_token=token, view_version=first_version
         )
@@ -270,7 +457,7 @@ class WatchlistView:
     def snapshot(
         self, watchlist: str, *, now: dt.datetime, page_size: int = 0, page_token: str = ""
     ) -> partner_pb2.ListWatchlistResponse:
-        """One page of the whole watchlist, every state, at ``now``."""
+        """One page of the whole watchlist at ``now``: every entry not erased, in any state."""
         return self.list_watchlist(
             partner_pb2.ListWatchlistRequest(
                 watchlist=watchlist, page_size=page_size, page_token=page_token
@@ -287,7 +474,7 @@ class WatchlistView:
         page_size: int = 0,
         page_token: str = "",
     ) -> partner_pb2.ListWatchlistResponse:
-        """One page of what changed (content or state) after ``since_version``."""
+        """One page of what changed (content, state, erasure) after ``since_version``."""
         return self.list_watchlist(
             partner_pb2.ListWatchlistRequest(
                 watchlist=watchlist,
@@ -299,27 +486,19 @@ class WatchlistView:
         )
 
     def _candidates(
-        self, watchlist: str, since: int, first_version: int, first_micros: int
+        self, watchlist: str, since: int, first_version: int
     ) -> list[tuple[int, int, str]]:
-        cache_key = (watchlist, since, first_version, first_micros)
+        cache_key = (watchlist, since, first_version)
         cached = self._pages.get(cache_key)
         if cached is not None:
             self._pages.move_to_end(cache_key)
             return cached
-        first_now = _EPOCH + dt.timedelta(microseconds=first_micros)
-        since_time = self._times[since - 1] if since > 0 else None
-        order: list[tuple[int, int, str]] = []
-        for record in self._lists.get(watchlist, {}).values():
-            if record.view_version > first_version:
-                continue
-            if since == 0 or record.view_version > since:
-                order.append(record.sort_key())
-                continue
-            assert since_time is not None
-            for boundary in (record.valid_from, record.valid_until):
-                if boundary is not None and since_time < boundary <= first_now:
-                    order.append(record.sort_key())
-                    break
+        order = [
+            record.sort_key()
+            for record in self._lists.get(watchlist, {}).values()
+            if record.view_version > since
+            and not (since == 0 and record.state == _S.ENTRY_STATE_ERASED)
+        ]
         order.sort()
         self._pages[cache_key] = order
         while len(self._pages) > 16:
@@ -333,16 +512,15 @@ class WatchlistView:
         self,
         request: partner_pb2.ListWatchlistRequest,
         first_version: int,
-        first_micros: int,
         cursor: tuple[int, int, str],
     ) -> str:
-        body = [1, request.watchlist, request.since_version, first_version, first_micros, *cursor]
+        body = [2, request.watchlist, request.since_version, first_version, *cursor]
         payload = json.dumps(body, separators=(",", ":")).encode()
         return f"{_b64(payload)}.{_b64(self._mac(payload))}"
 
     def _open_token(
         self, request: partner_pb2.ListWatchlistRequest
-    ) -> tuple[int, int, tuple[int, int, str]]:
+    ) -> tuple[int, tuple[int, int, str]]:
         try:
             payload_text, mac_text = request.page_token.split(".")
             payload, mac = _unb64(payload_text), _unb64(mac_text)
@@ -351,7 +529,7 @@ class WatchlistView:
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise _bad("page_token", "not issued by this node, or altered")
         body = json.loads(payload)
-        _, watchlist, since, first_version, first_micros, vv, origin, entry_id = body
+        _, watchlist, since, first_version, vv, origin, entry_id = body
         if watchlist != request.watchlist or since != request.since_version:
             raise _bad(
                 "page_token",
@@ -359,7 +537,7 @@ class WatchlistView:
                 f"this one is watchlist {request.watchlist!r}, since_version "
                 f"{request.since_version}",
             )
-        return int(first_version), int(first_micros), (int(vv), int(origin), str(entry_id))
+        return int(first_version), (int(vv), int(origin), str(entry_id))
 
     # --- screening ---------------------------------------------------------------------------
 
@@ -381,14 +559,15 @@ class WatchlistView:
             Hits, highest score first (then highest risk, then origin, watchlist, entry id),
             each with every reason found, and the view version screened against.
         """
+        self.advance(now)
         wanted = set(watchlists)
         hits: list[partner_pb2.ScreeningHit] = []
-        for key, reasons in self._index.find(declaration).items():
+        for key, candidate in self._index.find(declaration).items():
             origin, watchlist, entry_id = key
             if wanted and watchlist not in wanted:
                 continue
             record = self._lists[watchlist][(origin, entry_id)]
-            if record.entry is None or record.state(now) != _S.ENTRY_STATE_ACTIVE:
+            if record.entry is None or record.state != _S.ENTRY_STATE_ACTIVE:
                 continue
             hits.append(
                 partner_pb2.ScreeningHit(
@@ -397,8 +576,11 @@ class WatchlistView:
                     entry_id=entry_id,
                     version=record.entry.version,
                     risk_level=record.entry.risk_level,
-                    score=combined_score(r.kind for r in reasons),
-                    reasons=reasons,
+                    score=candidate.score,
+                    reasons=candidate.reasons,
+                    tier=cast(partner_pb2.MatchTier, candidate.tier),
+                    entry=record.entry,
+                    message_id=record.message_id,
                 )
             )
         hits.sort(key=lambda h: (-h.score, -h.risk_level, h.origin, h.watchlist, h.entry_id))

@@ -180,6 +180,7 @@ class Exchange:
         self._trust = trust
         self._clock = clock
         self._listeners: list[PayloadListener] = []
+        self._erasure_listeners: list[Callable[[int, str], None]] = []
         self._outbox_listeners: list[Callable[[Sequence[str]], None]] = []
         self._inbound_changed = threading.Condition()
         self._inbound_version = 0
@@ -202,6 +203,28 @@ class Exchange:
     def on_payload(self, listener: PayloadListener) -> None:
         """Call ``listener`` for every payload this node records (sent or received)."""
         self._listeners.append(listener)
+
+    def on_erased(self, listener: Callable[[int, str], None]) -> None:
+        """Call ``listener(kind, message_id)`` after each payload's erasure is durable."""
+        self._erasure_listeners.append(listener)
+
+    def still_stored(self, message_ids: set[str]) -> set[str]:
+        """Which of ``message_ids`` still have their payload (not erased) at this node."""
+        conn = self.ledger.reader()
+        held: set[str] = set()
+        ids = sorted(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held.update(
+                row[0]
+                for row in conn.execute(
+                    "SELECT message_id FROM exchange_messages "  # noqa: S608
+                    f"WHERE envelope IS NOT NULL AND message_id IN ({marks})",
+                    chunk,
+                )
+            )
+        return held
 
     def on_outbox(self, listener: Callable[[Sequence[str]], None]) -> None:
         """Call ``listener(recipients)`` (cheaply, without blocking) whenever the outbox grows,
@@ -662,6 +685,11 @@ class Exchange:
             except FailedPreconditionError:  # erased meanwhile by another sweep
                 continue
             erased += 1
+            for listener in self._erasure_listeners:
+                try:
+                    listener(kind, message_id)
+                except Exception:  # a view must never fail the erasure that already happened
+                    log.exception("erasure listener failed for %s", message_id)
             log.info(
                 "erased payload of %s at the end of its retention",
                 message_id,

@@ -1,47 +1,211 @@
-"""The node's merged watchlist view, kept current from every payload the exchange records."""
+"""The node's merged watchlist view, kept current from every payload the exchange records, and
+kept durably in its own SQLite file so its version never goes backwards (ADR 0035).
+
+The view's state (each entry's latest content, state and view version; the view version; the
+time up to which validity boundaries were applied) is written in one transaction
+(``synchronous=FULL``) after every change and before any answer shows it. At start the stored
+view is loaded, then the stored payloads are replayed (what the view already holds changes
+nothing; what a crash kept from it is applied), then erasures the view was not told of are
+applied. Erased payloads are never written here: a tombstone keeps only the entry's key and
+version.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
-from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
-from gateway.domain.validate import check_declaration
-from gateway.domain.watchlist import WatchlistView
+from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
+from gateway.domain.lenient import normalise_declaration
+from gateway.domain.validate import ValidationError
+from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
+from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
 
-__all__ = ["WATCHLIST_KINDS", "Watchlists"]
+__all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
+
+log = logging.getLogger(__name__)
 
 WATCHLIST_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY,
     common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
 )
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS view_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    advanced_to_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS view_entries (
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    entry BLOB NOT NULL,
+    revocation BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    revocation_message_id TEXT NOT NULL,
+    view_version INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    erased_version INTEGER NOT NULL,
+    PRIMARY KEY (origin, watchlist, entry_id)
+);
+CREATE TRIGGER IF NOT EXISTS view_version_never_decreases
+BEFORE UPDATE OF version ON view_meta WHEN NEW.version < OLD.version
+BEGIN SELECT RAISE(ABORT, 'the view version never decreases'); END;
+"""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class ViewStore:
+    """The view's SQLite file (WAL, ``synchronous=FULL``). Used under the caller's lock."""
+
+    def __init__(self, path: Path) -> None:
+        # Private like the ledger (names of persons): SQLite gives -wal and -shm the same mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+
+    def load(self) -> tuple[list[StoredRecord], int, dt.datetime]:
+        """Every stored record, the view version and the time the view had advanced to."""
+        meta = self._conn.execute("SELECT version, advanced_to_us FROM view_meta").fetchone()
+        if meta is None:
+            return [], 0, _EPOCH
+        rows = self._conn.execute(
+            "SELECT origin, watchlist, entry_id, entry, revocation, message_id, "
+            "revocation_message_id, view_version, state, erased_version FROM view_entries"
+        ).fetchall()
+        records = [StoredRecord(*row) for row in rows]
+        return records, int(meta[0]), _EPOCH + dt.timedelta(microseconds=int(meta[1]))
+
+    def save(self, records: list[StoredRecord], version: int, advanced_to: dt.datetime) -> None:
+        """Stores changed records with the view version, all or nothing, durably."""
+        micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO view_entries VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
+                        r.revocation_message_id, r.view_version, r.state, r.erased_version,
+                    )
+                    for r in records
+                ],
+            )  # fmt: skip
+            conn.execute(
+                "INSERT INTO view_meta (id, version, advanced_to_us) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+                "advanced_to_us = excluded.advanced_to_us",
+                (version, micros),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Closes the file."""
+        self._conn.close()
+
 
 class Watchlists:
-    """A :class:`WatchlistView` behind a lock, fed by the exchange (thread-safe).
+    """A :class:`WatchlistView` behind a lock, fed by the exchange (thread-safe), kept in
+    ``path`` (``watchlist-view.db`` in the node's data directory). With ``reader`` (the
+    ledger's read connection), items and hits carry the handling of their message. With
+    ``ledger_size``, a view file found empty beside a ledger with history numbers its versions
+    from three times that size, above any version the lost file can have shown.
 
     Page tokens are authenticated with a key derived from the node's signing key, so they stay
     valid across restarts of the same node and cannot be forged by callers.
     """
 
-    def __init__(self, signer: Signer, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        clock: Callable[[], dt.datetime],
+        path: Path,
+        reader: Callable[[], sqlite3.Connection] | None = None,
+        ledger_size: int = 0,
+    ) -> None:
         raw = signer.private_key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        self._view = WatchlistView(
-            hashlib.sha256(b"customs-gateway/page-token/v1\n" + raw).digest()
-        )
+        self._secret = hashlib.sha256(b"customs-gateway/page-token/v1\n" + raw).digest()
+        self._store = ViewStore(path)
+        self._reader = reader
+        self._floor = 3 * ledger_size
         self._lock = threading.Lock()
         self._clock = clock
+        self._view = self._load()
+
+    def _load(self) -> WatchlistView:
+        view = WatchlistView(self._secret)
+        records, version, advanced_to = self._store.load()
+        if version == 0 and not records and self._floor:
+            # A view file lost (or new) beside a ledger with history: versions start above any
+            # this node can have shown (each ledger entry gives at most one change, an erasure
+            # one more, validity two), so no partner's since_version meets a reused number;
+            # rebuilt entries come again in their deltas.
+            version = self._floor
+            log.warning("watchlist view rebuilt from the ledger; its versions start at %d", version)
+        view.restore(records, version=version, advanced_to=advanced_to)
+        return view
+
+    def _commit(self) -> None:
+        """Stores what the view changed; if that fails, the view goes back to what is stored
+        (a change never shown is applied again from the ledger at the next start)."""
+        changes = self._view.take_changes()
+        if not changes:
+            return
+        try:
+            self._store.save(changes, self._view.version, self._view.advanced_to)
+        except Exception:
+            self._view = self._load()
+            raise
+
+    def _handling(self, message_id: str) -> common_pb2.Handling | None:
+        """The handling of a stored message's envelope, None if unknown or erased."""
+        if self._reader is None or not message_id:
+            return None
+        row = (
+            self._reader()
+            .execute(
+                "SELECT envelope FROM exchange_messages "
+                "WHERE message_id = ? AND envelope IS NOT NULL LIMIT 1",
+                (message_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        header = envelope_pb2.EnvelopeHeader.FromString(
+            envelope_pb2.Envelope.FromString(row[0]).header
+        )
+        return header.handling
+
+    @property
+    def version(self) -> int:
+        """The view version now."""
+        with self._lock:
+            return self._view.version
 
     def apply(
         self, origin: Jurisdiction, kind: int, payload: Message, message_id: str, at: dt.datetime
@@ -52,18 +216,100 @@ class Watchlists:
         assert isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation)
         with self._lock:
             self._view.apply(proto_jurisdiction(origin), payload, message_id, received_at=at)
+            self._commit()
+
+    def erased(self, kind: int, message_id: str) -> None:
+        """Exchange erasure listener: the payload of ``message_id`` is gone."""
+        if kind not in WATCHLIST_KINDS:
+            return
+        with self._lock:
+            self._view.erase(message_id)
+            self._commit()
+
+    def reconcile(self, still_stored: Callable[[set[str]], set[str]]) -> int:
+        """Erase from the view every payload the store no longer holds (at start, after
+        replay). ``still_stored`` returns which of the given message ids still have their
+        payload. Returns how many were erased here."""
+        with self._lock:
+            held = self._view.message_ids()
+            gone = held - still_stored(held)
+            changed = sum(self._view.erase(message_id) for message_id in sorted(gone))
+            self._commit()
+            return changed
 
     def list(self, request: partner_pb2.ListWatchlistRequest) -> partner_pb2.ListWatchlistResponse:
         """A snapshot or delta page of one watchlist."""
         with self._lock:
-            return self._view.list_watchlist(request, now=self._clock())
+            try:
+                return self._view.list_watchlist(request, now=self._clock())
+            finally:
+                self._commit()
+
+    def get(self, request: partner_pb2.GetWatchlistEntryRequest) -> partner_pb2.WatchlistItem:
+        """One entry of the view in its state now.
+
+        Raises:
+            ValidationError: origin, watchlist or entry_id missing (each at its field).
+            NotFoundError: no such entry in this node's view, or it was erased.
+        """
+        problems = []
+        if request.origin == common_pb2.JURISDICTION_UNSPECIFIED:
+            problems.append(FieldViolation("origin", "required: the publishing jurisdiction"))
+        if not request.watchlist:
+            problems.append(FieldViolation("watchlist", "required"))
+        if not request.entry_id:
+            problems.append(FieldViolation("entry_id", "required"))
+        if problems:
+            raise ValidationError(problems)
+        with self._lock:
+            try:
+                item = self._view.get(
+                    request.origin, request.watchlist, request.entry_id, now=self._clock()
+                )
+            finally:
+                self._commit()
+        if item is not None:
+            handling = self._handling(item.message_id)
+            if handling is not None:
+                item.handling.CopyFrom(handling)
+        if item is None:
+            known = request.origin in common_pb2.Jurisdiction.values()
+            origin = common_pb2.Jurisdiction.Name(request.origin) if known else str(request.origin)
+            raise NotFoundError(
+                f"no entry {request.entry_id[:100]!r} of {origin} in watchlist "
+                f"{request.watchlist[:100]!r} at this node"
+            )
+        return item
 
     def screen(
         self, request: partner_pb2.ScreenDeclarationRequest
     ) -> partner_pb2.ScreenDeclarationResponse:
-        """Screen a declaration against the entries active now."""
-        check_declaration(request.declaration)
+        """Screen a declaration, in normal form, against the entries active now; the response
+        says what was normalised (container spacing and case, an IMO prefix...).
+
+        Raises:
+            ValidationError: what cannot be normalised into a valid value, at its field.
+        """
+        declaration, normalised, problems = normalise_declaration(request.declaration)
+        if not request.HasField("declaration"):
+            problems = [FieldViolation("declaration", "required")]
+        if problems:
+            raise ValidationError(problems)
         with self._lock:
-            return self._view.screen(
-                request.declaration, now=self._clock(), watchlists=tuple(request.watchlists)
-            )
+            try:
+                response = self._view.screen(
+                    declaration, now=self._clock(), watchlists=tuple(request.watchlists)
+                )
+            finally:
+                self._commit()
+        response.normalised.extend(normalised)
+        for hit in response.hits:
+            handling = self._handling(hit.message_id)
+            if handling is not None:
+                hit.handling.CopyFrom(handling)
+        return response
+
+    def close(self) -> None:
+        """Closes the view's file."""
+        with self._lock:
+            self._store.close()

@@ -163,14 +163,18 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
 class Node:
     """One jurisdiction's gateway node, built from its config."""
 
-    def __init__(self, config: NodeConfig) -> None:
-        """Check and lock the data directory, then load everything the node needs.
+    def __init__(
+        self, config: NodeConfig, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
+        """Check and lock the data directory, then load everything the node needs;
+        ``clock`` (tests) replaces the wall clock of the exchange and the watchlist view.
 
         Raises:
             GatewayError: one line naming the file or config key that keeps the node from
                 starting (ADR 0025); nothing is left locked or open.
         """
         self.config = config
+        self._clock = clock
         self._stopped = threading.Event()
         # Start-up checks first (ADR 0025): one node per data directory, private files.
         self.data_dir = DataDirectory(config.data_dir)
@@ -180,6 +184,9 @@ class Node:
             ledger: Ledger | None = getattr(self, "ledger", None)
             if ledger is not None:
                 ledger.close()
+            watchlists: Watchlists | None = getattr(self, "watchlists", None)
+            if watchlists is not None:
+                watchlists.close()
             self.data_dir.release()
             raise
 
@@ -219,11 +226,20 @@ class Node:
             ledger=self.ledger,
             signer=self.signer,
             trust=self._trust,
+            **({} if self._clock is None else {"clock": self._clock}),
         )
-        self.watchlists = Watchlists(self.signer, self.exchange.now)
+        self.watchlists = Watchlists(
+            self.signer,
+            self.exchange.now,
+            config.data_dir / "watchlist-view.db",
+            reader=self.ledger.reader,
+            ledger_size=self.ledger.size(),
+        )
         self.exchange.on_payload(self.watchlists.apply)
+        self.exchange.on_erased(self.watchlists.erased)
         self.exchange.keep_own_certificate()
         self.exchange.replay(WATCHLIST_KINDS)
+        self.watchlists.reconcile(self.exchange.still_stored)
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(self.ledger, interval=interval)
@@ -508,6 +524,7 @@ class Node:
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
         self.ledger.close()
+        self.watchlists.close()
         self.data_dir.release()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
 
@@ -520,6 +537,7 @@ class Node:
         if self.metrics_server is not None:
             self.metrics_server.stop()  # its socket was bound when the node was made
         self.ledger.close()
+        self.watchlists.close()
         self.data_dir.release()
 
     def kill(self) -> None:
@@ -535,6 +553,7 @@ class Node:
             deliverer.stop(0)
         self.checkpointer.stop()
         self.ledger.close()
+        self.watchlists.close()
         self.data_dir.release()
         self._stopped.set()
 

@@ -38,7 +38,10 @@ __all__ = [
 log = logging.getLogger("gateway.server")
 
 LOCK_FILE = "lock"
-LEDGER_FILES = ("ledger.db", "ledger.db-wal", "ledger.db-shm", LOCK_FILE)
+LEDGER_FILES = (
+    "ledger.db", "ledger.db-wal", "ledger.db-shm", LOCK_FILE,
+    "watchlist-view.db", "watchlist-view.db-wal", "watchlist-view.db-shm",
+)  # fmt: skip
 """The files of a data directory that must be private (0600): SQLite gives ``-wal`` and
 ``-shm`` the mode of the database file, which the node creates 0600."""
 

@@ -264,5 +264,7 @@ def seizure_notices(draw: st.DrawFn, now: dt.datetime) -> d.SeizureNotice:
             for i in range(draw(st.integers(0, 2)))
         ],
         status=draw(_ENUM(sorted(d.NoticeStatus.values())[1:])),
-        retain_until=fixtures.timestamp(seized + dt.timedelta(days=draw(st.integers(1, 3650)))),
+        retain_until=fixtures.timestamp(
+            max(seized, now) + dt.timedelta(days=draw(st.integers(1, 3650)))
+        ),
     )

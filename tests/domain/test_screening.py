@@ -182,13 +182,13 @@ NEAR_MISSES = [
     ),
     pytest.param(
         d.Declaration(
-            parties=[d.Party(names=[c.Name(full_name="South China Metal Trading Co Ltd")])]
+            parties=[d.Party(names=[c.Name(full_name="South China Minerals Trading Co Ltd")])]
         ),
-        id="similar-company-name",
+        id="company-sharing-words",
     ),
     pytest.param(
-        d.Declaration(parties=[d.Party(names=[c.Name(full_name="華南金屬貿易(香港)有限公司")])]),
-        id="company-with-extra-word",
+        d.Declaration(parties=[d.Party(names=[c.Name(full_name="華北金屬貿易有限公司")])]),
+        id="company-one-character-off",
     ),
     pytest.param(
         d.Declaration(
@@ -242,6 +242,7 @@ def test_seed_declaration_hits_the_hk_entry_with_every_reason(view: WatchlistVie
     hit = response.hits[0]
     assert {r.kind for r in hit.reasons} == {
         K.MATCH_KIND_NAME,
+        K.MATCH_KIND_COUNTRY,  # the party's country agrees with the entry's
         K.MATCH_KIND_HS_CODE,
         K.MATCH_KIND_TRANSIT_COUNTRY,
     }
@@ -290,8 +291,9 @@ def test_watchlist_filter(view: WatchlistView) -> None:
         pytest.param("华南锑业贸易股份有限公司", "华南锑业贸易", True, id="zh-joint-stock"),
         pytest.param("华南锑业贸易集团有限公司", "华南锑业贸易", True, id="zh-group"),
         pytest.param("Hua Nan Antimony", "Huanan Antimony", True, id="pinyin-spacing"),
+        pytest.param("Huanan Antimony Trading", "Huanan Antimony Trade", True, id="trade"),
         pytest.param(
-            "Huanan Antimony Trading", "Huanan Antimony Trade", False, id="different-word"
+            "Huanan Antimony Trading", "Huanan Tungsten Trading", False, id="different-word"
         ),
         pytest.param("Company Limited", "", False, id="nothing-left-keeps-name"),
     ],

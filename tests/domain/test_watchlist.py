@@ -43,25 +43,31 @@ def test_entry_seen_in_every_state_by_snapshot_and_delta() -> None:
     snap = v.snapshot(WL, now=T0)
     assert states(snap) == [("3b0f6a52", 1, S.ENTRY_STATE_NOT_YET_VALID)]
     assert snap.view_version == 1
-    # An hour later it is active: no change applied, but the delta since 1 reports it.
+    # An hour later it enters into force: a change of its own (version 2), reported once.
     t1 = T0 + dt.timedelta(hours=1, seconds=1)
-    assert states(v.delta(WL, 1, now=t1)) == [("3b0f6a52", 1, S.ENTRY_STATE_ACTIVE)]
-    # Amended: version 2 replaces version 1, seen by the delta since 1.
-    assert v.apply(HK, entry_at(T0, 2), "m2", received_at=t1)
     delta = v.delta(WL, 1, now=t1)
+    assert states(delta) == [("3b0f6a52", 1, S.ENTRY_STATE_ACTIVE)]
+    assert delta.view_version == 2
+    assert states(v.delta(WL, 2, now=t1)) == []
+    # Amended: version 2 replaces version 1, seen by the delta since 2.
+    assert v.apply(HK, entry_at(T0, 2), "m2", received_at=t1)
+    delta = v.delta(WL, 2, now=t1)
     assert states(delta) == [("3b0f6a52", 2, S.ENTRY_STATE_ACTIVE)]
     assert delta.items[0].message_id == "m2"
-    assert delta.view_version == 2
-    # Expired after valid_until (180 days): delta since 2 reports it although nothing changed.
+    assert delta.view_version == 3
+    # Expired after valid_until (180 days): a change (version 4), reported once.
     later = T0 + dt.timedelta(days=181)
-    assert states(v.delta(WL, 2, now=later)) == [("3b0f6a52", 2, S.ENTRY_STATE_EXPIRED)]
+    delta = v.delta(WL, 3, now=later)
+    assert states(delta) == [("3b0f6a52", 2, S.ENTRY_STATE_EXPIRED)]
+    assert delta.view_version == 4
+    assert states(v.delta(WL, 4, now=later + dt.timedelta(days=1))) == []
     assert states(v.snapshot(WL, now=later)) == [("3b0f6a52", 2, S.ENTRY_STATE_EXPIRED)]
     # Revoked: final.
-    assert v.apply(HK, fixtures.seed_revocation(3), "m3", received_at=t1)
-    assert states(v.delta(WL, 2, now=t1)) == [("3b0f6a52", 2, S.ENTRY_STATE_REVOKED)]
-    assert states(v.snapshot(WL, now=t1)) == [("3b0f6a52", 2, S.ENTRY_STATE_REVOKED)]
-    # Nothing changed after 3, and no validity boundary passed: the delta is empty.
-    assert states(v.delta(WL, 3, now=t1 + dt.timedelta(minutes=1))) == []
+    assert v.apply(HK, fixtures.seed_revocation(3), "m3", received_at=later)
+    assert states(v.delta(WL, 4, now=later)) == [("3b0f6a52", 2, S.ENTRY_STATE_REVOKED)]
+    assert states(v.snapshot(WL, now=later)) == [("3b0f6a52", 2, S.ENTRY_STATE_REVOKED)]
+    # Nothing changed after 5: the delta is empty.
+    assert states(v.delta(WL, 5, now=later + dt.timedelta(minutes=1))) == []
     assert v.last_version(HK, WL, fixtures.SEED_ENTRY_ID) == 3
 
 
@@ -204,3 +210,116 @@ def test_bad_list_requests(request_: p.ListWatchlistRequest, fields: list[str]) 
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 16 bytes, got 3"):
         WatchlistView(b"abc")
+
+
+# --- issue 16: the view partners sync from ------------------------------------------------------
+
+
+def _restored(v: WatchlistView) -> WatchlistView:
+    """What a restart gives: a new view loaded from what the old one reported as changed."""
+    stored = {(r.origin, r.watchlist, r.entry_id): r for r in v.take_changes()}
+    again = view()
+    again.restore(list(stored.values()), version=v.version, advanced_to=v.advanced_to)
+    return again
+
+
+def test_erasure_removes_the_entry_at_once_and_is_a_delta_item() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)
+    assert v.version == 1
+    assert v.screen(fixtures.seed_declaration(), now=T0).hits  # it matched before
+    assert v.erase("m1")
+    assert v.version == 2
+    assert states(v.snapshot(WL, now=T0)) == []  # gone from the view at once
+    assert v.get(HK, WL, fixtures.SEED_ENTRY_ID, now=T0) is None
+    (item,) = v.delta(WL, 1, now=T0).items
+    assert item.state == S.ENTRY_STATE_ERASED
+    assert item.entry.version == 1
+    assert not item.entry.names  # nothing of the payload is left
+    assert not item.entry.reason
+    assert v.screen(fixtures.seed_declaration(), now=T0).hits == []
+    assert not v.erase("m1")  # once
+
+
+def test_erasure_of_an_older_version_or_a_revocation_changes_nothing_shown() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)
+    v.apply(HK, entry_at(T0, 2), "m2", received_at=T0)
+    assert not v.erase("m1")
+    v.apply(HK, fixtures.seed_revocation(3), "m3", received_at=T0)
+    assert not v.erase("m3")  # stays revoked: the revocation must not be undone by erasure
+    (item,) = v.snapshot(WL, now=T0).items
+    assert (item.entry.version, item.state) == (2, S.ENTRY_STATE_REVOKED)
+
+
+def test_erased_entry_does_not_come_back_from_an_older_version() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 2), "m2", received_at=T0)
+    v.erase("m2")
+    assert not v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)  # replayed, stale
+    assert v.apply(HK, entry_at(T0, 3), "m3", received_at=T0)  # re-published by the origin
+    assert [i.entry.version for i in v.snapshot(WL, now=T0).items] == [3]
+
+
+def test_delta_asked_twice_returns_nothing_the_second_time() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1, starts_in=dt.timedelta(hours=1)), "m1", received_at=T0)
+    later = T0 + dt.timedelta(days=200)  # entered into force, then expired
+    first = v.delta(WL, 1, now=later)
+    assert states(first) == [("3b0f6a52", 1, S.ENTRY_STATE_EXPIRED)]
+    assert first.view_version == 3  # into force (2), expiry (3)
+    assert v.delta(WL, first.view_version, now=later).items == []
+    assert v.delta(WL, first.view_version, now=later + dt.timedelta(days=1)).items == []
+
+
+def test_every_change_after_v_exactly_once_including_time() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1, starts_in=dt.timedelta(hours=1)), "m1", received_at=T0)
+    seen: list[tuple[int, int]] = []
+    since = 0
+    for hours in (0, 2, 24 * 200, 24 * 201):
+        delta = v.delta(WL, since, now=T0 + dt.timedelta(hours=hours))
+        seen += [(i.view_version, i.state) for i in delta.items]
+        since = delta.view_version
+    assert seen == [
+        (1, S.ENTRY_STATE_NOT_YET_VALID),
+        (2, S.ENTRY_STATE_ACTIVE),
+        (3, S.ENTRY_STATE_EXPIRED),
+    ]
+
+
+def test_a_clock_going_back_changes_nothing() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)
+    later = T0 + dt.timedelta(days=200)
+    assert v.delta(WL, 1, now=later).view_version == 2
+    back = v.snapshot(WL, now=T0)
+    assert (back.view_version, back.items[0].state) == (2, S.ENTRY_STATE_EXPIRED)
+
+
+def test_versions_monotonic_across_restore_with_erasure() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)
+    other = entry_at(T0, 1)
+    other.entry_id = "00000000-0000-4000-8000-000000000009"
+    v.apply(HK, other, "m-other", received_at=T0)
+    v.erase("m1")
+    assert v.version == 3
+    again = _restored(v)
+    assert again.version == 3  # not 2: the erasure counted, and it is remembered
+    # Replaying what the store still holds (the other entry) changes nothing.
+    assert not again.apply(HK, other, "m-other", received_at=T0)
+    (item,) = again.delta(WL, 2, now=T0).items
+    assert item.state == S.ENTRY_STATE_ERASED
+    third = entry_at(T0, 1)
+    third.entry_id = "00000000-0000-4000-8000-000000000010"
+    assert again.apply(HK, third, "m-third", received_at=T0)
+    assert [i.view_version for i in again.delta(WL, 3, now=T0).items] == [4]
+
+
+def test_restore_refuses_a_record_above_the_stored_version() -> None:
+    v = view()
+    v.apply(HK, entry_at(T0, 1), "m1", received_at=T0)
+    (record,) = v.take_changes()
+    with pytest.raises(ValueError, match="above the stored view version 0"):
+        view().restore([record], version=0, advanced_to=T0)

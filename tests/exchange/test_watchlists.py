@@ -9,9 +9,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from customs.gateway.v1 import partner_pb2
+from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.domain.fixtures import seed_declaration, seed_revocation, timestamp
+from gateway.ledger import Event
+from gateway.pki import Role
+from gateway.server import Node, load_config
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, wait_for
 
 LIST = "strategic-minerals"
@@ -157,3 +162,190 @@ def test_view_survives_restart(trio: Trio) -> None:
     after, version_after = _items(trio)
     assert set(after) == set(before)
     assert version_after == version
+
+
+# --- issue 16: a view partners can sync from, through erasure and restarts -----------------------
+
+
+class _Clock:
+    """The wall clock moved by ``offset``: the node's exchange, retention and view all read it."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+def _start_with_clock(trio: Trio, clock: _Clock) -> None:
+    if CN in trio.nodes:
+        trio.stop(CN)
+    node = Node(load_config(trio.configs[CN]), clock=clock)
+    node.start()
+    trio.nodes[CN] = node
+
+
+def _delta(trio: Trio, since: int) -> tuple[list[tuple[str, str]], int]:
+    response = trio.partner(CN).ListWatchlist(
+        partner_pb2.ListWatchlistRequest(watchlist=LIST, since_version=since), timeout=5
+    )
+    items = [(i.entry.entry_id, _state(i)) for i in response.items]
+    return items, response.view_version
+
+
+def test_erase_then_restart_then_delta(trio: Trio) -> None:
+    clock = _Clock()
+    _start_with_clock(trio, clock)
+    now = clock()
+    short = entry_request([HK], now)  # kept no longer than it is valid
+    short.entry.retain_until.CopyFrom(short.entry.validity.valid_until)
+    long = entry_request([HK], now)
+    for request in (short, long):
+        trio.partner(CN).PublishWatchlistEntry(request, timeout=10)
+    a, b = short.entry.entry_id, long.entry.entry_id
+    items, published = _delta(trio, 0)
+    assert sorted(items) == sorted([(a, "ENTRY_STATE_ACTIVE"), (b, "ENTRY_STATE_ACTIVE")])
+
+    # 181 days on: both expired, and the short one's retention is over.
+    clock.offset = dt.timedelta(days=181)
+    trio.nodes[CN].exchange.erase_expired()
+    wait_for(lambda: trio.entries(CN, Event.ERASED), what="the erasure at CN")
+    snapshot, _ = _delta(trio, 0)
+    assert snapshot == [(b, "ENTRY_STATE_EXPIRED")]  # the erased entry is gone at once
+    changes, after = _delta(trio, published)
+    assert sorted(changes) == sorted([(a, "ENTRY_STATE_ERASED"), (b, "ENTRY_STATE_EXPIRED")])
+    assert after == published + 2  # one erasure, one expiry: each a version
+    assert _delta(trio, after) == ([], after)  # asked again: nothing new
+
+    _start_with_clock(trio, clock)  # restart
+    assert _delta(trio, after) == ([], after)  # the version did not go backwards
+    assert sorted(_delta(trio, published)[0]) == sorted(changes)
+    newer = entry_request([HK], clock())
+    trio.partner(CN).PublishWatchlistEntry(newer, timeout=10)
+    assert _delta(trio, after) == ([(newer.entry.entry_id, "ENTRY_STATE_ACTIVE")], after + 1)
+
+
+def test_a_lost_view_file_never_reuses_a_version(trio: Trio) -> None:
+    publish = entry_request([CN])
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    _wait_item(trio, publish.entry.entry_id, 1)
+    _, seen = _items(trio)
+    trio.stop(CN)
+    for suffix in ("", "-wal", "-shm"):
+        (trio.root / "cn-data" / f"watchlist-view.db{suffix}").unlink(missing_ok=True)
+    trio.start(CN)
+    changes, version = _items(trio, since=seen)
+    assert version > seen  # not back to 1: a partner at `seen` is not refused nor misled
+    assert list(changes) == [publish.entry.entry_id]  # the rebuilt entry comes again
+
+
+def test_versions_monotonic_across_restarts(trio: Trio) -> None:
+    seen = [_items(trio)[1]]
+    for _ in range(3):
+        trio.partner(HK).PublishWatchlistEntry(entry_request([CN]), timeout=10)
+        wait_for(lambda: _items(trio)[1] > seen[-1], what="a new view version at CN")
+        seen.append(_items(trio)[1])
+        trio.stop(CN)
+        trio.start(CN)
+        assert _items(trio)[1] == seen[-1]
+    assert seen == sorted(set(seen))
+
+
+# --- issue 16: hits an officer can act on, one entry fetched -------------------------------------
+
+
+def _violations(error: grpc.RpcError) -> set[str]:
+    bad = error_details_pb2.BadRequest()
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    assert status.details[0].Unpack(bad)
+    return {v.field for v in bad.field_violations}
+
+
+def test_get_watchlist_entry_and_hits_carry_the_entry(trio: Trio) -> None:
+    publish = entry_request([CN])
+    publish.entry.handling_instructions = "Hold for examination; call the HK duty officer."
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    entry_id = publish.entry.entry_id
+    _wait_item(trio, entry_id, 1)
+
+    item = trio.partner(CN).GetWatchlistEntry(
+        partner_pb2.GetWatchlistEntryRequest(origin=PROTO[HK], watchlist=LIST, entry_id=entry_id),
+        timeout=5,
+    )
+    assert item.entry == publish.entry
+    assert _state(item) == "ENTRY_STATE_ACTIVE"
+    assert item.message_id == publish.addressing.message_id
+    assert item.handling == publish.addressing.handling
+
+    screened = trio.partner(CN).ScreenDeclaration(
+        partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration()), timeout=5
+    )
+    (hit,) = [h for h in screened.hits if h.entry_id == entry_id]
+    assert hit.tier == partner_pb2.MATCH_TIER_MATCH
+    assert hit.origin == PROTO[HK]
+    assert hit.entry.names == publish.entry.names
+    assert hit.entry.reason == publish.entry.reason
+    assert hit.entry.handling_instructions == "Hold for examination; call the HK duty officer."
+    assert hit.message_id == publish.addressing.message_id
+    assert list(hit.handling.releasable_to) == [PROTO[CN]]  # may the officer pass it on?
+
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(
+                origin=PROTO[MO], watchlist=LIST, entry_id=entry_id
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "of JURISDICTION_MO in watchlist 'strategic-minerals'" in (info.value.details() or "")
+
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(partner_pb2.GetWatchlistEntryRequest(), timeout=5)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(info.value) == {"origin", "watchlist", "entry_id"}
+
+    # As ListWatchlist: partners of the node's own jurisdiction only.
+    stub = partner_pb2_grpc.PartnerGatewayStub(trio.channel(CN, HK, Role.PARTNER))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(
+                origin=PROTO[HK], watchlist=LIST, entry_id=entry_id
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "partner-own-jurisdiction" in (info.value.details() or "")
+
+
+def test_screening_normalises_what_it_can_and_refuses_only_the_unusable(trio: Trio) -> None:
+    publish = entry_request([CN])
+    trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)
+    _wait_item(trio, publish.entry.entry_id, 1)
+    declaration = seed_declaration()
+    del declaration.container_numbers[:]
+    declaration.container_numbers.append("csqu 305438 3")
+    response = trio.partner(CN).ScreenDeclaration(
+        partner_pb2.ScreenDeclarationRequest(declaration=declaration), timeout=5
+    )
+    assert publish.entry.entry_id in [h.entry_id for h in response.hits]
+    assert [(n.field, n.given, n.used) for n in response.normalised] == [
+        ("declaration.container_numbers[0]", "csqu 305438 3", "CSQU3054383")
+    ]
+    declaration.container_numbers[0] = "csqu 305438 4"  # wrong check digit: unusable
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).ScreenDeclaration(
+            partner_pb2.ScreenDeclarationRequest(declaration=declaration), timeout=5
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(info.value) == {"declaration.container_numbers[0]"}
+
+
+def test_get_watchlist_entry_of_an_unknown_origin_is_not_found(trio: Trio) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).GetWatchlistEntry(
+            partner_pb2.GetWatchlistEntryRequest(origin=999, watchlist=LIST, entry_id="x" * 5000),  # type: ignore[arg-type]
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "of 999 in watchlist" in (info.value.details() or "")

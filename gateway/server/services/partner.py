@@ -101,6 +101,11 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
     ) -> partner_pb2.ScreenDeclarationResponse:
         return self._watchlists.screen(request)
 
+    def GetWatchlistEntry(
+        self, request: partner_pb2.GetWatchlistEntryRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.WatchlistItem:
+        return self._watchlists.get(request)
+
     def AcknowledgeInbound(
         self, request: partner_pb2.AcknowledgeInboundRequest, context: grpc.ServicerContext
     ) -> partner_pb2.AcknowledgeInboundResponse:
