@@ -28,6 +28,7 @@ from gateway.audit._policy import witness_id
 from gateway.audit._verify import check_policy
 from gateway.audit.errors import AuditError
 from gateway.audit.live import fetch_export
+from gateway.audit.report import build_report, render_html, report_json
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError, counted
 from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
@@ -236,6 +237,7 @@ def register(subparsers: Any) -> None:
     )
     _add_policy_arguments(fetch)
     fetch.set_defaults(handler=_fetch)
+    _register_report(commands)
     audit.set_defaults(handler=lambda _args: _usage(audit))
 
 
@@ -501,3 +503,95 @@ def _reconcile(args: argparse.Namespace) -> int:
             f"{len(result.errors)} mismatches"
         )
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+_REPORT_EPILOG = """\
+example:
+  customs-gateway audit report cn.export hk.export mo.export \\
+      --trust-bundle bundle.json --out audit-2026-11.html
+  customs-gateway audit report cn.export hk.export mo.export \\
+      --trust-bundle bundle.json --out audit-2026-11.json --json
+
+One self-contained HTML page (no script, nothing fetched: it can be mailed or archived): per
+ledger its size over time, its checkpoints and who cosigned them, the result of each
+verification step, its erasures; the reconciliation matrix between the ledgers; every failure
+numbered and highlighted with its entry index. --json writes the same content as JSON.
+
+The witness policy is audit verify's, for each ledger: by default every other jurisdiction of
+the trust bundle must have cosigned its latest checkpoint; --witnesses and --quorum state
+another, --no-witnesses opts out.
+
+exit status: 0 every ledger verified and the ledgers reconciled, 1 the report shows failures
+(it is written all the same), 2 bad arguments, an unreadable file, or a witness policy that
+could pass on nothing.
+"""
+
+
+def _register_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write one HTML page (or JSON) of the audit of one or more ledgers",
+        description="Verify and reconcile ledgers; write the result as a page an auditor hands on.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
+    report.add_argument("--trust-bundle", type=Path, required=True, help="the trust bundle (JSON)")
+    report.add_argument("--out", type=Path, required=True, help="the file to write")
+    report.add_argument(
+        "--witnesses",
+        help="the witnesses each ledger's latest checkpoint needs, e.g. CN,HK,MO (each ledger's "
+        "own jurisdiction left out; default: every other jurisdiction of the trust bundle)",
+    )
+    report.add_argument(
+        "--quorum", type=int, help="how many of those witnesses must have cosigned (default: all)"
+    )
+    report.add_argument(
+        "--no-witnesses",
+        action="store_true",
+        help="opt out of the witness policy: each log's operator alone vouches for it",
+    )
+    report.add_argument("--json", action="store_true", help="write JSON instead of HTML")
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    for path in (*args.ledgers, args.trust_bundle):
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+    if not args.out.parent.is_dir():
+        raise CliError(f"no such directory for --out: {args.out.parent}")
+    bundle = load_bundle(args.trust_bundle)
+    if args.no_witnesses and (args.witnesses is not None or args.quorum is not None):
+        raise CliError("--no-witnesses cannot be combined with --witnesses or --quorum")
+    witnesses = None
+    if args.witnesses is not None:
+        witnesses = [Jurisdiction.parse(w.strip()).value for w in args.witnesses.split(",") if w]
+    # A file that is no ledger (ExportFormatError) or a policy that could pass on nothing
+    # (AuditError) is one line and exit status 2 (main).
+    report = build_report(
+        args.ledgers,
+        bundle,
+        bundle_name=args.trust_bundle.name,
+        witnesses=witnesses,
+        quorum=args.quorum,
+        no_witnesses=args.no_witnesses,
+    )
+    text = json.dumps(report_json(report), indent=2) + "\n" if args.json else render_html(report)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(args.out)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
+    verdict = "ok" if report.ok else "FAILED"
+    print(
+        f"{verdict}: {len(report.ledgers)} ledgers, {len(report.failures)} failures; "
+        f"report written to {args.out}"
+    )
+    for failure in report.failures:
+        where = f" (entry {failure.index})" if failure.index is not None else ""
+        print(
+            f"  #{failure.number} {failure.ledger or '-'} {failure.step}{where}: {failure.message}"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED
