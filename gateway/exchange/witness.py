@@ -45,6 +45,7 @@ from gateway.notes import (
     cosign,
     open_note,
     parse_checkpoint,
+    parse_note,
     verify_cosignature,
 )
 from gateway.pki.access import Principal
@@ -231,7 +232,7 @@ class WitnessClient:
                 old_size=old,
                 consistency_proof=proof,
                 checkpoint=latest.note.encode(),
-                signer_certificate=self.exchange.signer.certificate_der,
+                signer_certificate=self._certificate_of(latest.note),
             )
             try:
                 response = self._stub(peer).CosignCheckpoint(request, timeout=self._timeout)
@@ -244,6 +245,17 @@ class WitnessClient:
             self._store(peer, latest.size, latest.checkpoint.body(), response)
             return latest.size
         return None
+
+    def _certificate_of(self, note: str) -> bytes:
+        """The signing certificate whose key signed ``note`` (the signing pair may have been
+        renewed since the checkpoint was made)."""
+        ids = {s.key_id for s in parse_note(note).signatures}
+        exchange = self.exchange
+        for signer in (exchange.signer, *exchange.retired_signers):
+            public = signer.private_key.public_key()
+            if log_verifier(exchange.jurisdiction, public).key_id in ids:
+                return signer.certificate_der
+        return exchange.signer.certificate_der
 
     def _store(
         self, peer: Jurisdiction, size: int, body: str, response: peer_pb2.CosignCheckpointResponse

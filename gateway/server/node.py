@@ -33,28 +33,32 @@ from customs.gateway.v1 import (
     partner_pb2_grpc,
     peer_pb2,
     peer_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from gateway.envelope import Signer
 from gateway.errors import GatewayError, UnavailableError
 from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
-from gateway.exchange.delivery import Deliverer
+from gateway.exchange.delivery import Backoff, Deliverer
 from gateway.exchange.watchlists import WATCHLIST_KINDS, Watchlists
 from gateway.exchange.witness import WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
 from gateway.pki.bundle import TrustBundle
-from gateway.pki.expiry import expiry_warnings
+from gateway.pki.expiry import certificate_serial, expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
 from gateway.server.services import AuditService, PartnerService, PeerService
+from gateway.server.services.status import StatusService
+from gateway.server.signing import SigningMaterial
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
+__all__ = ["CERTIFICATES_IN_USE_KEY", "CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
 
 log = logging.getLogger("gateway.server")
 
@@ -62,10 +66,12 @@ SERVICE_NAMES = (
     partner_pb2.DESCRIPTOR.services_by_name["PartnerGateway"].full_name,
     peer_pb2.DESCRIPTOR.services_by_name["PeerExchange"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["LedgerAudit"].full_name,
+    status_pb2.DESCRIPTOR.services_by_name["NodeStatus"].full_name,
 )
 
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+CERTIFICATES_IN_USE_KEY = "certificates-in-use"
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
@@ -82,8 +88,15 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         warnings = self._node.certificate_warnings()
         text = " | ".join(warnings) if warnings else "none"
+        in_use = "; ".join(
+            f"{name} serial={serial} not-after={not_after}"
+            for name, (serial, not_after) in self._node.certificates_in_use().items()
+        )
         context.set_trailing_metadata(
-            ((CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),)
+            (
+                (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+                (CERTIFICATES_IN_USE_KEY, in_use),
+            )
         )
         return super().Check(request, context)
 
@@ -102,7 +115,13 @@ class Node:
             on_change=self._tls_changed,
         )
         self.authenticator = Authenticator(self.tls.material.bundle, self.tls.material.crls)
-        self.signer = _load_signer(config)
+        self.signing = SigningMaterial(
+            config.signing_certificate,
+            config.signing_key,
+            lambda: _load_signer(config),
+            on_change=self._signer_changed,
+        )
+        self.started_at: dt.datetime | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         origin = ledger_origin(config.jurisdiction)
         self.ledger = Ledger.open(
@@ -124,8 +143,15 @@ class Node:
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(self.ledger, interval=interval)
+        delivery = config.delivery
         self.deliverers = {
-            p.jurisdiction: Deliverer(self.exchange, p.jurisdiction, self._channel_factory(p))
+            p.jurisdiction: Deliverer(
+                self.exchange,
+                p.jurisdiction,
+                self._channel_factory(p),
+                backoff=Backoff(delivery.retry_base_seconds, delivery.retry_cap_seconds),
+                summary_interval=delivery.failure_summary_seconds,
+            )
             for p in config.peers
         }
         self.witness_client = WitnessClient(
@@ -141,6 +167,7 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                in_use=self.certificates_in_use,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -193,6 +220,34 @@ class Node:
             "signing": self.signer.certificate.not_valid_after_utc.timestamp(),
         }
 
+    @property
+    def signer(self) -> Signer:
+        """The signing certificate and key in force (reloaded when the files change)."""
+        return self.signing.signer
+
+    def certificates_in_use(self) -> dict[str, tuple[str, str]]:
+        """``{"tls": (serial, not-after ISO 8601), "signing": ...}`` of the certificates the
+        node uses now: what health and metrics report (not the files on disk)."""
+        tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
+        signing = self.signer.certificate
+        return {
+            name: (certificate_serial(c), c.not_valid_after_utc.isoformat())
+            for name, c in (("tls", tls), ("signing", signing))
+        }
+
+    def _signer_changed(self, signer: Signer) -> None:
+        """A renewed signing pair: keep its certificate with the ledger first (auditors find
+        the key of every checkpoint there), then sign with it from the next message on."""
+        der = signer.certificate_der
+        self.ledger.write(lambda conn: exchange_store.keep_certificate(conn, der))
+        origin = ledger_origin(self.config.jurisdiction)
+        self.ledger.signer = NoteSigner(origin, signer.private_key)
+        self.exchange.use_signer(signer)
+
+    def peer_channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
+        """New channels to ``peer`` with the node's own client certificate (status probes)."""
+        return self._channel_factory(peer)
+
     def _metrics_context(self) -> ssl.SSLContext:
         """The metrics endpoint's TLS context for the TLS material in force (rebuilt after a
         reload, so a renewed certificate or a new bundle applies to the next scrape)."""
@@ -222,7 +277,7 @@ class Node:
         problems: list[str] = []
         loaders: list[tuple[str, Callable[[], x509.Certificate]]] = [
             ("TLS certificate", lambda: x509.load_pem_x509_certificate(material.certificate_chain)),
-            ("signing certificate", lambda: load_certificate(self.config.signing_certificate)),
+            ("signing certificate", lambda: self.signer.certificate),  # the one in use
         ]
         for label, load in loaders:
             try:
@@ -254,6 +309,8 @@ class Node:
         """Pick up renewed certificates, a new bundle and new CRLs even when no new connection
         arrives (an existing connection's calls are then checked against the new CRLs)."""
         self.tls.refresh()
+        if self.signing.refresh():
+            self._warned = ()  # the renewed certificate's warnings (if any) are new
         self._report_expiry()
 
     def _channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
@@ -278,6 +335,8 @@ class Node:
         audit_pb2_grpc.add_LedgerAuditServicer_to_server(
             AuditService(self.ledger, self.config.jurisdiction), self._server
         )
+        self._status = StatusService(self)
+        status_pb2_grpc.add_NodeStatusServicer_to_server(self._status, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -299,6 +358,7 @@ class Node:
         if self.port == 0:
             raise UnavailableError(f"cannot listen on {self.config.listen}")
         self._server.start()
+        self.started_at = dt.datetime.now(dt.UTC)
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -334,6 +394,7 @@ class Node:
         self.stopping.set()  # inbound streams end; unary calls in flight finish
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
+        self._status.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop()
