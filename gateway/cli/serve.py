@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.cli._base import EXIT_OK
 from gateway.server import Node, load_config
-from gateway.server.logs import configure_logging
+from gateway.server.logs import configure_logging, route_native_stderr
 
 log = logging.getLogger("gateway.cli.serve")
 
@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.identity.uri)
+    route_native_stderr()  # gRPC C-core's own lines become JSON lines too
     node = Node(config)
     stop = threading.Event()
 
