@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -18,6 +20,8 @@ import pytest
 
 from gateway.pki import Jurisdiction, Role
 from gateway.server import Node, load_config
+from gateway.server.interceptors import ErrorInterceptor
+from gateway.transport import ServerTls, secure_channel
 from tests.exchange.conftest import Trio, notice_request, wait_for
 from tests.support import World, channel_to
 
@@ -106,7 +110,6 @@ def test_a_client_closing_a_reflection_stream_is_no_internal_error(
             wait_for(counted, what="the reflection call to end on the server")
         assert "internal error" not in caplog.text
         assert 'code="INTERNAL"' not in node.metrics.render().decode()
-        assert "client closed its stream" in caplog.text
     finally:
         node.stop(grace=0.5)
 
@@ -147,3 +150,58 @@ def test_repeated_failures_to_one_peer_are_logged_once_then_summarised(
     recovered = [r for r in caplog.records if getattr(r, "event", "") == "delivery_recovered"]
     assert len(recovered) == 1
     assert "delivery to MO recovered after " in recovered[0].getMessage()
+
+
+def test_a_stream_the_client_cancels_while_the_server_reads_is_cancelled_not_internal(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deterministic: the servicer is reading the client's stream when the client cancels, so
+    grpcio raises its bare RpcError from the request iterator (what reflection hits)."""
+    node_cred = world.cred(HK, Role.NODE)
+    tls = ServerTls(node_cred.certificate, node_cred.key, world.bundle)
+    ended: list[tuple[str, str]] = []
+    reading = threading.Event()
+
+    def chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        it = iter(requests)
+        yield next(it)
+        reading.set()
+        next(it)  # the client cancels meanwhile: grpcio raises RpcError here
+        yield b"never"
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[ErrorInterceptor(lambda method, code, _: ended.append((method, code)))],
+    )
+    handler = grpc.stream_stream_rpc_method_handler(chat)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", {"Chat": handler}),)
+    )
+    port = server.add_secure_port("127.0.0.1:0", tls.credentials())
+    server.start()
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, logger="gateway"),
+            secure_channel(
+                f"127.0.0.1:{port}",
+                world.client_identity(world.cred(HK, Role.PARTNER)),
+                node_cred.identity,
+            ) as channel,
+        ):
+            more = threading.Event()
+
+            def requests() -> Iterator[bytes]:
+                yield b"hello"
+                more.wait(10)
+
+            call = channel.stream_stream("/test.Echo/Chat")(requests(), timeout=10)
+            assert next(call) == b"hello"
+            assert reading.wait(5)
+            call.cancel()
+            more.set()
+            wait_for(lambda: ended, what="the call to end on the server")
+    finally:
+        server.stop(0)
+    assert ended == [("/test.Echo/Chat", "CANCELLED")]
+    assert "internal error" not in caplog.text
+    assert "client closed its stream of /test.Echo/Chat" in caplog.text
