@@ -65,10 +65,10 @@ def _drive(
 def _measure(kind: str, per_thread: int, directory: str) -> tuple[float, float]:
     path = os.path.join(directory, f"{kind}.log")
     with open(path, "w", encoding="utf-8") as stream:
-        formatter = logs._JsonFormatter("spiffe://hk.customs-exchange/node/gateway")  # noqa: SLF001
+        formatter = logs._JsonFormatter("spiffe://hk.customs-exchange/node/gateway")
         if kind == "node":
-            writer = logs._Writer(stream, formatter)  # noqa: SLF001
-            result = _drive(logs._QueueHandler(writer), per_thread, writer.close)  # noqa: SLF001
+            writer = logs._Writer(stream, formatter)
+            result = _drive(logs._QueueHandler(writer), per_thread, writer.close)
         elif kind == "stdlib":
             records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
             target = logging.StreamHandler(stream)
