@@ -21,10 +21,10 @@ from gateway.pki.expiry import certificate_serial
 from gateway.server import Node, load_config
 from gateway.server.node import CERTIFICATES_IN_USE_KEY
 from gateway.status import status_with_config
-from tests.exchange.conftest import entry_request, wait_for
+from tests.exchange.conftest import Trio, entry_request, notice_request, wait_for
 from tests.support import Credential, World, channel_to
 
-HK, CN = Jurisdiction.HK, Jurisdiction.CN
+CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
 
 def _node_with_own_signing_files(world: World, tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -151,3 +151,52 @@ def test_a_mismatched_pair_is_refused_and_the_old_one_kept(
         )
     finally:
         node.stop(grace=0.5)
+
+
+def test_peers_cosign_checkpoints_of_the_renewed_key(trio: Trio, tmp_path: Path) -> None:
+    """Three nodes: CN renews its signing pair while running; HK and MO cosign its next
+    checkpoint (they learn the new key from the certificate sent with it), and a checkpoint
+    made before the renewal is still sent with the certificate whose key signed it."""
+    world = trio.world
+    trio.stop(CN)
+    signing = world.signing(CN)
+    cert_path, key_path = tmp_path / "cn-signing.pem", tmp_path / "cn-signing.key"
+    shutil.copy(signing.certificate, cert_path)
+    shutil.copy(signing.key, key_path)
+    config = trio.configs[CN]
+    text = config.read_text().replace(str(signing.certificate), str(cert_path))
+    text = text.replace(str(signing.key), str(key_path))
+    config.write_text(text.replace("[server]", "[server]\ntls_reload_seconds = 0.05"))
+    node = trio.start(CN)
+
+    def cosigned_at_size() -> bool:
+        latest = node.ledger.latest_checkpoint()
+        status = status_with_config(config, address=node.address)
+        return (
+            latest is not None
+            and latest.size == node.ledger.size()
+            and status.checkpoint is not None
+            and set(status.checkpoint.cosigners) == {"HK", "MO"}
+        )
+
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+    wait_for(cosigned_at_size, what="a checkpoint cosigned by HK and MO")
+    old_note = node.ledger.latest_checkpoint().note  # type: ignore[union-attr]
+    old_der = node.signer.certificate_der
+
+    renewed = world.issue(
+        CN, Role.NODE, "gateway", signing=True, lifetime=dt.timedelta(days=20), tag="-renewed"
+    )
+    shutil.copy(renewed.key, key_path)
+    shutil.copy(renewed.certificate, cert_path)
+    wait_for(lambda: node.signing.generation == 1, what="CN's signing pair to reload")
+    assert node.witness_client._certificate_of(old_note) == old_der
+    assert node.witness_client._certificate_of(old_note) != node.signer.certificate_der
+
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+    wait_for(cosigned_at_size, what="the new key's checkpoint cosigned by HK and MO")
+    path = config.parent / "cn-data" / "ledger.db"
+    trio.stop(CN)
+    result = verify_ledger(path, bundle=TrustBundle.from_json(world.bundle.read_bytes()))
+    assert result.ok, result.failures
+    assert result.cosignatures >= 4
