@@ -8,11 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.cli import main
 from gateway.errors import PermissionDeniedError
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.expiry import certificate_serial
+from gateway.pki.pem import write_public_file
+from gateway.pki.revocation import build_crl
 from gateway.server import Node
 from gateway.status import ProblemKind, assess, fetch_status, status_with_config
 from gateway.transport import ClientIdentity
@@ -215,3 +218,27 @@ def test_assess_names_stuck_backlog_stale_crl_and_missing_cosigner(trio: Trio) -
     assert (ProblemKind.BACKLOG_STUCK, "MO") in kinds
     assert (ProblemKind.COSIGNATURE_MISSING, "MO") in kinds
     assert (ProblemKind.BACKLOG_STUCK, "HK") not in kinds
+
+
+def test_crls_in_force_are_listed_and_a_stale_one_is_a_problem(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh, stale = tmp_path / "hk.crl", tmp_path / "cn.crl"
+    write_public_file(fresh, build_crl(world.cas[HK], [], number=7).public_bytes(Encoding.PEM))
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    old = build_crl(world.cas[CN], [], number=3, now=long_ago, lifetime=dt.timedelta(days=1))
+    write_public_file(stale, old.public_bytes(Encoding.PEM))
+    config = world.write_config(HK, tmp_path / "hk-data", crls=[fresh, stale])
+    with running_node(config) as node:
+        capsys.readouterr()
+        assert main(["status", "--config", str(config), node.address, "--json"]) == 1
+        doc = json.loads(capsys.readouterr().out)
+    by_issuer = {c["issuer"]: c for c in doc["crls"]}
+    assert (by_issuer["HK"]["number"], by_issuer["CN"]["number"]) == (7, 3)
+    assert by_issuer["CN"]["next_update"].startswith(
+        (long_ago + dt.timedelta(days=1)).date().isoformat()
+    )
+    assert [p["message"] for p in doc["problems"]] == [
+        f"CN CRL number 3 is past its next update {by_issuer['CN']['next_update']}: "
+        "publish a new one"
+    ]
