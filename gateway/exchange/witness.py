@@ -178,8 +178,12 @@ class WitnessClient:
         *,
         interval: float = 2.0,
         timeout: float = 10.0,
+        summary_interval: float = 600.0,
     ) -> None:
         self.exchange = exchange
+        # per peer: (error code logged, when logged, attempts since): one line per change
+        self._unreachable: dict[Jurisdiction, tuple[str, float, int]] = {}
+        self._summary_interval = summary_interval
         self._peers = peers
         self._channels: dict[Jurisdiction, grpc.Channel] = {}
         self._interval = interval
@@ -204,12 +208,45 @@ class WitnessClient:
                 try:
                     self.push(peer)
                 except grpc.RpcError as exc:
-                    log.info("witness %s unreachable: %s", peer, exc.code().name)
+                    self._log_unreachable(peer, exc.code().name)
                     channel = self._channels.pop(peer, None)  # reconnect with fresh credentials
                     if channel is not None:
                         channel.close()
+                    continue
                 except Exception:
                     log.exception("cosigning by %s failed", peer)
+                    continue
+                if self._unreachable.pop(peer, None) is not None:
+                    log.info("witness %s reachable again", peer, extra={"event": "witness_back"})
+
+    def _log_unreachable(self, peer: Jurisdiction, code: str) -> None:
+        """One line when ``peer`` becomes unreachable (or fails otherwise), then a summary
+        every ``summary_interval`` while it lasts: not a line per round."""
+        now = time.monotonic()
+        logged = self._unreachable.get(peer)
+        if logged is None or logged[0] != code:
+            self._unreachable[peer] = (code, now, 0)
+            log.info(
+                "witness %s unreachable: %s; retrying every %.0f s, repeats summarised every "
+                "%.0f s",
+                peer,
+                code,
+                self._interval,
+                self._summary_interval,
+                extra={"event": "witness_unreachable", "peer": peer.value},
+            )
+        elif now - logged[1] >= self._summary_interval:
+            self._unreachable[peer] = (code, now, 0)
+            log.info(
+                "witness %s still unreachable: %s, %d attempt(s) in the last %.0f s",
+                peer,
+                code,
+                logged[2] + 1,
+                now - logged[1],
+                extra={"event": "witness_unreachable_summary", "peer": peer.value},
+            )
+        else:
+            self._unreachable[peer] = (code, logged[1], logged[2] + 1)
 
     def _stub(self, peer: Jurisdiction) -> Any:
         if peer not in self._channels:

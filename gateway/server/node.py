@@ -158,6 +158,7 @@ class Node:
             self.exchange,
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
             interval=interval,
+            summary_interval=config.delivery.failure_summary_seconds,
         )
         self.health = _HealthWithCertificates(self)
         self.metrics = NodeMetrics(

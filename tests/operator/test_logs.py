@@ -120,9 +120,20 @@ def test_repeated_failures_to_one_peer_are_logged_once_then_summarised(
     trio.stop(MO)
     deliverer = trio.nodes[CN].deliverers[MO]
     deliverer._summary_interval = 3600.0
-    with caplog.at_level(logging.INFO, logger="gateway.exchange.delivery"):
+    witness = trio.nodes[CN].witness_client
+    with caplog.at_level(logging.INFO, logger="gateway.exchange"):
         trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [MO]), timeout=10)
         wait_for(lambda: deliverer.failures >= 4, what="four failed attempts to MO")
+        # the witness client, asking MO to cosign every 0.3 s, has failed three times more
+        wait_for(
+            lambda: witness._unreachable.get(MO, ("", 0.0, 0))[2] >= 3,
+            what="repeated cosigning attempts at MO",
+        )
+        unreachable = [
+            r for r in caplog.records if getattr(r, "event", "") == "witness_unreachable"
+        ]
+        assert len(unreachable) == 1, [r.getMessage() for r in unreachable]
+        assert "witness MO unreachable: UNAVAILABLE" in unreachable[0].getMessage()
         failed = [r for r in caplog.records if getattr(r, "event", "") == "delivery_failed"]
         assert len(failed) == 1, [r.getMessage() for r in failed]
         assert "to MO failed (attempt 1): UNAVAILABLE" in failed[0].getMessage()
@@ -146,6 +157,10 @@ def test_repeated_failures_to_one_peer_are_logged_once_then_summarised(
         wait_for(
             lambda: any(getattr(r, "event", "") == "delivery_recovered" for r in caplog.records),
             what="the recovery line",
+        )
+        wait_for(
+            lambda: any(getattr(r, "event", "") == "witness_back" for r in caplog.records),
+            what="the witness to be reachable again",
         )
     recovered = [r for r in caplog.records if getattr(r, "event", "") == "delivery_recovered"]
     assert len(recovered) == 1
