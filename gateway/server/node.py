@@ -411,6 +411,7 @@ class Node:
         self.stopping.set()
         self.exchange.wake_followers()
         self._server.stop(0).wait()
+        self._status.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop(0)
