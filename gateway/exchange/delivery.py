@@ -289,10 +289,10 @@ class Deliverer:
         self.exchange.ledger.write(
             lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
         )
-        self._log_failure(len(rows), head_attempts + 1, error, delay)
+        self._log_failure(len(rows), head_attempts + 1, error)
         return delay
 
-    def _log_failure(self, waiting: int, attempt: int, error: str, delay: float) -> None:
+    def _log_failure(self, waiting: int, attempt: int, error: str) -> None:
         """One line when the failure state changes (first failure, another kind of error), and
         one summary line per ``summary_interval`` while it lasts; nothing for the retries in
         between (they are counted in the summary and in the metrics)."""
