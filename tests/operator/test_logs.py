@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from gateway.pki import Jurisdiction, Role
-from gateway.server import Node, load_config
+from gateway.server import Node, load_config, logs
 from gateway.server.interceptors import ErrorInterceptor
 from gateway.transport import ServerTls, secure_channel
 from tests.exchange.conftest import Trio, notice_request, wait_for
@@ -224,3 +224,40 @@ def test_a_stream_the_client_cancels_while_the_server_reads_is_cancelled_not_int
     assert ended == [("/test.Echo/Chat", "CANCELLED")]
     assert "internal error" not in caplog.text
     assert "client closed its stream of /test.Echo/Chat" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("line", "level", "message", "source"),
+    [
+        pytest.param(
+            "E1202 19:02:41.639140    3533 ssl_transport_security.cc:3238] No match found for "
+            "server name: gateway.cn.customs-exchange",
+            logging.ERROR,
+            "No match found for server name: gateway.cn.customs-exchange",
+            "ssl_transport_security.cc:3238",
+            id="error",
+        ),
+        pytest.param(
+            "I0000 00:00:1733166161.639615    3534 chttp2_transport.cc:1180] ipv4:1.2.3.4: Got "
+            "goaway",
+            logging.INFO,
+            "ipv4:1.2.3.4: Got goaway",
+            "chttp2_transport.cc:1180",
+            id="info-absl-epoch-time",
+        ),
+        pytest.param(
+            "W1202 19:02:41.1 12 server.cc:99] slow",
+            logging.WARNING,
+            "slow",
+            "server.cc:99",
+            id="warning",
+        ),
+        pytest.param("free text from a C library", logging.WARNING,
+                     "free text from a C library", None, id="not-grpc"),
+    ],
+)  # fmt: skip
+def test_native_lines_are_parsed_into_level_message_and_source(
+    line: str, level: int, message: str, source: str | None
+) -> None:
+    got_level, got_message, extra = logs._native_record(line)
+    assert (got_level, got_message, extra.get("source")) == (level, message, source)
