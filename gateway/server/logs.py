@@ -224,8 +224,9 @@ def route_native_stderr() -> None:
     fd 2 becomes a pipe read by a thread that logs each line through ``gateway.native`` (level
     from the line's ``E``/``W``/``I`` prefix, the C source file and line in ``source``);
     ``sys.stderr``, where the JSON lines and the CLI's own one-line errors go, keeps the
-    original stderr. Call once, after :func:`configure_logging`, in a process that owns its
-    stderr (``customs-gateway serve``); idempotent.
+    original stderr. An exception that ends a thread is logged as a JSON line as well. Call
+    once, after :func:`configure_logging`, in a process that owns its stderr
+    (``customs-gateway serve``); idempotent.
     """
     global _native_routed
     if _native_routed:
@@ -251,3 +252,11 @@ def route_native_stderr() -> None:
                 log.log(level, "%s", message, extra=extra)
 
     threading.Thread(target=pump, name="native-stderr", daemon=True).start()
+
+    def thread_died(args: threading.ExceptHookArgs) -> None:
+        # an exception no worker caught: a JSON line too, not a raw traceback in the log
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]
+
+    threading.excepthook = thread_died
