@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gateway.audit._source import LedgerSource, open_source
 from gateway.audit.errors import AuditError, ExportFormatError
-from gateway.ledger import Event, decode_record
+from gateway.entries import Event, decode_record
 from gateway.pki.note_keys import jurisdiction_of_origin
 
 

@@ -114,6 +114,10 @@ class LedgerSource(Protocol):
         """The leaf hash the node stored at append time, if the source has one."""
         ...
 
+    def stored_tiles(self) -> Iterator[tuple[int, bytes]] | None:
+        """A database's stored tiles ``(row id, hashes)`` in id order; None for an export."""
+        ...
+
     def certificates(self) -> list[bytes]:
         """Signing certificates (DER) of the log and of witnesses, as carried by the source."""
         ...
@@ -140,6 +144,7 @@ class DatabaseSource:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
         self._certificates_kept = "exchange_certificates" in tables
+        self._tiles = "ledger_tiles" in tables
 
     def certificates(self) -> list[bytes]:
         """The signing certificates the node keeps (its own, its witnesses'), and those
@@ -187,9 +192,21 @@ class DatabaseSource:
             result.append(note + "".join(line for (line,) in lines))
         return result
 
+    def stored_tiles(self) -> Iterator[tuple[int, bytes]] | None:
+        if not self._tiles:
+            return None
+        return self._tile_rows()
+
+    def _tile_rows(self) -> Iterator[tuple[int, bytes]]:
+        cursor = self._conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
+        while rows := cursor.fetchmany(_CHUNK):
+            yield from rows
+
     def stored_leaf_hash(self, index: int) -> bytes | None:
         # Leaf hashes are row 0 of the level-0 tiles (docs/ledger-format.md): a tile of 16
         # entries is keyed (16 * (k + 1)) * 16, its hash of entry 16k + i at bytes 32i..32i+32.
+        if not self._tiles:
+            return None
         key = ((index >> 4) + 1) << 8
         row = self._conn.execute("SELECT hashes FROM ledger_tiles WHERE id = ?", (key,)).fetchone()
         if row is None or len(row[0]) < 512:
@@ -282,6 +299,9 @@ class ExportSource:
         return list(self._checkpoints)
 
     def stored_leaf_hash(self, index: int) -> bytes | None:
+        return None
+
+    def stored_tiles(self) -> None:
         return None
 
     def certificates(self) -> list[bytes]:

@@ -19,7 +19,7 @@ import grpc
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
 from gateway.audit._source import ExportSource, StoredEnvelope, write_export_records
 from gateway.audit.errors import AuditError
-from gateway.ledger import Event, decode_record
+from gateway.entries import Event, decode_record
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import parse_checkpoint, parse_note
 from gateway.pki.note_keys import jurisdiction_of_origin

@@ -12,28 +12,53 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit import VerificationResult, reconcile, verify_ledger, write_export
+from gateway.audit import (
+    CATEGORIES,
+    ExportSource,
+    VerificationResult,
+    WitnessPolicy,
+    default_policy,
+    open_source,
+    reconcile,
+    verify_checkpoints,
+    verify_ledger,
+    write_export,
+)
+from gateway.audit._policy import witness_id
+from gateway.audit._verify import check_policy
 from gateway.audit.errors import AuditError
 from gateway.audit.live import fetch_export
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError, counted
 from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
+from gateway.pki.note_keys import jurisdiction_of_origin
 from gateway.transport import ClientIdentity, secure_channel
 
 _VERIFY_EPILOG = """\
 examples:
-  customs-gateway audit verify hk-ledger.export --vkey hk.vkey
-  customs-gateway audit verify data/ledger.db \\
-      --vkey 'hk.customs-exchange/ledger+1a2b3c4d+AU0v...' --witness-vkey mo-witness.vkey --json
   customs-gateway audit verify hk-ledger.export --trust-bundle bundle.json
+  customs-gateway audit verify hk-ledger.export --trust-bundle bundle.json --witnesses CN,MO \\
+      --quorum 1 --json
+  customs-gateway audit verify data/ledger.db \\
+      --vkey 'hk.customs-exchange/ledger+1a2b3c4d+AU0v...' --witness-vkey mo-witness.vkey
 
 With --trust-bundle, the log key and every witness key come from the signing certificates in
 the export (chained to the bundle), every cosignature must be by one of them, and every sent
 and received entry must have a matching, validly signed envelope (or an erased entry).
 
-exit status: 0 verified, 1 the ledger does not verify (the first bad entry or checkpoint is
-named), 2 bad arguments or unreadable file.
+Witness policy: by default the latest checkpoint must be cosigned by EVERY OTHER jurisdiction
+of the trust bundle (with --vkey: by every --witness-vkey). --witnesses names the set
+(jurisdiction codes), --quorum how many of it must have cosigned (default: all). A policy that
+could pass on nothing is refused. --no-witnesses is the explicit opt-out: only the log's own
+signatures are checked, and the output says that its operator alone vouches for the history.
+A witness that cosigned twice counts once.
+
+On a ledger database, every stored subtree hash (ledger_tiles) is checked against the entries.
+
+exit status: 0 verified, 1 the ledger does not verify (every failure is printed with its
+category, entry index or checkpoint size), 2 bad arguments, a policy that could pass on
+nothing, or an unreadable file.
 """
 
 _EXPORT_EPILOG = """\
@@ -54,8 +79,15 @@ example:
       --out cn-2026-11.export --since cn-2026-10.export
   customs-gateway audit verify cn-2026-11.export --trust-bundle bundle.json
 
-exit status: 0 fetched (and consistent with --since), 1 the node's tree does not extend the
-earlier one, 2 bad arguments or the node cannot be reached.
+The fetched checkpoints are checked at once (signatures and cosignatures, with the keys of the
+fetched certificates chained to the bundle) against the witness policy, as audit verify does
+(--witnesses, --quorum, --no-witnesses; default: every other jurisdiction). Then verify the
+whole export with audit verify.
+
+exit status: 0 fetched (consistent with --since, latest checkpoint cosigned as the policy
+requires), 1 the node's tree does not extend the earlier one or its checkpoints fail (the
+export is kept as evidence), 2 bad arguments, a policy that could pass on nothing, or the node
+cannot be reached.
 """
 
 _RECONCILE_EPILOG = """\
@@ -92,6 +124,24 @@ def load_bundle(path: Path) -> TrustBundle:
         raise CliError(f"cannot read trust bundle {path}: {exc.strerror}") from exc
 
 
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witnesses",
+        help="the witnesses the policy requires, e.g. CN,MO (default: every other jurisdiction "
+        "of the trust bundle, or every --witness-vkey)",
+    )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        help="how many of the witnesses must have cosigned the latest checkpoint (default: all)",
+    )
+    parser.add_argument(
+        "--no-witnesses",
+        action="store_true",
+        help="opt out of the witness policy: the log's operator alone vouches for the result",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add the ``audit`` command group."""
     audit = subparsers.add_parser(
@@ -118,6 +168,7 @@ def register(subparsers: Any) -> None:
         default=[],
         help="a witness's cosignature verifier key or file (repeatable)",
     )
+    _add_policy_arguments(verify)
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     verify.set_defaults(handler=_verify)
@@ -172,6 +223,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="an earlier export of this node: its tree must be extended, not rewritten",
     )
+    _add_policy_arguments(fetch)
     fetch.set_defaults(handler=_fetch)
     audit.set_defaults(handler=lambda _args: _usage(audit))
 
@@ -180,7 +232,11 @@ def _fetch(args: argparse.Namespace) -> int:
     for path in (args.cert, args.key, args.trust_bundle, *([args.since] if args.since else [])):
         if not path.is_file():
             raise CliError(f"no such file: {path}")
-    server = SpiffeId(Jurisdiction.parse(args.jurisdiction), Role.NODE, args.node_name)
+    own = Jurisdiction.parse(args.jurisdiction)
+    bundle = load_bundle(args.trust_bundle)
+    policy = _policy(args, own.value) or default_policy(own.value, bundle, ())
+    check_policy(policy, own.value, bundle)  # before anything is fetched
+    server = SpiffeId(own, Role.NODE, args.node_name)
     identity = ClientIdentity.from_files(args.cert, args.key, args.trust_bundle)
     try:
         with secure_channel(args.node, identity, server) as channel:
@@ -200,6 +256,21 @@ def _fetch(args: argparse.Namespace) -> int:
         f"{result.certificates} signing certificates and {result.envelopes} envelopes "
         f"(tree size {result.size}) to {args.out}{since}"
     )
+    source = ExportSource(args.out)
+    try:
+        checked = verify_checkpoints(source, bundle, policy)
+    finally:
+        source.close()
+    if checked.cosigners:
+        latest = max(checked.cosigners)
+        names = ", ".join(checked.cosigners[latest]) or "nobody"
+        print(f"latest checkpoint (size {latest}) cosigned by: {names}")
+    print(f"witness policy: {checked.policy}")
+    if checked.failures:
+        for failure in checked.failures:
+            print(f"FAILED: {failure}")
+        print(f"  the export is kept as evidence: customs-gateway audit verify {args.out}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -229,12 +300,20 @@ def _as_json(result: VerificationResult) -> str:
             "entries": result.entries,
             "checkpoints": result.checkpoints,
             "cosignatures": result.cosignatures,
+            "witness_policy": result.policy,
+            "witnessed": result.witnessed,
+            "cosigners": {str(size): names for size, names in result.cosigners.items()},
+            "stored_hashes": result.stored_hashes,
             "consistency_proofs": result.consistency_proofs,
             "certificates": result.certificates,
             "envelopes": result.envelopes,
             "erased": result.erased,
             "withheld": result.withheld,
-            "counts": {k: {"verified": v, "failed": f} for k, (v, f) in result.counts().items()},
+            "counts": {
+                k: {"verified": v, "failed": f, "counts": CATEGORIES[k][0]}
+                for k, (v, f) in result.counts().items()
+            },
+            "notices": result.notices,
             "first_bad_index": result.first_bad_index(),
             "root": result.root.hex(),
             "verified": result.verified,
@@ -244,6 +323,8 @@ def _as_json(result: VerificationResult) -> str:
                     "category": f.category,
                     "index": f.index,
                     "checkpoint_size": f.checkpoint_size,
+                    "level": f.level,
+                    "position": f.position,
                 }
                 for f in result.failures
             ],
@@ -260,19 +341,35 @@ def _verify(args: argparse.Namespace) -> int:
     log_key = _key(args.vkey) if args.vkey else None
     witnesses = [_key(v) for v in args.witness_vkey]
     bundle = load_bundle(args.trust_bundle) if args.trust_bundle else None
+    policy = _policy(args)
     show = not args.no_progress and not args.json
     result = verify_ledger(
-        args.path, log_key, witnesses, _progress if show else None, bundle=bundle
+        args.path, log_key, witnesses, _progress if show else None, bundle=bundle, policy=policy
     )
     if args.json:
         print(_as_json(result))
-    elif result.ok:
+        return EXIT_OK if result.ok else EXIT_FAILED
+    for notice in result.notices:
+        print(f"note: {notice}")
+    if result.cosigners:
+        sizes = sorted(result.cosigners)
+        shown = [f"{n}: {', '.join(result.cosigners[n]) or '-'}" for n in sizes[-_SHOWN:]]
+        more = f"{len(sizes) - _SHOWN} earlier (--json lists all); " if len(sizes) > _SHOWN else ""
+        print(f"cosigners by checkpoint size: {more}{'; '.join(shown)}")
+        names = ", ".join(result.cosigners[sizes[-1]]) or "nobody"
+        print(f"latest checkpoint (size {sizes[-1]}) cosigned by: {names}")
+    print(f"witness policy: {result.policy}")
+    if result.ok:
         print(
             f"ok: {result.origin}: {counted(result.entries, 'entry', 'entries')}, "
             f"{counted(result.checkpoints, 'checkpoint')}, "
             f"{counted(result.consistency_proofs, 'consistency proof')}, "
-            f"{counted(result.cosignatures, 'cosignature')}; root {result.root.hex()}"
+            f"{counted(result.cosignatures, 'cosignature')} "
+            f"({result.witnessed} checkpoints meet the witness policy); "
+            f"root {result.root.hex()}"
         )
+        if result.stored_hashes:
+            print(f"ok: {result.stored_hashes} stored subtree hashes match the entries")
         if bundle is not None:
             print(
                 f"ok: {result.certificates} signing certificates chained to the bundle, "
@@ -283,13 +380,47 @@ def _verify(args: argparse.Namespace) -> int:
         for failure in result.failures:
             print(f"FAILED: {failure}")
         for category, (verified, failed) in result.counts().items():
-            print(f"  {category}: {verified} verified, {failed} failed")
+            if verified or failed:
+                what = CATEGORIES[category][0]
+                print(f"  {category}: {verified} {what}; {failed} failed")
         first = result.first_bad_index()
         if first is not None:
             print(f"  first bad entry index: {first}")
     else:
         print(f"FAILED: {result.entries} entries but no signed checkpoint to verify them against")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+_SHOWN = 12  # checkpoints whose cosigners the text output lists
+
+
+def _policy(args: argparse.Namespace, own: str | None = None) -> WitnessPolicy | None:
+    """The witness policy the arguments state, or None for the default."""
+    if args.no_witnesses:
+        if args.witnesses is not None or args.quorum is not None:
+            raise CliError("--no-witnesses cannot be combined with --witnesses or --quorum")
+        return WitnessPolicy.unwitnessed()
+    if args.witnesses is None and args.quorum is None:
+        return None
+    if args.witnesses is not None:
+        names = [w.strip() for w in args.witnesses.split(",") if w.strip()]
+        members = frozenset(n if "/" in n else Jurisdiction.parse(n).value for n in names)
+    elif args.trust_bundle is not None:
+        members = frozenset(j.value for j, _ in load_bundle(args.trust_bundle))
+        members -= {own if own is not None else _origin_code(args.path)}
+    else:
+        members = frozenset(witness_id(_key(v).name) for v in args.witness_vkey)
+    quorum = args.quorum if args.quorum is not None else len(members)
+    return WitnessPolicy(members, quorum)
+
+
+def _origin_code(path: Path) -> str:
+    source = open_source(path)
+    try:
+        j = jurisdiction_of_origin(source.origin)
+    finally:
+        source.close()
+    return j.value if j is not None else ""
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from gateway.ledger._tiles import (
     TileReader,
     check_tiles_end,
     load_levels,
-    rebuild,
+    verify_and_rebuild,
 )
 from gateway.ledger.errors import LedgerClosedError, LedgerCorruptError, LedgerRangeError
 from gateway.merkle import (
@@ -163,13 +163,20 @@ def _check_meta(conn: sqlite3.Connection, path: Path, origin: str) -> None:
 
 def _load_frontier(conn: sqlite3.Connection) -> TileFrontier:
     """The writer's tree state at open, after checking that the stored tiles end where the
-    entries do (a crash cannot leave one without the other: they commit together)."""
+    entries do (a crash cannot leave one without the other: they commit together), and that
+    every stored tile is what the entries give (ADR 0014)."""
     row = conn.execute("SELECT max(idx), count(*) FROM ledger_entries").fetchone()
     size = 0 if row[0] is None else row[0] + 1
     if row[1] != size:
         raise LedgerCorruptError(f"ledger has {row[1]} entries but its last index is {size - 1}")
     check_tiles_end(conn, size)
-    return rebuild(conn, size)
+    last = conn.execute(
+        "SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1"
+    ).fetchone()
+    signed = None
+    if last is not None:
+        signed = (int(last[0]), parse_checkpoint(parse_note(last[1]).text).root_hash)
+    return verify_and_rebuild(conn, size, signed)
 
 
 def _check_last_checkpoint(conn: sqlite3.Connection, size: int, source: TileReader) -> None:

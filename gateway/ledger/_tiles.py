@@ -311,3 +311,77 @@ class TileReader:
                     for i, offset in slots:
                         out[i] = blob[offset : offset + 32]
         return out
+
+
+def _first_difference(stored: bytes, computed: bytes) -> tuple[int, int]:
+    """(level within the tile, position within that level) of the first differing hash."""
+    for slot in range(TILE_HASHES):
+        if stored[32 * slot : 32 * slot + 32] != computed[32 * slot : 32 * slot + 32]:
+            row = max(r for r in range(_H) if ROW_OFFSETS[r] <= slot)
+            return row, slot - ROW_OFFSETS[row]
+    return 0, 0  # pragma: no cover - called only when the blobs differ
+
+
+def verify_and_rebuild(
+    conn: sqlite3.Connection, size: int, signed: tuple[int, bytes] | None
+) -> TileFrontier:
+    """The writer's state at open, every stored tile checked against the entries first.
+
+    Rehashes all ``size`` entries (RFC 9162) and compares each tile they complete with its
+    stored row: stored subtree hashes are a cache, and a proof is never served from one the
+    entries do not confirm (ADR 0014). ``signed`` is the last signed checkpoint (size, root):
+    the entries must still give it, which tells an altered entry from a bad stored hash.
+
+    Raises:
+        LedgerCorruptError: entries missing or altered under the last signed checkpoint, or a
+            stored tile that is missing, extra or not what the entries give (named by tile,
+            level and position).
+    """
+    frontier = TileFrontier()
+    entries = conn.execute("SELECT idx, leaf FROM ledger_entries ORDER BY idx")
+    tiles = conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
+    stored = tiles.fetchone()
+    bad: str | None = None
+    signed_size, signed_root = signed if signed is not None else (-1, b"")
+    root_at_signed = EMPTY_ROOT if signed_size == 0 else None
+    while rows := entries.fetchmany(10_000):
+        if rows[0][0] != frontier.size or rows[-1][0] != frontier.size + len(rows) - 1:
+            raise LedgerCorruptError(f"ledger entries from {frontier.size} are not all stored")
+        hashes = [leaf_hash(bytes(leaf)) for _, leaf in rows]
+        cut = signed_size - frontier.size
+        parts = [hashes[:cut], hashes[cut:]] if 0 < cut <= len(hashes) else [hashes]
+        for part in parts:
+            for key, blob in frontier.extend(part, [], 1 << 30):
+                if stored is None or stored[0] != key:
+                    bad = bad or f"ledger tile row {key} is missing (found {stored and stored[0]})"
+                    continue
+                if bytes(stored[1]) != blob and bad is None:
+                    t = key & 15
+                    k = ((key >> 4) >> (_H * (t + 1))) - 1
+                    row, at = _first_difference(bytes(stored[1]), blob)
+                    level, pos = _H * t + row, (k << (_H - row)) + at
+                    bad = (
+                        f"stored subtree hash at level {level}, position {pos} (tile {t}/{k}, "
+                        f"row {key}) is not what the entries give"
+                    )
+                stored = tiles.fetchone()
+            if frontier.size == signed_size:
+                root_at_signed = frontier.root()
+    if signed is not None and root_at_signed != signed_root:
+        computed = root_at_signed.hex() if root_at_signed is not None else "(entries missing)"
+        raise LedgerCorruptError(
+            f"the first {signed_size} entries hash to {computed}, but the ledger's last signed "
+            f"checkpoint (size {signed_size}) says {signed_root.hex()}: the ledger was altered; "
+            "run customs-gateway audit verify on it"
+        )
+    if stored is not None:
+        bad = bad or f"ledger tile row {stored[0]} is beyond the {size} entries"
+    if bad is not None:
+        raise LedgerCorruptError(
+            f"{bad}: a bad stored hash (the entries still give the last signed checkpoint); "
+            "no proof is served from unchecked hashes, so the node does not start; restore "
+            "ledger_tiles from a backup, and run customs-gateway audit verify on the file"
+        )
+    if frontier.size != size:  # pragma: no cover - checked by the caller's count
+        raise LedgerCorruptError(f"ledger has {frontier.size} entries, expected {size}")
+    return frontier

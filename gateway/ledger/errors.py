@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.errors import GatewayError, InvalidArgumentError, UnavailableError
+from gateway.entries.errors import EntryFormatError
+from gateway.errors import GatewayError, UnavailableError
 
 __all__ = [
     "EntryFormatError",
@@ -15,13 +16,6 @@ __all__ = [
 
 class LedgerError(GatewayError):
     """Base of every ledger failure."""
-
-
-class EntryFormatError(LedgerError, InvalidArgumentError):
-    """An entry to append, or entry bytes read back, break the canonical format."""
-
-    def __init__(self, message: str) -> None:
-        InvalidArgumentError.__init__(self, message)
 
 
 class LedgerRangeError(LedgerError):

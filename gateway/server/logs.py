@@ -229,9 +229,12 @@ def route_native_stderr() -> None:
     (``customs-gateway serve``); idempotent.
     """
     global _native_routed
-    if _native_routed:
+    stderr: TextIO = sys.stderr
+    if _native_routed or stderr is not sys.__stderr__:
+        # routed already, or someone in this process captures stderr (a test running the
+        # command in-process): fd 2 is theirs, and the lines they capture stay theirs
         return
-    sys.stderr.flush()
+    stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)

@@ -14,11 +14,12 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import timestamp_pb2
 
 from customs.gateway.v1 import common_pb2, envelope_pb2
 from gateway.envelope import Signer, envelope_digest, proto_jurisdiction, seal
-from gateway.exchange._store import create_schema
+from gateway.exchange._store import create_schema, keep_certificate
 from gateway.ledger import Entry, Event, Ledger, SignedCheckpoint
 from gateway.notes import COSIGNATURE_V1, NoteSigner, cosign
 from gateway.pki import Jurisdiction
@@ -134,9 +135,12 @@ class NodeLedger:
     def checkpoint(
         self, *witnesses: Jurisdiction, keys: dict[str, NoteSigner] | None = None
     ) -> SignedCheckpoint:
-        """Sign a checkpoint and have each witness jurisdiction cosign it."""
+        """Sign a checkpoint and have each witness jurisdiction cosign it; keep the witnesses'
+        signing certificates, as a node does for its auditors."""
         cp = self.ledger.checkpoint()
         for w in witnesses:
+            der = self.world.signing(w).issued.certificate.public_bytes(serialization.Encoding.DER)
+            self.ledger.write(lambda conn, der=der: keep_certificate(conn, der))
             cosigner = NoteSigner(
                 f"{w.trust_domain}/witness", signer_of(self.world, w).private_key, COSIGNATURE_V1
             )

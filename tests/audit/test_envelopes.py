@@ -1,7 +1,7 @@
 """Verification with the trust bundle: keys from certificates, envelopes behind every entry.
 
 HK's ledger records two messages it sent to CN, one it received from MO, a receipt, and a
-checkpoint cosigned by MO; each attack below is caught, named, and counted in its category.
+checkpoint cosigned by CN and MO; each attack below is caught, named, and counted in its category.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def hk_db(world: World, tmp_path: Path) -> Path:
         hk.sent(envelope(world, HK, CN, OTHER))
         hk.received(envelope(world, MO, HK, INBOUND), MO)
         hk.receipt(first, CN)
-        hk.checkpoint(MO)
+        hk.checkpoint(CN, MO)
     return path
 
 
@@ -64,10 +64,10 @@ def _envelope_of(path: Path, mid: uuid.UUID) -> bytes:
 def test_an_untampered_ledger_verifies_from_certificates_alone(world: World, hk_db: Path) -> None:
     export = hk_db.with_suffix(".export")
     entries, checkpoints, certificates, envelopes = write_export(hk_db, export)
-    assert (entries, checkpoints, certificates, envelopes) == (4, 1, 2, 3)
+    assert (entries, checkpoints, certificates, envelopes) == (4, 1, 3, 3)
     for path in (hk_db, export):
         result = check_ledger(path, bundle=_bundle(world))
-        assert (result.certificates, result.cosignatures, result.envelopes) == (2, 1, 3)
+        assert (result.certificates, result.cosignatures, result.envelopes) == (3, 2, 3)
         assert result.counts()["envelopes"] == (3, 0)
 
 
@@ -99,7 +99,7 @@ def forge_signature(world: World, path: Path) -> Path:
 def unknown_cosigner(world: World, path: Path) -> Path:
     rogue = NoteSigner("cn.customs-exchange/witness", Ed25519PrivateKey.generate(), COSIGNATURE_V1)
     with NodeLedger(world, HK, path) as hk:
-        hk.checkpoint(MO, keys={"rogue": rogue})
+        hk.checkpoint(CN, MO, keys={"rogue": rogue})
     return path
 
 
@@ -134,7 +134,7 @@ CASES: list[tuple[str, Callable[[World, Path], Path], str, int | None, str]] = [
         r"checkpoint of size 4: signature by cn.customs-exchange/witness \(key id [0-9a-f]{8}\) "
         r"is by no certificate",
         None,
-        "checkpoints",
+        "cosignatures",
     ),
     (
         "missing-envelope-for-sent",
@@ -185,7 +185,7 @@ def test_an_erased_envelope_with_its_erased_entry_verifies(world: World, hk_db: 
     _sql(hk_db, "UPDATE exchange_messages SET envelope = NULL WHERE message_id = ?", str(OTHER))
     with NodeLedger(world, HK, hk_db) as hk:
         hk.entry(Event.ERASED, OTHER, "HK", digest)  # counterpart: the message's origin
-        hk.checkpoint(MO)
+        hk.checkpoint(CN, MO)
     result = check_ledger(hk_db, bundle=_bundle(world))
     assert (result.envelopes, result.erased) == (2, 1)
 
@@ -195,8 +195,23 @@ def test_without_the_log_certificate_nothing_vouches_for_the_checkpoints(
 ) -> None:
     path = tmp_path / "hk.db"
     with NodeLedger(world, HK, path) as hk:
-        hk.entry(Event.WITNESSED, uuid.UUID(int=7), "CN", bytes(32))
+        hk.entry(
+            Event.ACKNOWLEDGED,
+            uuid.UUID(int=7),
+            "spiffe://hk.customs-exchange/partner/p",
+            bytes(32),
+        )
         hk.checkpoint()
     result = verify_ledger(path, bundle=_bundle(world))
-    assert "no signing certificate of HK chained to the trust bundle" in result.failures[0].message
-    assert "no signature on the note is from a trusted key" in result.failures[1].message
+    messages = [(f.category, f.message) for f in result.failures]
+    assert messages[0] == (
+        "certificates",
+        "no signing certificate of HK chained to the trust bundle is in the source: nothing "
+        "can vouch for hk.customs-exchange/ledger's checkpoints",
+    )
+    assert messages[1][0] == "checkpoints"
+    assert messages[1][1].startswith(
+        "checkpoint of size 1: signature by hk.customs-exchange/ledger (key id "
+    )
+    assert messages[1][1].endswith("is by no certificate chained to the trust bundle")
+    assert len(messages) == 2

@@ -42,6 +42,16 @@ def _fetch(trio: Trio, j: Jurisdiction, out: Path, *extra: str) -> int:
     )
 
 
+def _witnessed_by_both(trio: Trio, j: Jurisdiction) -> bool:
+    latest = trio.nodes[j].ledger.latest_checkpoint()
+    others = [o for o in (CN, HK, MO) if o is not j]
+    return (
+        latest is not None
+        and latest.size == trio.nodes[j].ledger.size()
+        and all(f"— {o.trust_domain}/witness " in latest.note for o in others)
+    )
+
+
 def test_fetch_verify_reconcile_and_since(
     trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,6 +59,8 @@ def test_fetch_verify_reconcile_and_since(
         trio.partner(origin).SubmitSeizureNotice(notice_request(origin, recipients), timeout=10)
     wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 2, what="CN's receipts")
     wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 1, what="HK's receipt")
+    for j in (CN, HK, MO):  # the default witness policy: every other jurisdiction cosigned
+        wait_for(lambda j=j: _witnessed_by_both(trio, j), what=f"{j.value}'s checkpoint cosigned")
 
     exports = {j: tmp_path / f"{j.value.lower()}-1.export" for j in (CN, HK, MO)}
     for j, path in exports.items():
@@ -65,9 +77,44 @@ def test_fetch_verify_reconcile_and_since(
 
     # later: more traffic; the node proves its new tree extends the one fetched before
     trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 3, what="CN's third receipt")
+    wait_for(lambda: _witnessed_by_both(trio, CN), what="CN's new checkpoint cosigned")
     later = tmp_path / "cn-2.export"
     assert _fetch(trio, CN, later, "--since", str(exports[CN])) == 0
-    assert "consistent with the tree of size" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "consistent with the tree of size" in out
+    assert "cosigned by: HK, MO\nwitness policy: every one of HK, MO\n" in out
+
+
+def test_fetch_names_a_checkpoint_its_witnesses_did_not_cosign(
+    trio: Trio, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MO is down: CN's new checkpoint gets HK's cosignature only, and the fetch says what
+    that means (the export is kept as evidence)."""
+    trio.stop(MO)
+    trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK]), timeout=10)
+    wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 1, what="HK's receipt")
+
+    def cosigned_by_hk_only() -> bool:
+        latest = trio.nodes[CN].ledger.latest_checkpoint()
+        return (
+            latest is not None
+            and latest.size == trio.nodes[CN].ledger.size()
+            and "— hk.customs-exchange/witness " in latest.note
+        )
+
+    wait_for(cosigned_by_hk_only, what="CN's checkpoint cosigned by HK")
+    out_path = tmp_path / "cn.export"
+    assert _fetch(trio, CN, out_path) == 1
+    out = capsys.readouterr().out
+    assert "cosigned by: HK\n" in out
+    assert "FAILED: checkpoint of size" in out
+    assert (
+        "is cosigned by HK; the policy needs every one of HK, MO (missing MO): the log's "
+        "operator alone vouches for this history" in out
+    )
+    assert out_path.exists()
+    assert _fetch(trio, CN, tmp_path / "cn-quorum.export", "--quorum", "1") == 0
 
 
 def test_fetch_refuses_a_rewritten_history(

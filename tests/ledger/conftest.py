@@ -22,7 +22,7 @@ def make_entry(i: int, event: Event = Event.SENT) -> Entry:
         event=event,
         message_id=uuid.UUID(int=i + 1),
         kind="SEIZURE_NOTICE",
-        counterpart="CN" if i % 2 else "spiffe://mo.customs-exchange/node/gateway",
+        counterpart="CN" if i % 2 else "MO",
         digests=(hashlib.sha256(i.to_bytes(8, "big")).digest(),),
     )
 

@@ -5,6 +5,7 @@ the pure Merkle core's; a file whose tiles do not end where its entries do is re
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -235,18 +236,13 @@ def test_tiles_that_do_not_end_where_the_entries_do_are_refused_at_open(
         Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
 
 
-@pytest.mark.parametrize(
-    ("index", "refused"),
-    [(530, True), (533, True), (100, False)],
-    ids=["tail-entry", "last-entry", "entry-in-a-complete-tile"],
-)
-def test_an_altered_entry_under_the_last_checkpoint_is_refused_at_open_if_rehashed(
-    ledger_path: Path, signer: NoteSigner, index: int, refused: bool
+@pytest.mark.parametrize("index", [530, 533, 100], ids=["tail-entry", "last-entry", "tiled-entry"])
+def test_an_altered_entry_under_the_last_checkpoint_is_refused_at_open(
+    ledger_path: Path, signer: NoteSigner, index: int
 ) -> None:
-    """The tail (entries 528..533, not yet in a complete tile) is rehashed at open, so an
-    altered tail entry would enter the tree: the open refuses it against the last signed
-    checkpoint. An entry inside a complete tile does not change the stored tree; the node
-    opens, and the offline verifier names it (tests/audit/test_tamper.py)."""
+    """Every entry is rehashed at open and every stored tile checked against them (ADR 0014):
+    an altered entry, in the tail or inside a complete tile, no longer gives the last signed
+    checkpoint's root, and the node does not start on it."""
     with Ledger.open(ledger_path, origin=ORIGIN, signer=signer) as ledger:
         ledger.append_many([make_entry(i) for i in range(534)])
         ledger.checkpoint()
@@ -258,12 +254,41 @@ def test_an_altered_entry_under_the_last_checkpoint_is_refused_at_open_if_rehash
     conn.execute("UPDATE ledger_entries SET leaf = ? WHERE idx = ?", (bytes(altered), index))
     conn.commit()
     conn.close()
-    if refused:
-        with pytest.raises(LedgerCorruptError, match=r"last signed checkpoint \(size 534\)"):
-            Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
-    else:
-        with Ledger.open(ledger_path, origin=ORIGIN, signer=signer) as ledger:
-            assert ledger.size() == 534
+    with pytest.raises(LedgerCorruptError, match=r"last signed checkpoint \(size 534\)"):
+        Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
+
+
+@pytest.mark.parametrize(
+    ("slot", "key", "named"),
+    [
+        (13, tile_key(0, 0), "level 0, position 13 (tile 0/0, row 256)"),
+        (16 + 3, tile_key(0, 5), "level 1, position 43 (tile 0/5, row 1536)"),
+        (28 + 1, tile_key(1, 1), "level 7, position 3 (tile 1/1, row 8193)"),
+    ],
+    ids=["leaf-hash", "inner-hash", "level-1-tile"],
+)
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["signed", "unsigned"])
+def test_a_bad_stored_hash_is_refused_at_open_and_named(
+    ledger_path: Path, signer: NoteSigner, slot: int, key: int, named: str, checkpointed: bool
+) -> None:
+    """One corrupted subtree hash: the node would serve failing proofs from it, so it does not
+    start, and says it is a bad stored hash, not an altered entry."""
+    with Ledger.open(ledger_path, origin=ORIGIN, signer=signer) as ledger:
+        ledger.append_many([make_entry(i) for i in range(534)])
+        if checkpointed:
+            ledger.checkpoint()
+    conn = sqlite3.connect(ledger_path)
+    _drop_tile_triggers(conn)
+    (blob,) = conn.execute("SELECT hashes FROM ledger_tiles WHERE id = ?", (key,)).fetchone()
+    blob = bytearray(blob)
+    blob[32 * slot] ^= 0xFF
+    conn.execute("UPDATE ledger_tiles SET hashes = ? WHERE id = ?", (bytes(blob), key))
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerCorruptError, match=f"stored subtree hash at {re.escape(named)}") as e:
+        Ledger.open(ledger_path, origin=ORIGIN, signer=signer)
+    assert "a bad stored hash" in str(e.value)
+    assert "altered" not in str(e.value)
 
 
 def test_a_schema_version_1_file_is_refused(ledger_path: Path, signer: NoteSigner) -> None:

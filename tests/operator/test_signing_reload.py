@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import envelope_pb2, partner_pb2_grpc
-from gateway.audit import verify_ledger
+from gateway.audit import WitnessPolicy, verify_ledger
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.expiry import certificate_serial
@@ -116,6 +116,7 @@ def test_renewed_signing_pair_is_used_and_reported_without_restart(
     result = verify_ledger(
         config.parent / "hk-data" / "ledger.db",
         bundle=TrustBundle.from_json(world.bundle.read_bytes()),
+        policy=WitnessPolicy.unwitnessed(),  # a node without peers: nobody cosigns
     )
     assert result.ok, result.failures
     assert result.checkpoints >= 2
