@@ -7,7 +7,7 @@ Method:
 - Nodes run as real ``customs-gateway serve`` processes (JSON logs at INFO to a file), each phase
   with fresh ledgers, on loopback with the test PKI of ``tests.support.make_world``.
 - The baseline is a bare ``grpc.server`` in a process of its own with the same thread-pool size
-  (16) and the same mutual-TLS material as a node (node certificate and key, the three roots,
+  (40) and the same mutual-TLS material as a node (node certificate and key, the three roots,
   client certificates required). Its one method takes the serialized ``SubmitSeizureNotice``
   request as bytes and answers fixed ``SubmitResponse`` bytes: no validation, no signing, no
   ledger.
@@ -64,8 +64,13 @@ GROUP = "exchange"
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 PROTO = {CN: common_pb2.JURISDICTION_CN, HK: common_pb2.JURISDICTION_HK,
          MO: common_pb2.JURISDICTION_MO}  # fmt: skip
-WORKERS = 16  # the node's max_workers in World.write_config
+WORKERS = 40  # the nodes' max_workers (see _sized) and the echo server's pool
 CALLERS = 32
+# The node's limits (ADR 0023) sized for one partner calling from CALLERS threads at once.
+LIMITS = (
+    "\n[limits]\ncalls = 32\ncalls_per_caller = 32\nreserved_calls = 2\n"
+    "inbound_streams = 4\nother_streams = 2\n"
+)
 RATE = 200.0
 ECHO_METHOD = "/bench.Echo/Echo"
 SUBMIT_METHOD = "/customs.gateway.v1.PartnerGateway/SubmitSeizureNotice"
@@ -513,6 +518,17 @@ def run(scale: Scale) -> list[Result]:
     ]  # fmt: skip
 
 
+def _sized(config: Path) -> Path:
+    """``config`` with WORKERS threads and LIMITS that admit the benchmark's partner threads."""
+    text = config.read_text().replace("max_workers = 16", f"max_workers = {WORKERS}")
+    config.write_text(
+        text.replace("\n[[peers]]", LIMITS + "\n[[peers]]", 1)
+        if "[[peers]]" in text
+        else text + LIMITS
+    )
+    return config
+
+
 @contextmanager
 def _running(
     world: World, root: Path, ports: dict[Jurisdiction, int], running: tuple[Jurisdiction, ...]
@@ -522,11 +538,13 @@ def _running(
     stop them on exit."""
     processes = []
     for j in running:
-        config = world.write_config(
-            j,
-            root / f"{j.value.lower()}-data",
-            peers={p: ports[p] for p in ALL if p is not j},
-            listen=f"127.0.0.1:{ports[j]}",
+        config = _sized(
+            world.write_config(
+                j,
+                root / f"{j.value.lower()}-data",
+                peers={p: ports[p] for p in ALL if p is not j},
+                listen=f"127.0.0.1:{ports[j]}",
+            )
         )
         processes.append(NodeProcess(j, config, ports[j], root / f"{j.value.lower()}.log"))
     try:

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
     "to_status",
@@ -94,6 +95,17 @@ class UnauthenticatedError(GatewayError):
     """The caller could not be identified (no, unknown, expired or revoked certificate)."""
 
     status = "UNAUTHENTICATED"
+
+
+class ResourceExhaustedError(GatewayError):
+    """A limit of the node is reached (the caller's own share or a budget of the node); the
+    message names the limit, ``details`` carry a ``google.rpc.QuotaFailure``. Retry later."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, details: Sequence[Message] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 class UnavailableError(GatewayError):

@@ -22,12 +22,24 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import InvalidArgumentError, NotFoundError
+from gateway import AEAD_CIPHERS
+from gateway.errors import GatewayError, InvalidArgumentError, NotFoundError
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, SpiffeId
-from gateway.pki.revocation import CrlError, load_crl, verify_crl
+from gateway.pki.revocation import (
+    CrlError,
+    CrlRefused,
+    IssuerState,
+    MemoryRevocationStore,
+    RevocationStore,
+    VerifiedCrl,
+    admit_crl,
+    key_id,
+    load_crl,
+    verify_crl,
+)
 
-__all__ = ["ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
+__all__ = ["AEAD_CIPHERS", "ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +49,12 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(f"{what} file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidArgumentError(f"{what} file {path} is a directory") from None
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{what} file {path} cannot be read: {exc.strerror or exc}"
+        ) from None
 
 
 def _mtime(path: Path) -> int:
@@ -59,13 +77,6 @@ def _check_pair(cert_path: Path, chain: bytes, key_path: Path, key_pem: bytes) -
         raise InvalidArgumentError(f"{key_path} is not the key of the certificate {cert_path}")
 
 
-def _crl_number(crl: x509.CertificateRevocationList) -> int:
-    try:
-        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except x509.ExtensionNotFound:
-        return -1
-
-
 @dataclass(frozen=True)
 class TlsMaterial:
     """What a handshake needs, as loaded at one moment: chain, key, bundle and CRLs."""
@@ -74,6 +85,17 @@ class TlsMaterial:
     private_key: bytes
     bundle: TrustBundle
     crls: tuple[x509.CertificateRevocationList, ...]
+    verified_crls: tuple[VerifiedCrl, ...] = ()
+
+
+def _same(a: TlsMaterial, b: TlsMaterial) -> bool:
+    return (
+        a.certificate_chain == b.certificate_chain
+        and a.private_key == b.private_key
+        and a.bundle.roots == b.bundle.roots
+        and len(a.crls) == len(b.crls)
+        and all(x is y for x, y in zip(a.crls, b.crls, strict=True))
+    )
 
 
 class ServerTls:
@@ -81,6 +103,12 @@ class ServerTls:
 
     ``on_change`` is called with the new material whenever a file changed, before the next
     handshake uses it (the node updates its authenticator's bundle and CRLs there).
+
+    Every configured CRL must load at construction (a node without one of its CRLs would not
+    revoke what it says it revokes): missing, unreadable, unsigned, older than the highest
+    number ``store`` has seen from its issuer, or from another issuer than the one the file is
+    for, it raises :class:`CrlRefused`. Later, such a file is refused loudly (an error line and
+    :attr:`refusals`) and the CRL in force for it stays (ADR 0024).
     """
 
     def __init__(
@@ -91,50 +119,116 @@ class ServerTls:
         crls: Sequence[Path] = (),
         *,
         on_change: Callable[[TlsMaterial], None] | None = None,
+        store: RevocationStore | None = None,
+        check: Callable[[x509.Certificate, TrustBundle, list[x509.CertificateRevocationList]], None]
+        | None = None,
     ) -> None:
+        """Load the material; ``check`` vets the certificate (the node's own identity, its key
+        usages) against the bundle and CRLs, at start and at every reload.
+
+        Raises:
+            NotFoundError, InvalidArgumentError: a file is missing or does not load (a
+                :class:`CrlRefused` for a CRL), naming the file.
+        """
         self._paths = (certificate, key, trust_bundle, *crls)
         self._crl_paths = tuple(crls)
         self._on_change = on_change
+        self._check = check
+        self._store: RevocationStore = store if store is not None else MemoryRevocationStore()
         self._lock = threading.Lock()
         self._stamp = self._stamps()
-        self._crl_by_path: dict[Path, x509.CertificateRevocationList] = {}
-        self.material = self._load()
+        self._in_force: dict[Path, VerifiedCrl] = {}
+        self.refusals: dict[str, int] = {}  # reason -> CRL files refused since start
+        self.material = self._load(starting=True)
         self.generation = 0  # bumped at each reload
         self._served = 0  # the generation grpcio was last given
+
+    def refusal_counts(self) -> dict[str, int]:
+        """CRL files refused since start, by reason (a copy, safe from any thread)."""
+        with self._lock:
+            return dict(self.refusals)
 
     def _stamps(self) -> tuple[int, ...]:
         return tuple(_mtime(p) for p in self._paths)
 
-    def _load(self) -> TlsMaterial:
+    def _read_crl(self, path: Path, bundle: TrustBundle) -> VerifiedCrl:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CrlRefused(f"CRL file {path} does not exist", "missing") from None
+        except OSError as exc:
+            raise CrlRefused(
+                f"CRL file {path} cannot be read: {exc.strerror or exc}", "unreadable"
+            ) from None
+        try:
+            crl = load_crl(data)
+        except CrlError as exc:
+            raise CrlRefused(f"CRL file {path}: {exc}", "unreadable") from None
+        # Only CRLs signed by a root of the (new) bundle are used: a writable CRL directory
+        # must not let anyone revoke or un-revoke certificates.
+        try:
+            return verify_crl(crl, bundle)
+        except CrlError as exc:
+            raise CrlRefused(f"CRL file {path}: {exc}", "unsigned") from None
+
+    def _refused(self, exc: CrlRefused, path: Path) -> None:
+        self.refusals[exc.reason] = self.refusals.get(exc.reason, 0) + 1
+        log.error(
+            "CRL refused, the one loaded before stays in force: %s",
+            exc,
+            extra={"event": "crl-refused", "reason": exc.reason, "path": str(path)},
+        )
+
+    def _load_crls(
+        self, bundle: TrustBundle, *, starting: bool
+    ) -> tuple[dict[Path, VerifiedCrl], list[IssuerState]]:
+        roots = [c for _, c in bundle]
+        known = self._store.issuers()
+        loaded: dict[Path, VerifiedCrl] = {}
+        changed: list[IssuerState] = []
+        for path in self._crl_paths:
+            previous = self._in_force.get(path)
+            if previous is not None:  # still vouched for by the (new) bundle, or nothing loads
+                previous = verify_crl(previous.crl, bundle)
+            try:
+                verified = self._read_crl(path, bundle)
+                state = admit_crl(str(path), verified, in_force=previous, known=known, roots=roots)
+                other = next(
+                    (p for p, v in loaded.items() if key_id(v.issuer) == state.key_id), None
+                )
+                if other is not None:
+                    raise CrlRefused(
+                        f"CRL file {path}: holds a CRL of the {verified.jurisdiction} root "
+                        f"(key id {state.key_id[:16]}), as {other} does; each file is for one CA",
+                        "wrong-issuer",
+                    )
+            except CrlRefused as exc:
+                if starting or previous is None:
+                    raise
+                self._refused(exc, path)
+                loaded[path] = previous
+                continue
+            loaded[path] = verified
+            old = known.get(state.key_id)
+            if old is None or old.number != state.number or old.path != state.path:
+                changed.append(state)
+        return loaded, changed
+
+    def _load(self, *, starting: bool = False) -> TlsMaterial:
         certificate, key, bundle_path = self._paths[:3]
         bundle = TrustBundle.from_json(_read(bundle_path, "trust bundle"))
-        crls: dict[Path, x509.CertificateRevocationList] = {}
-        for path in self._crl_paths:
-            previous = self._crl_by_path.get(path)
-            if not path.exists():
-                # Not published yet is fine; gone after it was loaded is not: deleting a CRL
-                # file must not un-revoke anything, so the last one loaded stays in force.
-                if previous is not None:
-                    log.warning("CRL file %s disappeared; keeping the one loaded before", path)
-                    crls[path] = previous
-                continue
-            # Only CRLs signed by a root of the (new) bundle are used: a writable CRL directory
-            # must not let anyone revoke or un-revoke certificates.
-            crl = load_crl(_read(path, "CRL"))
-            try:
-                verify_crl(crl, bundle)
-            except CrlError as exc:
-                raise CrlError(f"CRL file {path}: {exc}") from None
-            if previous is not None and _crl_number(crl) < _crl_number(previous):
-                raise CrlError(
-                    f"CRL file {path}: CRL number {_crl_number(crl)} is older than "
-                    f"{_crl_number(previous)}, already in force; an old CRL would un-revoke"
-                )
-            crls[path] = crl
+        crls, changed = self._load_crls(bundle, starting=starting)
         chain, key_pem = _read(certificate, "certificate"), _read(key, "private key")
         _check_pair(certificate, chain, key, key_pem)
-        self._crl_by_path = crls
-        return TlsMaterial(chain, key_pem, bundle, tuple(crls.values()))
+        if self._check is not None:
+            self._check(
+                x509.load_pem_x509_certificate(chain), bundle, [v.crl for v in crls.values()]
+            )
+        if changed:  # durable before it is in force: a restart never goes below it
+            self._store.record(changed)
+        self._in_force = crls
+        verified = tuple(crls.values())
+        return TlsMaterial(chain, key_pem, bundle, tuple(v.crl for v in verified), verified)
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         m = self.material
@@ -155,11 +249,14 @@ class ServerTls:
                 return False
             try:
                 material = self._load()
-            except (InvalidArgumentError, NotFoundError) as exc:
+            except GatewayError as exc:
                 # Keep serving with what we have: a half-copied file must not take the node down.
                 log.warning("TLS material not reloaded: %s", exc)
                 return False
+            unchanged = _same(material, self.material)
             self._stamp, self.material = stamp, material
+            if unchanged:  # e.g. a refused CRL, the one in force kept: nothing new to serve
+                return False
             self.generation += 1
         log.info(
             "TLS material reloaded (certificate, trust bundle or CRLs changed)",

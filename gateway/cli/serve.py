@@ -6,11 +6,13 @@ import argparse
 import gc
 import logging
 import signal
+import sqlite3
 import threading
 from typing import Any
 
-from gateway.cli._base import EXIT_OK
+from gateway.cli._base import EXIT_OK, CliError
 from gateway.server import Node, load_config
+from gateway.server.config import NodeConfig
 from gateway.server.logs import configure_logging, route_native_stderr
 
 log = logging.getLogger("gateway.cli.serve")
@@ -40,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.identity.uri)
     route_native_stderr()  # gRPC C-core's own lines become JSON lines too
-    node = Node(config)
+    node = _start_up(config)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -48,23 +50,38 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    _freeze_startup_heap()  # before serving: the collection it runs takes tens of ms
-    node.start()
+    frozen = _freeze_startup_heap()  # before serving: the collection it runs takes tens of ms
+    node.start()  # a failure gives the node up: ledger closed, data directory unlocked
+    # Logged once serving: a node that refuses to start says so in one line, nothing else.
+    log.info(
+        "start-up heap frozen: %d objects left out of garbage collection",
+        frozen,
+        extra={"event": "heap_frozen", "frozen_objects": frozen},
+    )
     print(f"listening on {node.address}", flush=True)
     stop.wait()
     node.stop()
     return EXIT_OK
 
 
-def _freeze_startup_heap() -> None:
+def _start_up(config: NodeConfig) -> Node:
+    """Build the node; an operating-system or storage error that the start-up checks did not
+    already name (ADR 0025) is still one line with its file, never a traceback."""
+    try:
+        return Node(config)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise CliError(f"cannot start the node:{where} {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot start the node: ledger in {config.data_dir}: {exc}") from None
+
+
+def _freeze_startup_heap() -> int:
     """Take what start-up built (modules, protobuf descriptors, trust material) out of the
     cyclic collector's scans: it lives as long as the process. A full collection then looks only
     at objects made since; with the start-up heap in it, each one stopped every thread of the
-    node for 40-57 ms, which was the p99 of the exchange latency (docs/performance.md)."""
+    node for 40-57 ms, which was the p99 of the exchange latency (docs/performance.md).
+    Returns how many objects were frozen."""
     gc.collect()
     gc.freeze()
-    log.info(
-        "start-up heap frozen: %d objects left out of garbage collection",
-        gc.get_freeze_count(),
-        extra={"event": "heap_frozen", "frozen_objects": gc.get_freeze_count()},
-    )
+    return gc.get_freeze_count()

@@ -199,6 +199,13 @@ def _signer(
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise UntrustedSignerError(f"{what} signer certificate is not valid DER") from exc
+    try:
+        cert.extensions  # noqa: B018  parsed lazily: a malformed one would raise mid-check
+    except ValueError as exc:
+        # Final (INVALID_ARGUMENT): these bytes will never verify, so the sender stops.
+        raise MalformedEnvelopeError(
+            f"{what} signer certificate has a malformed extension: {exc}"
+        ) from None
     if fingerprint(cert) != key_id:
         raise UntrustedSignerError(
             f"{what} key id {key_id[:16]} does not name its certificate {fingerprint(cert)[:16]}"

@@ -22,7 +22,7 @@ from typing import cast
 from cryptography import x509
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.validate import check_request, validate_request
@@ -409,6 +409,9 @@ class Exchange:
             except GatewayError as exc:
                 results.append((message_id, None, self._refused(message_id, sender, exc)))
                 continue
+            except Exception as exc:  # a defect here: this envelope alone, not the batch
+                results.append((message_id, None, _internal(message_id, exc)))
+                continue
             if isinstance(accepted, _Receiving):
                 queued.append((len(results), accepted))
                 results.append((message_id, None, None))
@@ -728,4 +731,14 @@ def _payload_violations(
         )
     return validate_request(
         request, origin=opened.header.origin, now=created, last_version=version - 1
+    )
+
+
+def _internal(message_id: str, exc: Exception) -> status_pb2.Status:
+    """An unexpected failure on one envelope of a batch: logged with an incident id; the
+    envelope alone answers INTERNAL (not final: the sender retries it), the others go on."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("receiving message %s failed (incident %s)", message_id, incident, exc_info=exc)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
     )

@@ -7,7 +7,9 @@ receipts and checkpoints (``usage="signing"``). Steps, each with its own message
 2. issued by a root in the bundle that speaks for *that* jurisdiction (signature checked);
 3. within its validity period at ``at``;
 4. carrying the extended key usage for ``usage``;
-5. not revoked by a loaded CRL of its issuer.
+5. not revoked by a loaded CRL of its issuer;
+6. its key allowed by the key policy (:mod:`gateway.pki.keys`: ECDSA P-256/P-384, Ed25519,
+   RSA >= 2048).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.pki.authority import DOCUMENT_SIGNING_EKU
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.expiry import certificate_serial
 from gateway.pki.identity import IdentityError, SpiffeId
+from gateway.pki.keys import WeakKeyError, check_certificate_key
 
 __all__ = ["CertificateCheckError", "Usage", "verify_leaf"]
 
@@ -61,6 +64,8 @@ def verify_leaf(
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertificateCheckError(f"{who} has no subject alternative name") from None
+    except ValueError as exc:  # cryptography parses extensions lazily, here
+        raise CertificateCheckError(f"{who} has a malformed extension: {exc}") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
         raise CertificateCheckError(f"{who} must carry exactly one URI SAN, has {len(uris)}")
@@ -111,4 +116,9 @@ def verify_leaf(
                 f"{who} was revoked at {revoked.revocation_date_utc.isoformat()} "
                 f"(CRL number {number})"
             )
+    # (6) key policy: a weak key from the right CA is still refused
+    try:
+        check_certificate_key(cert, who)
+    except WeakKeyError as exc:
+        raise CertificateCheckError(str(exc)) from None
     return identity

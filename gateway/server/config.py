@@ -11,7 +11,7 @@ Example (paths are relative to the config file)::
     certificate = "certs/node.pem"
     key = "certs/node.key"
     trust_bundle = "certs/bundle.json"
-    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional
+    crls = ["certs/cn.crl", "certs/hk.crl", "certs/mo.crl"]   # optional; each must exist
 
     [signing]
     certificate = "certs/node-signing.pem"
@@ -37,6 +37,19 @@ Example (paths are relative to the config file)::
 
     [metrics]                         # optional: Prometheus metrics over HTTPS, client
     listen = "127.0.0.1:9464"         # certificates required (role monitor, own jurisdiction)
+
+    [limits]                          # optional; budgets default to shares of max_workers
+    calls = 16                        # unary calls at once (all callers), outside the reserve
+    calls_per_caller = 8              # unary calls at once of one certificate identity
+    reserved_calls = 4                # for Health/Check and PeerExchange only
+    inbound_streams = 8               # StreamInbound streams at once (all partners)
+    other_streams = 4                 # Health/Watch and reflection streams at once (anyone)
+    streams_per_caller = 4            # streams at once of one certificate identity
+    stream_lifetime_seconds = 900.0   # a stream then ends UNAVAILABLE; resume from the cursor
+    max_request_bytes = 4194304       # larger requests: RESOURCE_EXHAUSTED
+    max_response_bytes = 16777216
+    backlog = 64                      # calls queued for a thread beyond max_workers
+    storage_probe_seconds = 2.0       # how often health checks that the ledger can commit
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import InvalidArgumentError
 from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
+from gateway.server.limits import Limits
 
 __all__ = [
     "ConfigError",
@@ -139,6 +153,12 @@ class NodeConfig:
     server: ServerSettings = field(default_factory=ServerSettings)
     metrics_listen: str | None = None  # HOST:PORT of the HTTPS metrics endpoint, if any
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    limits: Limits | None = None  # None: the defaults for server.max_workers
+
+    @property
+    def resolved_limits(self) -> Limits:
+        """The limits in force (the defaults for ``server.max_workers`` if none were given)."""
+        return self.limits or Limits.for_workers(self.server.max_workers)
 
     @property
     def identity(self) -> SpiffeId:
@@ -218,6 +238,8 @@ def load_config(path: str | Path) -> NodeConfig:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config {source}: file does not exist") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"config {source}: cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -297,6 +319,7 @@ def load_config(path: str | Path) -> NodeConfig:
     metrics = top.sub("metrics", required=False)
     metrics_listen = metrics.parsed("listen", _address) if "listen" in metrics.table else None
     metrics.done()
+    limits = _limits(top.sub("limits", required=False), settings.max_workers)
     top.done()
     return NodeConfig(
         source=source,
@@ -314,4 +337,35 @@ def load_config(path: str | Path) -> NodeConfig:
         server=settings,
         metrics_listen=metrics_listen,
         delivery=delivery,
+        limits=limits,
     )
+
+
+_LIMIT_INTS = (
+    "calls",
+    "calls_per_caller",
+    "reserved_calls",
+    "inbound_streams",
+    "other_streams",
+    "streams_per_caller",
+    "max_request_bytes",
+    "max_response_bytes",
+    "backlog",
+)
+_LIMIT_FLOATS = ("stream_lifetime_seconds", "storage_probe_seconds")
+
+
+def _limits(table: _Reader, workers: int) -> Limits:
+    """The ``[limits]`` table; refused when the node could not enforce it (ADR 0023)."""
+    given: dict[str, Any] = {}
+    for key in _LIMIT_INTS:
+        if key in table.table:
+            given[key] = table.take(key, int)
+    for key in _LIMIT_FLOATS:
+        if key in table.table:
+            given[key] = table.take(key, float)
+    table.done()
+    limits = Limits.for_workers(workers, **given)
+    for key, problem in limits.problems():
+        raise table.error(key, problem)
+    return limits

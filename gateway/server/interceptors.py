@@ -5,8 +5,12 @@
   (``BadRequest`` listing every bad field for ``INVALID_ARGUMENT``, ``ErrorInfo`` otherwise);
   anything else becomes a plain ``INTERNAL`` with an incident id that points to the log. No
   exception text, class name or stack trace ever reaches a caller of another jurisdiction.
-- :class:`AccessInterceptor` authenticates the caller's leaf certificate and authorizes the
-  method (deny by default), then hands the caller to the servicer through :func:`current_caller`.
+- :class:`AccessInterceptor` authenticates the caller's leaf certificate, authorizes the
+  method (deny by default), admits the call under the node's limits (:mod:`gateway.server.limits`),
+  and only then decodes the request bytes; it hands the caller to the servicer through
+  :func:`current_caller` and, for server streams, a :class:`StreamGuard` through
+  :func:`current_stream` that ends the stream when the caller's certificate is revoked or the
+  stream's lifetime is over.
 """
 
 from __future__ import annotations
@@ -16,24 +20,41 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.errors import GatewayError, UnauthenticatedError, to_status
+from gateway.errors import (
+    FieldViolation,
+    GatewayError,
+    InvalidArgumentError,
+    UnauthenticatedError,
+    UnavailableError,
+    to_status,
+)
 from gateway.pki.access import Authenticator, Principal, authorize
 from gateway.pki.identity import Jurisdiction
+from gateway.server.limits import Budget, Limiter, budget_of
 
-__all__ = ["AccessInterceptor", "ErrorInterceptor", "current_caller"]
+__all__ = [
+    "AccessInterceptor",
+    "ErrorInterceptor",
+    "StreamGuard",
+    "current_caller",
+    "current_stream",
+]
 
 log = logging.getLogger("gateway.server")
 
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
 
 Behavior = Callable[..., Any]
-Wrapper = Callable[[Behavior, bool, str], Behavior]
+Wrapper = Callable[..., Behavior]
+_POOL_ATTRIBUTE = "experimental_thread_pool"  # grpcio: run this behavior on that executor
 
 
 def current_caller() -> Principal:
@@ -78,32 +99,56 @@ def _code(status: status_pb2.Status) -> str:
 
 
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, wrap: Wrapper
+    handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, wrap: Wrapper, raw: bool
 ) -> Any:
-    """Rebuild ``handler`` with its behavior wrapped by ``wrap(behavior, streaming, method)``."""
+    """Rebuild ``handler`` with its behavior wrapped by ``wrap(behavior, streaming, method)``.
+
+    With ``raw`` the rebuilt handler hands the request bytes over undecoded and ``wrap`` also
+    gets the deserializer and whether requests stream, to decode them itself.
+    """
     if handler is None:
         return None
+    deserializer = None if raw else handler.request_deserializer
+
+    def wrapped(behavior: Behavior, streaming: bool) -> Behavior:
+        if raw:
+            outer = wrap(
+                behavior,
+                streaming,
+                method,
+                handler.request_deserializer,
+                handler.request_streaming,
+            )
+        else:
+            outer = wrap(behavior, streaming, method)
+        # grpcio picks the thread pool of a call from its outermost behavior, on its polling
+        # thread: the pool an inner interceptor chose must survive the outer wrapping.
+        pool = getattr(behavior, _POOL_ATTRIBUTE, None)
+        if pool is not None and getattr(outer, _POOL_ATTRIBUTE, None) is None:
+            setattr(outer, _POOL_ATTRIBUTE, pool)
+        return outer
+
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False, method),
-            request_deserializer=handler.request_deserializer,
+            wrapped(handler.unary_unary, False),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, True, method),
-            request_deserializer=handler.request_deserializer,
+            wrapped(handler.unary_stream, True),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            wrap(handler.stream_unary, False, method),
-            request_deserializer=handler.request_deserializer,
+            wrapped(handler.stream_unary, False),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        wrap(handler.stream_stream, True, method),  # type: ignore[arg-type]
-        request_deserializer=handler.request_deserializer,
+        wrapped(handler.stream_stream, True),  # type: ignore[arg-type]
+        request_deserializer=deserializer,
         response_serializer=handler.response_serializer,
     )
 
@@ -114,6 +159,8 @@ class _WrappingInterceptor(grpc.ServerInterceptor):
     grpcio asks on every call; the wrapped handler is built once per method and reused while
     the handler beneath stays the same object (it does, for registered services).
     """
+
+    raw_requests = False  # True: the wrapped handler takes request bytes (see _wrap_handler)
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[object, Any]] = {}
@@ -128,12 +175,12 @@ class _WrappingInterceptor(grpc.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap_handler(handler, method, self._wrap)
+        wrapped = _wrap_handler(handler, method, self._wrap, self.raw_requests)
         if handler is not None:  # unknown methods are not remembered: callers choose them
             self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
+    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Any:
         raise NotImplementedError
 
 
@@ -195,18 +242,130 @@ def _peer_leaf(context: grpc.ServicerContext) -> bytes:
     return certs[0]
 
 
-class AccessInterceptor(_WrappingInterceptor):
-    """Authenticates and authorizes every call; refusals are logged with the rule."""
+class StreamGuard:
+    """What ends an admitted server stream early: the caller's certificate no longer passing
+    authentication (revoked by a newly loaded CRL, expired) or the stream's lifetime running
+    out. Checked before each message the stream sends; a servicer that waits for messages asks
+    :meth:`alive` while it waits, so an idle stream ends too."""
 
-    def __init__(self, authenticator: Authenticator, jurisdiction: Jurisdiction) -> None:
+    def __init__(self, reauthenticate: Callable[[], object], lifetime: float, method: str) -> None:
+        self._reauthenticate = reauthenticate
+        self._lifetime = lifetime
+        self._deadline = time.monotonic() + lifetime
+        self._method = method
+
+    def check(self) -> None:
+        """Return if the stream may send its next message.
+
+        Raises:
+            UnauthenticatedError: the caller's certificate is refused now (e.g. revoked).
+            UnavailableError: the stream reached its lifetime; resume with a new one.
+        """
+        try:
+            self._reauthenticate()
+        except UnauthenticatedError as exc:
+            raise UnauthenticatedError(f"stream ended: {exc}") from None
+        if time.monotonic() >= self._deadline:
+            raise UnavailableError(
+                f"stream ended after its lifetime of {self._lifetime:g} s "
+                "(limits.stream_lifetime_seconds): open a new one, resuming from the last "
+                "cursor received"
+            )
+
+    def alive(self) -> bool:
+        """True while :meth:`check` would pass."""
+        try:
+            self.check()
+        except GatewayError:
+            return False
+        return True
+
+
+class _Unguarded(StreamGuard):
+    def __init__(self) -> None:
+        super().__init__(lambda: None, float("inf"), "")
+
+    def check(self) -> None:
+        return None
+
+
+_GUARD: contextvars.ContextVar[StreamGuard | None] = contextvars.ContextVar("guard", default=None)
+_UNGUARDED = _Unguarded()
+
+
+def current_stream() -> StreamGuard:
+    """The guard of the server stream being served (a guard that never fires outside one)."""
+    return _GUARD.get() or _UNGUARDED
+
+
+Deserializer = Callable[[bytes], Any] | None
+
+
+def _parse(parse: Deserializer, raw: Any, method: str, peer: str) -> Any:
+    """``raw`` request bytes decoded by the method's deserializer; a caller's bytes that do
+    not decode are the caller's mistake (INVALID_ARGUMENT), logged, never INTERNAL."""
+    if parse is None or not isinstance(raw, bytes):
+        return raw
+    try:
+        return parse(raw)
+    except Exception:  # protobuf's DecodeError, or whatever a deserializer raises on bad bytes
+        log.warning(
+            "undecodable request to %s from %s (%d bytes)",
+            method,
+            peer,
+            len(raw),
+            extra={"event": "undecodable", "method": method, "status": "INVALID_ARGUMENT"},
+        )
+        name = method.rpartition("/")[2]
+        problem = FieldViolation(
+            "request", f"{len(raw)} bytes that do not decode as the {name} request message"
+        )
+        raise InvalidArgumentError(str(problem), [problem]) from None
+
+
+def _parse_each(parse: Deserializer, raws: Iterator[Any], method: str, peer: str) -> Iterator[Any]:
+    for raw in raws:
+        yield _parse(parse, raw, method, peer)
+
+
+class AccessInterceptor(_WrappingInterceptor):
+    """Authenticates and authorizes every call, admits it under the node's limits, and only
+    then decodes the request; refusals are logged with the rule.
+
+    Requests reach this interceptor as bytes (the method's deserializer is taken out of the
+    handler), so a caller without the right to call a method learns PERMISSION_DENIED whatever
+    it sent, and bytes that do not decode are INVALID_ARGUMENT, not grpcio's INTERNAL
+    "Exception deserializing request!". Server streams are watched by a :class:`StreamGuard`.
+    """
+
+    raw_requests = True
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        jurisdiction: Jurisdiction,
+        limiter: Limiter | None = None,
+        reserve: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        """``reserve``: the thread pool of the methods of the reserved budget (Health/Check and
+        PeerExchange); grpcio hands their calls to it on its polling thread, so no call of
+        another method ever queues in front of them or takes one of its threads."""
         super().__init__()
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
+        self._limiter = limiter
+        self._reserve = reserve
 
-    def _admit(self, context: grpc.ServicerContext, method: str) -> Principal:
+    def _admit(self, context: grpc.ServicerContext, method: str, streaming: bool) -> _Admitted:
         try:
-            principal = self._authenticator.authenticate(_peer_leaf(context))
+            leaf = _peer_leaf(context)
+            principal = self._authenticator.authenticate(leaf)
             authorize(method, principal, self._jurisdiction)
+            release = (
+                self._limiter.admit(method, principal.identity.uri, streaming)
+                if self._limiter is not None
+                else _nothing
+            )
         except GatewayError as exc:
             log.warning(
                 "refused %s from %s: %s",
@@ -216,25 +375,73 @@ class AccessInterceptor(_WrappingInterceptor):
                 extra={"event": "refused", "method": method, "status": exc.status},
             )
             raise
-        return principal
+        return _Admitted(principal, leaf, release)
 
-    def _wrap(self, behavior: Behavior, streaming: bool, method: str) -> Behavior:
+    def _guard(self, admitted: _Admitted, method: str) -> StreamGuard:
+        lifetime = self._limiter.limits.stream_lifetime_seconds if self._limiter else float("inf")
+        leaf, authenticate = admitted.leaf, self._authenticator.authenticate
+        return StreamGuard(lambda: authenticate(leaf), lifetime, method)
+
+    def _wrap(
+        self,
+        behavior: Behavior,
+        streaming: bool,
+        method: str,
+        parse: Deserializer = None,
+        request_streaming: bool = False,
+    ) -> Behavior:
+        def decoded(raw: Any, context: grpc.ServicerContext) -> Any:
+            if request_streaming:
+                return _parse_each(parse, raw, method, context.peer())
+            return _parse(parse, raw, method, context.peer())
+
         if streaming:
 
-            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                token = _CALLER.set(self._admit(context, method))
+            def stream(raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                admitted = self._admit(context, method, True)
+                guard = self._guard(admitted, method)
+                token, guarded = _CALLER.set(admitted.principal), _GUARD.set(guard)
                 try:
-                    yield from behavior(request, context)
+                    for message in behavior(decoded(raw, context), context):
+                        guard.check()
+                        yield message
+                except (UnauthenticatedError, UnavailableError) as exc:
+                    if str(exc).startswith("stream ended"):
+                        log.warning(
+                            "%s stream of %s: %s",
+                            method,
+                            admitted.principal.identity.uri,
+                            exc,
+                            extra={"event": "stream-ended", "method": method, "status": exc.status},
+                        )
+                    raise
                 finally:
+                    _GUARD.reset(guarded)
                     _CALLER.reset(token)
+                    admitted.release()
 
             return stream
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            token = _CALLER.set(self._admit(context, method))
+        def unary(raw: Any, context: grpc.ServicerContext) -> Any:
+            admitted = self._admit(context, method, False)
+            token = _CALLER.set(admitted.principal)
             try:
-                return behavior(request, context)
+                return behavior(decoded(raw, context), context)
             finally:
                 _CALLER.reset(token)
+                admitted.release()
 
+        if self._reserve is not None and budget_of(method, False) is Budget.RESERVED:
+            setattr(unary, _POOL_ATTRIBUTE, self._reserve)
         return unary
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    principal: Principal
+    leaf: bytes
+    release: Callable[[], None]

@@ -26,17 +26,16 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UnavailableError
 from gateway.pki.access import Authenticator
 from gateway.pki.identity import Jurisdiction
 from gateway.pki.policy import METRICS_METHOD, authorize
-from gateway.transport import TlsMaterial
+from gateway.transport import AEAD_CIPHERS, TlsMaterial
 
 __all__ = ["MetricsServer", "NodeMetrics", "NodeState", "server_context"]
 
@@ -57,6 +56,11 @@ class NodeState:
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
     # certificate -> (serial, not-after ISO 8601) of the certificates in use (not on disk)
     in_use: Callable[[], dict[str, tuple[str, str]]] | None = None
+    # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
+    limits: Callable[[], dict[str, tuple[int, int]]] | None = None
+    storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
+    crl_refusals: Callable[[], dict[str, int]] = dict  # reason -> CRL files refused
+    crl_numbers: Callable[[], dict[str, int]] = dict  # issuing root -> CRL number in force
 
 
 class _StateCollector(Collector):
@@ -108,6 +112,43 @@ class _StateCollector(Collector):
             for name, (serial, not_after) in sorted(s.in_use().items()):
                 info.add_metric([name, serial, not_after], 1)
             yield info
+        if s.limits is not None:
+            in_use = GaugeMetricFamily(
+                "gateway_limit_in_use",
+                "Calls or streams admitted now, by budget of the node's [limits].",
+                labels=["budget"],
+            )
+            capacity = GaugeMetricFamily(
+                "gateway_limit_capacity", "The size of each budget.", labels=["budget"]
+            )
+            for budget, (used, size) in sorted(s.limits().items()):
+                in_use.add_metric([budget], used)
+                capacity.add_metric([budget], size)
+            yield in_use
+            yield capacity
+        if s.storage_ok is not None:
+            yield GaugeMetricFamily(
+                "gateway_storage_writable",
+                "1 while the ledger can commit (health SERVING), 0 while it cannot.",
+                value=1 if s.storage_ok() else 0,
+            )
+        refusals = CounterMetricFamily(
+            "gateway_crl_refusals",
+            "Configured CRL files refused since start, by reason (missing, unreadable, "
+            "unsigned, no-number, wrong-issuer, older); the CRL in force stays (ADR 0024).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.crl_refusals().items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+        numbers = GaugeMetricFamily(
+            "gateway_crl_number",
+            "CRL number in force per issuing root (jurisdiction and key id).",
+            labels=["issuer"],
+        )
+        for issuer, number in sorted(s.crl_numbers().items()):
+            numbers.add_metric([issuer], number)
+        yield numbers
 
 
 class NodeMetrics:
@@ -142,9 +183,60 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
 
-_MAX_CONNECTIONS = 16  # scrapers at once; more are closed at once
-_IO_TIMEOUT = 5.0  # seconds per read or write, the handshake included
+_MAX_REQUESTS = 16  # authenticated connections served at once; more are closed at once
+_MAX_HANDSHAKES = 64  # connections still in their TLS handshake; a new one evicts the oldest
+_HANDSHAKE_DEADLINE = 3.0  # seconds for the whole handshake, however slowly its bytes come
+_IO_TIMEOUT = 5.0  # seconds per read or write after the handshake
 _DEADLINE = 15.0  # seconds a connection may last in all, however slowly its bytes come
+
+
+class _Handshakes:
+    """The connections still in their TLS handshake, oldest first (ADR 0008, 0025).
+
+    A connection without a certificate costs nothing to open, so these have a budget of their
+    own, apart from the authenticated requests: at most :data:`_MAX_HANDSHAKES` at once, each
+    for at most :data:`_HANDSHAKE_DEADLINE`, and when the budget is full the newest connection
+    evicts the oldest. Idle sockets therefore cannot take the slots a monitor needs: a monitor's
+    handshake takes milliseconds, an attacker's sockets are pushed out by newer ones.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._pending: dict[int, socket.socket] = {}  # insertion order is age
+        self._next = 0  # connections that began a handshake, since start
+        self.evicted = 0  # connections closed to make room, since start
+
+    def add(self, sock: socket.socket) -> int:
+        """Register ``sock``; returns its ticket (evicting the oldest when full)."""
+        oldest: socket.socket | None = None
+        with self._lock:
+            if len(self._pending) >= self._limit:
+                ticket = next(iter(self._pending))
+                oldest = self._pending.pop(ticket)
+                self.evicted += 1
+            self._next += 1
+            self._pending[self._next] = sock
+            ticket = self._next
+        if oldest is not None:
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RDWR)  # its thread's handshake fails at once
+        return ticket
+
+    def done(self, ticket: int) -> None:
+        """The handshake of ``ticket`` ended (either way)."""
+        with self._lock:
+            self._pending.pop(ticket, None)
+
+    @property
+    def begun(self) -> int:
+        """Connections that began a handshake since start."""
+        with self._lock:
+            return self._next
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -155,18 +247,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = _IO_TIMEOUT
 
     def setup(self) -> None:
-        # The TLS handshake runs here, in this connection's thread, so a client that stalls
-        # it (or never starts it) holds only its own thread: _IO_TIMEOUT per step, and the
-        # connection is closed at _DEADLINE whatever it is doing (a byte every few seconds).
+        # The TLS handshake runs here, in this connection's thread, within its own budget
+        # (_Handshakes): at most _HANDSHAKE_DEADLINE, or less if newer connections evict it.
+        # Only then does the connection take one of the _MAX_REQUESTS slots; it is closed at
+        # _DEADLINE whatever it is doing (a byte every few seconds).
+        self._slot = False
         self._deadline = threading.Timer(_DEADLINE, self._expire)
         self._deadline.daemon = True
         self._deadline.start()
+        ticket = self.server.handshakes.add(self.request)
+        handshake_timer = threading.Timer(_HANDSHAKE_DEADLINE, self._expire)
+        handshake_timer.daemon = True
+        handshake_timer.start()
         try:
+            try:
+                self.request.settimeout(_HANDSHAKE_DEADLINE)
+                self.request.do_handshake()
+            finally:
+                handshake_timer.cancel()
+                self.server.handshakes.done(ticket)
+            if not self.server.take_slot(self.client_address):
+                raise ConnectionRefusedError("too many metrics requests at once")
+            self._slot = True
             self.request.settimeout(_IO_TIMEOUT)
-            self.request.do_handshake()
             super().setup()
         except BaseException:
             self._deadline.cancel()  # finish() does not run when setup fails
+            if self._slot:
+                self.server.release_slot()
             raise
 
     def _expire(self) -> None:
@@ -175,7 +283,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def finish(self) -> None:
         self._deadline.cancel()
-        super().finish()
+        try:
+            super().finish()
+        finally:
+            if self._slot:
+                self.server.release_slot()
 
     def do_GET(self) -> None:
         refusal = self.server.refusal(self.connection)
@@ -200,11 +312,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _HttpsServer(http.server.ThreadingHTTPServer):
-    """A thread per connection, at most :data:`_MAX_CONNECTIONS` at once: a client that
-    stalls cannot keep a monitor from scraping or the node from stopping."""
+    """A thread per connection: at most :data:`_MAX_HANDSHAKES` in their handshake (the oldest
+    evicted by the newest) and :data:`_MAX_REQUESTS` authenticated ones: a client that stalls
+    cannot keep a monitor from scraping or the node from stopping."""
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 would let a burst of idle connections fill the
+    # kernel's accept queue, and a monitor's SYN would wait for retransmission (1 s, 3 s...).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -218,7 +334,8 @@ class _HttpsServer(http.server.ThreadingHTTPServer):
         self._context = context
         self._authenticator = authenticator
         self._jurisdiction = jurisdiction
-        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        self._slots = threading.BoundedSemaphore(_MAX_REQUESTS)
+        self.handshakes = _Handshakes(_MAX_HANDSHAKES)
         self.metrics = metrics
 
     def get_request(self) -> tuple[socket.socket, object]:
@@ -235,22 +352,16 @@ class _HttpsServer(http.server.ThreadingHTTPServer):
             raise OSError(str(exc)) from exc  # socketserver drops the request
         return wrapped, address
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("metrics: too many connections; closing one from %s", client_address)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+    def take_slot(self, client_address: object) -> bool:
+        """Take one of the request slots for a connection past its handshake, or say no."""
+        if self._slots.acquire(blocking=False):
+            return True
+        log.warning("metrics: too many requests at once; closing one from %s", client_address)
+        return False
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def release_slot(self) -> None:
+        """Give a request slot back."""
+        self._slots.release()
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A failed handshake (no certificate, plain HTTP, a stall) or a client gone mid-answer:
@@ -286,13 +397,25 @@ class MetricsServer:
         metrics: NodeMetrics,
     ) -> None:
         host, _, port = listen.rpartition(":")
-        self._server = _HttpsServer(
-            (host, int(port)), context, authenticator, jurisdiction, metrics
-        )
+        try:
+            self._server = _HttpsServer(
+                (host.strip("[]"), int(port)), context, authenticator, jurisdiction, metrics
+            )
+        except OSError as exc:
+            raise UnavailableError(
+                f"cannot listen for metrics on {listen}: {exc.strerror or exc}"
+            ) from None
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
         )
+
+    @property
+    def handshakes(self) -> tuple[int, int, int]:
+        """(connections that began a TLS handshake since start, those in it now, those evicted
+        since start to make room)."""
+        pending = self._server.handshakes
+        return pending.begun, len(pending), pending.evicted
 
     def start(self) -> None:
         """Start serving."""
@@ -307,9 +430,11 @@ class MetricsServer:
 
 def server_context(material: TlsMaterial) -> ssl.SSLContext:
     """A TLS 1.2+ server context with the node's certificate and key that requires a client
-    certificate chained to a root of the trust bundle (the finer checks follow per request)."""
+    certificate chained to a root of the trust bundle (the finer checks follow per request).
+    Only AEAD suites with forward secrecy, as on the gRPC port (ADR 0025)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(AEAD_CIPHERS)  # TLS 1.2: ECDHE with AES-GCM or ChaCha20 only
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=material.bundle.pem().decode())
     certificate, key = material.certificate_chain, material.private_key

@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import logging
+import queue
 import socket
+import sqlite3
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -50,15 +54,27 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.expiry import certificate_serial, expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
+from gateway.pki.revocation import key_id
 from gateway.server.config import ConfigError, NodeConfig, PeerConfig
-from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor
+from gateway.server.health import StorageProbe
+from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor, current_stream
+from gateway.server.limits import Budget, Limiter
 from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server_context
+from gateway.server.revocation_store import LedgerRevocationStore
+from gateway.server.revocation_store import create_schema as create_revocation_schema
 from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
+from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
-__all__ = ["CERTIFICATES_IN_USE_KEY", "CERTIFICATE_WARNINGS_KEY", "SERVICE_NAMES", "Node"]
+__all__ = [
+    "CERTIFICATES_IN_USE_KEY",
+    "CERTIFICATE_WARNINGS_KEY",
+    "SERVICE_NAMES",
+    "STORAGE_KEY",
+    "Node",
+]
 
 log = logging.getLogger("gateway.server")
 
@@ -72,15 +88,18 @@ SERVICE_NAMES = (
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
 CERTIFICATES_IN_USE_KEY = "certificates-in-use"
+STORAGE_KEY = "storage"
+_WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     """Standard health checking; ``Check`` also returns the node's certificate warnings in the
-    trailing metadata ``certificate-warnings`` (``none`` when all is well), so an operator's
-    probe sees them without a new RPC."""
+    trailing metadata ``certificate-warnings`` (``none`` when all is well), and why the ledger
+    cannot commit in ``storage`` (``ok`` when it can), so an operator's probe sees them without
+    a new RPC."""
 
     def __init__(self, node: Node) -> None:
-        super().__init__(experimental_non_blocking=True)
+        super().__init__(experimental_non_blocking=False)  # our Watch is a generator
         self._node = node
 
     def Check(
@@ -92,44 +111,103 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
             f"{name} serial={serial} not-after={not_after}"
             for name, (serial, not_after) in self._node.certificates_in_use().items()
         )
+        storage = self._node.storage.last_problem or "ok"
         context.set_trailing_metadata(
             (
                 (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+                (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
                 (CERTIFICATES_IN_USE_KEY, in_use),
             )
         )
         return super().Check(request, context)
+
+    def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Any = None,
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
+        """The standard Watch, except that an idle stream wakes every ``_WATCH_TICK`` seconds
+        to let its :class:`StreamGuard` end it (revoked caller, lifetime over); grpc's own
+        watcher sleeps until the status changes, however long that takes."""
+        changes: queue.SimpleQueue[health_pb2.HealthCheckResponse | None] = queue.SimpleQueue()
+        super().Watch(request, context, send_response_callback=changes.put)
+        guard = current_stream()
+        while context.is_active():
+            try:
+                change = changes.get(timeout=_WATCH_TICK)
+            except queue.Empty:
+                guard.check()
+                continue
+            if change is None:  # the call ended (grpc's close callback)
+                return
+            yield change
+
+    def set_serving(self, serving: bool) -> None:
+        """Mark the node and each of its services SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self.set(name, status)
 
 
 class Node:
     """One jurisdiction's gateway node, built from its config."""
 
     def __init__(self, config: NodeConfig) -> None:
+        """Check and lock the data directory, then load everything the node needs.
+
+        Raises:
+            GatewayError: one line naming the file or config key that keeps the node from
+                starting (ADR 0025); nothing is left locked or open.
+        """
         self.config = config
         self._stopped = threading.Event()
+        # Start-up checks first (ADR 0025): one node per data directory, private files.
+        self.data_dir = DataDirectory(config.data_dir)
+        try:
+            self._start_up(config)
+        except BaseException:
+            ledger: Ledger | None = getattr(self, "ledger", None)
+            if ledger is not None:
+                ledger.close()
+            self.data_dir.release()
+            raise
+
+    def _start_up(self, config: NodeConfig) -> None:
+        self.started_at: dt.datetime | None = None
+        # The signing pair follows its files (ADR 0063); a reloaded one is checked as at start.
+        self.signing = SigningMaterial(
+            config.signing_certificate,
+            config.signing_key,
+            self._read_signer,
+            on_change=self._signer_changed,
+        )
+        origin = ledger_origin(config.jurisdiction)
+        self.ledger = _open_ledger(self.data_dir.ledger, origin, self.signer)
         self.tls = ServerTls(
             config.tls_certificate,
             config.tls_key,
             config.trust_bundle,
             config.crls,
             on_change=self._tls_changed,
+            store=LedgerRevocationStore(self.ledger),
+            check=functools.partial(
+                check_own_certificate,
+                expected=config.identity,
+                usage="server",
+                what=f"TLS certificate {config.tls_certificate}",
+            ),
         )
-        self.authenticator = Authenticator(self.tls.material.bundle, self.tls.material.crls)
-        self.signing = SigningMaterial(
-            config.signing_certificate,
-            config.signing_key,
-            lambda: _load_signer(config),
-            on_change=self._signer_changed,
-        )
-        self.started_at: dt.datetime | None = None
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        origin = ledger_origin(config.jurisdiction)
-        self.ledger = Ledger.open(
-            config.data_dir / "ledger.db",
-            origin=origin,
-            signer=NoteSigner(origin, self.signer.private_key),
-            schema=exchange_store.create_schema,
-        )
+        material = self.tls.material
+        self._check_signer(self.signer)
+        self.authenticator = Authenticator(material.bundle, material.crls)
+        self.limits = config.resolved_limits
+        self.limiter = Limiter(self.limits)
+        self.storage = StorageProbe(self.ledger, config.data_dir, self._storage_changed)
         self.exchange = Exchange(
             jurisdiction=config.jurisdiction,
             ledger=self.ledger,
@@ -168,6 +246,10 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                limits=self._limits_in_use,
+                storage_ok=lambda: self.storage.last_problem is None,
+                crl_refusals=self.tls.refusal_counts,
+                crl_numbers=self._crl_numbers,
                 in_use=self.certificates_in_use,
             )
         )
@@ -193,17 +275,33 @@ class Node:
                 self.exchange.erase_expired,
             ),
         ]
+        # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
+        self._reserve = futures.ThreadPoolExecutor(
+            max_workers=self.limits.reserved_calls, thread_name_prefix=f"{prefix}-reserve"
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=config.server.max_workers,
+                max_workers=config.server.max_workers - self.limits.reserved_calls,
                 thread_name_prefix=f"{prefix}-rpc",
             ),
             interceptors=[
                 # Counted only when someone can read the counts: no work on every call else.
                 ErrorInterceptor(self.metrics.observe if self.metrics_server else None),
-                AccessInterceptor(self.authenticator, config.jurisdiction),
+                AccessInterceptor(
+                    self.authenticator, config.jurisdiction, self.limiter, self._reserve
+                ),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", self.limits.max_request_bytes),
+                ("grpc.max_send_message_length", self.limits.max_response_bytes),
+            ],
+            # Refused with RESOURCE_EXHAUSTED on grpcio's polling thread, before any worker
+            # thread is taken: the only check grpcio's sync server makes that early (ADR 0023).
+            maximum_concurrent_rpcs=config.server.max_workers + self.limits.backlog,
+        )
+        self._housekeeping.append(
+            _Periodic(f"{prefix}-storage", self.limits.storage_probe_seconds, self.storage.run)
         )
         self._register()
         self.port = 0
@@ -213,6 +311,19 @@ class Node:
         with contextlib.closing(self.ledger.own_reader()) as conn:  # scrapes come on new threads
             counts = exchange_store.pending_counts(conn)
         return {(peer, names[state]): n for (peer, state), n in counts.items()}
+
+    def _limits_in_use(self) -> dict[str, tuple[int, int]]:
+        used = self.limiter.in_use()
+        return {
+            budget.value: (used[budget.value], self.limits.capacity(budget)) for budget in Budget
+        }
+
+    def _crl_numbers(self) -> dict[str, int]:
+        return {
+            f"{v.jurisdiction} {key_id(v.issuer)[:16]}": v.number
+            for v in self.tls.material.verified_crls
+            if v.number is not None
+        }
 
     def _not_after(self) -> dict[str, float]:
         tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
@@ -235,6 +346,27 @@ class Node:
             name: (certificate_serial(c), c.not_valid_after_utc.isoformat())
             for name, c in (("tls", tls), ("signing", signing))
         }
+
+    def _check_signer(self, signer: Signer) -> None:
+        """Refuse a signing certificate that is not this node's, for signing, under a root of
+        the bundle in force and not revoked (at start and at every reload)."""
+        material = self.tls.material
+        check_own_certificate(
+            signer.certificate,
+            material.bundle,
+            list(material.crls),
+            expected=self.config.identity,
+            usage="signing",
+            what=f"signing certificate {self.config.signing_certificate}",
+        )
+
+    def _read_signer(self) -> Signer:
+        """The signing pair on disk (a reload is checked against the TLS material in force;
+        at start that check follows once the TLS material is loaded)."""
+        signer = _load_signer(self.config)
+        if getattr(self, "tls", None) is not None:
+            self._check_signer(signer)
+        return signer
 
     def _signer_changed(self, signer: Signer) -> None:
         """A renewed signing pair: keep its certificate with the ledger first (auditors find
@@ -260,6 +392,20 @@ class Node:
     def _trust(self) -> tuple[TrustBundle, tuple[x509.CertificateRevocationList, ...]]:
         material = self.tls.material  # one snapshot: bundle and CRLs of the same reload
         return material.bundle, material.crls
+
+    def _storage_changed(self, problem: str | None) -> None:
+        """Health follows the storage probe: NOT_SERVING while the ledger cannot commit."""
+        if self._stopped.is_set():
+            return
+        if problem is None:
+            log.info("storage writable again: SERVING", extra={"event": "storage-ok"})
+        else:
+            log.error(
+                "ledger cannot commit (%s): NOT_SERVING until it can",
+                problem,
+                extra={"event": "storage-failed"},
+            )
+        self.health.set_serving(problem is None)
 
     def _tls_changed(self, material: TlsMaterial) -> None:
         self.authenticator.update(material.bundle, material.crls)
@@ -350,14 +496,23 @@ class Node:
         return f"{host}:{self.port}"
 
     def start(self) -> int:
-        """Bind and start serving over mutual TLS; return the bound port."""
-        _refuse_if_taken(self.config.listen)
+        """Bind and start serving over mutual TLS; return the bound port.
+
+        Raises:
+            UnavailableError: the address cannot be bound; the node is then given up
+                (:meth:`abandon`: ledger closed, data directory unlocked).
+        """
         try:
-            self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
-        except RuntimeError as exc:
-            raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
-        if self.port == 0:
-            raise UnavailableError(f"cannot listen on {self.config.listen}")
+            _refuse_if_taken(self.config.listen)
+            try:
+                self.port = self._server.add_secure_port(self.config.listen, self.tls.credentials())
+            except RuntimeError as exc:
+                raise UnavailableError(f"cannot listen on {self.config.listen}: {exc}") from exc
+            if self.port == 0:
+                raise UnavailableError(f"cannot listen on {self.config.listen}")
+        except BaseException:
+            self.abandon()
+            raise
         self._server.start()
         self.started_at = dt.datetime.now(dt.UTC)
         self.checkpointer.start()
@@ -375,8 +530,7 @@ class Node:
         self._report_expiry()
         for worker in self._housekeeping:
             worker.start(self._stopped)
-        for name in ("", *SERVICE_NAMES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.storage.run()  # SERVING only if the ledger can commit now
         log.info(
             "node %s listening on %s",
             self.config.identity.uri,
@@ -396,6 +550,7 @@ class Node:
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
         self._status.close()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop()
@@ -404,7 +559,19 @@ class Node:
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
         self.ledger.close()
+        self.data_dir.release()
         log.info("node %s stopped", self.config.identity.uri, extra={"event": "stopped"})
+
+    def abandon(self) -> None:
+        """Give up a node whose :meth:`start` failed before it served: close the ledger and
+        unlock the data directory (the server and workers never ran)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()  # its socket was bound when the node was made
+        self.ledger.close()
+        self.data_dir.release()
 
     def kill(self) -> None:
         """Stop at once without a grace period or a final checkpoint, as a crash test needs."""
@@ -412,6 +579,7 @@ class Node:
         self.exchange.wake_followers()
         self._server.stop(0).wait()
         self._status.close()
+        self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.witness_client.stop(0)
@@ -419,6 +587,7 @@ class Node:
             deliverer.stop(0)
         self.checkpointer.stop()
         self.ledger.close()
+        self.data_dir.release()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -455,6 +624,26 @@ def _load_signer(config: NodeConfig) -> Signer:
     if identity != config.identity:
         raise ConfigError(f"{where}: key 'signing.certificate': is not for {config.identity.uri}")
     return Signer(config.identity, key, cert)
+
+
+def _open_ledger(path: Path, origin: str, signer: Signer) -> Ledger:
+    """Open the node's ledger; a file SQLite cannot use is named in one line."""
+
+    def schema(conn: sqlite3.Connection) -> None:
+        exchange_store.create_schema(conn)
+        create_revocation_schema(conn)
+
+    try:
+        return Ledger.open(
+            path,
+            origin=origin,
+            signer=NoteSigner(origin, signer.private_key),
+            schema=schema,
+        )
+    except sqlite3.Error as exc:
+        raise StartupError(f"ledger {path} cannot be opened: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"ledger {path} cannot be opened: {exc.strerror or exc}") from None
 
 
 class _Periodic:

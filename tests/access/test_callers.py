@@ -74,7 +74,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cn-node")
-    crl = tmp / "cn.crl"
+    crl = tmp / "cn.crl"  # every configured CRL must exist at start (ADR 0024)
+    write_public_file(crl, build_crl(world.cas[CN], [], number=0).public_bytes(Encoding.PEM))
     config = world.write_config(CN, tmp / "cn-data", crls=[crl], server="tls_reload_seconds = 0.1")
     with running_node(config) as node:
         yield Cluster(world, node, crl)
@@ -370,8 +371,9 @@ def test_a_crl_not_signed_by_a_bundle_root_is_not_loaded(cluster: Cluster) -> No
     forged = build_crl(rogue, [], number=99)
     # swap a forged CRL into the configured path, then put the real one back
     original = cluster.crl.read_bytes() if cluster.crl.exists() else None
+    refused = cluster.node.tls.refusals.get("unsigned", 0)
     write_public_file(cluster.crl, forged.public_bytes(Encoding.PEM))
-    time.sleep(0.5)
+    _wait_for(lambda: cluster.node.tls.refusals.get("unsigned", 0) > refused)
     assert cluster.node.tls.generation == generation
     assert cluster.node.authenticator.crls == before
     if original is not None:

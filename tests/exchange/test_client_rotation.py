@@ -32,7 +32,8 @@ def test_delivery_survives_renewal_and_revocation_of_the_old_certificate(
     configs[CN].write_text(
         text.replace(str(node.certificate), str(cert)).replace(str(node.key), str(key))
     )
-    crl = tmp_path / "cn.crl"
+    crl = tmp_path / "cn.crl"  # a configured CRL must exist at start (ADR 0024)
+    write_public_file(crl, build_crl(world.cas[CN], [], number=0).public_bytes(Encoding.PEM))
     configs[HK].write_text(
         configs[HK]
         .read_text()

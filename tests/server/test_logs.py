@@ -150,11 +150,13 @@ def busy_port() -> object:
 def test_cli_error_line_is_whole_and_after_the_nodes_log_lines(
     world: World, tmp_path: Path, busy_port: int
 ) -> None:
-    """``serve`` on a port in use: the node has logged (the frozen heap) when start fails; the
-    operator's one line comes last, whole, and exit status is 2."""
+    """``serve`` on a port in use: the node has logged (its data directory made private) when
+    start fails; the operator's one line comes last, whole, and exit status is 2."""
     config = world.write_config(
         Jurisdiction.MO, tmp_path / "data", peers={}, listen=f"127.0.0.1:{busy_port}"
     )
+    (tmp_path / "data").mkdir(mode=0o755)  # readable by others: tightened, with a log line
+    (tmp_path / "data").chmod(0o755)
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
         capture_output=True, text=True, timeout=60,
@@ -166,4 +168,4 @@ def test_cli_error_line_is_whole_and_after_the_nodes_log_lines(
         == f"customs-gateway: error: cannot listen on 127.0.0.1:{busy_port}: address already in use"
     )
     logs = [json.loads(line) for line in before]  # every other line is the node's, whole
-    assert [line["event"] for line in logs] == ["heap_frozen"]
+    assert [line["event"] for line in logs] == ["permissions-tightened"]

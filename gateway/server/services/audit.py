@@ -15,6 +15,7 @@ from gateway.server.interceptors import current_caller
 __all__ = ["AuditService"]
 
 _MAX_PAGE = 1000
+_MAX_SIZE = 2**63 - 1
 
 
 def _checkpoint(signed: SignedCheckpoint) -> audit_pb2.Checkpoint:
@@ -52,7 +53,9 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
         self, request: audit_pb2.ListCheckpointsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListCheckpointsResponse:
         limit = min(request.page_size or 100, _MAX_PAGE)
-        found = self._ledger.checkpoints(request.min_size, limit)
+        # No ledger reaches 2^63 entries: a larger minimum asks for none (SQLite's integers
+        # are signed 64-bit, so it is not passed on as it is).
+        found = self._ledger.checkpoints(min(request.min_size, _MAX_SIZE), limit)
         return audit_pb2.ListCheckpointsResponse(checkpoints=[_checkpoint(c) for c in found])
 
     def GetEntries(

@@ -15,7 +15,7 @@ from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
 from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange
 from gateway.exchange.watchlists import Watchlists
-from gateway.server.interceptors import current_caller
+from gateway.server.interceptors import current_caller, current_stream
 
 __all__ = ["PartnerService", "decode_cursor", "encode_cursor"]
 
@@ -110,14 +110,24 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
     def StreamInbound(
         self, request: partner_pb2.StreamInboundRequest, context: grpc.ServicerContext
     ) -> Iterator[partner_pb2.InboundMessage]:
-        """Everything after the cursor, then new messages as they arrive, until cancelled."""
+        """Everything after the cursor, then new messages as they arrive, until cancelled.
+
+        The stream also ends when the node stops, when the caller's certificate is revoked
+        (UNAUTHENTICATED) or when it reaches its lifetime (UNAVAILABLE: open a new stream from
+        the last cursor); the guard is checked while the stream waits, not only when it sends.
+        """
+        guard = current_stream()
+        after = decode_cursor(request.cursor)
+        context.add_callback(self._exchange.wake_followers)  # a cancelled stream ends at once
         rows = self._exchange.follow_inbound(
-            decode_cursor(request.cursor),
+            after,
             request.kinds,
-            lambda: context.is_active() and not self._stopping.is_set(),
+            lambda: context.is_active() and not self._stopping.is_set() and guard.alive(),
         )
         for row in rows:
             yield self._message(row)
+        if context.is_active() and not self._stopping.is_set():
+            guard.check()  # raises why the stream ends
 
     @staticmethod
     def _message(row: store.InboundRow) -> partner_pb2.InboundMessage:
