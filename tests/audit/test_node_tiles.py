@@ -40,6 +40,8 @@ def test_serve_refuses_a_bad_stored_hash_in_one_line(
     data = tmp_path / "hk-data"
     data.mkdir(mode=0o700)
     corrupt_inner_hash(world, write_hk_ledger(world, data / "ledger.db"))
+    for path in data.iterdir():  # as a node keeps them (ADR 0025): no line about tightening
+        path.chmod(0o600)
     assert main(["serve", "--config", str(world.write_config(HK, data))]) == 2
     err = capsys.readouterr().err
     # JSON log lines may come first (start-up tightens the file's permissions and says so); the
