@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.pki import Jurisdiction
-from gateway.server import Node
+from gateway.server import Node, logs
 from tests.support import World, make_world, running_node
+
+
+@pytest.fixture(autouse=True)
+def _logs_released_after_each_test() -> Iterator[None]:
+    """A test that runs a command in-process (``main(["serve", ...])``) configures the node's
+    log writer on the stderr pytest captured for that test; once the test ends that stream is
+    closed, so the writer is closed with it instead of failing on every later line."""
+    yield
+    writer = logs._writer
+    if writer is not None:
+        writer.close()
+        logs._writer = None
+        root = logging.getLogger("gateway")
+        root.handlers.clear()
+        root.propagate = True
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,9 @@ from customs.gateway.v1 import envelope_pb2
 from gateway.audit.errors import ExportFormatError
 
 EXPORT_MAGIC_V1 = b"customs-gateway ledger export 1\n"
-EXPORT_MAGIC = b"customs-gateway ledger export 2\n"
+EXPORT_MAGIC_V2 = b"customs-gateway ledger export 2\n"
+EXPORT_MAGIC = b"customs-gateway ledger export 3\n"
+_MAGICS = {EXPORT_MAGIC_V1: 1, EXPORT_MAGIC_V2: 2, EXPORT_MAGIC: 3}
 SQLITE_MAGIC = b"SQLite format 3\x00"
 T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_WITHHELD, T_END = (
     1,
@@ -30,9 +32,15 @@ T_ORIGIN, T_ENTRY, T_CHECKPOINT, T_CERTIFICATE, T_ENVELOPE, T_WITHHELD, T_END = 
     6,
     255,
 )
+T_COSIGNED, T_RECEIPT, T_EVIDENCE = 7, 8, 9  # version 3 (ADR 0015)
 _RECORD = struct.Struct(">BI")
 _END_V1 = struct.Struct(">QQ")
-_END = struct.Struct(">QQQQ")
+_END_V2 = struct.Struct(">QQQQ")
+_END = struct.Struct(">QQQQQQQ")
+_COSIGNED_HEAD = struct.Struct(">QQQ")  # ledger index, size, old size
+_RECEIPT_HEAD = struct.Struct(">16s2s")  # message id, recipient (e.g. b"HK")
+_EVIDENCE_HEAD = struct.Struct(">2s8sQQ")  # origin, problem, detected ms, old size
+_U32 = struct.Struct(">I")
 _ENVELOPE_HEAD = struct.Struct(">16s2sQ")  # message id, origin (e.g. b"CN"), created ms
 _WITHHELD = struct.Struct(">16s2s")
 _CHUNK = 10_000
@@ -77,6 +85,152 @@ class StoredEnvelope:
             raise ExportFormatError(f"withheld record of {len(body)} bytes, not {_WITHHELD.size}")
         mid, origin = _WITHHELD.unpack(body)
         return cls(uuid.UUID(bytes=mid), 0, None, withheld=True, origin=origin.decode("ascii"))
+
+
+def _blob(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _blobs(body: bytes, at: int, count: int, what: str) -> list[bytes]:
+    """``count`` uint32-length-prefixed byte strings from ``at``; nothing may follow them."""
+    out = []
+    for _ in range(count):
+        if at + _U32.size > len(body):
+            raise ExportFormatError(f"{what} record ends inside a length")
+        (n,) = _U32.unpack_from(body, at)
+        at += _U32.size
+        if at + n > len(body):
+            raise ExportFormatError(f"{what} record ends inside a field of {n} bytes")
+        out.append(body[at : at + n])
+        at += n
+    if at != len(body):
+        raise ExportFormatError(f"{what} record has {len(body) - at} bytes after its fields")
+    return out
+
+
+def _hashes(blob: bytes, what: str) -> tuple[bytes, ...]:
+    if len(blob) % 32:
+        raise ExportFormatError(f"{what}: proof of {len(blob)} bytes is not whole hashes")
+    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+
+
+@dataclass(frozen=True)
+class CosignedCheckpoint:
+    """What a node cosigned for a peer, kept beside its ``witnessed`` entry ``index``: the
+    peer's checkpoint note as the peer presented it (signed by the peer's log key), the
+    consistency proof from ``old_size`` the node checked, and its own cosignature line."""
+
+    index: int
+    size: int
+    old_size: int
+    proof: tuple[bytes, ...]
+    note: bytes
+    cosignature: str
+
+    def encode(self) -> bytes:
+        """The body of an export ``cosigned`` record (docs/ledger-format.md, version 3)."""
+        return (
+            _COSIGNED_HEAD.pack(self.index, self.size, self.old_size)
+            + _blob(b"".join(self.proof))
+            + _blob(self.note)
+            + _blob(self.cosignature.encode())
+        )
+
+    @classmethod
+    def decode(cls, body: bytes) -> CosignedCheckpoint:
+        """Parse a ``cosigned`` record body."""
+        if len(body) < _COSIGNED_HEAD.size:
+            raise ExportFormatError(f"cosigned record of {len(body)} bytes is too short")
+        index, size, old = _COSIGNED_HEAD.unpack_from(body)
+        proof, note, line = _blobs(body, _COSIGNED_HEAD.size, 3, "cosigned")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ExportFormatError("cosigned record: cosignature line is not UTF-8") from e
+        return cls(index, size, old, _hashes(proof, "cosigned record"), note, text)
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    """The signed receipt a recipient returned for a message this node sent: the serialized
+    ``SignedReceipt`` exactly as received (docs/envelopes.md)."""
+
+    message_id: uuid.UUID
+    recipient: str
+    receipt: bytes
+
+    @property
+    def key(self) -> tuple[uuid.UUID, str]:
+        """(message id, recipient): a ``receipt`` entry's message id and counterpart."""
+        return self.message_id, self.recipient
+
+    def encode(self) -> bytes:
+        """The body of an export ``receipt`` record (docs/ledger-format.md, version 3)."""
+        return _RECEIPT_HEAD.pack(self.message_id.bytes, self.recipient.encode()) + self.receipt
+
+    @classmethod
+    def decode(cls, body: bytes) -> StoredReceipt:
+        """Parse a ``receipt`` record body."""
+        if len(body) <= _RECEIPT_HEAD.size:
+            raise ExportFormatError(f"receipt record of {len(body)} bytes is too short")
+        mid, recipient = _RECEIPT_HEAD.unpack_from(body)
+        return cls(
+            uuid.UUID(bytes=mid),
+            recipient.decode("ascii", errors="replace"),
+            body[_RECEIPT_HEAD.size :],
+        )
+
+
+@dataclass(frozen=True)
+class WitnessEvidence:
+    """Both notes of a checkpoint a peer presented that was inconsistent with the one this node
+    had cosigned (``problem``: ``fork`` or ``rollback``), with the proof it came with."""
+
+    origin: str  # the peer's jurisdiction code
+    problem: str
+    detected_ms: int
+    old_size: int
+    proof: tuple[bytes, ...]
+    cosigned_note: bytes
+    presented_note: bytes
+
+    def encode(self) -> bytes:
+        """The body of an export ``evidence`` record (docs/ledger-format.md, version 3)."""
+        head = _EVIDENCE_HEAD.pack(
+            self.origin.encode(), self.problem.encode().ljust(8), self.detected_ms, self.old_size
+        )
+        return (
+            head
+            + _blob(b"".join(self.proof))
+            + _blob(self.cosigned_note)
+            + _blob(self.presented_note)
+        )
+
+    @classmethod
+    def decode(cls, body: bytes) -> WitnessEvidence:
+        """Parse an ``evidence`` record body."""
+        if len(body) < _EVIDENCE_HEAD.size:
+            raise ExportFormatError(f"evidence record of {len(body)} bytes is too short")
+        origin, problem, detected, old = _EVIDENCE_HEAD.unpack_from(body)
+        proof, cosigned, presented = _blobs(body, _EVIDENCE_HEAD.size, 3, "evidence")
+        return cls(
+            origin.decode("ascii", errors="replace"),
+            problem.decode("ascii", errors="replace").strip(),
+            detected,
+            old,
+            _hashes(proof, "evidence record"),
+            cosigned,
+            presented,
+        )
+
+
+@dataclass(frozen=True)
+class WitnessRecords:
+    """What an export of version 3 (or a database) carries beyond version 2."""
+
+    cosigned: list[CosignedCheckpoint]
+    receipts: list[StoredReceipt]
+    evidence: list[WitnessEvidence]
 
 
 def _signer_certificates(blobs: Iterable[bytes | None]) -> list[bytes]:
@@ -126,6 +280,10 @@ class LedgerSource(Protocol):
         """The messages' envelopes by (origin, id), or None when the source carries none."""
         ...
 
+    def witness_records(self) -> WitnessRecords | None:
+        """What the node cosigned, its receipts and its evidence; None when not carried."""
+        ...
+
 
 class DatabaseSource:
     """A node's ledger file, opened read-only."""
@@ -145,6 +303,45 @@ class DatabaseSource:
         self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
         self._certificates_kept = "exchange_certificates" in tables
         self._tiles = "ledger_tiles" in tables
+        self._witnessing = {"exchange_cosigned", "exchange_witness_evidence"} <= tables
+
+    def witness_records(self) -> WitnessRecords | None:
+        """The node's ``exchange_cosigned``, outbox receipts and witness evidence rows."""
+        if not self._witnessing:
+            return None
+        q = self._conn.execute
+        cosigned = [
+            CosignedCheckpoint(
+                int(i), int(size), int(old), _hashes(bytes(p), "cosigned"), bytes(n), str(c)
+            )
+            for i, size, old, p, n, c in q(
+                "SELECT ledger_index, size, old_size, proof, note, cosignature "
+                "FROM exchange_cosigned ORDER BY ledger_index"
+            )
+        ]
+        receipts = [
+            StoredReceipt(uuid.UUID(mid), str(recipient), bytes(receipt))
+            for mid, recipient, receipt in q(
+                "SELECT message_id, recipient, receipt FROM exchange_outbox "
+                "WHERE receipt IS NOT NULL ORDER BY receipt_index"
+            )
+        ]
+        evidence = [
+            WitnessEvidence(
+                str(origin).split(".")[0].upper(),
+                str(problem),
+                int(ms),
+                int(old),
+                _hashes(bytes(p), "evidence"),
+                bytes(c),
+                bytes(pr),
+            )
+            for origin, problem, ms, old, p, c, pr in q(
+                "SELECT origin, problem, detected_ms, old_size, proof, cosigned_note, "
+                "presented_note FROM exchange_witness_evidence ORDER BY id"
+            )
+        ]
+        return WitnessRecords(cosigned, receipts, evidence)
 
     def certificates(self) -> list[bytes]:
         """The signing certificates the node keeps (its own, its witnesses'), and those
@@ -238,13 +435,14 @@ class ExportSource:
         self._checkpoints: list[str] = []
         self._certificates: list[bytes] = []
         self._envelopes: dict[tuple[str, uuid.UUID], StoredEnvelope] = {}
+        self._witness = WitnessRecords([], [], [])
         self.count = 0
         # First pass: header, checkpoints and counts, so entries can be streamed afterwards.
         with path.open("rb") as f:
             magic = f.read(len(EXPORT_MAGIC))
-            if magic not in (EXPORT_MAGIC, EXPORT_MAGIC_V1):
+            if magic not in _MAGICS:
                 raise ExportFormatError(f"{path} is not a ledger export (bad magic)")
-            self.version = 2 if magic == EXPORT_MAGIC else 1
+            self.version = _MAGICS[magic]
             kind, body = _read_record(f)
             if kind != T_ORIGIN:
                 raise ExportFormatError("export does not start with its origin record")
@@ -255,26 +453,36 @@ class ExportSource:
                     self.count += 1
                 elif kind == T_CHECKPOINT:
                     self._checkpoints.append(body.decode("utf-8", errors="replace"))
-                elif kind == T_CERTIFICATE and self.version == 2:
+                elif kind == T_CERTIFICATE and self.version >= 2:
                     self._certificates.append(body)
-                elif kind == T_ENVELOPE and self.version == 2:
+                elif kind == T_ENVELOPE and self.version >= 2:
                     stored = StoredEnvelope.decode(body)
                     self._envelopes[stored.key] = stored
-                elif kind == T_WITHHELD and self.version == 2:
+                elif kind == T_WITHHELD and self.version >= 2:
                     stored = StoredEnvelope.decode_withheld(body)
                     self._envelopes[stored.key] = stored
+                elif kind == T_COSIGNED and self.version >= 3:
+                    self._witness.cosigned.append(CosignedCheckpoint.decode(body))
+                elif kind == T_RECEIPT and self.version >= 3:
+                    self._witness.receipts.append(StoredReceipt.decode(body))
+                elif kind == T_EVIDENCE and self.version >= 3:
+                    self._witness.evidence.append(WitnessEvidence.decode(body))
                 elif kind == T_END:
-                    end = _END if self.version == 2 else _END_V1
+                    end = {1: _END_V1, 2: _END_V2, 3: _END}[self.version]
                     if len(body) != end.size:
                         raise ExportFormatError(f"export end record of {len(body)} bytes")
                     counts = end.unpack(body)
                     held: tuple[int, ...] = (self.count, len(self._checkpoints))
-                    if self.version == 2:
+                    if self.version >= 2:
                         held += (len(self._certificates), len(self._envelopes))
+                    if self.version >= 3:
+                        w = self._witness
+                        held += (len(w.cosigned), len(w.receipts), len(w.evidence))
                     if counts != held:
                         raise ExportFormatError(
                             f"export end record counts {counts} (entries, checkpoints, "
-                            f"certificates, envelopes), the file holds {held}"
+                            f"certificates, envelopes, cosigned, receipts, evidence), the file "
+                            f"holds {held}"
                         )
                     if f.read(1):
                         raise ExportFormatError("export has bytes after its end record")
@@ -308,7 +516,10 @@ class ExportSource:
         return list(self._certificates)
 
     def envelopes(self) -> dict[tuple[str, uuid.UUID], StoredEnvelope] | None:
-        return dict(self._envelopes) if self.version == 2 else None
+        return dict(self._envelopes) if self.version >= 2 else None
+
+    def witness_records(self) -> WitnessRecords | None:
+        return self._witness if self.version >= 3 else None
 
     def close(self) -> None:
         """Nothing held open between reads."""
@@ -324,7 +535,7 @@ def open_source(path: Path) -> DatabaseSource | ExportSource:
         head = f.read(len(EXPORT_MAGIC))
     if head.startswith(SQLITE_MAGIC):
         return DatabaseSource(path)
-    if head in (EXPORT_MAGIC, EXPORT_MAGIC_V1):
+    if head in _MAGICS:
         return ExportSource(path)
     raise ExportFormatError(f"{path} is neither a ledger database nor a ledger export")
 
@@ -336,10 +547,13 @@ def write_export_records(
     notes: Iterable[str],
     certificates: Iterable[bytes],
     envelopes: Iterable[StoredEnvelope],
+    witness: WitnessRecords | None = None,
 ) -> tuple[int, int, int, int]:
-    """Write an export file (version 2) atomically; return the four counts of its end record.
+    """Write an export file atomically; return the first four counts of its end record.
 
-    Certificates are de-duplicated; entries are streamed, so memory stays flat in their number.
+    Version 3 with ``witness`` (what the node cosigned, its receipts, its evidence), else
+    version 2 (``audit fetch``, which has no RPC for them). Certificates are de-duplicated;
+    entries are streamed, so memory stays flat in their number.
     """
     tmp = out.with_name(out.name + ".tmp")
     counts = [0, 0, 0, 0]
@@ -348,7 +562,7 @@ def write_export_records(
         f.write(_RECORD.pack(kind, len(body)) + body)
 
     with tmp.open("wb") as f:
-        f.write(EXPORT_MAGIC)
+        f.write(EXPORT_MAGIC if witness is not None else EXPORT_MAGIC_V2)
         record(f, T_ORIGIN, origin.encode())
         for leaf in entries:
             record(f, T_ENTRY, leaf)
@@ -362,8 +576,26 @@ def write_export_records(
         for stored in envelopes:
             record(f, T_WITHHELD if stored.withheld else T_ENVELOPE, stored.encode())
             counts[3] += 1
-        end = _END.pack(*counts)
-        record(f, T_END, end)
+        if witness is None:
+            record(f, T_END, _END_V2.pack(*counts))
+        else:
+            for kind, items in (
+                (T_COSIGNED, witness.cosigned),
+                (T_RECEIPT, witness.receipts),
+                (T_EVIDENCE, witness.evidence),
+            ):
+                for item in items:
+                    record(f, kind, item.encode())
+            record(
+                f,
+                T_END,
+                _END.pack(
+                    *counts,
+                    len(witness.cosigned),
+                    len(witness.receipts),
+                    len(witness.evidence),
+                ),
+            )
     tmp.replace(out)
     return counts[0], counts[1], counts[2], counts[3]
 
@@ -371,11 +603,12 @@ def write_export_records(
 def write_export(
     db_path: Path, out: Path, extra_certificates: Iterable[bytes] = ()
 ) -> tuple[int, int, int, int]:
-    """Write the export file (version 2) of the ledger database ``db_path``.
+    """Write the export file (version 3) of the ledger database ``db_path``.
 
     Carries the entries, the checkpoints with their cosignatures, the signing certificates
     harvested from the exchange's envelopes and receipts plus ``extra_certificates`` (DER),
-    and every envelope (empty when erased).
+    every envelope (empty when erased), and what the node cosigned for its peers, the receipts
+    it holds and the evidence of inconsistent checkpoints it refused.
 
     Returns:
         (entries, checkpoints, certificates, envelopes) written.
@@ -390,6 +623,7 @@ def write_export(
             source.checkpoints(),
             [*source.certificates(), *extra_certificates],
             envelopes.values(),
+            source.witness_records(),
         )
     finally:
         source.close()

@@ -92,10 +92,16 @@ cannot be reached.
 
 _RECONCILE_EPILOG = """\
 example:
-  customs-gateway audit reconcile cn.export hk.export mo.export --json
+  customs-gateway audit reconcile cn.export hk.export mo.export --trust-bundle bundle.json
 
-exit status: 0 every message matches (pending deliveries are listed, not errors), 1 a
-message is missing or its digests differ (both ledgers' indexes are named), 2 bad arguments.
+Also checks every signed receipt from its bytes, and every log against what the others
+cosigned for it: a ledger shorter than a checkpoint its witnesses cosigned (rolled back), a
+cosigned root its entries do not give (forked), two witnesses shown two views, and every
+inconsistent checkpoint a witness refused live; each names both checkpoints and the witness
+whose ledger holds the evidence.
+
+exit status: 0 every message and checkpoint matches (pending deliveries are listed, not
+errors), 1 a mismatch (both ledgers' indexes are named), 2 bad arguments.
 Verify each ledger with `audit verify` first: reconciliation trusts what it reads.
 """
 
@@ -198,6 +204,11 @@ def register(subparsers: Any) -> None:
     )
     recon.add_argument("ledgers", type=Path, nargs="+", help="exports or ledger databases")
     recon.add_argument("--json", action="store_true", help="print the result as JSON")
+    recon.add_argument(
+        "--trust-bundle",
+        type=Path,
+        help="the trust bundle (JSON): node certificates must chain to it (recommended)",
+    )
     recon.set_defaults(handler=_reconcile)
     fetch = commands.add_parser(
         "fetch",
@@ -441,7 +452,8 @@ def _reconcile(args: argparse.Namespace) -> int:
             raise CliError(f"no such file: {path}")
     if len(args.ledgers) < 2:
         raise CliError("give at least two ledgers to reconcile")
-    result = reconcile(args.ledgers)
+    bundle = load_bundle(args.trust_bundle) if args.trust_bundle else None
+    result = reconcile(args.ledgers, bundle)
     if args.json:
         print(
             json.dumps(
@@ -452,8 +464,12 @@ def _reconcile(args: argparse.Namespace) -> int:
                     "matched": result.matched,
                     "receipts": result.receipts,
                     "unchecked": result.unchecked,
+                    "receipts_verified": result.receipts_verified,
+                    "cosigned_checked": result.cosigned_checked,
+                    "evidence": result.evidence,
                     "pending": result.pending,
                     "refused": result.refused,
+                    "notes": result.notes,
                     "errors": [
                         {
                             "problem": m.problem,
@@ -471,12 +487,16 @@ def _reconcile(args: argparse.Namespace) -> int:
             print(f"pending: {line}")
         for line in result.refused:
             print(f"refused: {line}")
+        for line in result.notes:
+            print(f"note: {line}")
         for error in result.errors:
-            print(f"MISMATCH: {error}")
+            print(f"MISMATCH [{error.problem}]: {error}")
         verdict = "ok" if result.ok else "FAILED"
         print(
             f"{verdict}: {', '.join(result.ledgers)}: {result.sent} sent, {result.matched} "
-            f"received with the same digest, {result.receipts} receipts, "
+            f"received with the same digest, {result.receipts} receipts "
+            f"({result.receipts_verified} signed receipts verified), "
+            f"{result.cosigned_checked} cosigned checkpoints checked against their logs, "
             f"{len(result.pending)} pending, {len(result.refused)} refused, "
             f"{len(result.errors)} mismatches"
         )

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, common_pb2, partner_pb2
+from gateway.audit._source import ExportSource, WitnessRecords
 from gateway.cli import main as cli_main
 from gateway.cli._base import counted
 from gateway.demo.cluster import ALL, Cluster, NodeProcess, free_port
 from gateway.demo.story import Partners, jurisdiction_name, short, state_name, wait_until
+from gateway.demo.tamper import roll_back, strip_cosignatures
 from gateway.domain.fixtures import HK_COMPANY_LATIN, HK_COMPANY_TRADITIONAL
+from gateway.entries import Event
 from gateway.errors import UnavailableError
 from gateway.pki import Jurisdiction, Role
 from gateway.transport import secure_channel
@@ -128,14 +133,29 @@ def _cosigners(cluster: Cluster, j: Jurisdiction, min_size: int) -> list[str] | 
     channel, stub = _auditor(cluster, j)
     with channel:
         checkpoint = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
-    if checkpoint.size < min_size:
-        return None
+        if checkpoint.size < min_size or not _only_witnessed_after(stub, checkpoint.size):
+            return None
     names = [
         line.split(" ")[1]
         for line in checkpoint.note.decode().splitlines()
         if line.startswith("— ") and line.split(" ")[1].endswith("/witness")
     ]
     return sorted(names) if len(names) == 2 else None
+
+
+def _only_witnessed_after(stub: Any, size: int) -> bool:
+    """Whether every entry after ``size`` is a ``witnessed`` one (which asks for no checkpoint:
+    the checkpoint of ``size`` is the last the node will make, until more traffic)."""
+    for index in itertools.count(size):
+        try:
+            page = stub.GetEntries(
+                audit_pb2.GetEntriesRequest(start=index, end=index + 1), timeout=5
+            )
+        except grpc.RpcError:
+            return True  # beyond the ledger's last entry
+        if any(e.leaf[17] != Event.WITNESSED for e in page.entries):
+            return False
+    return True  # pragma: no cover - count() does not end
 
 
 def _wait_cosigned(cluster: Cluster, j: Jurisdiction, size: int) -> list[str]:
@@ -180,10 +200,66 @@ def _audit(root: Path) -> bool:
         _say(f"   {j.value}: {_summary(json.loads(out))}")
     _say("\n14. The auditor reconciles the three ledgers (customs-gateway audit reconcile)")
     code, out = _cli(
-        "audit", "reconcile", *(str(exports / f"{j.value.lower()}.export") for j in ALL)
+        "audit",
+        "reconcile",
+        *(str(exports / f"{j.value.lower()}.export") for j in ALL),
+        "--trust-bundle",
+        str(root / "bundle.json"),
     )
     _say(f"   {out.strip()}")
-    return ok and code == 0
+    return ok and code == 0 and _tamper(root)
+
+
+def _tamper(root: Path) -> bool:
+    """Roll back a copy of CN's ledger and strip the cosignatures from a copy of HK's: the
+    audit names both. Returns whether the rollback was named."""
+    exports, tampered = root / "exports", root / "tampered"
+    tampered.mkdir(exist_ok=True)
+    bundle = str(root / "bundle.json")
+    _say("\n15. What if an operator rewrites its own ledger? The auditor tries it on copies")
+    latest = {  # the largest checkpoint of CN that each witness cosigned
+        j: max(
+            c.size
+            for c in (
+                ExportSource(exports / f"{j.value.lower()}.export").witness_records() or _NONE
+            ).cosigned
+            if c.note.startswith(b"cn.customs-exchange/ledger\n")
+        )
+        for j in (HK, MO)
+    }
+    cut = min(latest.values()) - 1
+    rolled = tampered / "cn-rolled-back.export"
+    roll_back(exports / "cn.export", rolled, cut, root / "cn" / "node-signing.key")
+    _say(
+        f"   CN's copy rolled back to {cut} entries, below the checkpoints HK and MO cosigned "
+        f"(sizes {latest[HK]} and {latest[MO]}), and re-signed with CN's own key"
+    )
+    code, out = _cli("audit", "verify", str(rolled), "--trust-bundle", bundle, "--no-progress")
+    _say(
+        f"   audit verify of that copy alone: exit {code}"
+        + (" (its re-signed checkpoint has no witness)" if code else "")
+    )
+    code, out = _cli(
+        "audit",
+        "reconcile",
+        str(rolled),
+        *(str(exports / f"{j.value.lower()}.export") for j in (HK, MO)),
+        "--trust-bundle",
+        bundle,
+    )
+    rollbacks = [line for line in out.splitlines() if "[rolled-back]" in line]
+    _say(f"   audit reconcile with HK's and MO's ledgers: exit {code}")
+    for line in rollbacks:
+        _say(f"   {line}")
+    stripped = tampered / "hk-stripped.export"
+    count = strip_cosignatures(exports / "hk.export", stripped)
+    _say(f"   HK's copy with its {count} cosignature lines stripped")
+    code, out = _cli("audit", "verify", str(stripped), "--trust-bundle", bundle, "--no-progress")
+    failures = [line for line in out.splitlines() if line.startswith("FAILED")]
+    _say(f"   audit verify of that copy (witness policy: every other jurisdiction): exit {code}")
+    for line in failures[:3]:
+        _say(f"   {line.strip()}")
+    return code != 0 and bool(rollbacks)
 
 
 def _story(cluster: Cluster, partners: Partners) -> None:
@@ -308,6 +384,9 @@ def run_demo(directory: Path) -> int:
     audited = _audit(directory)
     _say(_NEXT.format(d=directory))
     return 0 if healthy and audited and not any(codes.values()) else 1
+
+
+_NONE = WitnessRecords([], [], [])
 
 
 def _summary(result: dict[str, Any]) -> str:

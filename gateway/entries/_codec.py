@@ -33,7 +33,7 @@ class Event(IntEnum):
     RECEIPT = 3  # this node received a signed receipt for a message it sent
     ACKNOWLEDGED = 4  # a partner of this node acknowledged an inbound message
     ERASED = 5  # a payload was erased at the end of its retention
-    WITNESSED = 6  # reserved: nodes do not write it (cosigning would loop, ADR 0006)
+    WITNESSED = 6  # this node cosigned a peer's checkpoint (ADR 0015)
     REFUSED = 7  # this node refused a message (forgery, replay, not releasable)
 
 

@@ -98,7 +98,31 @@ CREATE TABLE IF NOT EXISTS exchange_witnessed_by (
     witness TEXT PRIMARY KEY,
     size    INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exchange_cosigned (
+    ledger_index INTEGER PRIMARY KEY,  -- this node's `witnessed` entry (ADR 0015)
+    origin       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    old_size     INTEGER NOT NULL,
+    proof        BLOB NOT NULL,        -- the consistency proof checked, 32-byte hashes
+    note         BLOB NOT NULL,        -- the peer's checkpoint note as it presented it
+    cosignature  TEXT NOT NULL         -- this node's tlog-cosignature/v1 line
+);
+CREATE TABLE IF NOT EXISTS exchange_witness_evidence (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin         TEXT NOT NULL,
+    problem        TEXT NOT NULL,      -- fork or rollback
+    detected_ms    INTEGER NOT NULL,
+    cosigned_note  BLOB NOT NULL,      -- the checkpoint this node had cosigned
+    presented_note BLOB NOT NULL,      -- the one the peer presented, inconsistent with it
+    old_size       INTEGER NOT NULL,
+    proof          BLOB NOT NULL,
+    reason         TEXT NOT NULL
+);
 """
+
+
+# What a node cosigned and the evidence it keeps are for auditors: never rewritten or removed.
+_APPEND_ONLY = ("exchange_cosigned", "exchange_witness_evidence")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -106,6 +130,12 @@ def create_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    for table in _APPEND_ONLY:
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            )
 
 
 @dataclass(frozen=True)
@@ -474,3 +504,89 @@ def keep_certificate(conn: sqlite3.Connection, der: bytes) -> None:
 def kept_certificates(conn: sqlite3.Connection) -> list[bytes]:
     """The signing certificates kept by :func:`keep_certificate` (DER)."""
     return [bytes(r[0]) for r in conn.execute("SELECT der FROM exchange_certificates")]
+
+
+def record_cosigned(
+    conn: sqlite3.Connection,
+    index: int,
+    origin: str,
+    size: int,
+    old_size: int,
+    proof: list[bytes],
+    note: bytes,
+    cosignature: str,
+) -> None:
+    """Keep what this node cosigned for a peer, beside its ``witnessed`` entry ``index``."""
+    conn.execute(
+        "INSERT INTO exchange_cosigned "
+        "(ledger_index, origin, size, old_size, proof, note, cosignature) VALUES (?,?,?,?,?,?,?)",
+        (index, origin, size, old_size, b"".join(proof), note, cosignature),
+    )
+
+
+def last_cosigned_note(conn: sqlite3.Connection, origin: str) -> bytes:
+    """The signed note of the last checkpoint this node cosigned for ``origin``, as presented
+    (for one cosigned before notes were kept: its body as cosigned; empty if none)."""
+    row = conn.execute(
+        "SELECT note FROM exchange_cosigned WHERE origin = ? ORDER BY ledger_index DESC LIMIT 1",
+        (origin,),
+    ).fetchone()
+    if row is not None:
+        return bytes(row[0])
+    row = conn.execute("SELECT note FROM exchange_witness WHERE origin = ?", (origin,)).fetchone()
+    return str(row[0]).encode() if row else b""
+
+
+def keep_evidence(
+    conn: sqlite3.Connection,
+    origin: str,
+    problem: str,
+    detected_ms: int,
+    cosigned_note: bytes,
+    presented_note: bytes,
+    old_size: int,
+    proof: list[bytes],
+    reason: str,
+) -> None:
+    """Keep both notes of an inconsistent checkpoint a peer presented (append-only); the same
+    note presented again against the same cosigned one is kept once."""
+    conn.execute(
+        "INSERT INTO exchange_witness_evidence (origin, problem, detected_ms, cosigned_note, "
+        "presented_note, old_size, proof, reason) SELECT ?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+        "(SELECT 1 FROM exchange_witness_evidence WHERE origin = ? AND cosigned_note = ? "
+        "AND presented_note = ?)",
+        (
+            origin,
+            problem,
+            detected_ms,
+            cosigned_note,
+            presented_note,
+            old_size,
+            b"".join(proof),
+            reason,
+            origin,
+            cosigned_note,
+            presented_note,
+        ),
+    )
+
+
+def evidence_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """(origin, problem) -> inconsistent checkpoints this node refused and keeps as evidence."""
+    return {
+        (str(o), str(p)): int(n)
+        for o, p, n in conn.execute(
+            "SELECT origin, problem, count(*) FROM exchange_witness_evidence "
+            "GROUP BY origin, problem"
+        )
+    }
+
+
+def evidence_summaries(conn: sqlite3.Connection) -> list[str]:
+    """One line per evidence row, newest first: what an operator's health probe shows."""
+    return [
+        f"{problem} of {origin}: {reason}"
+        for origin, problem, reason in conn.execute(
+            "SELECT origin, problem, reason FROM exchange_witness_evidence ORDER BY id DESC"
+        )
+    ]

@@ -7,23 +7,31 @@ As a **witness** (C2SP tlog-witness ``add-checkpoint`` semantics over gRPC), a n
 2. compares ``old_size`` with the size it last cosigned for that origin, and answers
    ``FAILED_PRECONDITION`` with a :class:`WitnessConflict` detail when they differ;
 3. verifies the RFC 9162 consistency proof from the checkpoint it last cosigned to the new one
-   (a checkpoint of the same size must have the same root); an inconsistent one is refused as a
-   fork and logged loudly;
-4. cosigns (tlog-cosignature/v1, key name ``<cc>.customs-exchange/witness``) and stores the
-   new state durably before answering. Cosigning is deliberately not a ledger event: it would
-   grow the witness's own log, whose new checkpoint the others would cosign, and so on forever.
+   (a checkpoint of the same size must have the same root). A smaller checkpoint (rollback) or
+   one the proof does not lead to (fork, split view) is refused with ``INVALID_ARGUMENT``, and
+   both signed notes are kept as evidence (``exchange_witness_evidence``, in the export) before
+   answering, logged as ``FORK``/``ROLLBACK``, counted in the metrics and shown by the health of
+   :data:`WITNESS_HEALTH_SERVICE` (NOT_SERVING while evidence is held);
+4. cosigns (tlog-cosignature/v1, key name ``<cc>.customs-exchange/witness``) and records it in
+   its own ledger: a ``witnessed`` entry (counterpart the peer, digests SHA-256 of the note as
+   presented and of the cosignature line) with the note, the proof and the cosignature kept
+   beside it in the same transaction, durably, before answering (ADR 0015).
 
 As a **log**, a node pushes its latest checkpoint to every peer witness with a consistency
 proof from the size that witness last cosigned, and stores the verified cosignatures with the
-checkpoint, so auditors see them in ``GetCheckpoint``.
+checkpoint, so auditors see them in ``GetCheckpoint``. It pushes only when its log grew by an
+entry other than ``witnessed`` since that size: recording cosignings would otherwise make three
+idle nodes cosign each other's growth forever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +45,12 @@ from customs.gateway.v1 import peer_pb2, peer_pb2_grpc
 from gateway.errors import FailedPreconditionError, InvalidArgumentError, PermissionDeniedError
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange
+from gateway.ledger import Entry, Event
+from gateway.ledger._checkpointer import calls_for_checkpoint
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
     COSIGNATURE_V1,
+    Checkpoint,
     NoteError,
     NoteSigner,
     cosign,
@@ -54,6 +65,8 @@ from gateway.pki.identity import Jurisdiction, Role
 from gateway.pki.note_keys import cosigner_name, cosigner_verifier, ledger_origin, log_verifier
 
 __all__ = [
+    "WITNESS_HEALTH_SERVICE",
+    "InconsistentCheckpointError",
     "WitnessClient",
     "WitnessConflictError",
     "cosigner_name",
@@ -61,9 +74,38 @@ __all__ = [
     "ledger_origin",
     "log_verifier",
     "witness_cosign",
+    "witnessed_entry",
 ]  # the key names and verifiers are re-exported from gateway.pki.note_keys
 
 log = logging.getLogger("gateway.exchange.witness")
+
+# The health service name whose status says whether this node, as a witness, holds evidence of
+# a peer's inconsistent checkpoint (NOT_SERVING) or not (SERVING); docs/operations.md.
+WITNESS_HEALTH_SERVICE = "customs.gateway.v1.Witness"
+WITNESSED_KIND = "CHECKPOINT"
+
+
+_REFUSAL = "inconsistent checkpoint, refusing to cosign: "
+
+
+class InconsistentCheckpointError(InvalidArgumentError):
+    """A peer presented a checkpoint inconsistent with the one this witness cosigned."""
+
+
+def witnessed_entry(peer: Jurisdiction, note: bytes, cosignature: str) -> Entry:
+    """The ``witnessed`` ledger entry of cosigning ``peer``'s checkpoint ``note`` (as presented).
+
+    Message id: the first 16 bytes of SHA-256(note); digests: SHA-256(note), then
+    SHA-256(cosignature line, UTF-8) (docs/ledger-format.md).
+    """
+    digest = hashlib.sha256(note).digest()
+    return Entry(
+        Event.WITNESSED,
+        uuid.UUID(bytes=digest[:16]),
+        WITNESSED_KIND,
+        peer.value,
+        (digest, hashlib.sha256(cosignature.encode()).digest()),
+    )
 
 
 class WitnessConflictError(FailedPreconditionError):
@@ -118,10 +160,17 @@ def witness_cosign(
             f"old size {request.old_size} is not {known_size}, the size last cosigned for {origin}",
             known_size,
         )
-    # (3) consistency from what was cosigned before
+    # (3) consistency from what was cosigned before; a rollback or a fork is kept as evidence
     if checkpoint.size < known_size:
-        raise InvalidArgumentError(
-            f"checkpoint size {checkpoint.size} is smaller than {known_size}, already cosigned"
+        _refuse(
+            exchange,
+            origin,
+            "rollback",
+            request,
+            checkpoint,
+            known_size,
+            known_root,
+            f"checkpoint size {checkpoint.size} is smaller than {known_size}, already cosigned",
         )
     if known_size == 0:
         if request.consistency_proof:
@@ -136,36 +185,92 @@ def witness_cosign(
                 list(request.consistency_proof),
             )
         except ConsistencyProofError as exc:
-            log.error(
-                "FORK: %s checkpoint of size %d is not consistent with size %d cosigned before: %s",
+            _refuse(
+                exchange,
                 origin,
-                checkpoint.size,
+                "fork",
+                request,
+                checkpoint,
                 known_size,
-                exc,
-                extra={"event": "fork", "origin": origin},
+                known_root,
+                f"{_REFUSAL}{exc}",
             )
-            raise InvalidArgumentError(
-                f"inconsistent checkpoint, refusing to cosign: {exc}"
-            ) from exc
     # (4) cosign and record, durably, before answering
     cosigner = NoteSigner(
         cosigner_name(exchange.jurisdiction), exchange.signer.private_key, COSIGNATURE_V1
     )
     line = cosign(note.text, cosigner, int(time.time()))
+    if checkpoint.size == known_size:  # the same checkpoint again: already recorded
+        return peer_pb2.CosignCheckpointResponse(
+            signature_lines=line.encode(), signer_certificate=exchange.signer.certificate_der
+        )
+    presented = bytes(request.checkpoint)
+    proof = list(request.consistency_proof)
+    certificate = bytes(request.signer_certificate)
 
-    def record(conn: sqlite3.Connection) -> None:
+    def record(conn: sqlite3.Connection, index: int) -> None:
         latest = store.witness_state(conn, origin)
         if (latest[0] if latest else 0) != known_size:
             raise WitnessConflictError(
                 f"a concurrent cosigning moved {origin} on", latest[0] if latest else 0
             )
         store.set_witness_state(conn, origin, checkpoint.size, checkpoint.root_hash, note.text)
+        store.record_cosigned(
+            conn, index, origin, checkpoint.size, known_size, proof, presented, line
+        )
+        # the log's certificate, so an audit of this ledger alone can check the note it holds
+        store.keep_certificate(conn, certificate)
 
-    exchange.ledger.write(record)
+    exchange.ledger.append(witnessed_entry(origin_j, presented, line), within=record)
     log.info("cosigned %s checkpoint of size %d", origin, checkpoint.size)
     return peer_pb2.CosignCheckpointResponse(
         signature_lines=line.encode(), signer_certificate=exchange.signer.certificate_der
     )
+
+
+def _refuse(
+    exchange: Exchange,
+    origin: str,
+    problem: str,
+    request: peer_pb2.CosignCheckpointRequest,
+    presented_checkpoint: Checkpoint,
+    known_size: int,
+    known_root: bytes,
+    reason: str,
+) -> None:
+    """Keep both notes as evidence (durably), log and raise :class:`InconsistentCheckpointError`."""
+    cosigned = store.last_cosigned_note(exchange.ledger.reader(), origin)
+    presented = bytes(request.checkpoint)
+    proof = list(request.consistency_proof)
+    detected = int(time.time() * 1000)
+    summary = (
+        f"{origin} presented a checkpoint of size {presented_checkpoint.size} root "
+        f"{presented_checkpoint.root_hash.hex()} inconsistent with the one cosigned, of size "
+        f"{known_size} root {known_root.hex()} ({reason.removeprefix(_REFUSAL)}; presented note "
+        f"SHA-256 {hashlib.sha256(presented).hexdigest()})"
+    )
+
+    def keep(conn: sqlite3.Connection) -> None:
+        store.keep_evidence(
+            conn,
+            origin,
+            problem,
+            detected,
+            cosigned,
+            presented,
+            request.old_size,
+            proof,
+            summary,
+        )
+
+    exchange.ledger.write(keep)
+    log.error(
+        "%s: %s; both notes kept as evidence",
+        problem.upper(),
+        summary,
+        extra={"event": problem, "origin": origin, "cosigned_size": known_size},
+    )
+    raise InconsistentCheckpointError(reason)
 
 
 class WitnessClient:
@@ -208,7 +313,15 @@ class WitnessClient:
                 try:
                     self.push(peer)
                 except grpc.RpcError as exc:
-                    self._log_unreachable(peer, exc.code().name)
+                    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                        log.error(
+                            "witness %s refused to cosign this node's checkpoint: %s",
+                            peer,
+                            exc.details(),
+                            extra={"event": "cosign-refused", "peer": peer.value},
+                        )
+                    else:
+                        self._log_unreachable(peer, exc.code().name)
                     channel = self._channels.pop(peer, None)  # reconnect with fresh credentials
                     if channel is not None:
                         channel.close()
@@ -253,16 +366,29 @@ class WitnessClient:
             self._channels[peer] = self._peers[peer]()
         return peer_pb2_grpc.PeerExchangeStub(self._channels[peer])
 
-    def push(self, peer: Jurisdiction) -> int | None:
-        """Have ``peer`` cosign the latest checkpoint; return the size cosigned, or None."""
+    def due(self, peer: Jurisdiction) -> bool:
+        """Whether the latest checkpoint has something for ``peer`` to cosign: the log grew
+        since the size ``peer`` last cosigned by an entry other than ``witnessed``."""
         ledger = self.exchange.ledger
         latest = ledger.latest_checkpoint()
         if latest is None or latest.size == 0:
+            return False
+        old = store.witnessed_size(ledger.reader(), cosigner_name(peer))
+        if old == latest.size:
+            return False
+        if old > latest.size:
+            return True  # let the witness's conflict answer say where it stands
+        return calls_for_checkpoint(ledger, old, latest.size)
+
+    def push(self, peer: Jurisdiction) -> int | None:
+        """Have ``peer`` cosign the latest checkpoint if :meth:`due`; return the size cosigned,
+        or None."""
+        ledger = self.exchange.ledger
+        latest = ledger.latest_checkpoint()
+        if latest is None or not self.due(peer):
             return None
         witness = cosigner_name(peer)
         old = store.witnessed_size(ledger.reader(), witness)
-        if old == latest.size:
-            return None
         for _ in range(2):  # once more after learning the witness's size from a conflict
             proof = ledger.consistency_proof(old, latest.size) if 0 < old < latest.size else []
             request = peer_pb2.CosignCheckpointRequest(

@@ -1,11 +1,33 @@
-"""A thread that makes a checkpoint whenever the ledger has grown since the last one."""
+"""A thread that makes a checkpoint whenever the ledger has grown since the last one.
+
+Growth by ``witnessed`` entries alone does not call for a checkpoint (ADR 0015): a witness
+records each cosigning in its own log, and if that growth were checkpointed and witnessed in
+turn, three idle nodes would cosign each other's growth forever. Such entries are signed with
+the next checkpoint that other entries call for.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from gateway.ledger._entry import Event
 from gateway.ledger._store import Ledger
+
+QUIET_EVENTS = frozenset({Event.WITNESSED})
+# An entry that is not quiet: its event (byte 18, 1-based, of its canonical bytes) is not 6.
+_LOUD = (
+    "SELECT 1 FROM ledger_entries WHERE idx >= ? AND idx < ? "
+    "AND substr(leaf, 18, 1) != X'06' LIMIT 1"
+)
+assert {int(e) for e in QUIET_EVENTS} == {6}, "keep _LOUD in step with QUIET_EVENTS"
+
+
+def calls_for_checkpoint(ledger: Ledger, start: int, end: int) -> bool:
+    """Whether entries ``[start, end)`` include one that is not quiet (not ``witnessed``)."""
+    # fetchall: the statement completes, so this thread's reader keeps no snapshot open
+    return bool(ledger.reader().execute(_LOUD, (start, end)).fetchall())
+
 
 _log = logging.getLogger(__name__)
 
@@ -22,11 +44,17 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self.made = 0
 
-    def run_once(self) -> bool:
-        """Make a checkpoint if the ledger grew since the latest; return whether one was made."""
-        latest = self._ledger.latest_checkpoint()
+    def due(self) -> bool:
+        """Whether the ledger grew since the latest checkpoint by an entry that is not quiet."""
+        latest = self._ledger.checkpoint_size()
         size = self._ledger.size()
-        if size == 0 or (latest is not None and latest.size >= size):
+        if size == 0 or (latest is not None and latest >= size):
+            return False
+        return calls_for_checkpoint(self._ledger, latest or 0, size)
+
+    def run_once(self) -> bool:
+        """Make a checkpoint if :meth:`due`; return whether one was made."""
+        if not self.due():
             return False
         self._ledger.checkpoint()
         self.made += 1

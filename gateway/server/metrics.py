@@ -11,7 +11,8 @@ Two kinds of metric:
 - counted as they happen, by the error interceptor: every RPC by method and status code, and
   the duration of unary RPCs;
 - read when scraped, from the node's own state: ledger size and last checkpoint, undelivered
-  outbox rows per peer, each deliverer's run of failures, certificate expiry.
+  outbox rows per peer, each deliverer's run of failures, certificate expiry, inconsistent
+  checkpoints refused as a witness (kept as evidence).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class NodeState:
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
     # certificate -> (serial, not-after ISO 8601) of the certificates in use (not on disk)
     in_use: Callable[[], dict[str, tuple[str, str]]] | None = None
+    # (origin, problem) -> inconsistent checkpoints refused as a witness, kept as evidence
+    witness_evidence: Callable[[], dict[tuple[str, str], int]] = dict
     # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
     limits: Callable[[], dict[str, tuple[int, int]]] | None = None
     storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
@@ -112,6 +115,15 @@ class _StateCollector(Collector):
             for name, (serial, not_after) in sorted(s.in_use().items()):
                 info.add_metric([name, serial, not_after], 1)
             yield info
+        refused = GaugeMetricFamily(
+            "gateway_witness_inconsistent_checkpoints",
+            "Checkpoints a peer presented that were inconsistent with the one this node had "
+            "cosigned (problem: fork or rollback), refused and kept as evidence.",
+            labels=["origin", "problem"],
+        )
+        for (origin, problem), count in sorted(s.witness_evidence().items()):
+            refused.add_metric([origin, problem], count)
+        yield refused
         if s.limits is not None:
             in_use = GaugeMetricFamily(
                 "gateway_limit_in_use",

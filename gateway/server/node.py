@@ -46,7 +46,7 @@ from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
 from gateway.exchange.delivery import Backoff, Deliverer
 from gateway.exchange.watchlists import WATCHLIST_KINDS, Watchlists
-from gateway.exchange.witness import WitnessClient, ledger_origin
+from gateway.exchange.witness import WITNESS_HEALTH_SERVICE, WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
@@ -88,6 +88,7 @@ SERVICE_NAMES = (
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
 CERTIFICATES_IN_USE_KEY = "certificates-in-use"
+WITNESS_EVIDENCE_KEY = "witness-evidence"
 STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
 
@@ -112,14 +113,24 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
             for name, (serial, not_after) in self._node.certificates_in_use().items()
         )
         storage = self._node.storage.last_problem or "ok"
-        context.set_trailing_metadata(
-            (
-                (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
-                (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
-                (CERTIFICATES_IN_USE_KEY, in_use),
-            )
-        )
-        return super().Check(request, context)
+        metadata = [
+            (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
+            (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
+            (CERTIFICATES_IN_USE_KEY, in_use),
+        ]
+        if request.service != WITNESS_HEALTH_SERVICE:
+            context.set_trailing_metadata(tuple(metadata))
+            return super().Check(request, context)
+        # The witness: NOT_SERVING while it holds evidence of a peer's inconsistent checkpoint
+        # (read from the database, so it survives restarts); the trailing metadata says which.
+        evidence = self._node.witness_evidence()
+        text = " | ".join(evidence) if evidence else "none"
+        metadata.append((WITNESS_EVIDENCE_KEY, text.encode("ascii", "replace").decode()))
+        context.set_trailing_metadata(tuple(metadata))
+        overall = super().Check(health_pb2.HealthCheckRequest(service=""), context)
+        if evidence or overall.status != health_pb2.HealthCheckResponse.SERVING:
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return overall
 
     def Watch(
         self,
@@ -246,6 +257,7 @@ class Node:
                 pending=self._pending,
                 failures=lambda: {p.value: d.failures for p, d in self.deliverers.items()},
                 not_after=self._not_after,
+                witness_evidence=lambda: exchange_store.evidence_counts(self.ledger.reader()),
                 limits=self._limits_in_use,
                 storage_ok=lambda: self.storage.last_problem is None,
                 crl_refusals=self.tls.refusal_counts,
@@ -412,6 +424,11 @@ class Node:
         self._report_expiry()
 
     # -- certificate lifecycle: reload and expiry warnings ------------------------------------
+
+    def witness_evidence(self) -> list[str]:
+        """One line per inconsistent checkpoint a peer presented to this node as a witness,
+        newest first (evidence kept for auditors); empty when none was ever seen."""
+        return exchange_store.evidence_summaries(self.ledger.reader())
 
     def certificate_warnings(self) -> list[str]:
         """What an operator must act on: this node's TLS and signing certificates and the

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf import timestamp_pb2
 
 from customs.gateway.v1 import common_pb2, envelope_pb2
-from gateway.envelope import Signer, envelope_digest, proto_jurisdiction, seal
+from gateway.envelope import Signer, envelope_digest, proto_jurisdiction, seal, sign_receipt
+from gateway.envelope.signing import RECEIPT_CONTEXT, pae
 from gateway.exchange._store import create_schema, keep_certificate
 from gateway.ledger import Entry, Event, Ledger, SignedCheckpoint
 from gateway.notes import COSIGNATURE_V1, NoteSigner, cosign
@@ -72,7 +73,7 @@ class NodeLedger:
     ) -> None:
         self.ledger.close()
 
-    def _message(self, env: envelope_pb2.Envelope, direction: str, origin: Jurisdiction) -> None:
+    def _message(self, env: envelope_pb2.Envelope, direction: str, origin: Jurisdiction) -> int:
         header = envelope_pb2.EnvelopeHeader.FromString(env.header)
         data = env.SerializeToString()
 
@@ -97,27 +98,54 @@ class NodeLedger:
         event = Event.SENT if direction == "out" else Event.RECEIVED
         counterpart = header.recipients[0] if direction == "out" else header.origin
         name = common_pb2.Jurisdiction.Name(counterpart).removeprefix("JURISDICTION_")
-        self.ledger.append(
+        return self.ledger.append(
             Entry(
                 event, uuid.UUID(header.message_id), "SEIZURE_NOTICE", name, (envelope_digest(env),)
             ),
             within,
-        )
+        ).index
 
-    def sent(self, env: envelope_pb2.Envelope) -> None:
-        """Record a message this node sent (its row and its ``sent`` entry)."""
-        self._message(env, "out", self.j)
+    def sent(self, env: envelope_pb2.Envelope) -> int:
+        """Record a message this node sent (its row and its ``sent`` entry); its index."""
+        return self._message(env, "out", self.j)
 
-    def received(self, env: envelope_pb2.Envelope, origin: Jurisdiction) -> None:
-        """Record a message this node received from ``origin``."""
-        self._message(env, "in", origin)
+    def received(self, env: envelope_pb2.Envelope, origin: Jurisdiction) -> int:
+        """Record a message this node received from ``origin``; its index."""
+        return self._message(env, "in", origin)
 
     def receipt(
-        self, env: envelope_pb2.Envelope, by: Jurisdiction, digest: bytes | None = None
-    ) -> None:
-        """Record ``by``'s receipt for a message this node sent."""
+        self,
+        env: envelope_pb2.Envelope,
+        by: Jurisdiction,
+        digest: bytes | None = None,
+        received_index: int = 0,
+    ) -> envelope_pb2.SignedReceipt:
+        """Record ``by``'s signed receipt (its ``received`` entry at ``received_index``) for a
+        message this node sent: the ``receipt`` entry and the outbox row that keeps it."""
         header = envelope_pb2.EnvelopeHeader.FromString(env.header)
-        receipt_digest = hashlib.sha256(b"receipt " + env.header).digest()
+        signer = signer_of(self.world, by)
+        received_at = timestamp_pb2.Timestamp()
+        received_at.FromDatetime(dt.datetime.now(dt.UTC))
+        signed = sign_receipt(
+            envelope_pb2.ReceiptBody(
+                message_id=header.message_id,
+                message_digest=envelope_digest(env),
+                recipient=proto_jurisdiction(by),
+                recipient_node=signer.identity.uri,
+                ledger_index=received_index,
+                received_at=received_at,
+            ),
+            signer,
+        )
+        receipt_digest = hashlib.sha256(pae(RECEIPT_CONTEXT, signed.body)).digest()
+
+        def within(conn: sqlite3.Connection, index: int) -> None:
+            conn.execute(
+                "INSERT INTO exchange_outbox (message_id, recipient, state, receipt, "
+                "receipt_index) VALUES (?,?,?,?,?)",
+                (header.message_id, by.value, 2, signed.SerializeToString(), index),
+            )
+
         self.ledger.append(
             Entry(
                 Event.RECEIPT,
@@ -125,8 +153,10 @@ class NodeLedger:
                 "SEIZURE_NOTICE",
                 by.value,
                 (digest or envelope_digest(env), receipt_digest),
-            )
+            ),
+            within,
         )
+        return signed
 
     def entry(self, event: Event, mid: uuid.UUID, counterpart: str, digest: bytes) -> None:
         """Append any entry (no exchange row)."""

@@ -29,8 +29,7 @@ def _baseline(world: World, nodes: Ledgers) -> None:
     a, b, c = envelope(world, CN, HK, A), envelope(world, CN, MO, B), envelope(world, CN, HK, C)
     for env in (a, b, c):
         nodes[CN].sent(env)
-    nodes[HK].received(a, CN)
-    nodes[CN].receipt(a, HK)
+    nodes[CN].receipt(a, HK, received_index=nodes[HK].received(a, CN))
     nodes[MO].received(b, CN)
 
 

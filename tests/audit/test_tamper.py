@@ -167,13 +167,18 @@ def _export(path: Path) -> Path:
 def _append_to_export(export: Path, note: str) -> None:
     """Insert one more checkpoint record before the end record (and fix the end counts)."""
     data = export.read_bytes()
-    end_at = len(data) - (1 + 4 + 32)
+    end_size = 8 * (7 if data.startswith(EXPORT_MAGIC) else 4)  # version 3: seven counts
+    end_at = len(data) - (1 + 4 + end_size)
     assert data[end_at] == T_END
     counts = [int.from_bytes(data[at : at + 8], "big") for at in range(end_at + 5, len(data), 8)]
     counts[1] += 1
     raw = note.encode()
     record = bytes([T_CHECKPOINT]) + len(raw).to_bytes(4, "big") + raw
-    end = bytes([T_END]) + (32).to_bytes(4, "big") + b"".join(c.to_bytes(8, "big") for c in counts)
+    end = (
+        bytes([T_END])
+        + end_size.to_bytes(4, "big")
+        + b"".join(c.to_bytes(8, "big") for c in counts)
+    )
     export.write_bytes(data[:end_at] + record + end)
 
 

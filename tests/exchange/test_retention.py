@@ -53,10 +53,12 @@ def test_payload_erased_at_end_of_retention_and_ledger_still_verifies(trio: Trio
     )
     assert status.recipients[0].state == partner_pb2.DELIVERY_STATE_DELIVERED
 
-    wait_for(
+    (erased,) = trio.entries(CN, Event.ERASED)
+    wait_for(  # (entries past it may be `witnessed` ones, which wait for the next checkpoint)
         lambda: (
-            trio.nodes[CN].ledger.latest_checkpoint().size == trio.nodes[CN].ledger.size()
-            and "witness" in trio.nodes[CN].ledger.latest_checkpoint().note
+            (latest := trio.nodes[CN].ledger.latest_checkpoint()) is not None
+            and latest.size > erased.index
+            and "witness" in latest.note
         ),
         what="a cosigned checkpoint over the erasure",
     )  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from customs.gateway.v1 import audit_pb2, peer_pb2, peer_pb2_grpc
 from gateway.exchange.witness import cosigner_verifier, ledger_origin, log_verifier
+from gateway.ledger import Event
 from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.notes import Checkpoint, NoteSigner, open_note, parse_checkpoint, sign_note
 from gateway.pki import Jurisdiction, Role
@@ -26,23 +27,42 @@ def _public(trio: Trio, j: Jurisdiction) -> ed25519.Ed25519PublicKey:
     return key
 
 
-def _cosigned_by_both(trio: Trio, size: int) -> audit_pb2.Checkpoint | None:
-    checkpoint = trio.auditor(CN).GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
-    if checkpoint.size < size:
-        return None
+def _cosigned_by_both(trio: Trio, size: int) -> str | None:
+    """The first checkpoint of CN of at least ``size`` that both HK and MO cosigned."""
     verifiers = [log_verifier(CN, _public(trio, CN))] + [
         cosigner_verifier(j, _public(trio, j)) for j in (HK, MO)
     ]
-    _, verified = open_note(checkpoint.note, verifiers)
-    return checkpoint if len(verified) == 3 else None
+    for checkpoint in trio.nodes[CN].ledger.checkpoints(size):
+        _, verified = open_note(checkpoint.note, verifiers)
+        if len(verified) == 3:
+            return checkpoint.note
+    return None
+
+
+def _settled(trio: Trio) -> bool:
+    """No checkpoint to make, and nothing left for any witness to cosign."""
+    return all(
+        not n.checkpointer.due()
+        and not any(n.witness_client.due(p) for p in (CN, HK, MO) if p is not j)
+        for j, n in trio.nodes.items()
+    )
 
 
 def test_ledgers_quiesce_once_cosigned(trio: Trio) -> None:
-    """Cosigning adds nothing to the witness's own ledger, so three idle nodes stop growing."""
+    """Cosigning is recorded in the witness's own ledger (a ``witnessed`` entry), but a log
+    whose growth is only such entries asks nobody to cosign it, so three idle nodes stop."""
     trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
-    wait_for(lambda: _cosigned_by_both(trio, trio.nodes[CN].ledger.size()), what="cosignatures")
+    wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 2, what="both receipts")
+    wait_for(lambda: _cosigned_by_both(trio, 1), what="cosignatures")
+    wait_for(lambda: _settled(trio), what="the three nodes to settle")
     sizes = {j: trio.nodes[j].ledger.size() for j in (CN, HK, MO)}
+    # each witness recorded cosigning each log that had something to cosign
+    for j in (HK, MO):
+        witnessed = {r.entry.counterpart for r in trio.entries(j, Event.WITNESSED)}
+        assert "CN" in witnessed
+    assert {r.entry.counterpart for r in trio.entries(CN, Event.WITNESSED)} == {"HK", "MO"}
     time.sleep(1.5)  # five checkpoint intervals
+    assert _settled(trio)
     assert {j: trio.nodes[j].ledger.size() for j in (CN, HK, MO)} == sizes
 
 
@@ -50,8 +70,7 @@ def test_checkpoints_are_cosigned_by_both_other_jurisdictions(trio: Trio) -> Non
     for _ in range(3):
         trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
     size = trio.nodes[CN].ledger.size()
-    checkpoint = wait_for(lambda: _cosigned_by_both(trio, size), what="two cosignatures")
-    note = checkpoint.note.decode()
+    note = wait_for(lambda: _cosigned_by_both(trio, size), what="two cosignatures")
     assert "— hk.customs-exchange/witness " in note
     assert "— mo.customs-exchange/witness " in note
     # each witness remembers what it cosigned (to check the next one against it)
