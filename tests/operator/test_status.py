@@ -32,7 +32,7 @@ def _delivered_and_cosigned(trio: Trio) -> bool:
     return (
         peers_done
         and checkpoint is not None
-        and checkpoint.size == status.ledger_size
+        and checkpoint.size >= 3  # sent + two receipts (witnessed entries may follow)
         and set(checkpoint.cosigners) == {"HK", "MO"}
     )
 
@@ -205,8 +205,9 @@ def test_assess_names_stuck_backlog_stale_crl_and_missing_cosigner(trio: Trio) -
     """The judgement alone, on a real status moved forward in time (no sleeping)."""
     trio.stop(MO)
     trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
+    size = trio.nodes[CN].ledger.size()
     wait_for(
-        lambda: trio.nodes[CN].ledger.checkpoint_size() == trio.nodes[CN].ledger.size(),
+        lambda: (trio.nodes[CN].ledger.checkpoint_size() or 0) >= size,
         what="a checkpoint of the notice",
     )
     status = status_with_config(trio.configs[CN])
