@@ -26,7 +26,13 @@ from gateway.cli._base import build_parser
 from gateway.pki import Jurisdiction, Role, create_root_ca
 from gateway.pki.pem import certificate_pem
 from gateway.pki.revocation import build_crl
-from gateway.server.config import NodeConfig, PeerConfig, ServerSettings, load_config
+from gateway.server.config import (
+    DeliverySettings,
+    NodeConfig,
+    PeerConfig,
+    ServerSettings,
+    load_config,
+)
 from gateway.server.limits import Limits
 from tests.interop.examples import partner_examples
 from tests.support import World
@@ -111,6 +117,8 @@ def _code_settings() -> dict[str, dataclasses.Field[Any]]:
             keys |= {f"peers[].{p.name}": p for p in dataclasses.fields(PeerConfig)}
         elif f.name == "server":
             keys |= {f"server.{s.name}": s for s in dataclasses.fields(ServerSettings)}
+        elif f.name == "delivery":
+            keys |= {f"delivery.{d.name}": d for d in dataclasses.fields(DeliverySettings)}
         elif f.name == "limits":
             keys |= {
                 f"limits.{x.name}": x for x in dataclasses.fields(Limits) if x.name != "workers"
@@ -155,6 +163,7 @@ def test_config_defaults_are_the_documented_ones(example_dir: Path) -> None:
         holder = {
             "": config,
             "server": config.server,
+            "delivery": config.delivery,
             "peers[]": config.peers[0],
             "limits": config.resolved_limits,
         }.get(where)

@@ -13,7 +13,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 # Command groups, each a module of gateway.cli with a register(subparsers) function.
-_COMMAND_MODULES = ("serve", "config", "demo", "pki", "audit")
+_COMMAND_MODULES = ("serve", "status", "config", "demo", "pki", "audit")
 
 
 def counted(n: int, noun: str, plural: str = "") -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.cli._base import EXIT_OK
 from gateway.pki.identity import Jurisdiction
-from gateway.server.config import ServerSettings
+from gateway.server.config import DeliverySettings, ServerSettings
 from gateway.server.limits import Limits
 
 __all__ = ["example_config", "register"]
@@ -34,6 +34,7 @@ def example_config(
     """An annotated TOML node config for ``jurisdiction``: every key, with what it means."""
     cc = jurisdiction.value.lower()
     d = ServerSettings()
+    dd = DeliverySettings()
 
     def line(setting: str, comment: str = "") -> str:
         return f"{setting:<35} # {comment}" if comment else setting
@@ -88,6 +89,14 @@ def example_config(
         line(
             f"retention_sweep_seconds = {d.retention_sweep_seconds}",
             "how often expired payloads are erased",
+        ),
+        "",
+        line("[delivery]", "optional; the defaults are shown"),
+        line(f"retry_base_seconds = {dd.retry_base_seconds}", "first retry, doubling (jitter)"),
+        line(f"retry_cap_seconds = {dd.retry_cap_seconds}", "longest wait between retries"),
+        line(
+            f"failure_summary_seconds = {dd.failure_summary_seconds}",
+            "a peer still down: one summary line this often",
         ),
         "",
         line("# [metrics]", "optional: Prometheus over HTTPS, monitor role"),

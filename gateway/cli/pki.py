@@ -31,7 +31,7 @@ from gateway.pki.authority import (
 )
 from gateway.pki.bundle import TrustBundle, check_bundle, fingerprint
 from gateway.pki.cadir import CaDirectory, IndexEntry, parse_serial
-from gateway.pki.expiry import CertificateStatus, certificate_status
+from gateway.pki.expiry import CertificateStatus, certificate_serial, certificate_status
 from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
 from gateway.pki.pem import (
     certificate_pem,
@@ -40,7 +40,7 @@ from gateway.pki.pem import (
     write_private_key,
     write_public_file,
 )
-from gateway.pki.revocation import RevocationReason, load_crl, revoked_entries
+from gateway.pki.revocation import RevocationReason, RevokedEntry, load_crl, revoked_entries
 
 __all__ = ["register"]
 
@@ -164,7 +164,7 @@ def _cert_doc(cert: x509.Certificate, now: dt.datetime, window: dt.timedelta) ->
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:x}",
+        "serial": certificate_serial(cert),
         "kind": kind,
         "identity": identity.uri if identity else None,
         "jurisdiction": identity.jurisdiction.value if identity else None,
@@ -372,6 +372,13 @@ def _entry_row(entry: IndexEntry, now: dt.datetime, window: dt.timedelta) -> dic
     }
 
 
+def _status_text(row: dict[str, Any]) -> str:
+    """``revoked 2026-12-02T10:00:00+00:00 (key-compromise)`` or the plain status."""
+    if row.get("status") == CertificateStatus.REVOKED.value and row.get("revoked_at"):
+        return f"revoked {row['revoked_at'][:19]} ({row.get('reason') or 'unspecified'})"
+    return str(row["status"])
+
+
 def _list(args: argparse.Namespace) -> int:
     directory = CaDirectory.open(args.ca_dir)
     now = _now()
@@ -389,7 +396,7 @@ def _list(args: argparse.Namespace) -> int:
     )
     header = ("SERIAL", "ROLE", "KIND", "IDENTITY", "NOT AFTER", "STATUS")
     table = [header] + [
-        (r["serial"][:16], r["role"], r["kind"], r["identity"], r["not_after"][:19], r["status"])
+        (r["serial"], r["role"], r["kind"], r["identity"], r["not_after"][:19], _status_text(r))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -434,7 +441,14 @@ def _show(args: argparse.Namespace) -> int:
                 print(f"  revoked      {r['serial']} at {r['at']} ({r['reason']})")
         return EXIT_OK
     cert = load_certificate(args.file)
-    doc = {"type": "certificate", **_cert_doc(cert, now, dt.timedelta(days=args.expiring_within))}
+    window = dt.timedelta(days=args.expiring_within)
+    doc = {"type": "certificate", **_cert_doc(cert, now, window)}
+    revoked, checked = _revocation(cert, args.ca_dir, args.crl or [])
+    doc["revocation_checked"] = checked
+    doc["revoked_at"] = None if revoked is None else revoked.revoked_at.isoformat()
+    doc["reason"] = None if revoked is None else revoked.reason.value
+    if revoked is not None:
+        doc["status"] = CertificateStatus.REVOKED.value
     if args.json:
         _print_json(doc)
         return EXIT_OK
@@ -442,9 +456,56 @@ def _show(args: argparse.Namespace) -> int:
         print(f"{key.replace('_', ' '):<20} {doc[key]}")
     print(f"{'names':<20} {', '.join(doc['names']) or '-'}")
     print(f"{'extended key usage':<20} {', '.join(doc['extended_key_usage']) or '-'}")
-    for key in ("not_before", "not_after", "status", "fingerprint"):
+    for key in ("not_before", "not_after"):
         print(f"{key.replace('_', ' '):<20} {doc[key]}")
+    status = _status_text(doc)
+    if not checked:
+        status += " (revocation not checked: give --ca-dir or --crl)"
+    else:
+        status += f" (revocation checked against {', '.join(checked)})"
+    print(f"{'status':<20} {status}")
+    print(f"{'fingerprint':<20} {doc['fingerprint']}")
     return EXIT_OK
+
+
+def _revocation(
+    cert: x509.Certificate, ca_dir: Path | None, crl_files: list[Path]
+) -> tuple[RevokedEntry | None, list[str]]:
+    """Whether the certificate's CA revoked it: from the CA directory's index (what every CRL
+    it signs lists) and from CRL files of the same issuer. Returns the revocation, if any, and
+    what was consulted."""
+    checked: list[str] = []
+    found: RevokedEntry | None = None
+    if ca_dir is not None:
+        directory = CaDirectory.open(ca_dir)
+        if directory.certificate.subject != cert.issuer:
+            raise CliError(
+                f"certificate {certificate_serial(cert)} was not issued by the CA in {ca_dir}"
+            )
+        checked.append(f"CA directory {ca_dir}")
+        for entry in directory.entries():
+            if entry.serial == cert.serial_number and entry.revoked_at is not None:
+                reason = entry.reason or RevocationReason.UNSPECIFIED
+                found = RevokedEntry(entry.serial, entry.revoked_at, reason)
+    for path in crl_files:
+        crl = load_crl(_read(path))
+        if crl.issuer != cert.issuer:
+            raise CliError(
+                f"CRL {path} is of {crl.issuer.rfc4514_string()}, not of the certificate's "
+                f"issuer {cert.issuer.rfc4514_string()}"
+            )
+        if ca_dir is not None:
+            try:
+                crl_ok = crl.is_signature_valid(directory.certificate.public_key())  # type: ignore[arg-type]
+            except TypeError:
+                crl_ok = False
+            if not crl_ok:
+                raise CliError(f"CRL {path} is not signed by the CA in {ca_dir}")
+        checked.append(f"CRL {path}")
+        for e in revoked_entries(crl):
+            if e.serial == cert.serial_number and found is None:
+                found = e
+    return found, checked
 
 
 def _read(path: Path) -> bytes:
@@ -523,7 +584,7 @@ def _bundle_check(args: argparse.Namespace) -> int:
         for r in rows:
             state = "ok" if not r["problems"] else "; ".join(r["problems"])
             detail = (
-                f"{r['fingerprint'][:16]} until {r['not_after'][:10]} [{r['status']}]"
+                f"sha256 {r['fingerprint']} until {r['not_after'][:10]} [{r['status']}]"
                 if ("fingerprint" in r)
                 else "-"
             )
@@ -686,6 +747,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("file", type=Path, help="a PEM certificate or CRL")
     p.add_argument("--expiring-within", type=_window, default=14, metavar="DAYS", help="default 14")
+    p.add_argument(
+        "--ca-dir",
+        type=Path,
+        help="the issuing CA directory: say whether the CA revoked the certificate",
+    )
+    p.add_argument(
+        "--crl",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a CRL of the issuing CA to check the certificate against (repeatable)",
+    )
     p.set_defaults(handler=_show)
 
     bundle = sub.add_parser(

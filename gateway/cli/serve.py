@@ -13,7 +13,7 @@ from typing import Any
 from gateway.cli._base import EXIT_OK, CliError
 from gateway.server import Node, load_config
 from gateway.server.config import NodeConfig
-from gateway.server.logs import configure_logging
+from gateway.server.logs import configure_logging, route_native_stderr
 
 log = logging.getLogger("gateway.cli.serve")
 
@@ -41,6 +41,7 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.identity.uri)
+    route_native_stderr()  # gRPC C-core's own lines become JSON lines too
     node = _start_up(config)
     stop = threading.Event()
 

@@ -318,6 +318,18 @@ def pending_counts(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
     return {(recipient, state): count for recipient, state, count in rows}
 
 
+def oldest_pending(conn: sqlite3.Connection, origin: str) -> dict[str, int]:
+    """Per recipient, when the oldest undelivered message of ``origin`` (this node) was sent
+    (Unix milliseconds): how long the backlog has waited."""
+    rows = conn.execute(
+        "SELECT o.recipient, min(m.created_ms) FROM exchange_outbox o JOIN exchange_messages m "
+        "ON m.origin = ? AND m.message_id = o.message_id WHERE o.state IN (?, ?) "
+        "GROUP BY o.recipient",
+        (origin, QUEUED, FAILING),
+    ).fetchall()
+    return {recipient: int(created) for recipient, created in rows}
+
+
 def outbox_of(conn: sqlite3.Connection, message_id: str) -> list[OutboxRow]:
     """Every delivery row of ``message_id``."""
     rows = conn.execute(

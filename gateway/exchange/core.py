@@ -177,6 +177,7 @@ class Exchange:
         self.jurisdiction = jurisdiction
         self.ledger = ledger
         self.signer = signer
+        self.retired_signers: tuple[Signer, ...] = ()
         self._trust = trust
         self._clock = clock
         self._listeners: list[PayloadListener] = []
@@ -194,6 +195,12 @@ class Exchange:
     def now(self) -> dt.datetime:
         """The exchange's clock."""
         return self._clock()
+
+    def use_signer(self, signer: Signer) -> None:
+        """Sign with ``signer`` from now on (a renewed signing pair); the ones before stay in
+        :attr:`retired_signers`, for what they signed (a checkpoint still to be witnessed)."""
+        self.retired_signers = (self.signer, *self.retired_signers)[:8]
+        self.signer = signer
 
     def keep_own_certificate(self) -> None:
         """Store this node's signing certificate with the ledger, for auditors (idempotent)."""

@@ -9,6 +9,9 @@ verified receipt in the ledger.
   envelope: it is marked ``REFUSED`` and logged, and the ones after it go on.
 - A receipt is verified (signer, signature, message id, digest, recipient) before its ``receipt``
   ledger entry is written; an unverifiable receipt counts as a transport failure.
+- Failures are logged once per change of state (first failure, a different error, recovery)
+  and, while a peer stays down, in one summary line every ``summary_interval`` seconds: an idle
+  node with a peer down writes a few lines an hour, not one per retry.
 - Receipts are saved while the next batch is on its way: their ledger entries are queued, and
   the next batch starts after the rows whose outcome is queued. If that commit fails, the rows
   are still pending and go again; the recipient answers a repeat with the receipt it gave.
@@ -72,6 +75,12 @@ class Backoff:
         return self._rng.uniform(0, min(self.cap, self.base * 2 ** min(attempts, 30)))
 
 
+def _error_state(error: str) -> str:
+    """What identifies a kind of failure for logging: the error up to its first colon (the
+    gRPC code, "peer answered 3 of 5", ...), so a changing detail is not a new state."""
+    return error.split(":", 1)[0].strip()
+
+
 class Deliverer:
     """Delivers this node's outbox to one peer, in a thread of its own."""
 
@@ -84,6 +93,8 @@ class Deliverer:
         batch_size: int = 200,
         timeout: float = 10.0,
         backoff: Backoff | None = None,
+        summary_interval: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.exchange = exchange
         self.peer = peer
@@ -97,6 +108,17 @@ class Deliverer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"deliver-{peer.value}", daemon=True)
         self._failures = 0
+        # What an operator reads (status, logs): last success and failure, the error, and the
+        # failure state last logged, with the attempts since the last summary line.
+        self._clock = clock
+        self._summary_interval = summary_interval
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
+        self.last_error = ""
+        self._failing_since: float | None = None
+        self._logged_state = ""
+        self._attempts_since_log = 0
+        self._last_log = 0.0
         # While backing off from a failure, new outbox rows wait behind the failing head
         # anyway: they do not wake the thread (each wake would re-read the whole backlog).
         self._backing_off = False
@@ -223,8 +245,24 @@ class Deliverer:
         self._save(receipts, refusals)
         if retry is not None:  # in order: this one and those after it go again later
             return self._transport_failure(rows[retry[0] :], retry[1])
-        self._failures = 0
+        self._succeeded()
         return None if len(rows) == self._batch_size else 0.0
+
+    def _succeeded(self) -> None:
+        now = self._clock()
+        self.last_success = now
+        if self._failing_since is not None:
+            log.info(
+                "delivery to %s recovered after %d failed attempt(s) over %.0f s",
+                self.peer,
+                self._failures,
+                now - self._failing_since,
+                extra={"event": "delivery_recovered", "peer": self.peer.value},
+            )
+        self._failures = 0
+        self._failing_since = None
+        self._logged_state = ""
+        self._attempts_since_log = 0
 
     def _reconnect(self) -> None:
         """Drop the channel: the next attempt re-reads the node's certificate, key and bundle,
@@ -251,15 +289,45 @@ class Deliverer:
         self.exchange.ledger.write(
             lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
         )
-        log.warning(
-            "delivery of %d message(s) to %s failed (attempt %d): %s",
-            len(rows),
-            self.peer,
-            head_attempts + 1,
-            error,
-            extra={"event": "delivery_failed", "peer": self.peer.value},
-        )
+        self._log_failure(len(rows), head_attempts + 1, error)
         return delay
+
+    def _log_failure(self, waiting: int, attempt: int, error: str) -> None:
+        """One line when the failure state changes (first failure, another kind of error), and
+        one summary line per ``summary_interval`` while it lasts; nothing for the retries in
+        between (they are counted in the summary and in the metrics)."""
+        now = self._clock()
+        self.last_failure, self.last_error = now, error
+        self._attempts_since_log += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        state = _error_state(error)
+        if state != self._logged_state:
+            self._logged_state, self._last_log, self._attempts_since_log = state, now, 0
+            log.warning(
+                "delivery of %d message(s) to %s failed (attempt %d): %s; retrying with backoff "
+                "(at most %.0f s apart), repeats summarised every %.0f s",
+                waiting,
+                self.peer,
+                attempt,
+                error,
+                self._backoff.cap,
+                self._summary_interval,
+                extra={"event": "delivery_failed", "peer": self.peer.value},
+            )
+        elif now - self._last_log >= self._summary_interval:
+            log.warning(
+                "delivery to %s still failing: %d attempt(s) in the last %.0f s, %d message(s) "
+                "waiting, failing since %s; last error: %s",
+                self.peer,
+                self._attempts_since_log,
+                now - self._last_log,
+                waiting,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._failing_since)),
+                error,
+                extra={"event": "delivery_failing_summary", "peer": self.peer.value},
+            )
+            self._last_log, self._attempts_since_log = now, 0
 
     def _refuse(self, row: store.OutboxRow, error: str) -> None:
         self.exchange.ledger.write(

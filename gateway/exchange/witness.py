@@ -56,6 +56,7 @@ from gateway.notes import (
     cosign,
     open_note,
     parse_checkpoint,
+    parse_note,
     verify_cosignature,
 )
 from gateway.pki.access import Principal
@@ -282,8 +283,12 @@ class WitnessClient:
         *,
         interval: float = 2.0,
         timeout: float = 10.0,
+        summary_interval: float = 600.0,
     ) -> None:
         self.exchange = exchange
+        # per peer: (error code logged, when logged, attempts since): one line per change
+        self._unreachable: dict[Jurisdiction, tuple[str, float, int]] = {}
+        self._summary_interval = summary_interval
         self._peers = peers
         self._channels: dict[Jurisdiction, grpc.Channel] = {}
         self._interval = interval
@@ -316,12 +321,45 @@ class WitnessClient:
                             extra={"event": "cosign-refused", "peer": peer.value},
                         )
                     else:
-                        log.info("witness %s unreachable: %s", peer, exc.code().name)
+                        self._log_unreachable(peer, exc.code().name)
                     channel = self._channels.pop(peer, None)  # reconnect with fresh credentials
                     if channel is not None:
                         channel.close()
+                    continue
                 except Exception:
                     log.exception("cosigning by %s failed", peer)
+                    continue
+                if self._unreachable.pop(peer, None) is not None:
+                    log.info("witness %s reachable again", peer, extra={"event": "witness_back"})
+
+    def _log_unreachable(self, peer: Jurisdiction, code: str) -> None:
+        """One line when ``peer`` becomes unreachable (or fails otherwise), then a summary
+        every ``summary_interval`` while it lasts: not a line per round."""
+        now = time.monotonic()
+        logged = self._unreachable.get(peer)
+        if logged is None or logged[0] != code:
+            self._unreachable[peer] = (code, now, 0)
+            log.info(
+                "witness %s unreachable: %s; retrying every %.0f s, repeats summarised every "
+                "%.0f s",
+                peer,
+                code,
+                self._interval,
+                self._summary_interval,
+                extra={"event": "witness_unreachable", "peer": peer.value},
+            )
+        elif now - logged[1] >= self._summary_interval:
+            self._unreachable[peer] = (code, now, 0)
+            log.info(
+                "witness %s still unreachable: %s, %d attempt(s) in the last %.0f s",
+                peer,
+                code,
+                logged[2] + 1,
+                now - logged[1],
+                extra={"event": "witness_unreachable_summary", "peer": peer.value},
+            )
+        else:
+            self._unreachable[peer] = (code, logged[1], logged[2] + 1)
 
     def _stub(self, peer: Jurisdiction) -> Any:
         if peer not in self._channels:
@@ -357,7 +395,7 @@ class WitnessClient:
                 old_size=old,
                 consistency_proof=proof,
                 checkpoint=latest.note.encode(),
-                signer_certificate=self.exchange.signer.certificate_der,
+                signer_certificate=self._certificate_of(latest.note),
             )
             try:
                 response = self._stub(peer).CosignCheckpoint(request, timeout=self._timeout)
@@ -370,6 +408,17 @@ class WitnessClient:
             self._store(peer, latest.size, latest.checkpoint.body(), response)
             return latest.size
         return None
+
+    def _certificate_of(self, note: str) -> bytes:
+        """The signing certificate whose key signed ``note`` (the signing pair may have been
+        renewed since the checkpoint was made)."""
+        ids = {s.key_id for s in parse_note(note).signatures}
+        exchange = self.exchange
+        for signer in (exchange.signer, *exchange.retired_signers):
+            public = signer.private_key.public_key()
+            if log_verifier(exchange.jurisdiction, public).key_id in ids:
+                return signer.certificate_der
+        return exchange.signer.certificate_der
 
     def _store(
         self, peer: Jurisdiction, size: int, body: str, response: peer_pb2.CosignCheckpointResponse

@@ -24,7 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from gateway.errors import UnauthenticatedError
 from gateway.pki.authority import DOCUMENT_SIGNING_EKU
-from gateway.pki.bundle import TrustBundle, fingerprint
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.expiry import certificate_serial
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.keys import WeakKeyError, check_certificate_key
 
@@ -56,8 +57,8 @@ def verify_leaf(
     Raises:
         CertificateCheckError: naming the certificate and the step that failed.
     """
-    fp = fingerprint(cert)
-    who = f"certificate {fp[:16]}"
+    serial = certificate_serial(cert)  # the one identifier operators see everywhere (ADR 0062)
+    who = f"certificate {serial}"
     # (1) exactly one SPIFFE URI SAN
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -72,7 +73,7 @@ def verify_leaf(
         identity = SpiffeId.parse(uris[0])
     except IdentityError as exc:
         raise CertificateCheckError(f"{who}: {exc}") from exc
-    who = f"{identity.uri} (certificate {fp[:16]})"
+    who = f"{identity.uri} (certificate {serial})"
     # (2) issued by a root of the identity's own jurisdiction
     issuer = None
     for root in bundle.roots_of(identity.jurisdiction):

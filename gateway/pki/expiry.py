@@ -18,12 +18,25 @@ __all__ = [
     "DEFAULT_WARNING_WINDOW",
     "CertificateStatus",
     "ExpiryWarning",
+    "certificate_serial",
     "certificate_status",
     "expiry_warnings",
+    "serial_hex",
     "status_at",
 ]
 
 DEFAULT_WARNING_WINDOW = dt.timedelta(days=14)
+
+
+def serial_hex(serial: int) -> str:
+    """The one identifier of a certificate everywhere an operator reads or types one (ADR
+    0062): its full serial number in lower-case hex, no colons, no leading zeros."""
+    return f"{serial:x}"
+
+
+def certificate_serial(cert: x509.Certificate) -> str:
+    """``cert``'s identifier: :func:`serial_hex` of its serial number."""
+    return serial_hex(cert.serial_number)
 
 
 class CertificateStatus(enum.StrEnum):

@@ -15,6 +15,8 @@ jurisdiction
 peer-nodes-only         customs.gateway.v1.PeerExchange             node         other
 auditors-read-only      customs.gateway.v1.LedgerAudit              auditor      any
 metrics-own-monitors    https.Metrics (``GET /metrics``, not gRPC)  monitor      own
+status-own-operators    customs.gateway.v1.NodeStatus               monitor,     own
+                                                                    node
 ======================  ==========================================  ===========  ==========
 
 "Any" still means an *authenticated* caller: authentication runs before authorization.
@@ -113,6 +115,13 @@ RULES: tuple[Rule, ...] = (
         frozenset({Role.AUDITOR}),
         Relation.ANY,
         "auditors of any jurisdiction",
+    ),
+    Rule(
+        "status-own-operators",
+        "customs.gateway.v1.NodeStatus",
+        frozenset({Role.MONITOR, Role.NODE}),
+        Relation.OWN,
+        "this node's own jurisdiction's monitors and nodes only (customs-gateway status)",
     ),
     Rule(
         "metrics-own-monitors",

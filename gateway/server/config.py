@@ -32,6 +32,11 @@ the config file)::
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
     retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
 
+    [delivery]                        # optional, defaults shown (docs/operations.md)
+    retry_base_seconds = 0.05         # first retry after a failure, doubling each time...
+    retry_cap_seconds = 5.0           # ...up to this, with full jitter
+    failure_summary_seconds = 600.0   # while a peer stays down: one summary log line this often
+
     [metrics]                         # optional: Prometheus metrics over HTTPS, client
     listen = "127.0.0.1:9464"         # certificates required (role monitor, own jurisdiction)
 
@@ -63,7 +68,14 @@ from gateway.errors import InvalidArgumentError
 from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
 from gateway.server.limits import Limits
 
-__all__ = ["ConfigError", "NodeConfig", "PeerConfig", "ServerSettings", "load_config"]
+__all__ = [
+    "ConfigError",
+    "DeliverySettings",
+    "NodeConfig",
+    "PeerConfig",
+    "ServerSettings",
+    "load_config",
+]
 
 T = TypeVar("T")
 
@@ -111,6 +123,34 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    """Delivery retries and how failures are logged (``[delivery]``)."""
+
+    retry_base_seconds: float = 0.05
+    retry_cap_seconds: float = 5.0
+    failure_summary_seconds: float = 600.0
+
+
+def _delivery(top: _Reader) -> DeliverySettings:
+    table = top.sub("delivery", required=False)
+    d = DeliverySettings()
+    settings = DeliverySettings(
+        retry_base_seconds=table.take("retry_base_seconds", float, d.retry_base_seconds),
+        retry_cap_seconds=table.take("retry_cap_seconds", float, d.retry_cap_seconds),
+        failure_summary_seconds=table.take(
+            "failure_summary_seconds", float, d.failure_summary_seconds
+        ),
+    )
+    for key in ("retry_base_seconds", "retry_cap_seconds", "failure_summary_seconds"):
+        if getattr(settings, key) <= 0:
+            raise table.error(key, "must be positive")
+    if settings.retry_cap_seconds < settings.retry_base_seconds:
+        raise table.error("retry_cap_seconds", "must not be below retry_base_seconds")
+    table.done()
+    return settings
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A node's configuration with every path resolved and every referenced file present."""
 
@@ -128,6 +168,7 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
     metrics_listen: str | None = None  # HOST:PORT of the HTTPS metrics endpoint, if any
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     limits: Limits | None = None  # None: the defaults for server.max_workers
 
     @property
@@ -324,6 +365,7 @@ def load_config(path: str | Path) -> NodeConfig:
     if settings.grace_seconds < 0:
         raise srv.error("grace_seconds", "must not be negative")
     srv.done()
+    delivery = _delivery(top)
     metrics = top.sub("metrics", required=False)
     metrics_listen = metrics.parsed("listen", _address) if "listen" in metrics.table else None
     metrics.done()
@@ -344,6 +386,7 @@ def load_config(path: str | Path) -> NodeConfig:
         peers=tuple(peers),
         server=settings,
         metrics_listen=metrics_listen,
+        delivery=delivery,
         limits=limits,
     )
 

@@ -82,6 +82,12 @@ def _status_of(method: str, exc: BaseException) -> status_pb2.Status:
     )
 
 
+def _client_went_away(exc: Exception, context: grpc.ServicerContext) -> bool:
+    """grpcio raises a bare ``RpcError`` from a request iterator once the client cancelled or
+    closed its stream (e.g. grpcurl ending a reflection stream): not an internal error."""
+    return isinstance(exc, grpc.RpcError) and not context.is_active()
+
+
 def _abort(context: grpc.ServicerContext, status: status_pb2.Status) -> NoReturn:
     """End the call with ``status`` (``abort_with_status`` raises)."""
     context.abort_with_status(rpc_status.to_status(status))
@@ -198,6 +204,10 @@ class ErrorInterceptor(_WrappingInterceptor):
                     code = "CANCELLED"
                     raise
                 except Exception as exc:
+                    if _client_went_away(exc, context):
+                        code = "CANCELLED"
+                        log.debug("client closed its stream of %s", method)
+                        return
                     status = _status_of(method, exc)
                     code = _code(status)
                     _abort(context, status)
@@ -212,6 +222,10 @@ class ErrorInterceptor(_WrappingInterceptor):
             try:
                 return behavior(request, context)
             except Exception as exc:
+                if _client_went_away(exc, context):  # a client stream the client gave up
+                    code = "CANCELLED"
+                    log.debug("client closed its stream of %s", method)
+                    return None
                 status = _status_of(method, exc)
                 code = _code(status)
                 _abort(context, status)

@@ -13,13 +13,15 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import queue
+import re
 import sys
 import threading
 import traceback
 from typing import TextIO
 
-__all__ = ["configure_logging", "flush_logs"]
+__all__ = ["configure_logging", "flush_logs", "route_native_stderr"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -78,6 +80,11 @@ class _Writer:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
+
+    def retarget(self, stream: TextIO) -> None:
+        """Write to ``stream`` from the next burst on."""
+        with self._lock:
+            self._stream = stream
 
     def put(self, record: logging.LogRecord, wait: bool = False) -> None:
         """Queue ``record`` (and with ``wait``, return once it is written); once the writer is
@@ -189,3 +196,70 @@ def flush_logs(timeout: float = 5.0) -> None:
     for a caller about to write to stderr itself."""
     if _writer is not None:
         _writer.flush(timeout)
+
+
+# gRPC C-core (absl) log lines: "E1202 19:02:41.639140    3533 ssl_transport_security.cc:3238] ..."
+_NATIVE_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]\s]+)\] ?(.*)$")
+_NATIVE_LEVELS = {
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "F": logging.CRITICAL,
+}
+_native_routed = False
+
+
+def _native_record(line: str) -> tuple[int, str, dict[str, object]]:
+    """Level, message and extra fields of one line that native code wrote to fd 2."""
+    match = _NATIVE_LINE.match(line)
+    if match is None:
+        return logging.WARNING, line, {"event": "native-stderr"}
+    level, source, message = match.groups()
+    return _NATIVE_LEVELS[level], message, {"event": "grpc-core", "source": source}
+
+
+def route_native_stderr() -> None:
+    """Make every line native code writes to file descriptor 2 (gRPC C-core's log) a JSON line.
+
+    fd 2 becomes a pipe read by a thread that logs each line through ``gateway.native`` (level
+    from the line's ``E``/``W``/``I`` prefix, the C source file and line in ``source``);
+    ``sys.stderr``, where the JSON lines and the CLI's own one-line errors go, keeps the
+    original stderr. An exception that ends a thread is logged as a JSON line as well. Call
+    once, after :func:`configure_logging`, in a process that owns its stderr
+    (``customs-gateway serve``); idempotent.
+    """
+    global _native_routed
+    stderr: TextIO = sys.stderr
+    if _native_routed or stderr is not sys.__stderr__:
+        # routed already, or someone in this process captures stderr (a test running the
+        # command in-process): fd 2 is theirs, and the lines they capture stay theirs
+        return
+    stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = os.fdopen(original, "w", buffering=1, encoding="utf-8", errors="replace")
+    if _writer is not None:
+        _writer.retarget(sys.stderr)
+    _native_routed = True
+    log = logging.getLogger("gateway.native")
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for raw in pipe:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line.strip():
+                    continue
+                level, message, extra = _native_record(line)
+                log.log(level, "%s", message, extra=extra)
+
+    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
+
+    def thread_died(args: threading.ExceptHookArgs) -> None:
+        # an exception no worker caught: a JSON line too, not a raw traceback in the log
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]
+
+    threading.excepthook = thread_died

@@ -55,6 +55,8 @@ class NodeState:
     pending: Callable[[], dict[tuple[str, str], int]]  # (peer, state) -> undelivered rows
     failures: Callable[[], dict[str, int]]  # peer -> consecutive failed attempts
     not_after: Callable[[], dict[str, float]]  # certificate -> expiry, Unix seconds
+    # certificate -> (serial, not-after ISO 8601) of the certificates in use (not on disk)
+    in_use: Callable[[], dict[str, tuple[str, str]]] | None = None
     # (origin, problem) -> inconsistent checkpoints refused as a witness, kept as evidence
     witness_evidence: Callable[[], dict[tuple[str, str], int]] = dict
     # budget -> (slots in use, capacity) of the node's limits (ADR 0023), if reported
@@ -104,6 +106,15 @@ class _StateCollector(Collector):
         for name, when in sorted(s.not_after().items()):
             expiry.add_metric([name], when)
         yield expiry
+        if s.in_use is not None:
+            info = GaugeMetricFamily(
+                "gateway_certificate_in_use_info",
+                "The certificates the node uses now (1 per certificate), by serial.",
+                labels=["certificate", "serial", "not_after"],
+            )
+            for name, (serial, not_after) in sorted(s.in_use().items()):
+                info.add_metric([name, serial, not_after], 1)
+            yield info
         refused = GaugeMetricFamily(
             "gateway_witness_inconsistent_checkpoints",
             "Checkpoints a peer presented that were inconsistent with the one this node had "

@@ -38,19 +38,21 @@ from customs.gateway.v1 import (
     partner_pb2_grpc,
     peer_pb2,
     peer_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from gateway.envelope import Signer
 from gateway.errors import GatewayError, UnavailableError
 from gateway.exchange import _store as exchange_store
 from gateway.exchange.core import Exchange
-from gateway.exchange.delivery import Deliverer
+from gateway.exchange.delivery import Backoff, Deliverer
 from gateway.exchange.watchlists import WATCHLIST_KINDS, Watchlists
 from gateway.exchange.witness import WITNESS_HEALTH_SERVICE, WitnessClient, ledger_origin
 from gateway.ledger import Checkpointer, Ledger
 from gateway.notes import NoteSigner
 from gateway.pki.access import Authenticator
 from gateway.pki.bundle import TrustBundle
-from gateway.pki.expiry import expiry_warnings
+from gateway.pki.expiry import certificate_serial, expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.pki.revocation import key_id
@@ -62,10 +64,13 @@ from gateway.server.metrics import MetricsServer, NodeMetrics, NodeState, server
 from gateway.server.revocation_store import LedgerRevocationStore
 from gateway.server.revocation_store import create_schema as create_revocation_schema
 from gateway.server.services import AuditService, PartnerService, PeerService
+from gateway.server.services.status import StatusService
+from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = [
+    "CERTIFICATES_IN_USE_KEY",
     "CERTIFICATE_WARNINGS_KEY",
     "LISTEN_ADDRESS_FILE",
     "SERVICE_NAMES",
@@ -79,10 +84,12 @@ SERVICE_NAMES = (
     partner_pb2.DESCRIPTOR.services_by_name["PartnerGateway"].full_name,
     peer_pb2.DESCRIPTOR.services_by_name["PeerExchange"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["LedgerAudit"].full_name,
+    status_pb2.DESCRIPTOR.services_by_name["NodeStatus"].full_name,
 )
 
 
 CERTIFICATE_WARNINGS_KEY = "certificate-warnings"
+CERTIFICATES_IN_USE_KEY = "certificates-in-use"
 WITNESS_EVIDENCE_KEY = "witness-evidence"
 STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
@@ -108,10 +115,15 @@ class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         warnings = self._node.certificate_warnings()
         text = " | ".join(warnings) if warnings else "none"
+        in_use = "; ".join(
+            f"{name} serial={serial} not-after={not_after}"
+            for name, (serial, not_after) in self._node.certificates_in_use().items()
+        )
         storage = self._node.storage.last_problem or "ok"
         metadata = [
             (CERTIFICATE_WARNINGS_KEY, text.encode("ascii", "replace").decode()),
             (STORAGE_KEY, storage.encode("ascii", "replace").decode()),
+            (CERTIFICATES_IN_USE_KEY, in_use),
         ]
         if request.service != WITNESS_HEALTH_SERVICE:
             context.set_trailing_metadata(tuple(metadata))
@@ -191,7 +203,14 @@ class Node:
             raise
 
     def _start_up(self, config: NodeConfig) -> None:
-        self.signer = _load_signer(config)
+        self.started_at: dt.datetime | None = None
+        # The signing pair follows its files (ADR 0063); a reloaded one is checked as at start.
+        self.signing = SigningMaterial(
+            config.signing_certificate,
+            config.signing_key,
+            self._read_signer,
+            on_change=self._signer_changed,
+        )
         origin = ledger_origin(config.jurisdiction)
         self.ledger = _open_ledger(self.data_dir.ledger, origin, self.signer)
         self.tls = ServerTls(
@@ -209,14 +228,7 @@ class Node:
             ),
         )
         material = self.tls.material
-        check_own_certificate(
-            self.signer.certificate,
-            material.bundle,
-            list(material.crls),
-            expected=config.identity,
-            usage="signing",
-            what=f"signing certificate {config.signing_certificate}",
-        )
+        self._check_signer(self.signer)
         self.authenticator = Authenticator(material.bundle, material.crls)
         self.limits = config.resolved_limits
         self.limiter = Limiter(self.limits)
@@ -243,14 +255,22 @@ class Node:
         self.stopping = threading.Event()
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(self.ledger, interval=interval)
+        delivery = config.delivery
         self.deliverers = {
-            p.jurisdiction: Deliverer(self.exchange, p.jurisdiction, self._channel_factory(p))
+            p.jurisdiction: Deliverer(
+                self.exchange,
+                p.jurisdiction,
+                self._channel_factory(p),
+                backoff=Backoff(delivery.retry_base_seconds, delivery.retry_cap_seconds),
+                summary_interval=delivery.failure_summary_seconds,
+            )
             for p in config.peers
         }
         self.witness_client = WitnessClient(
             self.exchange,
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
             interval=interval,
+            summary_interval=config.delivery.failure_summary_seconds,
         )
         self.health = _HealthWithCertificates(self)
         self.metrics = NodeMetrics(
@@ -265,6 +285,7 @@ class Node:
                 storage_ok=lambda: self.storage.last_problem is None,
                 crl_refusals=self.tls.refusal_counts,
                 crl_numbers=self._crl_numbers,
+                in_use=self.certificates_in_use,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -346,6 +367,55 @@ class Node:
             "signing": self.signer.certificate.not_valid_after_utc.timestamp(),
         }
 
+    @property
+    def signer(self) -> Signer:
+        """The signing certificate and key in force (reloaded when the files change)."""
+        return self.signing.signer
+
+    def certificates_in_use(self) -> dict[str, tuple[str, str]]:
+        """``{"tls": (serial, not-after ISO 8601), "signing": ...}`` of the certificates the
+        node uses now: what health and metrics report (not the files on disk)."""
+        tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
+        signing = self.signer.certificate
+        return {
+            name: (certificate_serial(c), c.not_valid_after_utc.isoformat())
+            for name, c in (("tls", tls), ("signing", signing))
+        }
+
+    def _check_signer(self, signer: Signer) -> None:
+        """Refuse a signing certificate that is not this node's, for signing, under a root of
+        the bundle in force and not revoked (at start and at every reload)."""
+        material = self.tls.material
+        check_own_certificate(
+            signer.certificate,
+            material.bundle,
+            list(material.crls),
+            expected=self.config.identity,
+            usage="signing",
+            what=f"signing certificate {self.config.signing_certificate}",
+        )
+
+    def _read_signer(self) -> Signer:
+        """The signing pair on disk (a reload is checked against the TLS material in force;
+        at start that check follows once the TLS material is loaded)."""
+        signer = _load_signer(self.config)
+        if getattr(self, "tls", None) is not None:
+            self._check_signer(signer)
+        return signer
+
+    def _signer_changed(self, signer: Signer) -> None:
+        """A renewed signing pair: keep its certificate with the ledger first (auditors find
+        the key of every checkpoint there), then sign with it from the next message on."""
+        der = signer.certificate_der
+        self.ledger.write(lambda conn: exchange_store.keep_certificate(conn, der))
+        origin = ledger_origin(self.config.jurisdiction)
+        self.ledger.signer = NoteSigner(origin, signer.private_key)
+        self.exchange.use_signer(signer)
+
+    def peer_channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
+        """New channels to ``peer`` with the node's own client certificate (status probes)."""
+        return self._channel_factory(peer)
+
     def _metrics_context(self) -> ssl.SSLContext:
         """The metrics endpoint's TLS context for the TLS material in force (rebuilt after a
         reload, so a renewed certificate or a new bundle applies to the next scrape)."""
@@ -394,7 +464,7 @@ class Node:
         problems: list[str] = []
         loaders: list[tuple[str, Callable[[], x509.Certificate]]] = [
             ("TLS certificate", lambda: x509.load_pem_x509_certificate(material.certificate_chain)),
-            ("signing certificate", lambda: load_certificate(self.config.signing_certificate)),
+            ("signing certificate", lambda: self.signer.certificate),  # the one in use
         ]
         for label, load in loaders:
             try:
@@ -426,6 +496,8 @@ class Node:
         """Pick up renewed certificates, a new bundle and new CRLs even when no new connection
         arrives (an existing connection's calls are then checked against the new CRLs)."""
         self.tls.refresh()
+        if self.signing.refresh():
+            self._warned = ()  # the renewed certificate's warnings (if any) are new
         self._report_expiry()
 
     def _channel_factory(self, peer: PeerConfig) -> Callable[[], grpc.Channel]:
@@ -450,6 +522,8 @@ class Node:
         audit_pb2_grpc.add_LedgerAuditServicer_to_server(
             AuditService(self.ledger, self.config.jurisdiction), self._server
         )
+        self._status = StatusService(self)
+        status_pb2_grpc.add_NodeStatusServicer_to_server(self._status, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -480,6 +554,7 @@ class Node:
             self.abandon()
             raise
         self._server.start()
+        self.started_at = dt.datetime.now(dt.UTC)
         _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
@@ -515,6 +590,7 @@ class Node:
         self.stopping.set()  # inbound streams end; unary calls in flight finish
         self.exchange.wake_followers()
         self._server.stop(grace).wait()
+        self._status.close()
         self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -545,6 +621,7 @@ class Node:
         self.stopping.set()
         self.exchange.wake_followers()
         self._server.stop(0).wait()
+        self._status.close()
         self._reserve.shutdown(wait=False)
         if self.metrics_server is not None:
             self.metrics_server.stop()
