@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import InvalidArgumentError
 from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
-from gateway.server.limits import Limits
+from gateway.server.limits import COUNT_LIMITS, Limits
 
 __all__ = [
     "ConfigError",
@@ -391,17 +391,7 @@ def load_config(path: str | Path) -> NodeConfig:
     )
 
 
-_LIMIT_INTS = (
-    "calls",
-    "calls_per_caller",
-    "reserved_calls",
-    "inbound_streams",
-    "other_streams",
-    "streams_per_caller",
-    "max_request_bytes",
-    "max_response_bytes",
-    "backlog",
-)
+_LIMIT_INTS = COUNT_LIMITS
 _LIMIT_FLOATS = ("stream_lifetime_seconds", "storage_probe_seconds")
 
 

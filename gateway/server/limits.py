@@ -39,7 +39,20 @@ from google.rpc import error_details_pb2
 
 from gateway.errors import ResourceExhaustedError
 
-__all__ = ["Budget", "Limiter", "Limits", "budget_of"]
+__all__ = ["COUNT_LIMITS", "Budget", "Limiter", "Limits", "budget_of"]
+
+# The limits that are counts (each at least 1); the others are durations in seconds.
+COUNT_LIMITS = (
+    "calls",
+    "calls_per_caller",
+    "reserved_calls",
+    "inbound_streams",
+    "other_streams",
+    "streams_per_caller",
+    "max_request_bytes",
+    "max_response_bytes",
+    "backlog",
+)
 
 MIB = 1024 * 1024
 
@@ -131,17 +144,7 @@ class Limits:
     def problems(self) -> list[tuple[str, str]]:
         """(key, problem) for every limit the node could not enforce; empty when sound."""
         found: list[tuple[str, str]] = []
-        for key in (
-            "calls",
-            "calls_per_caller",
-            "reserved_calls",
-            "inbound_streams",
-            "other_streams",
-            "streams_per_caller",
-            "max_request_bytes",
-            "max_response_bytes",
-            "backlog",
-        ):
+        for key in COUNT_LIMITS:
             if getattr(self, key) < 1:
                 found.append((key, f"must be at least 1, got {getattr(self, key)}"))
         for key in ("stream_lifetime_seconds", "storage_probe_seconds"):
