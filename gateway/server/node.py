@@ -578,6 +578,12 @@ class Node:
             self.address,
             extra={"event": "started", "address": self.address, "port": self.port},
         )
+        if not self.config.crls:  # allowed (a PKI may publish none yet), never silent
+            log.warning(
+                "no CRL is configured ([tls] crls is empty): revoked certificates are admitted; "
+                "list every jurisdiction's CRL to enforce revocation",
+                extra={"event": "revocation-off"},
+            )
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
