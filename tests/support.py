@@ -6,10 +6,12 @@ Everything is made by the project's own PKI code; nothing is mocked.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -27,6 +29,8 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
 from gateway.server import Node, load_config
 from gateway.transport import ClientIdentity, secure_channel
+
+T = TypeVar("T")
 
 ALL = (Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO)
 
@@ -181,3 +185,16 @@ def running_node(config: Path) -> Iterator[Node]:
 def channel_to(world: World, node: Node, cred: Credential) -> grpc.Channel:
     """A mutual-TLS channel from ``cred`` to ``node``."""
     return secure_channel(node.address, world.client_identity(cred), node.config.identity)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it is truthy and return its value; fail naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

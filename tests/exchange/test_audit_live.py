@@ -16,7 +16,8 @@ from gateway.exchange.witness import ledger_origin
 from gateway.ledger import Event
 from gateway.notes import Checkpoint, NoteSigner, sign_note
 from gateway.pki import Jurisdiction, Role
-from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, wait_for
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request
+from tests.support import wait_for
 
 
 def _fetch(trio: Trio, j: Jurisdiction, out: Path, *extra: str) -> int:

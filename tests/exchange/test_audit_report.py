@@ -32,17 +32,8 @@ from gateway.domain.fixtures import timestamp
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
-from tests.exchange.conftest import (
-    CN,
-    HK,
-    MO,
-    Trio,
-    data_dir,
-    notice_request,
-    wait_for,
-    write_trio_configs,
-)
-from tests.support import ALL, World
+from tests.exchange.conftest import CN, HK, MO, Trio, data_dir, notice_request, write_trio_configs
+from tests.support import ALL, World, wait_for
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from customs.gateway.v1 import partner_pb2
 from gateway.pki import Role, SpiffeId, issue_leaf
 from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
 from gateway.pki.revocation import RevocationReason, RevokedEntry, build_crl
-from tests.exchange.conftest import CN, HK, Trio, notice_request, wait_for, write_trio_configs
-from tests.support import World
+from tests.exchange.conftest import CN, HK, Trio, notice_request, write_trio_configs
+from tests.support import World, wait_for
 
 
 def test_delivery_survives_renewal_and_revocation_of_the_old_certificate(

@@ -8,7 +8,8 @@ import uuid
 from collections import Counter
 
 from gateway.ledger import Event
-from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, read_stream, wait_for
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, read_stream
+from tests.support import wait_for
 
 
 def _hold_receipts(trio: Trio) -> sqlite3.Connection:

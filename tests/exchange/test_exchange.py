@@ -23,8 +23,8 @@ from tests.exchange.conftest import (
     entry_request,
     notice_request,
     read_stream,
-    wait_for,
 )
+from tests.support import wait_for
 
 ROUTES = [
     (CN, [HK, MO]),

@@ -19,16 +19,8 @@ from gateway.errors import UnavailableError
 from gateway.ledger import Event
 from gateway.server import LISTEN_ADDRESS_FILE, load_config
 from gateway.server.config import PeerConfig
-from tests.exchange.conftest import (
-    CN,
-    HK,
-    Trio,
-    address_file,
-    notice_request,
-    wait_for,
-    write_trio_configs,
-)
-from tests.support import World
+from tests.exchange.conftest import CN, HK, Trio, address_file, notice_request, write_trio_configs
+from tests.support import World, wait_for
 
 
 def test_serve_on_port_0_reports_the_port_it_bound(world: World, tmp_path: Path) -> None:

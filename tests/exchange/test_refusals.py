@@ -19,7 +19,8 @@ from gateway.audit import DatabaseSource, reconcile_sources
 from gateway.envelope import Signer, seal
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
-from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request, wait_for
+from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request
+from tests.support import wait_for
 
 
 def _signer(trio: Trio, j: Jurisdiction) -> Signer:

@@ -16,7 +16,8 @@ from gateway.domain.fixtures import timestamp
 from gateway.exchange.witness import log_verifier
 from gateway.ledger import Event
 from gateway.pki.bundle import TrustBundle
-from tests.exchange.conftest import CN, HK, Trio, notice_request, read_stream, wait_for
+from tests.exchange.conftest import CN, HK, Trio, notice_request, read_stream
+from tests.support import wait_for
 
 UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 

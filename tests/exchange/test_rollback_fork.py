@@ -28,8 +28,9 @@ from gateway.notes import Checkpoint, NoteSigner, sign_note
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.pem import write_private_key
 from gateway.server.node import WITNESS_EVIDENCE_KEY
-from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, wait_for
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request
 from tests.exchange.test_witness import _settled
+from tests.support import wait_for
 
 HK_ORIGIN = ledger_origin(HK)
 _ROOT = r"[0-9a-f]{64}"

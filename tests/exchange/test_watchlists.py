@@ -17,7 +17,8 @@ from gateway.domain.fixtures import seed_declaration, seed_revocation, timestamp
 from gateway.ledger import Event
 from gateway.pki import Role
 from gateway.server import Node, load_config
-from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, wait_for
+from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request
+from tests.support import wait_for
 
 LIST = "strategic-minerals"
 

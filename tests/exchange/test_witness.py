@@ -18,7 +18,8 @@ from gateway.ledger import Event
 from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.notes import Checkpoint, NoteSigner, open_note, parse_checkpoint, sign_note
 from gateway.pki import Jurisdiction, Role
-from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, wait_for
+from tests.exchange.conftest import CN, HK, MO, Trio, notice_request
+from tests.support import wait_for
 
 
 def _public(trio: Trio, j: Jurisdiction) -> ed25519.Ed25519PublicKey:

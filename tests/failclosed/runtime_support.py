@@ -4,9 +4,8 @@ table lets through to each, raw-byte calls, and a look at the ledger before and 
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -137,18 +136,6 @@ def ledger_state(node: Node) -> LedgerState:
     """The node's ledger size and root now."""
     size = node.ledger.size()
     return LedgerState(size, node.ledger.root(size))
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def sealed_notice(world: World, origin: Jurisdiction, to: Jurisdiction) -> envelope_pb2.Envelope:

@@ -26,8 +26,8 @@ from gateway.domain.fixtures import seed_notice_request
 from gateway.pki import Role
 from gateway.server import Node
 from gateway.server.node import STORAGE_KEY
-from tests.failclosed.runtime_support import CN, HK, ledger_state, wait_for
-from tests.support import World, channel_to, running_node
+from tests.failclosed.runtime_support import CN, HK, ledger_state
+from tests.support import World, channel_to, running_node, wait_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -32,16 +32,8 @@ from gateway.pki.pem import write_public_file
 from gateway.pki.revocation import RevokedEntry
 from gateway.server import ConfigError, Node, load_config
 from gateway.server.limits import Budget, Limiter, Limits
-from tests.failclosed.runtime_support import (
-    CN,
-    HK,
-    METHODS,
-    call_raw,
-    ledger_state,
-    sealed_notice,
-    wait_for,
-)
-from tests.support import World, channel_to, running_node
+from tests.failclosed.runtime_support import CN, HK, METHODS, call_raw, ledger_state, sealed_notice
+from tests.support import World, channel_to, running_node, wait_for
 
 WATCH = "/grpc.health.v1.Health/Watch"
 INBOUND = "/customs.gateway.v1.PartnerGateway/StreamInbound"

@@ -15,8 +15,7 @@ import pytest
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from gateway.server import Node
-from tests.exchange.conftest import wait_for
-from tests.support import World, running_node
+from tests.support import World, running_node, wait_for
 
 CN = Jurisdiction.CN
 

@@ -33,9 +33,9 @@ from gateway.pki.revocation import (
     verify_crl,
 )
 from gateway.server import Node, load_config
-from tests.exchange.conftest import notice_request, wait_for
+from tests.exchange.conftest import notice_request
 from tests.failclosed.serving import assert_one_line_refusal, finish, start_serve
-from tests.support import Credential, World, channel_to, running_node
+from tests.support import Credential, World, channel_to, running_node, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 

@@ -31,7 +31,6 @@ from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
 from gateway.pki.revocation import RevocationReason, RevokedEntry, build_crl
 from gateway.server import Node, load_config
-from tests.exchange.conftest import wait_for
 from tests.failclosed.serving import (
     FILE_MODES_APPLY,
     Outcome,
@@ -39,7 +38,7 @@ from tests.failclosed.serving import (
     finish,
     start_serve,
 )
-from tests.support import World, channel_to, make_world, running_node
+from tests.support import World, channel_to, make_world, running_node, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 

@@ -22,8 +22,8 @@ from gateway.pki import Jurisdiction, Role
 from gateway.server import Node, load_config, logs
 from gateway.server.interceptors import ErrorInterceptor
 from gateway.transport import ServerTls, secure_channel
-from tests.exchange.conftest import Trio, notice_request, wait_for
-from tests.support import World, channel_to
+from tests.exchange.conftest import Trio, notice_request
+from tests.support import World, channel_to, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 

@@ -21,8 +21,8 @@ from gateway.pki.expiry import certificate_serial
 from gateway.server import Node, load_config
 from gateway.server.node import CERTIFICATES_IN_USE_KEY
 from gateway.status import status_with_config
-from tests.exchange.conftest import Trio, entry_request, notice_request, wait_for
-from tests.support import Credential, World, channel_to
+from tests.exchange.conftest import Trio, entry_request, notice_request
+from tests.support import Credential, World, channel_to, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 

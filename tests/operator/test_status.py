@@ -19,8 +19,8 @@ from gateway.pki.revocation import build_crl
 from gateway.server import Node
 from gateway.status import ProblemKind, assess, fetch_status, status_with_config
 from gateway.transport import ClientIdentity
-from tests.exchange.conftest import Trio, notice_request, wait_for
-from tests.support import World, running_node
+from tests.exchange.conftest import Trio, notice_request
+from tests.support import World, running_node, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
