@@ -11,6 +11,7 @@ domain, so only a certificate of the expected jurisdiction can pass.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -86,6 +87,12 @@ class TlsMaterial:
     bundle: TrustBundle
     crls: tuple[x509.CertificateRevocationList, ...]
     verified_crls: tuple[VerifiedCrl, ...] = ()
+
+    @functools.cached_property
+    def certificate(self) -> x509.Certificate:
+        """The leaf of ``certificate_chain``, parsed once per loaded material (health checks,
+        scrapes and status calls read it on every call)."""
+        return x509.load_pem_x509_certificate(self.certificate_chain)
 
 
 def _same(a: TlsMaterial, b: TlsMaterial) -> bool:

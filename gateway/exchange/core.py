@@ -261,7 +261,7 @@ class Exchange:
         for message_id, origin, kind, blob, created_ms in rows:
             envelope = envelope_pb2.Envelope.FromString(blob)
             payload = PAYLOAD_TYPES[kind].FromString(envelope.payload)
-            at = dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC)
+            at = _EPOCH + dt.timedelta(milliseconds=created_ms)  # exact, as _ms inverts
             self._tell(Jurisdiction(origin), kind, payload, message_id, at)
             count += 1
         return count

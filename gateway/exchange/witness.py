@@ -45,7 +45,7 @@ from customs.gateway.v1 import peer_pb2, peer_pb2_grpc
 from gateway.errors import FailedPreconditionError, InvalidArgumentError, PermissionDeniedError
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange
-from gateway.ledger import Entry, Event
+from gateway.ledger import Entry, Event, SignedCheckpoint
 from gateway.ledger._checkpointer import calls_for_checkpoint
 from gateway.merkle import ConsistencyProofError, verify_consistency
 from gateway.notes import (
@@ -369,26 +369,30 @@ class WitnessClient:
     def due(self, peer: Jurisdiction) -> bool:
         """Whether the latest checkpoint has something for ``peer`` to cosign: the log grew
         since the size ``peer`` last cosigned by an entry other than ``witnessed``."""
+        return self._due(peer) is not None
+
+    def _due(self, peer: Jurisdiction) -> tuple[SignedCheckpoint, int] | None:
+        """The latest checkpoint and the size ``peer`` last cosigned, read once, when the
+        checkpoint is due for ``peer``; None when it is not."""
         ledger = self.exchange.ledger
         latest = ledger.latest_checkpoint()
         if latest is None or latest.size == 0:
-            return False
+            return None
         old = store.witnessed_size(ledger.reader(), cosigner_name(peer))
         if old == latest.size:
-            return False
-        if old > latest.size:
-            return True  # let the witness's conflict answer say where it stands
-        return calls_for_checkpoint(ledger, old, latest.size)
+            return None
+        if old < latest.size and not calls_for_checkpoint(ledger, old, latest.size):
+            return None
+        return latest, old  # old > size: let the witness's conflict answer say where it stands
 
     def push(self, peer: Jurisdiction) -> int | None:
         """Have ``peer`` cosign the latest checkpoint if :meth:`due`; return the size cosigned,
         or None."""
-        ledger = self.exchange.ledger
-        latest = ledger.latest_checkpoint()
-        if latest is None or not self.due(peer):
+        due = self._due(peer)
+        if due is None:
             return None
-        witness = cosigner_name(peer)
-        old = store.witnessed_size(ledger.reader(), witness)
+        latest, old = due
+        ledger = self.exchange.ledger
         for _ in range(2):  # once more after learning the witness's size from a conflict
             proof = ledger.consistency_proof(old, latest.size) if 0 < old < latest.size else []
             request = peer_pb2.CosignCheckpointRequest(

@@ -69,6 +69,7 @@ from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
 from gateway.server.limits import COUNT_LIMITS, Limits
 
 __all__ = [
+    "LISTEN_ADDRESS_FILE",
     "ConfigError",
     "DeliverySettings",
     "NodeConfig",
@@ -76,6 +77,11 @@ __all__ = [
     "ServerSettings",
     "load_config",
 ]
+
+# Written in the data directory once the port is bound: ``HOST:PORT`` and a newline, the port
+# the node actually got (with ``listen = "...:0"``). Peers on the same machine read it through
+# ``[[peers]] address_file`` (ADR 0060).
+LISTEN_ADDRESS_FILE = "listen-address"
 
 T = TypeVar("T")
 

@@ -248,11 +248,10 @@ class StreamGuard:
     out. Checked before each message the stream sends; a servicer that waits for messages asks
     :meth:`alive` while it waits, so an idle stream ends too."""
 
-    def __init__(self, reauthenticate: Callable[[], object], lifetime: float, method: str) -> None:
+    def __init__(self, reauthenticate: Callable[[], object], lifetime: float) -> None:
         self._reauthenticate = reauthenticate
         self._lifetime = lifetime
         self._deadline = time.monotonic() + lifetime
-        self._method = method
 
     def check(self) -> None:
         """Return if the stream may send its next message.
@@ -283,7 +282,7 @@ class StreamGuard:
 
 class _Unguarded(StreamGuard):
     def __init__(self) -> None:
-        super().__init__(lambda: None, float("inf"), "")
+        super().__init__(lambda: None, float("inf"))
 
     def check(self) -> None:
         return None
@@ -301,9 +300,10 @@ def current_stream() -> StreamGuard:
 Deserializer = Callable[[bytes], Any] | None
 
 
-def _parse(parse: Deserializer, raw: Any, method: str, peer: str) -> Any:
+def _parse(parse: Deserializer, raw: Any, method: str, context: grpc.ServicerContext) -> Any:
     """``raw`` request bytes decoded by the method's deserializer; a caller's bytes that do
-    not decode are the caller's mistake (INVALID_ARGUMENT), logged, never INTERNAL."""
+    not decode are the caller's mistake (INVALID_ARGUMENT), logged (with the caller's address,
+    asked of the context only then), never INTERNAL."""
     if parse is None or not isinstance(raw, bytes):
         return raw
     try:
@@ -312,7 +312,7 @@ def _parse(parse: Deserializer, raw: Any, method: str, peer: str) -> Any:
         log.warning(
             "undecodable request to %s from %s (%d bytes)",
             method,
-            peer,
+            context.peer(),
             len(raw),
             extra={"event": "undecodable", "method": method, "status": "INVALID_ARGUMENT"},
         )
@@ -323,9 +323,11 @@ def _parse(parse: Deserializer, raw: Any, method: str, peer: str) -> Any:
         raise InvalidArgumentError(str(problem), [problem]) from None
 
 
-def _parse_each(parse: Deserializer, raws: Iterator[Any], method: str, peer: str) -> Iterator[Any]:
+def _parse_each(
+    parse: Deserializer, raws: Iterator[Any], method: str, context: grpc.ServicerContext
+) -> Iterator[Any]:
     for raw in raws:
-        yield _parse(parse, raw, method, peer)
+        yield _parse(parse, raw, method, context)
 
 
 class AccessInterceptor(_WrappingInterceptor):
@@ -377,10 +379,10 @@ class AccessInterceptor(_WrappingInterceptor):
             raise
         return _Admitted(principal, leaf, release)
 
-    def _guard(self, admitted: _Admitted, method: str) -> StreamGuard:
+    def _guard(self, admitted: _Admitted) -> StreamGuard:
         lifetime = self._limiter.limits.stream_lifetime_seconds if self._limiter else float("inf")
         leaf, authenticate = admitted.leaf, self._authenticator.authenticate
-        return StreamGuard(lambda: authenticate(leaf), lifetime, method)
+        return StreamGuard(lambda: authenticate(leaf), lifetime)
 
     def _wrap(
         self,
@@ -390,16 +392,16 @@ class AccessInterceptor(_WrappingInterceptor):
         parse: Deserializer = None,
         request_streaming: bool = False,
     ) -> Behavior:
+        decode = _parse_each if request_streaming else _parse
+
         def decoded(raw: Any, context: grpc.ServicerContext) -> Any:
-            if request_streaming:
-                return _parse_each(parse, raw, method, context.peer())
-            return _parse(parse, raw, method, context.peer())
+            return decode(parse, raw, method, context)
 
         if streaming:
 
             def stream(raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 admitted = self._admit(context, method, True)
-                guard = self._guard(admitted, method)
+                guard = self._guard(admitted)
                 token, guarded = _CALLER.set(admitted.principal), _GUARD.set(guard)
                 try:
                     for message in behavior(decoded(raw, context), context):

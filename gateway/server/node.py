@@ -56,7 +56,7 @@ from gateway.pki.expiry import certificate_serial, expiry_warnings
 from gateway.pki.identity import IdentityError, SpiffeId
 from gateway.pki.pem import load_certificate, load_private_key
 from gateway.pki.revocation import key_id
-from gateway.server.config import ConfigError, NodeConfig, PeerConfig
+from gateway.server.config import LISTEN_ADDRESS_FILE, ConfigError, NodeConfig, PeerConfig
 from gateway.server.health import StorageProbe
 from gateway.server.interceptors import AccessInterceptor, ErrorInterceptor, current_stream
 from gateway.server.limits import Budget, Limiter
@@ -93,11 +93,6 @@ CERTIFICATES_IN_USE_KEY = "certificates-in-use"
 WITNESS_EVIDENCE_KEY = "witness-evidence"
 STORAGE_KEY = "storage"
 _WATCH_TICK = 1.0  # seconds an idle Health/Watch stream sleeps between guard checks
-
-# Written in the data directory once the port is bound: ``HOST:PORT`` and a newline, the port
-# the node actually got (with ``listen = "...:0"``). Peers on the same machine read it through
-# ``[[peers]] address_file`` (ADR 0060).
-LISTEN_ADDRESS_FILE = "listen-address"
 
 
 class _HealthWithCertificates(health.HealthServicer):  # type: ignore[misc]
@@ -361,7 +356,7 @@ class Node:
         }
 
     def _not_after(self) -> dict[str, float]:
-        tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
+        tls = self.tls.material.certificate
         return {
             "tls": tls.not_valid_after_utc.timestamp(),
             "signing": self.signer.certificate.not_valid_after_utc.timestamp(),
@@ -375,7 +370,7 @@ class Node:
     def certificates_in_use(self) -> dict[str, tuple[str, str]]:
         """``{"tls": (serial, not-after ISO 8601), "signing": ...}`` of the certificates the
         node uses now: what health and metrics report (not the files on disk)."""
-        tls = x509.load_pem_x509_certificate(self.tls.material.certificate_chain)
+        tls = self.tls.material.certificate
         signing = self.signer.certificate
         return {
             name: (certificate_serial(c), c.not_valid_after_utc.isoformat())
@@ -463,7 +458,7 @@ class Node:
         certs: list[tuple[str, x509.Certificate]] = []
         problems: list[str] = []
         loaders: list[tuple[str, Callable[[], x509.Certificate]]] = [
-            ("TLS certificate", lambda: x509.load_pem_x509_certificate(material.certificate_chain)),
+            ("TLS certificate", lambda: material.certificate),
             ("signing certificate", lambda: self.signer.certificate),  # the one in use
         ]
         for label, load in loaders:

@@ -147,7 +147,8 @@ def status_with_config(
         ConfigError: the config is not usable (one line naming the key).
         NodeUnreachableError, PermissionDeniedError: as :func:`fetch_status`.
     """
-    from gateway.server.config import load_config  # the config format lives with the server
+    # the config format lives with the server
+    from gateway.server.config import LISTEN_ADDRESS_FILE, load_config
 
     cfg = load_config(config)
     identity = ClientIdentity.from_files(
@@ -155,7 +156,7 @@ def status_with_config(
     )
     if address is None and cfg.listen.endswith(":0"):
         # a node on a port chosen at start writes the address it got into its data directory
-        written = cfg.data_dir / "listen-address"
+        written = cfg.data_dir / LISTEN_ADDRESS_FILE
         if written.is_file():
             address = written.read_text(encoding="utf-8").strip()
     return fetch_status(

@@ -135,7 +135,7 @@ class StatusService(status_pb2_grpc.NodeStatusServicer):  # type: ignore[misc]  
             _certificate(
                 "tls",
                 config.identity.uri,
-                x509.load_pem_x509_certificate(material.certificate_chain),
+                material.certificate,
             )
         )
         out.certificates.append(
