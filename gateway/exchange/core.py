@@ -24,10 +24,17 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, status_pb2
 
-from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
-from gateway.domain.validate import check_request, validate_request
+from customs.gateway.v1 import common_pb2, envelope_pb2, partner_pb2
+from gateway.domain.kinds import (
+    KINDS,
+    SubmitRequest,
+    check_request,
+    kind_name,
+    kind_of_request,
+    subject_of,
+    validate_request,
+)
 from gateway.envelope import (
-    PAYLOAD_TYPES,
     NotReleasableError,
     OpenedEnvelope,
     ReplayError,
@@ -71,46 +78,12 @@ __all__ = [
 
 log = logging.getLogger("gateway.exchange")
 
-SubmitRequest = (
-    partner_pb2.PublishWatchlistEntryRequest
-    | partner_pb2.RevokeWatchlistEntryRequest
-    | partner_pb2.SubmitSeizureNoticeRequest
-    | partner_pb2.WithdrawSeizureNoticeRequest
-)
 # (bundle, CRLs) as loaded now: follows rotations.
 Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]]
 # Told of every payload this node sends or accepts: (origin, kind, payload, message id, when).
 PayloadListener = Callable[[Jurisdiction, int, Message, str, dt.datetime], None]
 
 _INBOUND_PAGE = 100
-_FINAL_KINDS = (
-    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
-    common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL,
-)
-
-
-def kind_name(kind: int) -> str:
-    """``SEIZURE_NOTICE`` for ``MESSAGE_KIND_SEIZURE_NOTICE``: the kind as ledgers record it."""
-    return common_pb2.MessageKind.Name(kind).removeprefix("MESSAGE_KIND_")
-
-
-def subject_of(kind: int, payload: Message) -> tuple[str, int]:
-    """What a payload is a version of, and its version: ``("watchlist:<list>/<id>", 3)``."""
-    if isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation):
-        return f"watchlist:{payload.watchlist}/{payload.entry_id}", payload.version
-    if isinstance(payload, domain_pb2.SeizureNotice | domain_pb2.SeizureWithdrawal):
-        return f"notice:{payload.notice_id}", payload.version
-    raise InvalidArgumentError(f"no subject for message kind {kind}")
-
-
-def _payload(request: SubmitRequest) -> tuple[common_pb2.MessageKind, Message]:
-    if isinstance(request, partner_pb2.PublishWatchlistEntryRequest):
-        return common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY, request.entry
-    if isinstance(request, partner_pb2.RevokeWatchlistEntryRequest):
-        return common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION, request.revocation
-    if isinstance(request, partner_pb2.SubmitSeizureNoticeRequest):
-        return common_pb2.MESSAGE_KIND_SEIZURE_NOTICE, request.notice
-    return common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL, request.withdrawal
 
 
 def _timestamp(when: dt.datetime) -> Timestamp:
@@ -260,7 +233,7 @@ class Exchange:
         )
         for message_id, origin, kind, blob, created_ms in rows:
             envelope = envelope_pb2.Envelope.FromString(blob)
-            payload = PAYLOAD_TYPES[kind].FromString(envelope.payload)
+            payload = KINDS[kind].payload.FromString(envelope.payload)
             at = _EPOCH + dt.timedelta(milliseconds=created_ms)  # exact, as _ms inverts
             self._tell(Jurisdiction(origin), kind, payload, message_id, at)
             count += 1
@@ -283,7 +256,8 @@ class Exchange:
         # Whole milliseconds, as stored: a retry's answer (from created_ms) has the same
         # accepted_at, to the digit, as the first one (and the envelope's created_at).
         now = _whole_ms(self._clock())
-        kind, payload = _payload(request)
+        row = kind_of_request(request)
+        kind, payload = row.kind, row.payload_of(request)
         addressing = request.addressing
         request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         reader = self.ledger.reader()
@@ -340,7 +314,7 @@ class Exchange:
                 _ms(now),
                 None,
             ).insert(conn, _retain_until_ms(payload))
-            store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
+            store.record_version(conn, origin, subject, version, KINDS[kind].final)
             store.enqueue(conn, addressing.message_id, names)
 
         try:
@@ -540,7 +514,7 @@ class Exchange:
                 _ms(received_at),
                 receipt.SerializeToString(),
             ).insert(conn, _retain_until_ms(opened.payload))
-            store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
+            store.record_version(conn, origin, subject, version, KINDS[kind].final)
             store.add_inbound(conn, origin, header.message_id, kind)
             receipt_holder.append(receipt)
 
@@ -750,24 +724,12 @@ def _payload_violations(
     version), so the version rule is given ``version - 1`` as the last known version: a
     recipient checks the content, and the merged view ignores stale versions.
     """
-    request: SubmitRequest
-    payload = opened.payload
     addressing = partner_pb2.Addressing(
         message_id=opened.header.message_id,
         recipients=opened.header.recipients,
         handling=opened.header.handling,
     )
-    if isinstance(payload, domain_pb2.WatchlistEntry):
-        request = partner_pb2.PublishWatchlistEntryRequest(addressing=addressing, entry=payload)
-    elif isinstance(payload, domain_pb2.WatchlistRevocation):
-        request = partner_pb2.RevokeWatchlistEntryRequest(addressing=addressing, revocation=payload)
-    elif isinstance(payload, domain_pb2.SeizureNotice):
-        request = partner_pb2.SubmitSeizureNoticeRequest(addressing=addressing, notice=payload)
-    else:
-        assert isinstance(payload, domain_pb2.SeizureWithdrawal)
-        request = partner_pb2.WithdrawSeizureNoticeRequest(
-            addressing=addressing, withdrawal=payload
-        )
+    request = KINDS[opened.header.kind].request_for(addressing, opened.payload)
     return validate_request(
         request, origin=opened.header.origin, now=created, last_version=version - 1
     )

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
+from gateway.domain.kinds import KINDS
 from gateway.domain.lenient import normalise_declaration
 from gateway.domain.validate import ValidationError
 from gateway.domain.watchlist import StoredRecord, WatchlistView
@@ -37,10 +38,8 @@ __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
 
 log = logging.getLogger(__name__)
 
-WATCHLIST_KINDS = (
-    common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY,
-    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
-)
+# The kinds whose subject is a watchlist entry, from the table of kinds (ADR 0016).
+WATCHLIST_KINDS = tuple(kind for kind, row in KINDS.items() if row.subject_prefix == "watchlist")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS view_meta (
