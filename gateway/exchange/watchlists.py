@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
@@ -212,9 +213,10 @@ class Watchlists:
         """Exchange listener: merge watchlist entries and revocations, ignore other kinds."""
         if kind not in WATCHLIST_KINDS:
             return
-        assert isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation)
+        # The table's watchlist kinds carry exactly these payload types (tests/domain/test_kinds).
+        merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
         with self._lock:
-            self._view.apply(proto_jurisdiction(origin), payload, message_id, received_at=at)
+            self._view.apply(proto_jurisdiction(origin), merged, message_id, received_at=at)
             self._commit()
 
     def erased(self, kind: int, message_id: str) -> None:
