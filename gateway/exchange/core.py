@@ -53,7 +53,7 @@ from gateway.ledger import Entry, Event, Ledger, Record
 from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
-from gateway.store import INTEGRITY_ERRORS, Connection
+from gateway.store import Connection, integrity_errors
 
 __all__ = [
     "AMEND",
@@ -345,7 +345,7 @@ class Exchange:
 
         try:
             records = self.ledger.append_many(entries, within)
-        except INTEGRITY_ERRORS as exc:  # the same id won a race: answer as for a retry
+        except integrity_errors() as exc:  # the same id won a race: answer as for a retry
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
@@ -554,7 +554,7 @@ class Exchange:
         header, kind = opened.header, opened.header.kind
         try:
             receiving.future.result()
-        except INTEGRITY_ERRORS as exc:  # delivered twice at once: the other one won
+        except integrity_errors() as exc:  # delivered twice at once: the other one won
             return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
         log.info(
             "received %s %s from %s",
@@ -634,7 +634,7 @@ class Exchange:
             record = self.ledger.append(
                 entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
             )
-        except INTEGRITY_ERRORS:
+        except integrity_errors():
             done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
             if done is None:  # not a race with the same acknowledgement
                 raise

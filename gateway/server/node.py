@@ -66,7 +66,7 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
-from gateway.store import DATABASE_ERRORS, Connection, Database, StoreError, open_database
+from gateway.store import Connection, Database, StoreError, database_errors, open_database
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = [
@@ -697,7 +697,7 @@ def _open_ledger(database: Database, origin: str, signer: Signer) -> Ledger:
             signer=NoteSigner(origin, signer.private_key),
             schema=schema,
         )
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         detail = " ".join(str(exc).split())  # PostgreSQL's messages span lines
         raise StartupError(f"ledger {path} cannot be opened: {detail}") from None
     except OSError as exc:
