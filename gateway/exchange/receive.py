@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -39,6 +38,7 @@ from gateway.exchange import _store as store
 from gateway.exchange._shared import ms, retain_until_ms, timestamp, winner
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.access import Principal
+from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange
@@ -155,7 +155,7 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
     received_at = ex.now()
     receipt_holder: list[envelope_pb2.SignedReceipt] = []
 
-    def within(conn: sqlite3.Connection, index: int) -> None:
+    def within(conn: Connection, index: int) -> None:
         receipt = sign_receipt(
             envelope_pb2.ReceiptBody(
                 message_id=header.message_id,
@@ -196,7 +196,7 @@ def _received(ex: Exchange, receiving: _Receiving) -> envelope_pb2.SignedReceipt
     header, kind = opened.header, opened.header.kind
     try:
         receiving.future.result()
-    except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
+    except integrity_errors() as exc:  # delivered twice at once: the other one won
         return _known(
             winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
         )

@@ -10,7 +10,6 @@ import datetime as dt
 import enum
 import hashlib
 import logging
-import sqlite3
 import uuid
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from gateway.errors import (
 from gateway.exchange import _store as store
 from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
 from gateway.ledger import Entry, Event
+from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange
@@ -102,7 +102,7 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     message_uuid = uuid.UUID(addressing.message_id)
     entries = [Entry(Event.SENT, message_uuid, row.name, r, (digest,)) for r in names]
 
-    def within(conn: sqlite3.Connection, first_index: int) -> None:
+    def within(conn: Connection, first_index: int) -> None:
         latest = store.last_version(conn, origin, subject)
         if latest != known:  # a concurrent submit moved the subject on
             raise FailedPreconditionError(
@@ -127,7 +127,7 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except sqlite3.IntegrityError as exc:  # the same id won a race: answer as for a retry
+    except integrity_errors() as exc:  # the same id won a race: answer as for a retry
         return _same_request(
             winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
         )
@@ -161,7 +161,7 @@ def _check_mode(mode: Mode, subject: str, known: tuple[int, bool] | None) -> Non
 
 
 def _check_keeps_recipients(
-    conn: sqlite3.Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
+    conn: Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
 ) -> None:
     """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
     otherwise a dropped recipient would keep the old version live (in its watchlist view,
