@@ -10,7 +10,13 @@ import pytest
 
 from gateway.pki import Jurisdiction
 from gateway.server import Node, logs
-from tests.support import World, make_world, running_node
+from tests.support import (
+    TEST_STORE,
+    World,
+    drop_suite_databases,
+    make_world,
+    running_node,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +32,27 @@ def _logs_released_after_each_test() -> Iterator[None]:
         root = logging.getLogger("gateway")
         root.handlers.clear()
         root.propagate = True
+
+
+@pytest.fixture(autouse=True)
+def _suite_databases_dropped_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In a ``CUSTOMS_TEST_STORE=postgresql`` run, the databases CN's nodes got for data
+    directories below the test's ``tmp_path`` are dropped once the test (and its nodes) ended;
+    those of module-scoped fixtures at the end of the session."""
+    # Asked for before the test runs, so that tmp_path outlives this fixture's teardown.
+    own = TEST_STORE == "postgresql" and "tmp_path" in request.fixturenames
+    tmp_path = request.getfixturevalue("tmp_path") if own else None
+    yield
+    if tmp_path is not None:
+        drop_suite_databases(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_databases_dropped_at_the_end() -> Iterator[None]:
+    """Whatever databases are left (module-scoped nodes) are dropped when the session ends."""
+    yield
+    if TEST_STORE == "postgresql":
+        drop_suite_databases()
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,9 @@ class World:
 
         ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
         ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
-        its node writes once it has bound its port. ``storage`` is a ``[storage] url``.
+        its node writes once it has bound its port. ``storage`` is a ``[storage] url``; without
+        one, CN's node is put on a database of its own when the suite runs with
+        ``CUSTOMS_TEST_STORE=postgresql`` (:func:`suite_database`).
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [
@@ -147,6 +149,8 @@ class World:
             server,
             "",
         ]
+        if storage is None and jurisdiction is Jurisdiction.CN and TEST_STORE == "postgresql":
+            storage = suite_database(data_dir)
         if storage is not None:
             lines += ["[storage]", f'url = "{storage}"', ""]
         for peer, where in (peers or {}).items():
@@ -244,5 +248,49 @@ def postgres_database(server: str, prefix: str = "customs_test") -> Iterator[str
     try:
         yield with_database(server, name)
     finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- Which store CN's node uses in the suite (CUSTOMS_TEST_STORE) -------------------------------
+
+TEST_STORES = ("sqlite", "postgresql")
+#: ``sqlite`` (the default) or ``postgresql``: with ``postgresql`` every config written by
+#: :meth:`World.write_config` puts CN's node on a fresh database (HK and MO stay on SQLite), so
+#: the same suite shows both stores behave alike (issue 14). Read here and nowhere else.
+TEST_STORE = os.environ.get("CUSTOMS_TEST_STORE", "sqlite")
+if TEST_STORE not in TEST_STORES:
+    raise pytest.UsageError(
+        f"CUSTOMS_TEST_STORE={TEST_STORE!r}: expected one of {', '.join(TEST_STORES)}"
+    )
+
+# Databases made for node data directories in this session, by data directory: a config
+# written again for the same directory (a node restarted) finds the same database.
+_suite_databases: dict[Path, str] = {}
+
+
+def suite_database(data_dir: Path) -> str:
+    """The URL of the database CN's node with ``data_dir`` uses in a ``postgresql`` run: made
+    fresh (uniquely named) the first time, the same one afterwards; dropped by
+    :func:`drop_suite_databases`."""
+    key = data_dir.resolve()
+    if key not in _suite_databases:
+        server = postgres_server_url()
+        name = f"customs_suite_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _suite_databases[key] = with_database(server, name)
+    return _suite_databases[key]
+
+
+def drop_suite_databases(under: Path | None = None) -> None:
+    """Drop the databases :func:`suite_database` made (for data directories below ``under``,
+    or all of them), closing connections a stopped node may have left."""
+    server = os.environ.get("CUSTOMS_TEST_POSTGRES", POSTGRES_DEFAULT)
+    root = under.resolve() if under is not None else None
+    for key in list(_suite_databases):
+        if root is not None and not key.is_relative_to(root):
+            continue
+        name = urlsplit(_suite_databases.pop(key)).path.lstrip("/")
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
