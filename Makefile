@@ -42,7 +42,7 @@ interop: $(INTEROP)
 # The second pass of `make test` runs the tests that start nodes again with CN's node on a
 # fresh PostgreSQL database per node (CUSTOMS_TEST_STORE=postgresql; HK and MO stay on SQLite),
 # so both stores keep the same behaviour (issue 14). Tests marked sqlite_files handle CN's SQLite
-# files themselves and are left out. Without a server at CUSTOMS_TEST_POSTGRES it is skipped in
+# files themselves and are deselected (tests/conftest.py). Without a server at CUSTOMS_TEST_POSTGRES it is skipped in
 # one line; under CI=true it runs anyway, and the missing server fails it.
 PG_TESTS ?= tests/access tests/audit tests/exchange tests/failclosed tests/interop \
 	tests/operator tests/server tests/test_cli_mistakes.py
@@ -53,8 +53,7 @@ test: $(GEN) $(INTEROP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@if [ "$$CI" = "true" ] || $(BIN)/python -c '$(PG_REACHABLE)' 2>/dev/null; then \
 		echo "second pass: CN's node on PostgreSQL (CUSTOMS_TEST_STORE=postgresql)"; \
-		CUSTOMS_TEST_STORE=postgresql $(BIN)/python -m pytest -q -m "not sqlite_files" \
-			$(PG_TESTS) $(PG_PYTEST_ARGS); \
+		CUSTOMS_TEST_STORE=postgresql $(BIN)/python -m pytest -q $(PG_TESTS) $(PG_PYTEST_ARGS); \
 	else \
 		echo "second pass with CN's node on PostgreSQL skipped: no server at CUSTOMS_TEST_POSTGRES"; \
 	fi

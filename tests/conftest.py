@@ -34,6 +34,17 @@ def _logs_released_after_each_test() -> Iterator[None]:
         root.propagate = True
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With CN's node on PostgreSQL (``CUSTOMS_TEST_STORE=postgresql``) the tests marked
+    ``sqlite_files`` are deselected: they handle CN's SQLite files, which it then has not."""
+    if TEST_STORE != "postgresql":
+        return
+    dropped = [item for item in items if item.get_closest_marker("sqlite_files")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("sqlite_files")]
+
+
 @pytest.fixture(autouse=True)
 def _suite_databases_dropped_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """In a ``CUSTOMS_TEST_STORE=postgresql`` run, the databases CN's nodes got for data

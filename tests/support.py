@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -294,3 +295,52 @@ def drop_suite_databases(under: Path | None = None) -> None:
         name = urlsplit(_suite_databases.pop(key)).path.lstrip("/")
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def ledger_file(data_dir: Path) -> Path:
+    """The ledger of the node keeping ``data_dir``, as a file the offline auditor reads: its
+    ``ledger.db``, or, where this run put the node on PostgreSQL, an export of its database
+    (``audit export --url``) beside the data directory. Read it once the node has stopped."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        return data_dir / "ledger.db"
+    return export_ledger(
+        data_dir, data_dir.parent / f"{data_dir.name}-{uuid.uuid4().hex[:6]}.export"
+    )
+
+
+def export_ledger(data_dir: Path, out: Path) -> Path:
+    """Export the ledger of the node keeping ``data_dir`` to ``out`` (from ``ledger.db``, or
+    from its database where this run put the node on PostgreSQL); return ``out``."""
+    from gateway.cli import main  # the command an auditor runs, whichever the store
+
+    url = _suite_databases.get(data_dir.resolve())
+    source = ["--url", url] if url is not None else ["--db", str(data_dir / "ledger.db")]
+    if main(["audit", "export", *source, "--out", str(out)]) != 0:
+        raise AssertionError(f"audit export of {data_dir} failed")
+    return out
+
+
+def store_execute(data_dir: Path, statement: str) -> None:
+    """Run ``statement`` (plain SQL both stores read alike, no parameters) on the store of the
+    node keeping ``data_dir``: its ``ledger.db``, or its database where this run put it on
+    PostgreSQL. For tests that damage a stopped node's store on purpose."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        with sqlite3.connect(data_dir / "ledger.db") as conn:
+            conn.execute(statement)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement.encode())
+
+
+def store_rows(data_dir: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` (``?`` placeholders, SQL both stores read alike) in the store of
+    the node keeping ``data_dir``: its ``ledger.db``, or its database where this run put it on
+    PostgreSQL. For tests that look at what a node kept beyond its ledger."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        with sqlite3.connect(data_dir / "ledger.db") as conn:
+            return [tuple(row) for row in conn.execute(query, params).fetchall()]
+    with psycopg.connect(url, autocommit=True) as pg:
+        return [tuple(row) for row in pg.execute(query.replace("?", "%s").encode(), params)]
