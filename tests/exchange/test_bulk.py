@@ -122,7 +122,8 @@ def test_bulk_publish_answers_per_entry_delivers_once_and_the_ledgers_reconcile(
     assert (again.accepted, again.duplicates, again.refused) == (0, 36, 4)
     for i in valid:
         first, second = response.results[i].accepted, again.results[i].accepted
-        assert second.duplicate and not first.duplicate
+        assert second.duplicate
+        assert not first.duplicate
         assert (second.ledger_index, second.digest, second.accepted_at) == (
             first.ledger_index,
             first.digest,
@@ -326,7 +327,7 @@ def test_a_caller_without_the_right_is_permission_denied(
 def test_the_documented_python_bulk_loader_runs_against_a_real_node(trio: Trio) -> None:
     """docs/partners.md's Python bulk loader, as written, in batches (of 50 here) and again."""
     namespace: dict[str, Any] = {}
-    exec(compile(code_example("python", "bulk-load"), "partners.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code_example("python", "bulk-load"), "partners.md", "exec"), namespace)
     namespace["BATCH"] = 50
     requests = bulk_entries(120, [CN])
     requests[60].entry.identifiers[0].value = "7123456"

@@ -31,7 +31,8 @@ class Example:
 
 
 _CODE = re.compile(
-    r"<!-- example-(?P<language>python|js): (?P<name>[\w-]+) -->\n```(?:python|js)\n(?P<body>.*?)```",
+    r"<!-- example-(?P<language>python|js): (?P<name>[\w-]+) -->\n"
+    r"```(?:python|js)\n(?P<body>.*?)```",
     re.DOTALL,
 )
 
