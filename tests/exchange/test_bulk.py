@@ -381,3 +381,17 @@ def test_a_subject_moved_by_another_call_meanwhile_is_judged_again(
     assert _bad_request(response.results[1].refused) == ["entries[1].entry.version"]
     sent = [str(r.entry.message_id) for r in trio.entries(HK, Event.SENT)]
     assert sorted(sent) == sorted([mine.addressing.message_id, other.addressing.message_id])
+
+
+def test_a_bulk_call_reaches_a_peer_in_few_large_deliveries(trio: Trio) -> None:
+    deliverer = trio.nodes[HK].deliverers[CN]
+    before = deliverer.batches
+    requests = bulk_entries(1000, [CN])
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=requests), timeout=60
+    )
+    assert response.accepted == 1000
+    wait_for(lambda: deliverer.delivered >= 1000, timeout=60, what="1000 delivered to CN")
+    assert deliverer.batches - before <= 2  # not one call per 200 (or per message)
+    got = read_stream(trio.partner(CN), expect=1000, timeout=60)
+    assert len({m.message_id for m in got}) == 1000
