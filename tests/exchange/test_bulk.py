@@ -395,3 +395,27 @@ def test_a_bulk_call_reaches_a_peer_in_few_large_deliveries(trio: Trio) -> None:
     assert deliverer.batches - before <= 2  # not one call per 200 (or per message)
     got = read_stream(trio.partner(CN), expect=1000, timeout=60)
     assert len({m.message_id for m in got}) == 1000
+
+
+def test_receipts_are_signed_outside_the_ledger_writer(
+    trio: Trio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipient signs each receipt after the batch's commit, on the delivery's own thread:
+    the single ledger writer never waits for Ed25519 (ADR 0054)."""
+    import gateway.exchange.core as core
+
+    threads: list[str] = []
+    sign = core.sign_receipt
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return sign(*args, **kwargs)
+
+    monkeypatch.setattr(core, "sign_receipt", recording)
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=bulk_entries(50, [CN])), timeout=30
+    )
+    assert response.accepted == 50
+    wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 50, what="50 receipts at HK")
+    assert len(threads) >= 50
+    assert not [t for t in threads if t.startswith("ledger-writer")]
