@@ -22,8 +22,7 @@ from grpc_status import rpc_status
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.cli import main
 from gateway.domain.fixtures import seed_revocation
-from gateway.exchange.bulk import submit_many
-from gateway.exchange.core import PUBLISH
+from gateway.exchange.submit import PUBLISH
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, read_stream
@@ -374,7 +373,7 @@ def test_a_subject_moved_by_another_call_meanwhile_is_judged_again(
         return original(entries, within)
 
     monkeypatch.setattr(ledger, "append_many", append_many)
-    response = submit_many(exchange, [mine, theirs], PUBLISH, "entries")
+    response = exchange.submit_many([mine, theirs], PUBLISH, "entries")
     assert calls == [2, 1, 1]  # ours (refused in the commit), theirs, ours again
     assert response.results[0].outcome == OUTCOME.BULK_OUTCOME_ACCEPTED
     assert response.results[1].outcome == OUTCOME.BULK_OUTCOME_REFUSED
@@ -402,16 +401,16 @@ def test_receipts_are_signed_outside_the_ledger_writer(
 ) -> None:
     """The recipient signs each receipt after the batch's commit, on the delivery's own thread:
     the single ledger writer never waits for Ed25519 (ADR 0054)."""
-    import gateway.exchange.core as core
+    import gateway.exchange.receive as receive
 
     threads: list[str] = []
-    sign = core.sign_receipt
+    sign = receive.sign_receipt
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.current_thread().name)
         return sign(*args, **kwargs)
 
-    monkeypatch.setattr(core, "sign_receipt", recording)
+    monkeypatch.setattr(receive, "sign_receipt", recording)
     response = trio.partner(HK).PublishWatchlistEntries(
         partner_pb2.PublishWatchlistEntriesRequest(entries=bulk_entries(50, [CN])), timeout=30
     )
