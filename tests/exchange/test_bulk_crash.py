@@ -28,7 +28,7 @@ from tests.support import World
 
 pytestmark = pytest.mark.slow
 
-BATCHES, PER_BATCH = 12, 150
+BATCHES, PER_BATCH = 10, 100
 OUTCOME = partner_pb2.BulkOutcome
 
 
