@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.exchange import _store as store
+from gateway.store import Connection
 
 __all__ = ["EPOCH", "ms", "retain_until_ms", "timestamp", "whole_ms", "winner"]
 
@@ -40,9 +40,7 @@ def retain_until_ms(payload: Message) -> int | None:
     return int(retain.ToMilliseconds())
 
 
-def winner(
-    conn: sqlite3.Connection, origin: str, message_id: str, exc: sqlite3.IntegrityError
-) -> store.MessageRow:
+def winner(conn: Connection, origin: str, message_id: str, exc: Exception) -> store.MessageRow:
     """The row that won a race to record (origin, message id); if there is none, another
     constraint failed, and ``exc`` is raised again rather than mistaken for a race."""
     row = store.MessageRow.get(conn, origin, message_id)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange, kind_name
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.identity import Jurisdiction
+from gateway.store import Connection
 
 __all__ = ["BATCH_BYTES", "BATCH_SIZE", "Backoff", "Deliverer"]
 
@@ -405,7 +405,7 @@ class Deliverer:
         if not receipts and not refusals:
             return
 
-        def within(conn: sqlite3.Connection, first: int) -> None:
+        def within(conn: Connection, first: int) -> None:
             for offset, (row, receipt, _) in enumerate(receipts):
                 store.mark_delivered(conn, row.seq, receipt, first + offset)
             for row, error, _ in refusals:

@@ -3,7 +3,6 @@ their acknowledgements (``acknowledged`` entries, idempotent per partner)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ from gateway.exchange import _store as store
 from gateway.ledger import Entry, Event
 from gateway.pki.access import Principal
 from gateway.pki.identity import Jurisdiction
+from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange
@@ -89,7 +89,7 @@ def acknowledge(
         record = ex.ledger.append(
             entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
         )
-    except sqlite3.IntegrityError:
+    except integrity_errors():
         done = store.ack_of(ex.ledger.reader(), row.origin, message_id, who)
         if done is None:  # not a race with the same acknowledgement
             raise
@@ -99,9 +99,7 @@ def acknowledge(
     return partner_pb2.AcknowledgeInboundResponse(ledger_index=record.index)
 
 
-def _inbound(
-    conn: sqlite3.Connection, message_id: str, origin: Jurisdiction | None
-) -> store.MessageRow:
+def _inbound(conn: Connection, message_id: str, origin: Jurisdiction | None) -> store.MessageRow:
     rows = [
         r
         for r in store.MessageRow.with_id(conn, message_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -41,6 +40,7 @@ from gateway.exchange import _store as store
 from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.access import Principal
+from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange, Told
@@ -158,7 +158,7 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
     # Whole milliseconds, as stored: the receipt can be signed again, the same, from the row.
     received_at = whole_ms(ex.now())
 
-    def within(conn: sqlite3.Connection, index: int) -> None:
+    def within(conn: Connection, index: int) -> None:
         store.MessageRow(
             header.message_id,
             "in",
@@ -188,7 +188,7 @@ def _received(ex: Exchange, receiving: _Receiving, told: list[Told]) -> envelope
     header, kind = opened.header, opened.header.kind
     try:
         records = receiving.future.result()
-    except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
+    except integrity_errors() as exc:  # delivered twice at once: the other one won
         return _known(
             ex, winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
         )

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ from gateway.errors import FailedPreconditionError
 from gateway.exchange import _store as store
 from gateway.exchange._shared import ms
 from gateway.ledger import Entry, Event
+from gateway.store import Connection
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange
@@ -49,10 +49,8 @@ def erase_expired(ex: Exchange) -> int:
     return erased
 
 
-def _eraser(
-    origin: str, message_id: str, erased_ms: int
-) -> Callable[[sqlite3.Connection, int], None]:
-    def erase(conn: sqlite3.Connection, index: int) -> None:
+def _eraser(origin: str, message_id: str, erased_ms: int) -> Callable[[Connection, int], None]:
+    def erase(conn: Connection, index: int) -> None:
         store.erase(conn, origin, message_id, erased_ms, index)
 
     return erase

@@ -17,7 +17,6 @@ import datetime as dt
 import enum
 import hashlib
 import logging
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from gateway.errors import (
 from gateway.exchange import _store as store
 from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
 from gateway.ledger import Entry, Event
+from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange, Told
@@ -114,7 +114,7 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     message_uuid = uuid.UUID(addressing.message_id)
     entries = [Entry(Event.SENT, message_uuid, row.name, r, (digest,)) for r in names]
 
-    def within(conn: sqlite3.Connection, first_index: int) -> None:
+    def within(conn: Connection, first_index: int) -> None:
         latest = store.last_version(conn, origin, subject)
         if latest != known:  # a concurrent submit moved the subject on
             raise FailedPreconditionError(
@@ -139,7 +139,7 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except sqlite3.IntegrityError as exc:  # the same id won a race: answer as for a retry
+    except integrity_errors() as exc:  # the same id won a race: answer as for a retry
         return _same_request(
             winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
         )
@@ -173,7 +173,7 @@ def _check_mode(mode: Mode, subject: str, known: tuple[int, bool] | None) -> Non
 
 
 def _check_keeps_recipients(
-    conn: sqlite3.Connection,
+    conn: Connection,
     origin: str,
     subject: str,
     addressing: partner_pb2.Addressing,
@@ -361,7 +361,7 @@ def _attempt(
     return response
 
 
-def _existing(conn: sqlite3.Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
+def _existing(conn: Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
     found: dict[str, store.MessageRow] = {}
     unique = sorted(set(ids))
     for start in range(0, len(unique), _LOOKUP):
@@ -398,7 +398,7 @@ def _commit(
     subjects = sorted({item.subject for item in prepared})
     expected = {s: v for s in subjects if (v := read[s]) is not None}
 
-    def within(conn: sqlite3.Connection, first: int) -> None:
+    def within(conn: Connection, first: int) -> None:
         if store.last_versions(conn, origin, subjects) != expected:
             raise _Moved("a subject of this call was changed by another call")
         for item, offset in zip(prepared, offsets, strict=True):
@@ -422,7 +422,7 @@ def _commit(
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except sqlite3.IntegrityError as exc:  # a message id of this call was recorded meanwhile
+    except integrity_errors() as exc:  # a message id of this call was recorded meanwhile
         raise _Moved(str(exc)) from exc
     return [records[0].index + offset for offset in offsets]
 

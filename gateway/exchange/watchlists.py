@@ -1,5 +1,6 @@
 """The node's merged watchlist view, kept current from every payload the exchange records, and
-kept durably in its own SQLite file so its version never goes backwards (ADR 0035).
+kept durably in its own SQLite file (or, on PostgreSQL, in the node's shared database) so its
+version never goes backwards (ADR 0035).
 
 The view's state (each entry's latest content, state and view version; the view version; the
 time up to which validity boundaries were applied) is written in one transaction
@@ -17,11 +18,10 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
@@ -34,10 +34,12 @@ from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
 from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
+from gateway.store import Connection, Database, Schema, ddl, ensure_schema
 
 __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The kinds whose subject is a watchlist entry, from the table of kinds (ADR 0016).
 WATCHLIST_KINDS = tuple(kind for kind, row in KINDS.items() if row.subject_prefix == "watchlist")
@@ -61,24 +63,79 @@ CREATE TABLE IF NOT EXISTS view_entries (
     erased_version INTEGER NOT NULL,
     PRIMARY KEY (origin, watchlist, entry_id)
 );
+"""
+_SQLITE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS view_version_never_decreases
 BEFORE UPDATE OF version ON view_meta WHEN NEW.version < OLD.version
-BEGIN SELECT RAISE(ABORT, 'the view version never decreases'); END;
+BEGIN SELECT RAISE(ABORT, 'the view version never decreases'); END
 """
+_POSTGRES_TRIGGER = (
+    "CREATE OR REPLACE FUNCTION view_version_never_decreases() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN IF NEW.version < OLD.version THEN "
+    "RAISE EXCEPTION 'the view version never decreases'; END IF; RETURN NEW; END $$",
+    "DROP TRIGGER IF EXISTS view_version_never_decreases ON view_meta",
+    "CREATE TRIGGER view_version_never_decreases BEFORE UPDATE OF version ON view_meta "
+    "FOR EACH ROW EXECUTE FUNCTION view_version_never_decreases()",
+)
+_UPSERT = (
+    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
+    "revocation_message_id, view_version, state, erased_version) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "entry = excluded.entry, revocation = excluded.revocation, "
+    "message_id = excluded.message_id, revocation_message_id = excluded.revocation_message_id, "
+    "view_version = excluded.view_version, state = excluded.state, "
+    "erased_version = excluded.erased_version"
+)
+
+
+def _create(conn: Connection) -> None:
+    """Version 1: the view's tables and the trigger that keeps its version from decreasing."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+    for statement in (_SQLITE_TRIGGER,) if conn.dialect == "sqlite" else _POSTGRES_TRIGGER:
+        conn.execute(statement)
+
+
+VIEW_SCHEMA = Schema("watchlist_view", {1: _create})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-class ViewStore:
-    """The view's SQLite file (WAL, ``synchronous=FULL``). Used under the caller's lock."""
+class StaleViewError(Exception):
+    """Another replica saved the shared view since this one loaded it."""
 
-    def __init__(self, path: Path) -> None:
-        # Private like the ledger (names of persons): SQLite gives -wal and -shm the same mode.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+
+class ViewStore:
+    """The view's tables: a SQLite file of their own (WAL, ``synchronous=FULL``) or the node's
+    PostgreSQL database. Used under the caller's lock."""
+
+    def __init__(self, where: Path | Database) -> None:
+        database = where if isinstance(where, Database) else Database("sqlite", path=where)
+        if database.path is not None:
+            # Private like the ledger (names of persons): SQLite gives -wal and -shm the same
+            # mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(
+                    os.open(
+                        database.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                    )
+                )
+        self._conn = conn = database.dedicated()
+        if conn.dialect == "sqlite":
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
+        # PostgreSQL: replicas of the node share these tables (ADR 0070); each save checks
+        # that no other replica saved since this one loaded, under the view_meta row lock.
+        self.shared = conn.dialect == "postgresql"
+        conn.execute(self._begin)
+        try:
+            ensure_schema(conn, VIEW_SCHEMA)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
 
     def load(self) -> tuple[list[StoredRecord], int, dt.datetime]:
         """Every stored record, the view version and the time the view had advanced to."""
@@ -92,14 +149,34 @@ class ViewStore:
         records = [StoredRecord(*row) for row in rows]
         return records, int(meta[0]), _EPOCH + dt.timedelta(microseconds=int(meta[1]))
 
-    def save(self, records: list[StoredRecord], version: int, advanced_to: dt.datetime) -> None:
-        """Stores changed records with the view version, all or nothing, durably."""
+    def stored_version(self) -> int:
+        """The view version stored now (0 before the first save)."""
+        row = self._conn.execute("SELECT version FROM view_meta WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def save(
+        self,
+        records: list[StoredRecord],
+        version: int,
+        advanced_to: dt.datetime,
+        base: int | None = None,
+    ) -> None:
+        """Stores changed records with the view version, all or nothing, durably.
+
+        With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
+        version is still ``base``: another replica saved since this view was loaded.
+        """
         micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self._begin)
         try:
+            if base is not None:
+                row = conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
+                found = row.fetchone()
+                if (0 if found is None else int(found[0])) != base:
+                    raise StaleViewError(f"the stored view moved past version {base}")
             conn.executemany(
-                "INSERT OR REPLACE INTO view_entries VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _UPSERT,
                 [
                     (
                         r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
@@ -139,8 +216,8 @@ class Watchlists:
         self,
         signer: Signer,
         clock: Callable[[], dt.datetime],
-        path: Path,
-        reader: Callable[[], sqlite3.Connection] | None = None,
+        path: Path | Database,
+        reader: Callable[[], Connection] | None = None,
         ledger_size: int = 0,
     ) -> None:
         raw = signer.private_key.private_bytes(
@@ -154,11 +231,13 @@ class Watchlists:
         self._floor = 3 * ledger_size
         self._lock = threading.Lock()
         self._clock = clock
+        self._base = 0  # the stored version the view was loaded at or last saved
         self._view = self._load()
 
     def _load(self) -> WatchlistView:
         view = WatchlistView(self._secret)
         records, version, advanced_to = self._store.load()
+        self._base = version
         if version == 0 and not records and self._floor:
             # A view file lost (or new) beside a ledger with history: versions start above any
             # this node can have shown (each ledger entry gives at most one change, an erasure
@@ -175,11 +254,37 @@ class Watchlists:
         changes = self._view.take_changes()
         if not changes:
             return
+        base = self._base if self._store.shared else None
         try:
-            self._store.save(changes, self._view.version, self._view.advanced_to)
+            self._store.save(changes, self._view.version, self._view.advanced_to, base)
         except Exception:
             self._view = self._load()
             raise
+        self._base = self._view.version
+
+    def _changing(self, change: Callable[[], T]) -> T:
+        """Run ``change`` on the view and store what it changed (caller holds the lock).
+
+        On a shared store the view is first reloaded if another replica saved since, and a
+        save that loses the race to another replica is reloaded and run again once: every
+        replica serves the one stored view, its versions never reused.
+        """
+        for attempt in (1, 2):
+            if self._store.shared and self._store.stored_version() != self._base:
+                self._view = self._load()
+            try:
+                result = change()
+            except Exception:
+                self._commit()  # what the view changed before (time advanced), as before
+                raise
+            try:
+                self._commit()
+            except StaleViewError:
+                if attempt == 2:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _handling(self, message_id: str) -> common_pb2.Handling | None:
         """The handling of a stored message's envelope, None if unknown or erased."""
@@ -216,8 +321,11 @@ class Watchlists:
         # The table's watchlist kinds carry exactly these payload types (tests/domain/test_kinds).
         merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
         with self._lock:
-            self._view.apply(proto_jurisdiction(origin), merged, message_id, received_at=at)
-            self._commit()
+            self._changing(
+                lambda: self._view.apply(
+                    proto_jurisdiction(origin), merged, message_id, received_at=at
+                )
+            )
 
     def apply_many(
         self, told: Sequence[tuple[Jurisdiction, int, Message, str, dt.datetime]]
@@ -237,27 +345,25 @@ class Watchlists:
         if kind not in WATCHLIST_KINDS:
             return
         with self._lock:
-            self._view.erase(message_id)
-            self._commit()
+            self._changing(lambda: self._view.erase(message_id))
 
     def reconcile(self, still_stored: Callable[[set[str]], set[str]]) -> int:
         """Erase from the view every payload the store no longer holds (at start, after
         replay). ``still_stored`` returns which of the given message ids still have their
         payload. Returns how many were erased here."""
-        with self._lock:
+
+        def erase_gone() -> int:
             held = self._view.message_ids()
             gone = held - still_stored(held)
-            changed = sum(self._view.erase(message_id) for message_id in sorted(gone))
-            self._commit()
-            return changed
+            return sum(self._view.erase(message_id) for message_id in sorted(gone))
+
+        with self._lock:
+            return self._changing(erase_gone)
 
     def list(self, request: partner_pb2.ListWatchlistRequest) -> partner_pb2.ListWatchlistResponse:
         """A snapshot or delta page of one watchlist."""
         with self._lock:
-            try:
-                return self._view.list_watchlist(request, now=self._clock())
-            finally:
-                self._commit()
+            return self._changing(lambda: self._view.list_watchlist(request, now=self._clock()))
 
     def get(self, request: partner_pb2.GetWatchlistEntryRequest) -> partner_pb2.WatchlistItem:
         """One entry of the view in its state now.
@@ -276,12 +382,11 @@ class Watchlists:
         if problems:
             raise ValidationError(problems)
         with self._lock:
-            try:
-                item = self._view.get(
+            item = self._changing(
+                lambda: self._view.get(
                     request.origin, request.watchlist, request.entry_id, now=self._clock()
                 )
-            finally:
-                self._commit()
+            )
         if item is not None:
             handling = self._handling(item.message_id)
             if handling is not None:
@@ -310,12 +415,11 @@ class Watchlists:
         if problems:
             raise ValidationError(problems)
         with self._lock:
-            try:
-                response = self._view.screen(
+            response = self._changing(
+                lambda: self._view.screen(
                     declaration, now=self._clock(), watchlists=tuple(request.watchlists)
                 )
-            finally:
-                self._commit()
+            )
         response.normalised.extend(normalised)
         for hit in response.hits:
             handling = self._handling(hit.message_id)

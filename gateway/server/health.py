@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger
+from gateway.store import Connection, database_errors, ddl
 
 __all__ = ["StorageProbe"]
 
@@ -35,13 +35,17 @@ _PROBE_FILE = ".storage-probe"
 _PROBE_BYTES = 4096  # one page: a full file system cannot take it
 
 
-def _write_probe(conn: sqlite3.Connection) -> None:
+def _write_probe(conn: Connection) -> None:
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS node_storage_probe "
-        "(id INTEGER PRIMARY KEY CHECK (id = 1), probed_ms INTEGER NOT NULL)"
+        ddl(
+            conn,
+            "CREATE TABLE IF NOT EXISTS node_storage_probe "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), probed_ms INTEGER NOT NULL)",
+        )
     )
     conn.execute(
-        "INSERT OR REPLACE INTO node_storage_probe (id, probed_ms) VALUES (1, ?)",
+        "INSERT INTO node_storage_probe (id, probed_ms) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET probed_ms = excluded.probed_ms",
         (int(time.time() * 1000),),
     )
 
@@ -72,10 +76,11 @@ class StorageProbe:
             os.unlink(self._path)
         except OSError as exc:
             return f"data directory {self._path.parent}: {exc.strerror or exc}"
+        failures: tuple[type[Exception], ...] = (GatewayError, *database_errors())
         try:
             self._ledger.write(_write_probe)
-        except (GatewayError, sqlite3.Error) as exc:
-            return f"ledger {self._ledger.path}: {exc}"
+        except failures as exc:
+            return f"ledger {self._ledger.where}: {exc}"
         return None
 
     @property
