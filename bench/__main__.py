@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--long] [--only NAME ...]``: run the benchmarks and print one table."""
+"""``python -m bench [--quick] [--long] [--only NAME ...]``: run the benchmarks, print one table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from bench._report import Result, Scale, render
 
 # Benchmark modules of this package, in the order they run.
-MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs")
+MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs", "bulk")
 
 
 def main(argv: list[str] | None = None) -> int:
