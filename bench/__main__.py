@@ -10,7 +10,7 @@ import time
 from bench._report import Result, Scale, render
 
 # Benchmark modules of this package, in the order they run.
-MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs", "bulk")
+MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs", "bulk", "replicas")
 
 
 def main(argv: list[str] | None = None) -> int:
