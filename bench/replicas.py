@@ -26,21 +26,37 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench._report import Result, Scale
-from bench.exchange import SUBMIT_METHOD, Client, _closed_loop, _cpu_seconds
+from bench.exchange import (
+    SUBMIT_METHOD,
+    Client,
+    _closed_loop,
+    _cpu_seconds,
+    _partner,
+    _pid,
+    _sized,
+)
+from gateway.demo.cluster import NodeProcess
+from gateway.pki import Jurisdiction
+from gateway.server import LISTEN_ADDRESS_FILE
+from tests.support import ALL, World, make_world
 
 GROUP = "replicas"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CONNECTIONS = 32
+CN = Jurisdiction.CN
 
 
 def server_url() -> str:
@@ -102,26 +118,35 @@ class CpuMeter:
 # -- PostgreSQL alone -------------------------------------------------------------------------
 
 
-def _commits(url: str, seconds: float) -> tuple[float, float]:
-    """(durable commits/s, database CPU ms per commit) of CONNECTIONS threads each committing
-    one 500-byte row per transaction in a closed loop."""
+def _commits(url: str, seconds: float, connections: int, locked: bool) -> tuple[float, float]:
+    """(durable commits/s, database CPU ms per commit) of ``connections`` threads each committing
+    one 500-byte row per transaction in a closed loop; ``locked``: each transaction also updates
+    one shared row first (as a ledger sequenced by a locked tree-state row does), so commits
+    to it are serial."""
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE TABLE bench_rows (id bigserial PRIMARY KEY, body bytea NOT NULL)")
-    connections = [psycopg.connect(url, autocommit=True) for _ in range(CONNECTIONS)]
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body bytea NOT NULL)"
+        )
+        c.execute("CREATE TABLE IF NOT EXISTS bench_head (id int PRIMARY KEY, size bigint)")
+        c.execute("INSERT INTO bench_head VALUES (1, 0) ON CONFLICT DO NOTHING")
+    opened = [psycopg.connect(url) for _ in range(connections)]
     body = os.urandom(500)
-    counts = [0] * CONNECTIONS
+    counts = [0] * connections
     stop = threading.Event()
-    barrier = threading.Barrier(CONNECTIONS + 1)
+    barrier = threading.Barrier(connections + 1)
 
     def worker(i: int) -> None:
-        c = connections[i]
+        c = opened[i]
         barrier.wait()
         while not stop.is_set():
-            c.execute("INSERT INTO bench_rows (body) VALUES (%s)", (body,))
+            with c.transaction():
+                if locked:
+                    c.execute("UPDATE bench_head SET size = size + 1 WHERE id = 1")
+                c.execute("INSERT INTO bench_rows (body) VALUES (%s)", (body,))
             counts[i] += 1
 
     try:
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONNECTIONS)]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
         for t in threads:
             t.start()
         meter = CpuMeter()
@@ -135,7 +160,7 @@ def _commits(url: str, seconds: float) -> tuple[float, float]:
         elapsed = time.perf_counter() - started
         cpu = meter.stop(database_pids(url))
     finally:
-        for c in connections:
+        for c in opened:
             c.close()
     total = sum(counts)
     return total / elapsed, cpu * 1000 / max(total, 1)
@@ -144,9 +169,33 @@ def _commits(url: str, seconds: float) -> tuple[float, float]:
 # -- load through nodes -----------------------------------------------------------------------
 
 
-def load(clients: list[Client], seconds: float) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Measured:
+    """Submits/s through some replicas and the CPU seconds each party used meanwhile."""
+
+    rate: float
+    seconds: float
+    replicas_cpu: float
+    database_cpu: float
+    clients_cpu: float
+
+    def per_submit(self, cpu: float) -> float:
+        """``cpu`` seconds as ms per submit."""
+        return cpu * 1000 / (self.rate * self.seconds)
+
+    @property
+    def database_share(self) -> float:
+        """The database's CPU over all CPU the load used (replicas, database, clients)."""
+        total = self.replicas_cpu + self.database_cpu + self.clients_cpu
+        return self.database_cpu / total if total else float("nan")
+
+
+def load(
+    clients: list[Client], seconds: float, replicas: list[int], database: str | None
+) -> Measured:
     """Group ``exchange``'s closed-loop client against each of ``clients`` at once, each in a
-    process of its own: (total calls/s, the clients' CPU seconds)."""
+    process of its own, with the CPU of the ``replicas`` (process ids), of ``database``'s
+    server processes (when on PostgreSQL) and of the clients over the same window."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     per_thread = int(seconds * 400) + 10
@@ -154,15 +203,64 @@ def load(clients: list[Client], seconds: float) -> tuple[float, float]:
         ctx.Process(target=_closed_loop, args=(c, SUBMIT_METHOD, seconds, per_thread, out))
         for c in clients
     ]
+    nodes, db = CpuMeter(), CpuMeter()
+    nodes.start(replicas)
+    if database:
+        db.start(database_pids(database))
     for p in processes:
         p.start()
     answers = [out.get(timeout=seconds + 180) for _ in processes]
+    replicas_cpu = nodes.stop(replicas)
+    database_cpu = db.stop(database_pids(database)) if database else 0.0
     for p in processes:
         p.join(10)
     errors = sum(a[1] for a in answers)
     if errors:
         raise RuntimeError(f"{errors} submits failed")
-    return sum(a[0] / a[2] for a in answers), sum(a[3] for a in answers)
+    elapsed = max(a[2] for a in answers)
+    return Measured(
+        sum(a[0] for a in answers) / elapsed,
+        elapsed,
+        replicas_cpu,
+        database_cpu,
+        sum(a[3] for a in answers),
+    )
+
+
+def storage_section(url: str) -> str:
+    """The node config's ``[storage]`` table for a PostgreSQL database."""
+    return f'\n[storage]\nurl = "{url}"\n'
+
+
+@contextmanager
+def replicas(world: World, root: Path, n: int, database: str | None) -> Iterator[list[NodeProcess]]:
+    """``n`` CN ``serve`` processes on port 0, each with a data directory of its own, all on
+    ``database`` (SQLite in the data directory when None); the peers are absent."""
+    processes = []
+    for i in range(n):
+        config = _sized(
+            world.write_config(
+                CN,
+                root / f"cn-{i}",
+                peers={p: root / f"{p.value.lower()}-data" / LISTEN_ADDRESS_FILE
+                       for p in ALL if p is not CN},
+            )
+        )  # fmt: skip
+        if database:
+            config.write_text(config.read_text() + storage_section(database))
+        processes.append(NodeProcess(CN, config, root / f"cn-{i}.log"))
+    try:
+        for p in processes:
+            p.start()
+        yield processes
+    finally:
+        for p in processes:
+            p.stop()
+
+
+def _through(world: World, nodes: list[NodeProcess], seconds: float, db: str | None) -> Measured:
+    clients = [_partner(world, CN, n.address) for n in nodes]
+    return load(clients, seconds, [_pid(n) for n in nodes], db)
 
 
 def run(scale: Scale) -> list[Result]:
@@ -176,16 +274,68 @@ def run(scale: Scale) -> list[Result]:
                        float("nan"), "-")]  # fmt: skip
     results: list[Result] = []
     with fresh_database(url) as db:
-        rate, cpu = _commits(db, seconds)
+        alone = {
+            (n, locked): _commits(db, seconds / 2, n, locked)
+            for n, locked in ((1, False), (CONNECTIONS, False), (CONNECTIONS, True))
+        }
+    (one, _), (many, many_cpu), (serial, _) = alone.values()
     results += [
-        Result(GROUP, f"PostgreSQL alone: durable 500-byte commits/s, {CONNECTIONS} connections",
-               rate, "commits/s"),
-        Result(GROUP, "  database CPU per commit (backends + WAL writer)", cpu, "ms"),
+        Result(GROUP, "PostgreSQL alone: durable 500-byte commits/s, 1 connection", one,
+               "commits/s"),
+        Result(GROUP, f"PostgreSQL alone: the same, {CONNECTIONS} connections", many,
+               "commits/s", "1 connection", one),
+        Result(GROUP, "  database CPU per commit (backends + WAL writer)", many_cpu, "ms"),
+        Result(GROUP, f"PostgreSQL alone: {CONNECTIONS} connections, each commit also "
+               "updating one shared row", serial, "commits/s", "1 connection", one),
     ]  # fmt: skip
-    if not has_pgstore():
-        missing = "node on PostgreSQL: not measured (no PostgreSQL store in this tree)"
-        results.append(Result(GROUP, missing, float("nan"), "-"))
+    with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
+        root = Path(tmp)
+        world = make_world(root / "pki")
+        with replicas(world, root / "sqlite", 1, None) as nodes:
+            lite = _through(world, nodes, seconds, None)
+        results += [
+            Result(GROUP, "SQLite node: durable submits/s, 32 callers", lite.rate, "calls/s"),
+            Result(GROUP, "  node CPU per submit", lite.per_submit(lite.replicas_cpu), "ms"),
+            Result(GROUP, "  client CPU per submit", lite.per_submit(lite.clients_cpu), "ms"),
+        ]  # fmt: skip
+        if not has_pgstore():
+            missing = "node on PostgreSQL: not measured (no PostgreSQL store in this tree)"
+            results.append(Result(GROUP, missing, float("nan"), "-"))
+            return results
+        for n in (1, 2):
+            with fresh_database(url) as db, replicas(world, root / f"pg-{n}", n, db) as nodes:
+                measured = _through(world, nodes, seconds, db)
+            results += _rows(n, measured, lite)
     return results
 
 
-__all__ = ["CpuMeter", "database_pids", "fresh_database", "has_pgstore", "load", "run"]
+def _rows(n: int, pg: Measured, lite: Measured) -> list[Result]:
+    head = (
+        Result(GROUP, "one replica on PostgreSQL: durable submits/s", pg.rate, "calls/s",
+               "SQLite node, same run", lite.rate, target=0.7)
+        if n == 1 else
+        Result(GROUP, f"{n} replicas, one database: submits/s through all", pg.rate, "calls/s",
+               "SQLite node, same run", lite.rate)
+    )  # fmt: skip
+    return [
+        head,
+        Result(GROUP, "  replicas' CPU per submit", pg.per_submit(pg.replicas_cpu), "ms",
+               "SQLite node's", lite.per_submit(lite.replicas_cpu)),
+        Result(GROUP, "  PostgreSQL CPU per submit (backends + WAL writer)",
+               pg.per_submit(pg.database_cpu), "ms"),
+        Result(GROUP, "  clients' CPU per submit", pg.per_submit(pg.clients_cpu), "ms"),
+        Result(GROUP, "  database share of the load's CPU", 100 * pg.database_share, "%"),
+    ]  # fmt: skip
+
+
+__all__ = [
+    "CpuMeter",
+    "Measured",
+    "database_pids",
+    "fresh_database",
+    "has_pgstore",
+    "load",
+    "replicas",
+    "run",
+    "storage_section",
+]
