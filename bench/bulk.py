@@ -67,8 +67,6 @@ CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 WATCHLIST = "bench-front-companies"
 BATCH = 1000  # entries per bulk call
 ACKERS = 4  # acknowledging threads per partner stream
-SINGLE_METHOD = "/customs.gateway.v1.PartnerGateway/PublishWatchlistEntry"
-BULK_METHOD = "/customs.gateway.v1.PartnerGateway/PublishWatchlistEntries"
 
 
 def has_bulk() -> bool:
@@ -80,20 +78,41 @@ def has_bulk() -> bool:
 
 
 def watchlist_entries(
-    n: int, *, start: int = 0, now: dt.datetime | None = None
+    n: int, *, start: int = 0, now: dt.datetime | None = None, namespace: str = ""
 ) -> Iterator[domain_pb2.WatchlistEntry]:
-    """``n`` valid version-1 entries numbered from ``start``: the seed entry with a fresh entry
-    id, its own name and its own 8-digit business-registration number (valid at ``now``)."""
+    """``n`` valid version-1 entries numbered from ``start``: the seed entry with its own entry
+    id, name and 8-digit business-registration number (valid at ``now``). Entry ``i``'s id is
+    derived from ``namespace`` and ``i`` (random without a namespace), so that a later run can
+    revoke what an earlier one published."""
     base = seed_watchlist_entry(now or dt.datetime.now(dt.UTC))
     base.watchlist = WATCHLIST
     del base.names[:]
     for i in range(start, start + n):
         entry = domain_pb2.WatchlistEntry()
         entry.CopyFrom(base)
-        entry.entry_id = str(uuid.uuid4())
+        entry.entry_id = _entry_id(namespace, i)
         entry.names.add(full_name=f"Bench Front Company {i:07d} Limited")
         entry.identifiers[0].value = f"{(i * 7919) % 100_000_000:08d}"
         yield entry
+
+
+def revocations(
+    n: int, *, start: int = 0, namespace: str
+) -> Iterator[domain_pb2.WatchlistRevocation]:
+    """Revocations (version 2) of the entries ``watchlist_entries`` numbered the same way."""
+    for i in range(start, start + n):
+        yield domain_pb2.WatchlistRevocation(
+            watchlist=WATCHLIST,
+            entry_id=_entry_id(namespace, i),
+            version=2,
+            reason="Network dismantled; entries no longer needed.",
+        )
+
+
+def _entry_id(namespace: str, i: int) -> str:
+    if not namespace:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(uuid.UUID(namespace), str(i)))
 
 
 def _addressing(recipients: list[Jurisdiction]) -> partner_pb2.Addressing:
@@ -105,53 +124,83 @@ def _addressing(recipients: list[Jurisdiction]) -> partner_pb2.Addressing:
     )
 
 
-def _calls(
-    bulk: bool, recipients: list[Jurisdiction], entries: Iterator[domain_pb2.WatchlistEntry]
-) -> Iterator[tuple[bytes, int]]:
-    """Serialized requests, each with the number of entries it carries: one call per BATCH
-    entries on the bulk RPC, else one call per entry on the single-entry RPC."""
-    if not bulk:
-        for entry in entries:
-            request = partner_pb2.PublishWatchlistEntryRequest(
-                addressing=_addressing(recipients), entry=entry
-            )
-            yield request.SerializeToString(), 1
-        return
-    batch: list[domain_pb2.WatchlistEntry] = []
-    for entry in entries:
-        batch.append(entry)
-        if len(batch) == BATCH:
-            yield _bulk_request(recipients, batch), len(batch)
-            batch = []
-    if batch:
-        yield _bulk_request(recipients, batch), len(batch)
-
-
-def _bulk_request(recipients: list[Jurisdiction], batch: list[domain_pb2.WatchlistEntry]) -> bytes:
-    raise NotImplementedError("the bulk request is built once the bulk RPC is in this tree")
-
-
-def _accepted(bulk: bool, response: bytes) -> int:
-    """How many entries an answer says were accepted (new or duplicate)."""
-    if not bulk:
-        partner_pb2.SubmitResponse.FromString(response)
-        return 1
-    raise NotImplementedError("the bulk answer is read once the bulk RPC is in this tree")
-
-
-# -- the publish client -----------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Load:
-    """One publish run: ``n`` entries from number ``start`` to ``recipients`` by ``callers``
-    threads. ``lazy`` builds each call just before sending it (for loads too big to hold)."""
+    """One run: ``n`` entries numbered from ``start`` published (or, with ``revoke``, revoked)
+    to ``recipients`` by ``callers`` threads, entry ids derived from ``namespace``; ``lazy``
+    builds each call just before sending it (for loads too big to hold in memory)."""
 
     n: int
     callers: int
     recipients: tuple[Jurisdiction, ...]
+    namespace: str
     start: int = 0
+    revoke: bool = False
     lazy: bool = False
+
+    def method(self, bulk: bool) -> str:
+        """The RPC this load calls."""
+        name = ("Revoke" if self.revoke else "Publish") + (
+            "WatchlistEntries" if bulk else "WatchlistEntry"
+        )
+        return f"/customs.gateway.v1.PartnerGateway/{name}"
+
+    def calls(self, bulk: bool, start: int, n: int) -> Iterator[tuple[bytes, int]]:
+        """Serialized requests for entries ``start`` to ``start + n``, each with the number of
+        entries it carries: BATCH per call on the bulk RPCs, else one."""
+        recipients = list(self.recipients)
+        singles: Iterator[Any]
+        if self.revoke:
+            singles = (
+                partner_pb2.RevokeWatchlistEntryRequest(
+                    addressing=_addressing(recipients), revocation=r
+                )
+                for r in revocations(n, start=start, namespace=self.namespace)
+            )
+        else:
+            singles = (
+                partner_pb2.PublishWatchlistEntryRequest(
+                    addressing=_addressing(recipients), entry=e
+                )
+                for e in watchlist_entries(n, start=start, namespace=self.namespace)
+            )
+        if not bulk:
+            for single in singles:
+                yield single.SerializeToString(), 1
+            return
+        batch: list[Any] = []
+        for single in singles:
+            batch.append(single)
+            if len(batch) == BATCH:
+                yield self._bulk(batch), len(batch)
+                batch = []
+        if batch:
+            yield self._bulk(batch), len(batch)
+
+    def _bulk(self, batch: list[Any]) -> bytes:
+        if self.revoke:
+            request = partner_pb2.RevokeWatchlistEntriesRequest(revocations=batch)
+        else:
+            request = partner_pb2.PublishWatchlistEntriesRequest(entries=batch)
+        return bytes(request.SerializeToString())
+
+
+def _accepted(bulk: bool, response: bytes) -> int:
+    """How many entries an answer says were accepted (new; a duplicate or refusal is a fault
+    of the benchmark, raised)."""
+    if not bulk:
+        partner_pb2.SubmitResponse.FromString(response)
+        return 1
+    answer = partner_pb2.BulkSubmitResponse.FromString(response)
+    if answer.duplicates or answer.refused:
+        first = next(r for r in answer.results if r.outcome != partner_pb2.BULK_OUTCOME_ACCEPTED)
+        raise RuntimeError(
+            f"{answer.duplicates} duplicate(s), {answer.refused} refused, first: {first}"
+        )
+    return int(answer.accepted)
+
+
+# -- the publish client -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -168,19 +217,15 @@ class Published:
 def _publish_client(client: Client, load: Load, bulk: bool, out: Any) -> None:
     """Run ``load`` against ``client``'s node and put a ``Published`` on ``out``; in a process."""
     channel = client.channel()
-    method = BULK_METHOD if bulk else SINGLE_METHOD
-    call = channel.unary_unary(method)  # bytes in, bytes out
-    recipients = list(load.recipients)
-    # Warm up the channel with one entry outside the count.
-    warm = next(_calls(bulk, recipients, watchlist_entries(1, start=10_000_000 + load.start)))
-    call(warm[0], timeout=60)
+    call = channel.unary_unary(load.method(bulk))  # bytes in, bytes out
+    # Warm up the channel with one entry of its own, outside the count (a publish, also before
+    # a revoke: its entry is one the load does not touch).
+    warm = Load(1, 1, load.recipients, namespace="")
+    channel.unary_unary(warm.method(bulk))(next(warm.calls(bulk, 10_000_000, 1))[0], timeout=60)
     shares = [
         (load.n * i // load.callers, load.n * (i + 1) // load.callers) for i in range(load.callers)
     ]
-    work: list[Any] = [
-        _calls(bulk, recipients, watchlist_entries(hi - lo, start=load.start + lo))
-        for lo, hi in shares
-    ]
+    work: list[Any] = [load.calls(bulk, load.start + lo, hi - lo) for lo, hi in shares]
     if not load.lazy:
         work = [list(calls) for calls in work]
     accepted = [0] * load.callers
@@ -342,28 +387,36 @@ def run(scale: Scale) -> list[Result]:
         echo = ("bare mTLS echo calls/s", echo_rate)
 
         for callers in (1, 8):
+            ns = str(uuid.uuid4())
             with _running(world, root / f"one-{callers}", (HK,)) as (hk,):
+                client = _partner(world, HK, hk.address)
                 cpu_before = _cpu_seconds(_pid(hk))
-                done = _Publishing(
-                    _partner(world, HK, hk.address), Load(n, callers, (CN, MO)), bulk
-                ).result(timeout)
+                done = _Publishing(client, Load(n, callers, (CN, MO), ns), bulk).result(timeout)
                 node_cpu = _cpu_seconds(_pid(hk)) - cpu_before
-            _check(done, n)
-            results += [
-                Result(GROUP, f"publish at one node, {n:,} entries, {callers} caller(s) ({how})",
-                       done.entries / done.seconds, "entries/s", *echo, target=1.0),
-                Result(GROUP, "  node CPU per durable entry", node_cpu * 1000 / n, "ms",
-                       "echo server CPU per call", echo_cpu),
-            ]  # fmt: skip
+                _check(done, n)
+                results += [
+                    Result(GROUP, f"publish at one node, {n:,} entries, {callers} caller(s) "
+                           f"({how})", done.entries / done.seconds, "entries/s", *echo,
+                           target=1.0),
+                    Result(GROUP, "  node CPU per durable entry", node_cpu * 1000 / n, "ms",
+                           "echo server CPU per call", echo_cpu),
+                ]  # fmt: skip
+                if callers == 8:  # withdraw the list just published
+                    revoke = Load(n, callers, (CN, MO), ns, revoke=True)
+                    done = _Publishing(client, revoke, bulk).result(timeout)
+                    _check(done, n)
+                    results.append(
+                        Result(GROUP, f"revoke at one node, {n:,} entries, {callers} callers "
+                               f"({how})", done.entries / done.seconds, "entries/s", *echo)
+                    )  # fmt: skip
 
         with _running(world, root / "three", (CN, HK, MO)) as (cn, hk, mo):
             readers = [_AckingReader(_partner(world, j.jurisdiction, j.address)) for j in (cn, mo)]
             try:
                 pids = [_pid(p) for p in (cn, hk, mo)]
                 cpu_before = sum(_cpu_seconds(p) for p in pids)
-                done = _Publishing(
-                    _partner(world, HK, hk.address), Load(n, 8, (CN, MO)), bulk
-                ).result(timeout)
+                load = Load(n, 8, (CN, MO), str(uuid.uuid4()))
+                done = _Publishing(_partner(world, HK, hk.address), load, bulk).result(timeout)
                 for reader in readers:  # the client's warm-up entry, then the load
                     reader.wait_for(1 + n, timeout)
                 arrived = max(r.last_arrival for r in readers)
@@ -399,10 +452,12 @@ def _memory(world: Any, root: Path, bulk: bool, how: str) -> Result:
     first, total = 100_000, 1_000_000
     with _running(world, root, (HK,)) as (hk,):
         client = _partner(world, HK, hk.address)
-        _check(_Publishing(client, Load(first, 8, (CN, MO), lazy=True), bulk).result(7200), first)
+        ns = str(uuid.uuid4())
+        load = Load(first, 8, (CN, MO), ns, lazy=True)
+        _check(_Publishing(client, load, bulk).result(7200), first)
         _, at_first = rss_mib(_pid(hk))
         rest = total - first
-        done = _Publishing(client, Load(rest, 8, (CN, MO), start=first, lazy=True), bulk)
+        done = _Publishing(client, Load(rest, 8, (CN, MO), ns, start=first, lazy=True), bulk)
         _check(done.result(7200), rest)
         _, at_total = rss_mib(_pid(hk))
     return Result(GROUP, f"node peak RSS after {total:,} entries ({how})", at_total, "MiB",
@@ -414,4 +469,12 @@ def _check(done: Published, n: int) -> None:
         raise RuntimeError(f"{done.entries} of {n} entries accepted")
 
 
-__all__ = ["Load", "Published", "has_bulk", "rss_mib", "run", "watchlist_entries"]
+__all__ = [
+    "Load",
+    "Published",
+    "has_bulk",
+    "revocations",
+    "rss_mib",
+    "run",
+    "watchlist_entries",
+]
