@@ -63,6 +63,7 @@ __all__ = [
     "Exchange",
     "Mode",
     "PayloadListener",
+    "PayloadsListener",
     "SubmitRequest",
     "Trust",
     "kind_name",
@@ -81,8 +82,13 @@ SubmitRequest = (
 Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]]
 # Told of every payload this node sends or accepts: (origin, kind, payload, message id, when).
 PayloadListener = Callable[[Jurisdiction, int, Message, str, dt.datetime], None]
+Told = tuple[Jurisdiction, int, Message, str, dt.datetime]
+# Told of payloads in batches (a bulk submit, a delivered batch): one call per batch, so a
+# listener that persists (the watchlist view) commits once per batch, not once per payload.
+PayloadsListener = Callable[[Sequence[Told]], None]
 
-_INBOUND_PAGE = 100
+_INBOUND_PAGE = 500
+_REPLAY_PAGE = 1000  # payloads told to the listeners at once at start (bounded memory)
 _FINAL_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
     common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL,
@@ -180,7 +186,7 @@ class Exchange:
         self.retired_signers: tuple[Signer, ...] = ()
         self._trust = trust
         self._clock = clock
-        self._listeners: list[PayloadListener] = []
+        self._listeners: list[PayloadsListener] = []
         self._erasure_listeners: list[Callable[[int, str], None]] = []
         self._outbox_listeners: list[Callable[[Sequence[str]], None]] = []
         self._inbound_changed = threading.Condition()
@@ -209,6 +215,16 @@ class Exchange:
 
     def on_payload(self, listener: PayloadListener) -> None:
         """Call ``listener`` for every payload this node records (sent or received)."""
+
+        def each(told: Sequence[Told]) -> None:
+            for item in told:
+                listener(*item)
+
+        self._listeners.append(each)
+
+    def on_payloads(self, listener: PayloadsListener) -> None:
+        """Call ``listener`` with the payloads this node records, a batch at a time (all those
+        of one bulk submit or one delivered batch, in ledger order)."""
         self._listeners.append(listener)
 
     def on_erased(self, listener: Callable[[int, str], None]) -> None:
@@ -241,11 +257,18 @@ class Exchange:
     def _tell(
         self, origin: Jurisdiction, kind: int, payload: Message, message_id: str, at: dt.datetime
     ) -> None:
+        self._tell_many([(origin, kind, payload, message_id, at)])
+
+    def _tell_many(self, told: Sequence[Told]) -> None:
+        if not told:
+            return
         for listener in self._listeners:
             try:
-                listener(origin, kind, payload, message_id, at)
+                listener(told)
             except Exception:  # a view must never fail the write that already happened
-                log.exception("payload listener failed for %s", message_id)
+                log.exception(
+                    "payload listener failed for %d payload(s) from %s", len(told), told[0][3]
+                )
 
     def replay(self, kinds: Sequence[int]) -> int:
         """Tell the listeners of every stored payload of ``kinds``, oldest first (at start);
@@ -258,12 +281,17 @@ class Exchange:
             f"WHERE envelope IS NOT NULL AND kind IN ({marks}) ORDER BY ledger_index",
             list(kinds),
         )
+        page: list[Told] = []
         for message_id, origin, kind, blob, created_ms in rows:
             envelope = envelope_pb2.Envelope.FromString(blob)
             payload = PAYLOAD_TYPES[kind].FromString(envelope.payload)
             at = _EPOCH + dt.timedelta(milliseconds=created_ms)  # exact, as _ms inverts
-            self._tell(Jurisdiction(origin), kind, payload, message_id, at)
+            page.append((Jurisdiction(origin), kind, payload, message_id, at))
             count += 1
+            if len(page) == _REPLAY_PAGE:
+                self._tell_many(page)
+                page = []
+        self._tell_many(page)
         return count
 
     # -- submit ----------------------------------------------------------------------------------

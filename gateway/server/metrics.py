@@ -181,7 +181,24 @@ class NodeMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._bulk = Counter(
+            "gateway_bulk_entries",
+            "Entries of bulk calls (PublishWatchlistEntries, RevokeWatchlistEntries), by method "
+            "and outcome (accepted, duplicate, refused).",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(state))
+
+    def observe_bulk(self, method: str, accepted: int, duplicates: int, refused: int) -> None:
+        """Count the entries of one bulk call by outcome."""
+        for outcome, count in (
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("refused", refused),
+        ):
+            if count:
+                self._bulk.labels(method, outcome).inc(count)
 
     def observe(self, method: str, code: str, seconds: float | None) -> None:
         """Count one RPC; ``seconds`` for unary calls (streams last as long as the client
