@@ -373,7 +373,7 @@ def run(scale: Scale) -> list[Result]:
     bulk = has_bulk()
     how = "bulk RPC" if bulk else "single-entry RPC: no bulk RPC in this tree"
     # One call per entry without the bulk RPC: sizes a single-entry run finishes in time.
-    n = (5_000 if scale.quick else 100_000) if bulk else (1_000 if scale.quick else 10_000)
+    n = (2_000 if scale.quick else 100_000) if bulk else (1_000 if scale.quick else 10_000)
     seconds = 2.0 if scale.quick else 5.0
     timeout = 120 + n / 50
     results: list[Result] = []

@@ -23,7 +23,6 @@ measure what can be measured without it.
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import os
 import tempfile
@@ -65,8 +64,20 @@ def server_url() -> str:
 
 
 def has_pgstore() -> bool:
-    """Whether this tree has the PostgreSQL store (issue 14 point 1)."""
-    return importlib.util.find_spec("gateway.store") is not None
+    """Whether this tree's node can be configured onto PostgreSQL (``[storage]``, issue 14
+    point 1). Whether it then really stores there is checked after each phase."""
+    from gateway.server import config
+
+    return hasattr(config, "StorageSettings")
+
+
+def _tables(url: str) -> int:
+    """How many tables the node created in ``url``'s database."""
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 @contextmanager
@@ -303,8 +314,11 @@ def run(scale: Scale) -> list[Result]:
             results.append(Result(GROUP, missing, float("nan"), "-"))
             return results
         for n in (1, 2):
-            with fresh_database(url) as db, replicas(world, root / f"pg-{n}", n, db) as nodes:
-                measured = _through(world, nodes, seconds, db)
+            with fresh_database(url) as db:
+                with replicas(world, root / f"pg-{n}", n, db) as nodes:
+                    measured = _through(world, nodes, seconds, db)
+                if not _tables(db):
+                    raise RuntimeError("the node stored nothing in PostgreSQL: [storage] ignored")
             results += _rows(n, measured, lite)
     return results
 
