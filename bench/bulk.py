@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -370,6 +371,17 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def run(scale: Scale) -> list[Result]:
+    """The group's rows, ending with the machine's load average before and after."""
+    load_before = os.getloadavg()[0]
+    results = _run(scale)
+    return [
+        *results,
+        Result(GROUP, "machine load average (1 min) before", load_before, "runnable"),
+        Result(GROUP, "machine load average (1 min) after", os.getloadavg()[0], "runnable"),
+    ]
+
+
+def _run(scale: Scale) -> list[Result]:
     bulk = has_bulk()
     how = "bulk RPC" if bulk else "single-entry RPC: no bulk RPC in this tree"
     # One call per entry without the bulk RPC: sizes a single-entry run finishes in time.

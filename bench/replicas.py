@@ -275,6 +275,17 @@ def _through(world: World, nodes: list[NodeProcess], seconds: float, db: str | N
 
 
 def run(scale: Scale) -> list[Result]:
+    """The group's rows, ending with the machine's load average before and after."""
+    load_before = os.getloadavg()[0]
+    results = _run(scale)
+    return [
+        *results,
+        Result(GROUP, "machine load average (1 min) before", load_before, "runnable"),
+        Result(GROUP, "machine load average (1 min) after", os.getloadavg()[0], "runnable"),
+    ]
+
+
+def _run(scale: Scale) -> list[Result]:
     seconds = 2.0 if scale.quick else 8.0
     url = server_url()
     try:
