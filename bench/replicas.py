@@ -189,6 +189,7 @@ class Measured:
     replicas_cpu: float
     database_cpu: float
     clients_cpu: float
+    transactions: int = 0  # committed in the database meanwhile (pg_stat_database)
 
     def per_submit(self, cpu: float) -> float:
         """``cpu`` seconds as ms per submit."""
@@ -216,6 +217,7 @@ def load(
     ]
     nodes, db = CpuMeter(), CpuMeter()
     nodes.start(replicas)
+    commits = _commits_so_far(database) if database else 0
     if database:
         db.start(database_pids(database))
     for p in processes:
@@ -223,6 +225,7 @@ def load(
     answers = [out.get(timeout=seconds + 180) for _ in processes]
     replicas_cpu = nodes.stop(replicas)
     database_cpu = db.stop(database_pids(database)) if database else 0.0
+    commits = _commits_so_far(database) - commits if database else 0
     for p in processes:
         p.join(10)
     errors = sum(a[1] for a in answers)
@@ -235,7 +238,20 @@ def load(
         replicas_cpu,
         database_cpu,
         sum(a[3] for a in answers),
+        commits,
     )
+
+
+def _commits_so_far(url: str) -> int:
+    """Transactions committed in ``url``'s database so far (the statistics collector's count,
+    flushed at most every second or so: read over windows of several seconds)."""
+    dbname = conninfo_to_dict(url).get("dbname")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SELECT pg_stat_clear_snapshot()")
+        row = c.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def storage_section(url: str) -> str:
@@ -350,6 +366,8 @@ def _rows(n: int, pg: Measured, lite: Measured) -> list[Result]:
                pg.per_submit(pg.database_cpu), "ms"),
         Result(GROUP, "  clients' CPU per submit", pg.per_submit(pg.clients_cpu), "ms"),
         Result(GROUP, "  database share of the load's CPU", 100 * pg.database_share, "%"),
+        Result(GROUP, "  PostgreSQL transactions per submit (reads and group commits)",
+               pg.transactions / (pg.rate * pg.seconds), "xact"),
     ]  # fmt: skip
 
 
