@@ -67,6 +67,7 @@ GROUP = "bulk"
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 WATCHLIST = "bench-front-companies"
 BATCH = 1000  # entries per bulk call
+REVOKED = 2_000  # entries revoked after the 8-caller publish (no target names a revoke rate)
 ACKERS = 4  # acknowledging threads per partner stream
 
 
@@ -413,13 +414,15 @@ def _run(scale: Scale) -> list[Result]:
                     Result(GROUP, "  node CPU per durable entry", node_cpu * 1000 / n, "ms",
                            "echo server CPU per call", echo_cpu),
                 ]  # fmt: skip
-                if callers == 8:  # withdraw the list just published
-                    revoke = Load(n, callers, (CN, MO), ns, revoke=True)
+                if callers == 8:  # withdraw part of the list just published (no target)
+                    m = min(n, REVOKED)
+                    revoke = Load(m, callers, (CN, MO), ns, revoke=True)
                     done = _Publishing(client, revoke, bulk).result(timeout)
-                    _check(done, n)
+                    _check(done, m)
                     results.append(
-                        Result(GROUP, f"revoke at one node, {n:,} entries, {callers} callers "
-                               f"({how})", done.entries / done.seconds, "entries/s", *echo)
+                        Result(GROUP, f"revoke at one node, {m:,} of the entries, {callers} "
+                               f"callers ({how})", done.entries / done.seconds, "entries/s",
+                               *echo)
                     )  # fmt: skip
 
         with _running(world, root / "three", (CN, HK, MO)) as (cn, hk, mo):
