@@ -33,9 +33,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from bench._report import Result, Scale
 from bench.exchange import (
@@ -48,6 +49,7 @@ from bench.exchange import (
     _sized,
 )
 from gateway.demo.cluster import NodeProcess
+from gateway.errors import UnavailableError
 from gateway.pki import Jurisdiction
 from gateway.server import LISTEN_ADDRESS_FILE
 from tests.support import ALL, World, make_world
@@ -87,7 +89,7 @@ def fresh_database(url: str) -> Iterator[str]:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_conninfo(url, dbname=name)
+        yield urlsplit(url)._replace(path=f"/{name}").geturl()
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -264,21 +266,24 @@ def replicas(world: World, root: Path, n: int, database: str | None) -> Iterator
     """``n`` CN ``serve`` processes on port 0, each with a data directory of its own, all on
     ``database`` (SQLite in the data directory when None); the peers are absent."""
     processes = []
-    for i in range(n):
+    for i in range(n):  # a directory each: the config is written beside the data directory
         config = _sized(
             world.write_config(
                 CN,
-                root / f"cn-{i}",
+                root / f"replica-{i}" / "cn-data",
                 peers={p: root / f"{p.value.lower()}-data" / LISTEN_ADDRESS_FILE
                        for p in ALL if p is not CN},
             )
         )  # fmt: skip
         if database:
             config.write_text(config.read_text() + storage_section(database))
-        processes.append(NodeProcess(CN, config, root / f"cn-{i}.log"))
+        processes.append(NodeProcess(CN, config, root / f"replica-{i}" / "cn.log"))
     try:
         for p in processes:
-            p.start()
+            try:
+                p.start()
+            except UnavailableError as exc:  # the node's own line says why
+                raise RuntimeError(f"{exc}: {p.log.read_text()[-600:]}") from None
         yield processes
     finally:
         for p in processes:
