@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -44,14 +45,18 @@ from bench.exchange import (
     Client,
     _closed_loop,
     _cpu_seconds,
+    _own_cpu,
     _partner,
     _pid,
     _sized,
 )
+from bench.ledger import ORIGIN, SIGNER, _entry
 from gateway.demo.cluster import NodeProcess
 from gateway.errors import UnavailableError
+from gateway.ledger import Ledger
 from gateway.pki import Jurisdiction
 from gateway.server import LISTEN_ADDRESS_FILE
+from gateway.store import open_database
 from tests.support import ALL, World, make_world
 
 GROUP = "replicas"
@@ -256,9 +261,91 @@ def _commits_so_far(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _ledger_appender(
+    where: str, callers: int, seconds: float, offset: int, out: Any, release: Any
+) -> None:
+    """``callers`` threads append to the ledger at ``where`` (a PostgreSQL URL or a SQLite file)
+    in a closed loop for ``seconds``, each append durable before the next; in a process of its
+    own, as a replica's writer would be. Puts (appends, seconds, this process's CPU seconds),
+    then waits for ``release``."""
+    database = open_database(where if where.startswith("postgresql://") else None, Path(where))
+    with Ledger.open(database, origin=ORIGIN, signer=SIGNER) as ledger:
+        ledger.append(_entry(offset + 999_999_999))  # schema, connections, caches
+        counts = [0] * callers
+        barrier = threading.Barrier(callers + 1)
+        deadline = [0.0]
+
+        def work(t: int) -> None:
+            barrier.wait()
+            i = 0
+            while time.perf_counter() < deadline[0]:
+                ledger.append(_entry(offset + t * 10_000_000 + i))
+                i += 1
+            counts[t] = i
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(callers)]
+        for t in threads:
+            t.start()
+        cpu = _own_cpu()
+        started = time.perf_counter()
+        deadline[0] = started + seconds
+        barrier.wait()
+        for t in threads:
+            t.join()
+        out.put((sum(counts), time.perf_counter() - started, _own_cpu() - cpu))
+        release.wait(60)  # connections stay open until the parent has read the database's CPU
+    database.close()
+
+
+def ledgers(where: str, writers: int, seconds: float) -> Measured:
+    """``writers`` processes appending to one ledger at ``where`` at once (32 threads each),
+    with their CPU and, on PostgreSQL, the database's."""
+    ctx = multiprocessing.get_context("spawn")
+    out, release = ctx.Queue(), ctx.Event()
+    # the first opener creates the schema; the others open it once it exists
+    _ledger_appender_setup(where)
+    processes = [
+        ctx.Process(
+            target=_ledger_appender, args=(where, 32, seconds, i * 1_000_000_000, out, release)
+        )
+        for i in range(writers)
+    ]
+    postgres = where.startswith("postgresql://")
+    db, commits = CpuMeter(), _commits_so_far(where) if postgres else 0
+    if postgres:
+        db.start(database_pids(where))
+    for p in processes:
+        p.start()
+    answers = [out.get(timeout=seconds + 120) for _ in processes]
+    database_cpu = db.stop(database_pids(where)) if postgres else 0.0
+    commits = _commits_so_far(where) - commits if postgres else 0
+    release.set()
+    for p in processes:
+        p.join(10)
+    elapsed = max(a[1] for a in answers)
+    return Measured(
+        sum(a[0] for a in answers) / elapsed,
+        elapsed,
+        sum(a[2] for a in answers),
+        database_cpu,
+        0.0,
+        commits,
+    )
+
+
+def _ledger_appender_setup(where: str) -> None:
+    database = open_database(where if where.startswith("postgresql://") else None, Path(where))
+    Ledger.open(database, origin=ORIGIN, signer=SIGNER).close()
+    database.close()
+
+
 def storage_section(url: str) -> str:
     """The node config's ``[storage]`` table for a PostgreSQL database."""
     return f'\n[storage]\nurl = "{url}"\n'
+
+
+class NodeStartError(RuntimeError):
+    """A replica did not start; the message ends with its log's last lines."""
 
 
 @contextmanager
@@ -283,7 +370,7 @@ def replicas(world: World, root: Path, n: int, database: str | None) -> Iterator
             try:
                 p.start()
             except UnavailableError as exc:  # the node's own line says why
-                raise RuntimeError(f"{exc}: {p.log.read_text()[-600:]}") from None
+                raise NodeStartError(f"{exc}: {p.log.read_text()[-600:]}") from None
         yield processes
     finally:
         for p in processes:
@@ -345,14 +432,47 @@ def _run(scale: Scale) -> list[Result]:
             missing = "node on PostgreSQL: not measured (no PostgreSQL store in this tree)"
             results.append(Result(GROUP, missing, float("nan"), "-"))
             return results
+        results += _ledger_rows(root, url, seconds)
         for n in (1, 2):
             with fresh_database(url) as db:
-                with replicas(world, root / f"pg-{n}", n, db) as nodes:
-                    measured = _through(world, nodes, seconds, db)
+                try:
+                    with replicas(world, root / f"pg-{n}", n, db) as nodes:
+                        measured = _through(world, nodes, seconds, db)
+                except NodeStartError as exc:  # the store is there, the node is not on it yet
+                    line = str(exc).rpartition("error: ")[2].splitlines()[0]
+                    why = line.rpartition(": ")[2][:80]
+                    results.append(Result(GROUP, f"node on PostgreSQL: does not start in this "
+                                          f"tree ({why})", float("nan"), "-"))  # fmt: skip
+                    break
                 if not _tables(db):
                     raise RuntimeError("the node stored nothing in PostgreSQL: [storage] ignored")
             results += _rows(n, measured, lite)
     return results
+
+
+def _ledger_rows(root: Path, url: str, seconds: float) -> list[Result]:
+    """The ledger alone (no node) on SQLite, on PostgreSQL, and on PostgreSQL from two writer
+    processes at once, as two replicas' ledgers would be."""
+    lite = ledgers(str(root / "ledger.db"), 1, seconds)
+    with fresh_database(url) as db:
+        one = ledgers(db, 1, seconds)
+    with fresh_database(url) as db:
+        two = ledgers(db, 2, seconds)
+    return [
+        Result(GROUP, "ledger alone on SQLite: durable appends/s, 32 callers", lite.rate,
+               "appends/s"),
+        Result(GROUP, "ledger alone on PostgreSQL: the same", one.rate, "appends/s",
+               "ledger on SQLite", lite.rate),
+        Result(GROUP, "  writer process CPU per append", one.per_submit(one.replicas_cpu), "ms",
+               "on SQLite", lite.per_submit(lite.replicas_cpu)),
+        Result(GROUP, "  PostgreSQL CPU per append", one.per_submit(one.database_cpu), "ms"),
+        Result(GROUP, "  PostgreSQL transactions per append", one.transactions /
+               (one.rate * one.seconds), "xact"),
+        Result(GROUP, "ledger alone on PostgreSQL, 2 writer processes (replicas): appends/s",
+               two.rate, "appends/s", "1 writer process", one.rate),
+        Result(GROUP, "  PostgreSQL transactions per append", two.transactions /
+               (two.rate * two.seconds), "xact"),
+    ]  # fmt: skip
 
 
 def _rows(n: int, pg: Measured, lite: Measured) -> list[Result]:
