@@ -220,7 +220,7 @@ class Deliverer:
         messages = store.MessageRow.get_many(
             reader, self.exchange.jurisdiction.value, [row.message_id for row in rows]
         )
-        envelopes = []
+        envelopes: list[envelope_pb2.Envelope] = []
         size = 0
         for count, row in enumerate(rows):
             message = messages.get(row.message_id)

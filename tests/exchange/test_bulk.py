@@ -24,6 +24,7 @@ from gateway.domain.fixtures import seed_revocation
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, read_stream
+from tests.interop.examples import code_example
 from tests.support import wait_for
 
 LIST = "strategic-minerals"
@@ -95,9 +96,7 @@ def test_bulk_publish_answers_per_entry_delivers_once_and_the_ledgers_reconcile(
     )
 
     assert [r.position for r in response.results] == list(range(40))
-    assert [r.message_id for r in response.results] == [
-        r.addressing.message_id for r in requests
-    ]
+    assert [r.message_id for r in response.results] == [r.addressing.message_id for r in requests]
     assert (response.accepted, response.duplicates, response.refused) == (36, 0, 4)
     outcomes = {i: r.outcome for i, r in enumerate(response.results)}
     assert {i for i, o in outcomes.items() if o == OUTCOME.BULK_OUTCOME_REFUSED} == invalid
@@ -123,7 +122,8 @@ def test_bulk_publish_answers_per_entry_delivers_once_and_the_ledgers_reconcile(
     assert (again.accepted, again.duplicates, again.refused) == (0, 36, 4)
     for i in valid:
         first, second = response.results[i].accepted, again.results[i].accepted
-        assert second.duplicate and not first.duplicate
+        assert second.duplicate
+        assert not first.duplicate
         assert (second.ledger_index, second.digest, second.accepted_at) == (
             first.ledger_index,
             first.digest,
@@ -221,10 +221,10 @@ def test_bulk_revoke_removes_the_entries_from_the_views_at_all_three_nodes(trio:
     ids = {r.entry.entry_id for r in published}
     for j in (HK, CN, MO):
         wait_for(
-            lambda j=j: {
-                e for e, i in _view(trio, j).items() if i.state == partner_pb2.ENTRY_STATE_ACTIVE
-            }
-            >= ids,
+            lambda j=j: (
+                {e for e, i in _view(trio, j).items() if i.state == partner_pb2.ENTRY_STATE_ACTIVE}
+                >= ids
+            ),
             what=f"30 entries active at {j.value}",
         )
 
@@ -322,3 +322,24 @@ def test_a_caller_without_the_right_is_permission_denied(
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "rule partner-own-jurisdiction" in caught.value.details()
     assert not trio.entries(HK, Event.SENT)
+
+
+def test_the_documented_python_bulk_loader_runs_against_a_real_node(trio: Trio) -> None:
+    """docs/partners.md's Python bulk loader, as written, in batches (of 50 here) and again."""
+    namespace: dict[str, Any] = {}
+    exec(compile(code_example("python", "bulk-load"), "partners.md", "exec"), namespace)
+    namespace["BATCH"] = 50
+    requests = bulk_entries(120, [CN])
+    requests[60].entry.identifiers[0].value = "7123456"
+    answers, refused = namespace["bulk_load"](trio.partner(HK), requests)
+    assert len(answers) == 119
+    assert not any(a.duplicate for a in answers.values())
+    assert [(r.position, _bad_request(r.refused)) for r in refused] == [
+        (10, ["entries[10].entry.identifiers[0].value"])  # the 11th of the second batch
+    ]
+    again, refused_again = namespace["bulk_load"](trio.partner(HK), requests)
+    assert all(a.duplicate for a in again.values())
+    assert {m: (a.ledger_index, a.digest) for m, a in again.items()} == {
+        m: (a.ledger_index, a.digest) for m, a in answers.items()
+    }
+    assert len(refused_again) == 1

@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, partner_pb2_grpc
+from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, partner_pb2, partner_pb2_grpc
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from gateway.server import Node, load_config
 from gateway.server.config import ConfigError
-from tests.exchange.conftest import notice_request
+from tests.exchange.conftest import entry_request, notice_request
 from tests.support import Credential, World, channel_to, running_node
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
@@ -117,6 +117,21 @@ def test_a_monitor_of_the_jurisdiction_reads_metrics_that_follow_the_node(
         if f'peer="{peer}",state="{state}"' in after
     )
     assert queued == 2  # one row per recipient, neither peer reachable
+
+
+def test_bulk_calls_count_their_entries_by_outcome(world: World, node: Node) -> None:
+    requests = [entry_request([CN]) for _ in range(5)]
+    requests[2].entry.hs_codes[:] = ["81"]  # invalid: refused
+    with channel_to(world, node, world.cred(HK, Role.PARTNER)) as channel:
+        stub = partner_pb2_grpc.PartnerGatewayStub(channel)
+        bulk = partner_pb2.PublishWatchlistEntriesRequest(entries=requests)
+        stub.PublishWatchlistEntries(bulk, timeout=10)
+        stub.PublishWatchlistEntries(bulk, timeout=10)  # a retry: duplicates
+    _, text = _get(node, _context(world, _monitor(world, HK)))
+    method = "PublishWatchlistEntries"
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="accepted") == 4
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="duplicate") == 4
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="refused") == 2
 
 
 @pytest.mark.parametrize(
