@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit import DatabaseSource, WitnessPolicy, check_ledger, write_export
 from gateway.ledger import Ledger, LedgerOriginError
 from gateway.merkle import MemoryTree
 from gateway.notes import NoteSigner
-from gateway.store import Database, SchemaVersionError, open_database
+from gateway.store import Connection, Database, SchemaVersionError, open_database
 from tests.ledger.conftest import ORIGIN, make_entry
 
 pytestmark = pytest.mark.postgres
 
 
+UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
@@ -117,7 +119,9 @@ def test_same_entries_same_clock_give_identical_ledgers(
     assert results[0] == results[1]
 
 
-def test_two_writers_on_one_database_give_one_ledger(pg: Database, signer: NoteSigner) -> None:
+def test_two_writers_on_one_database_give_one_ledger(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
     first = Ledger.open(pg, origin=ORIGIN, signer=signer)
     second = Ledger.open(pg, origin=ORIGIN, signer=signer)
     errors: list[BaseException] = []
@@ -161,3 +165,60 @@ def test_two_writers_on_one_database_give_one_ledger(pg: Database, signer: NoteS
         second.close()
     with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:  # every stored tile checks
         assert reopened.root() == expected
+    # The offline auditor, over the export of the database: every entry, tile and checkpoint.
+    export = tmp_path / "two-writers.export"
+    write_export(DatabaseSource(conn=pg.dedicated(), where=pg.where), export)
+    result = check_ledger(export, signer.verifier, policy=UNWITNESSED)
+    assert result.entries == 800
+
+
+def test_export_of_either_store_is_byte_identical(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
+    exports = []
+    for name, where in (("sqlite", tmp_path / "ledger.db"), ("postgresql", pg)):
+        with Ledger.open(where, origin=ORIGIN, signer=signer, clock=FixedClock()) as ledger:
+            fill(ledger)
+        export = tmp_path / f"{name}.export"
+        if isinstance(where, Database):
+            write_export(DatabaseSource(conn=where.dedicated(), where=where.where), export)
+        else:
+            write_export(where, export)
+        check_ledger(export, signer.verifier, policy=UNWITNESSED)
+        exports.append(export.read_bytes())
+    assert len(exports[0]) > 45 * 60
+    assert exports[0] == exports[1]
+
+
+def test_a_failing_request_is_rolled_back_alone_on_postgres(
+    pg: Database, signer: NoteSigner
+) -> None:
+    """The batch runs pipelined without savepoints; a request that fails (in Python, or in the
+    database) sends the batch again with savepoints, and only that request fails."""
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as ledger:
+        ledger.write(lambda conn: conn.execute("CREATE TABLE side (k INTEGER PRIMARY KEY)"))
+
+        def row(k: int) -> Callable[[Connection, int], None]:
+            return lambda conn, index: conn.execute("INSERT INTO side(k) VALUES (?)", (k,))
+
+        def refuse(conn: Connection, index: int) -> None:
+            raise ValueError("refused by the caller")
+
+        futures = [
+            ledger.queue_append([make_entry(0)], row(1)),
+            ledger.queue_append([make_entry(1)], refuse),
+            ledger.queue_append([make_entry(2)], row(1)),  # duplicate key: IntegrityError
+            ledger.queue_append([make_entry(3), make_entry(4)], row(2)),
+        ]
+        assert [r.index for r in futures[0].result()] == [0]
+        with pytest.raises(ValueError, match="refused by the caller"):
+            futures[1].result()
+        with pytest.raises(psycopg.IntegrityError):
+            futures[2].result()
+        assert [r.index for r in futures[3].result()] == [1, 2]
+        assert ledger.size() == 3
+        assert [r.entry for r in ledger.entries(0, 3)] == [make_entry(i) for i in (0, 3, 4)]
+        side = ledger.reader().execute("SELECT k FROM side ORDER BY k").fetchall()
+        assert side == [(1,), (2,)]
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:
+        assert reopened.size() == 3
