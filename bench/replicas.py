@@ -427,6 +427,8 @@ def _run(scale: Scale) -> list[Result]:
             Result(GROUP, "SQLite node: durable submits/s, 32 callers", lite.rate, "calls/s"),
             Result(GROUP, "  node CPU per submit", lite.per_submit(lite.replicas_cpu), "ms"),
             Result(GROUP, "  client CPU per submit", lite.per_submit(lite.clients_cpu), "ms"),
+            Result(GROUP, "  cores busy: node", lite.replicas_cpu / lite.seconds, "cores"),
+            Result(GROUP, "  cores busy: clients", lite.clients_cpu / lite.seconds, "cores"),
         ]  # fmt: skip
         if not has_pgstore():
             missing = "node on PostgreSQL: not measured (no PostgreSQL store in this tree)"
@@ -491,6 +493,9 @@ def _rows(n: int, pg: Measured, lite: Measured) -> list[Result]:
                pg.per_submit(pg.database_cpu), "ms"),
         Result(GROUP, "  clients' CPU per submit", pg.per_submit(pg.clients_cpu), "ms"),
         Result(GROUP, "  database share of the load's CPU", 100 * pg.database_share, "%"),
+        Result(GROUP, "  cores busy: replicas", pg.replicas_cpu / pg.seconds, "cores"),
+        Result(GROUP, "  cores busy: PostgreSQL", pg.database_cpu / pg.seconds, "cores"),
+        Result(GROUP, "  cores busy: clients", pg.clients_cpu / pg.seconds, "cores"),
         Result(GROUP, "  PostgreSQL transactions per submit (reads and group commits)",
                pg.transactions / (pg.rate * pg.seconds), "xact"),
     ]  # fmt: skip
