@@ -368,7 +368,7 @@ def replicas(world: World, root: Path, n: int, database: str | None) -> Iterator
     try:
         for p in processes:
             try:
-                p.start()
+                p.start(timeout=60)  # a busy shared machine takes a while to import a node
             except UnavailableError as exc:  # the node's own line says why
                 raise NodeStartError(f"{exc}: {p.log.read_text()[-600:]}") from None
         yield processes
