@@ -108,6 +108,7 @@ def _attempt(
     me = proto_jurisdiction(exchange.jurisdiction)
     reader = exchange.ledger.reader()
     existing = _existing(reader, origin, [r.addressing.message_id for r in requests])
+    stored = store.last_versions(reader, origin, [_subject(r) for r in requests])
     results: list[partner_pb2.BulkEntryResult] = []
     prepared: list[_Prepared] = []
     first_use: dict[str, tuple[int, bytes]] = {}  # message id -> (position, request digest)
@@ -139,7 +140,7 @@ def _attempt(
             kind, payload = _payload(request)
             subject, version = subject_of(kind, payload)
             if subject not in pending:
-                read[subject] = pending[subject] = store.last_version(reader, origin, subject)
+                read[subject] = pending[subject] = stored.get(subject)
             known = pending[subject]
             check_request(
                 request, origin=me, now=now, last_version=known[0] if known is not None else None
@@ -193,6 +194,11 @@ def _attempt(
         else:
             response.refused += 1
     return response
+
+
+def _subject(request: SubmitRequest) -> str:
+    kind, payload = _payload(request)
+    return subject_of(kind, payload)[0]
 
 
 def _existing(conn: sqlite3.Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
@@ -249,12 +255,12 @@ def _commit(
         kind = kind_name(item.kind)
         entries.extend(Entry(Event.SENT, message_uuid, kind, r, (item.digest,)) for r in item.names)
     created_ms = _ms(now)
-    subjects = {item.subject for item in prepared}
+    subjects = sorted({item.subject for item in prepared})
+    expected = {s: v for s in subjects if (v := read[s]) is not None}
 
     def within(conn: sqlite3.Connection, first: int) -> None:
-        for subject in subjects:
-            if store.last_version(conn, origin, subject) != read[subject]:
-                raise _Moved(subject)
+        if store.last_versions(conn, origin, subjects) != expected:
+            raise _Moved("a subject of this call was changed by another call")
         for item, offset in zip(prepared, offsets, strict=True):
             store.MessageRow(
                 item.request.addressing.message_id,

@@ -160,12 +160,12 @@ NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
 
 @dataclass(frozen=True)
 class _Receiving:
-    """A received envelope whose ledger entry is queued; ``receipt`` is filled in the commit."""
+    """A received envelope whose ledger entry is queued (its receipt is signed after the
+    commit, outside the ledger writer: ADR 0054)."""
 
     opened: OpenedEnvelope
     received_at: dt.datetime
     future: Future[list[Record]]
-    receipt: list[envelope_pb2.SignedReceipt]
 
 
 class Exchange:
@@ -479,15 +479,16 @@ class Exchange:
                 results.append((message_id, None, None))
             else:
                 results.append((message_id, accepted, None))
-        for position, receiving in queued:
+        told: list[Told] = []
+        for position, receiving in queued:  # they share one group commit: all durable at once
             message_id = receiving.opened.header.message_id
             try:
-                results[position] = (message_id, self._received(receiving), None)
+                results[position] = (message_id, self._received(receiving, told), None)
             except GatewayError as exc:
                 results[position] = (message_id, None, self._refused(message_id, sender, exc))
-                continue
-            # Streams see each message as soon as its commit is durable, not after the batch.
-            self.wake_followers()
+        if told:
+            self.wake_followers()  # partner streams first: they read the committed rows
+            self._tell_many(told)  # the watchlist view: one commit for the batch
         return results
 
     @staticmethod
@@ -539,21 +540,10 @@ class Exchange:
             raise InvalidArgumentError(
                 f"message {header.message_id}: payload is invalid: {listed}", problems
             )
-        received_at = self._clock()
-        receipt_holder: list[envelope_pb2.SignedReceipt] = []
+        # Whole milliseconds, as stored: the receipt can be signed again, the same, from the row.
+        received_at = _whole_ms(self._clock())
 
         def within(conn: sqlite3.Connection, index: int) -> None:
-            receipt = sign_receipt(
-                envelope_pb2.ReceiptBody(
-                    message_id=header.message_id,
-                    message_digest=opened.digest,
-                    recipient=proto_jurisdiction(self.jurisdiction),
-                    recipient_node=self.signer.identity.uri,
-                    ledger_index=index,
-                    received_at=_timestamp(received_at),
-                ),
-                self.signer,
-            )
             store.MessageRow(
                 header.message_id,
                 "in",
@@ -566,26 +556,29 @@ class Exchange:
                 opened.envelope.SerializeToString(),
                 index,
                 _ms(received_at),
-                receipt.SerializeToString(),
+                None,  # the receipt is signed after the commit (ADR 0054)
             ).insert(conn, _retain_until_ms(opened.payload))
             store.record_version(conn, origin, subject, version, kind in _FINAL_KINDS)
             store.add_inbound(conn, origin, header.message_id, kind)
-            receipt_holder.append(receipt)
 
         entry = Entry(
             Event.RECEIVED, uuid.UUID(header.message_id), kind_name(kind), origin, (opened.digest,)
         )
         future = self.ledger.queue_append([entry], within)
-        return _Receiving(opened, received_at, future, receipt_holder)
+        return _Receiving(opened, received_at, future)
 
-    def _received(self, receiving: _Receiving) -> envelope_pb2.SignedReceipt:
-        """Wait for a queued ``received`` entry to be durable; return its receipt."""
+    def _received(self, receiving: _Receiving, told: list[Told]) -> envelope_pb2.SignedReceipt:
+        """Wait for a queued ``received`` entry to be durable; return its receipt, signed now
+        (outside the ledger writer), and add the payload to ``told``."""
         opened = receiving.opened
         header, kind = opened.header, opened.header.kind
         try:
-            receiving.future.result()
+            records = receiving.future.result()
         except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
             return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
+        receipt = self._receipt(
+            header.message_id, opened.digest, records[0].index, receiving.received_at
+        )
         log.info(
             "received %s %s from %s",
             kind_name(kind),
@@ -593,11 +586,27 @@ class Exchange:
             opened.origin.value,
             extra={"event": "received", "message_id": header.message_id},
         )
-        self._tell(opened.origin, kind, opened.payload, header.message_id, receiving.received_at)
-        return receiving.receipt[0]
+        told.append((opened.origin, kind, opened.payload, header.message_id, receiving.received_at))
+        return receipt
 
-    @staticmethod
-    def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+    def _receipt(
+        self, message_id: str, digest: bytes, index: int, received_at: dt.datetime
+    ) -> envelope_pb2.SignedReceipt:
+        """This node's signed receipt for a message recorded at ``index``: a function of what
+        the message's row stores (Ed25519 signatures are deterministic)."""
+        return sign_receipt(
+            envelope_pb2.ReceiptBody(
+                message_id=message_id,
+                message_digest=digest,
+                recipient=proto_jurisdiction(self.jurisdiction),
+                recipient_node=self.signer.identity.uri,
+                ledger_index=index,
+                received_at=_timestamp(received_at),
+            ),
+            self.signer,
+        )
+
+    def _known(self, row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
         if row.digest != opened.digest or row.direction != "in":
             log.error(
                 "REPLAY OR FORGERY: message %s arrived again with digest %s, recorded with %s",
@@ -610,8 +619,10 @@ class Exchange:
                 f"message {row.message_id} was already recorded with digest "
                 f"{row.digest.hex()[:16]}..., this one has {opened.digest.hex()[:16]}..."
             )
-        assert row.receipt is not None
-        return envelope_pb2.SignedReceipt.FromString(row.receipt)
+        if row.receipt is not None:  # stored by nodes before ADR 0054
+            return envelope_pb2.SignedReceipt.FromString(row.receipt)
+        received_at = _EPOCH + dt.timedelta(milliseconds=row.created_ms)
+        return self._receipt(row.message_id, row.digest, row.ledger_index, received_at)
 
     # -- inbound ---------------------------------------------------------------------------------
 

@@ -123,6 +123,8 @@ class Deliverer:
         self.last_success: float | None = None
         self.last_failure: float | None = None
         self.last_error = ""
+        self.batches = 0  # DeliverBatch calls answered by the peer (for status and tests)
+        self.delivered = 0  # envelopes in them
         self._failing_since: float | None = None
         self._logged_state = ""
         self._attempts_since_log = 0
@@ -239,6 +241,8 @@ class Deliverer:
         except grpc.RpcError as exc:
             self._reconnect()
             return self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
+        self.batches += 1
+        self.delivered += len(rows)
         if len(response.results) != len(rows):
             return self._transport_failure(
                 rows, f"peer answered {len(response.results)} of {len(rows)}"

@@ -125,11 +125,14 @@ class Limits:
         streams_per_caller: int | None = None,
         **rest: float,
     ) -> Limits:
-        """Fill in the budgets not given from ``workers``; :meth:`problems` says if they fit."""
+        """Fill in the budgets not given from ``workers`` (and ``bulk_bytes``, if not given, to at
+        most ``max_request_bytes``); :meth:`problems` says if they fit."""
         reserved = reserved_calls if reserved_calls is not None else max(2, workers // 8)
         inbound = inbound_streams if inbound_streams is not None else max(1, workers // 4)
         other = other_streams if other_streams is not None else max(2, workers // 8)
         general = calls if calls is not None else workers - reserved - inbound - other
+        if "bulk_bytes" not in rest and "max_request_bytes" in rest:  # a bulk call fits a request
+            rest["bulk_bytes"] = min(cls.bulk_bytes, rest["max_request_bytes"])
         return cls(
             workers=workers,
             calls=general,

@@ -9,6 +9,7 @@ PERMISSION_DENIED.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from grpc_status import rpc_status
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.cli import main
 from gateway.domain.fixtures import seed_revocation
+from gateway.exchange.bulk import submit_many
+from gateway.exchange.core import PUBLISH
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, read_stream
@@ -343,3 +346,76 @@ def test_the_documented_python_bulk_loader_runs_against_a_real_node(trio: Trio) 
         m: (a.ledger_index, a.digest) for m, a in answers.items()
     }
     assert len(refused_again) == 1
+
+
+def test_a_subject_moved_by_another_call_meanwhile_is_judged_again(
+    trio: Trio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries are sealed before the commit; a single submit that publishes one of the call's
+    entries in between makes the commit refuse the call whole, and it is prepared again: the
+    other entry is recorded once, the moved one refused against what is now stored."""
+    exchange = trio.nodes[HK].exchange
+    ledger = exchange.ledger
+    mine, theirs = entry_request([CN]), entry_request([CN])
+    other = partner_pb2.PublishWatchlistEntryRequest()
+    other.CopyFrom(theirs)
+    other.addressing.message_id = str(uuid.uuid4())  # the same entry, another message
+    original = ledger.append_many
+    calls: list[int] = []
+
+    me = threading.get_ident()
+
+    def append_many(entries: Any, within: Any = None) -> Any:
+        if threading.get_ident() != me:  # the node's own threads (witness, checkpoints)
+            return original(entries, within)
+        calls.append(len(entries))
+        if len(calls) == 1:
+            exchange.submit(other, PUBLISH)  # another partner's call wins the race
+        return original(entries, within)
+
+    monkeypatch.setattr(ledger, "append_many", append_many)
+    response = submit_many(exchange, [mine, theirs], PUBLISH, "entries")
+    assert calls == [2, 1, 1]  # ours (refused in the commit), theirs, ours again
+    assert response.results[0].outcome == OUTCOME.BULK_OUTCOME_ACCEPTED
+    assert response.results[1].outcome == OUTCOME.BULK_OUTCOME_REFUSED
+    assert _bad_request(response.results[1].refused) == ["entries[1].entry.version"]
+    sent = [str(r.entry.message_id) for r in trio.entries(HK, Event.SENT)]
+    assert sorted(sent) == sorted([mine.addressing.message_id, other.addressing.message_id])
+
+
+def test_a_bulk_call_reaches_a_peer_in_few_large_deliveries(trio: Trio) -> None:
+    deliverer = trio.nodes[HK].deliverers[CN]
+    before = deliverer.batches
+    requests = bulk_entries(1000, [CN])
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=requests), timeout=60
+    )
+    assert response.accepted == 1000
+    wait_for(lambda: deliverer.delivered >= 1000, timeout=60, what="1000 delivered to CN")
+    assert deliverer.batches - before <= 2  # not one call per 200 (or per message)
+    got = read_stream(trio.partner(CN), expect=1000, timeout=60)
+    assert len({m.message_id for m in got}) == 1000
+
+
+def test_receipts_are_signed_outside_the_ledger_writer(
+    trio: Trio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipient signs each receipt after the batch's commit, on the delivery's own thread:
+    the single ledger writer never waits for Ed25519 (ADR 0054)."""
+    import gateway.exchange.core as core
+
+    threads: list[str] = []
+    sign = core.sign_receipt
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return sign(*args, **kwargs)
+
+    monkeypatch.setattr(core, "sign_receipt", recording)
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=bulk_entries(50, [CN])), timeout=30
+    )
+    assert response.accepted == 50
+    wait_for(lambda: len(trio.entries(HK, Event.RECEIPT)) == 50, what="50 receipts at HK")
+    assert len(threads) >= 50
+    assert not [t for t in threads if t.startswith("ledger-writer")]
