@@ -505,7 +505,7 @@ class Node:
                 config.trust_bundle,
                 server_jurisdiction=peer.jurisdiction,
             )
-            return secure_channel(peer.target(), identity, peer.identity)
+            return secure_channel(peer.targets(), identity, peer.identity)
 
         return connect
 
