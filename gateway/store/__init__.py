@@ -1,0 +1,1 @@
+"""Storage (replaced by the pgstore branch's package when merged)."""
