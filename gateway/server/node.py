@@ -67,6 +67,7 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
+from gateway.store.leases import ALWAYS_HELD, Lease, LeaseKeeper
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = [
@@ -248,8 +249,13 @@ class Node:
         self.exchange.replay(WATCHLIST_KINDS)
         self.watchlists.reconcile(self.exchange.still_stored)
         self.stopping = threading.Event()
+        # The singletons run on one replica at a time, under leases in the database (ADR 0072);
+        # a node on SQLite is its only process and holds them all.
+        self.lease_keeper: LeaseKeeper | None = None
         interval = config.server.checkpoint_interval_seconds
-        self.checkpointer = Checkpointer(self.ledger, interval=interval)
+        self.checkpointer = Checkpointer(
+            self.ledger, interval=interval, lease=self.lease("checkpointer")
+        )
         delivery = config.delivery
         self.deliverers = {
             p.jurisdiction: Deliverer(
@@ -258,6 +264,7 @@ class Node:
                 self._channel_factory(p),
                 backoff=Backoff(delivery.retry_base_seconds, delivery.retry_cap_seconds),
                 summary_interval=delivery.failure_summary_seconds,
+                lease=self.lease(f"deliver-{p.jurisdiction.value}"),
             )
             for p in config.peers
         }
@@ -266,6 +273,7 @@ class Node:
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
             interval=interval,
             summary_interval=config.delivery.failure_summary_seconds,
+            lease=self.lease("witness-client"),
         )
         self.health = _HealthWithCertificates(self)
         self.metrics = NodeMetrics(
@@ -302,7 +310,7 @@ class Node:
             _Periodic(
                 f"{prefix}-retention",
                 config.server.retention_sweep_seconds,
-                self.exchange.erase_expired,
+                self._sweep_retention,
             ),
         ]
         # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
@@ -335,6 +343,24 @@ class Node:
         )
         self._register()
         self.port = 0
+
+    def lease(self, name: str) -> Lease:
+        """The lease of singleton ``name`` (``checkpointer``, ``witness-client``,
+        ``retention``, ``deliver-<CC>``): always held unless replicas share the database."""
+        if self.lease_keeper is None:
+            return ALWAYS_HELD
+        return self.lease_keeper.lease(name)
+
+    def singletons(self) -> list[str]:
+        """The names of the leases this node's singletons run under (ADR 0072)."""
+        peers = [f"deliver-{p.jurisdiction.value}" for p in self.config.peers]
+        return ["checkpointer", "witness-client", "retention", *peers]
+
+    def _sweep_retention(self) -> None:
+        """Erase what is past its retention, on the replica holding the retention lease (an
+        erasure made twice is refused by the database: the payload is gone)."""
+        if self.lease("retention").held():
+            self.exchange.erase_expired()
 
     def _pending(self) -> dict[tuple[str, str], int]:
         names = {exchange_store.QUEUED: "queued", exchange_store.FAILING: "failing"}
