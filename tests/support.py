@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import grpc
+import psycopg
+import pytest
 
 from gateway.pki import (
     CertificateAuthority,
@@ -209,3 +214,43 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+# -- PostgreSQL (tests marked ``postgres``) -----------------------------------------------------
+
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_server_url() -> str:
+    """The server the ``postgres`` tests use (``CUSTOMS_TEST_POSTGRES``), once it answers.
+
+    Without a server the calling test is skipped with one line (the same line for every test,
+    so pytest folds them); under ``CI=true`` a missing server fails instead: CI must run them.
+    """
+    url = os.environ.get("CUSTOMS_TEST_POSTGRES", POSTGRES_DEFAULT)
+    try:
+        psycopg.connect(url, connect_timeout=3, autocommit=True).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())[:160]
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL tests cannot run under CI: {reason}")
+        pytest.skip(f"PostgreSQL tests skipped: no server at CUSTOMS_TEST_POSTGRES ({reason})")
+    return url
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead."""
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@contextmanager
+def postgres_database(server: str, prefix: str = "customs_test") -> Iterator[str]:
+    """A new, uniquely named database on ``server``, dropped afterwards: its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,5 @@
-"""The node's append-only ledger in SQLite: entries, stored subtree hashes, checkpoints.
+"""The node's append-only ledger on a store (SQLite or PostgreSQL): entries, stored subtree
+hashes, checkpoints.
 
 ``Entry``/``Record`` and their canonical bytes are pure (``docs/ledger-format.md``); ``Ledger``
 stores them with group commit and serves tree heads and RFC 9162 proofs in O(log n) reads;
@@ -14,6 +15,7 @@ from gateway.ledger.errors import (
     LedgerClosedError,
     LedgerCorruptError,
     LedgerError,
+    LedgerOriginError,
     LedgerRangeError,
 )
 
@@ -32,6 +34,7 @@ __all__ = [
     "LedgerClosedError",
     "LedgerCorruptError",
     "LedgerError",
+    "LedgerOriginError",
     "LedgerRangeError",
     "Record",
     "SignedCheckpoint",

@@ -1,10 +1,16 @@
-"""The ledger in SQLite: one writer thread with group commit, readers on their own connections.
+"""The ledger on a store: one writer thread with group commit, readers on their own connections.
 
-Every append waits until its transaction is durable (WAL, ``synchronous=FULL``): appends from
-concurrent callers queue up, the writer drains the queue and commits them together with one
-fsync. Each request runs inside its own SAVEPOINT, together with the caller's ``within``
-callback, so other components (outbox, payload store) write their rows in the same transaction
-as the entry; a request that fails is rolled back alone and gets its exception.
+Every append waits until its transaction is durable (SQLite: WAL, ``synchronous=FULL``;
+PostgreSQL: the commit's WAL flush): appends from concurrent callers queue up, the writer drains
+the queue and commits them together with one fsync. Each request runs inside its own
+SAVEPOINT, together with the caller's ``within`` callback, so other components (outbox,
+payload store) write their rows in the same transaction as the entry; a request that fails
+is rolled back alone and gets its exception.
+
+On PostgreSQL several replicas may share the ledger (ADR 0071): each commit first locks the
+single tree-state row, and if the stored size is ahead of this writer's frontier (another replica
+appended) the writer catches up from the stored entries before appending. Readers compare their
+size with that row and catch up on demand, so no replica serves a tree another has moved past.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import contextlib
 import hashlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +38,12 @@ from gateway.ledger._tiles import (
     load_levels,
     verify_and_rebuild,
 )
-from gateway.ledger.errors import LedgerClosedError, LedgerCorruptError, LedgerRangeError
+from gateway.ledger.errors import (
+    LedgerClosedError,
+    LedgerCorruptError,
+    LedgerOriginError,
+    LedgerRangeError,
+)
 from gateway.merkle import (
     MerkleError,
     consistency_proof,
@@ -50,10 +60,12 @@ from gateway.notes import (
     sign_note,
     verify_cosignature,
 )
+from gateway.store import DATABASE_ERRORS, Connection, Database, ensure_schema
 
 log = logging.getLogger("gateway.ledger")
 T = TypeVar("T")
-Within = Callable[[sqlite3.Connection, int], None]
+Within = Callable[[Connection, int], None]
+Clock = Callable[[], int]  # milliseconds since the epoch
 MAX_BATCH_ENTRIES = 20_000
 MAX_PAGE = 1000
 CACHED_HASHES = 1 << 18  # upper tree levels kept in memory: at most this many hashes (~17 MiB)
@@ -87,8 +99,15 @@ class _Append:
 
 @dataclass
 class _Task:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Connection], Any]
     future: Future[Any]
+
+
+@dataclass
+class _Refresh:
+    """Catch the writer's tree state up with the stored tree (no transaction, no lock)."""
+
+    future: Future[None]
 
 
 _STOP = object()
@@ -141,13 +160,7 @@ class _UpperLevels:
         return self.levels
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    return conn
-
-
-def _check_meta(conn: sqlite3.Connection, path: Path, origin: str) -> None:
+def _check_meta(conn: Connection, where: str, origin: str) -> None:
     meta = dict(conn.execute("SELECT key, value FROM ledger_meta").fetchall())
     if not meta:
         conn.executemany(
@@ -156,12 +169,12 @@ def _check_meta(conn: sqlite3.Connection, path: Path, origin: str) -> None:
         )
         return
     if meta.get("origin") != origin:
-        raise LedgerCorruptError(f"{path} is the ledger of {meta.get('origin')!r}, not {origin!r}")
+        raise LedgerOriginError(f"{where} is the ledger of {meta.get('origin')!r}, not {origin!r}")
     if meta.get("schema_version") != _schema.SCHEMA_VERSION:
-        raise LedgerCorruptError(f"{path}: unknown schema version {meta.get('schema_version')}")
+        raise LedgerCorruptError(f"{where}: unknown schema version {meta.get('schema_version')}")
 
 
-def _load_frontier(conn: sqlite3.Connection) -> TileFrontier:
+def _load_frontier(conn: Connection) -> TileFrontier:
     """The writer's tree state at open, after checking that the stored tiles end where the
     entries do (a crash cannot leave one without the other: they commit together), and that
     every stored tile is what the entries give (ADR 0014)."""
@@ -179,7 +192,7 @@ def _load_frontier(conn: sqlite3.Connection) -> TileFrontier:
     return verify_and_rebuild(conn, size, signed)
 
 
-def _check_last_checkpoint(conn: sqlite3.Connection, size: int, source: TileReader) -> None:
+def _check_last_checkpoint(conn: Connection, size: int, source: TileReader) -> None:
     """Refuse to go on from a ledger whose stored tree no longer gives the root of its own last
     signed checkpoint. The tail of fewer than 16 entries is rehashed from the entries at open
     (ADR 0012), so this catches those entries altered while the node was down, before the node
@@ -204,26 +217,51 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# PostgreSQL: one consistent snapshot of every table for the reads made at open.
+_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def _begin(conn: Connection) -> None:
+    """Start a writing transaction: SQLite takes its write lock now (IMMEDIATE), not at the
+    first write; PostgreSQL locks row by row (the tree-state row first, ADR 0071)."""
+    conn.execute("BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN")
+
+
+def _commit_durably(conn: Connection) -> None:
+    """COMMIT, and make sure it committed: PostgreSQL answers a COMMIT of a failed transaction
+    with ROLLBACK and no error, which must never be taken for durable."""
+    cur = conn.execute("COMMIT")
+    status = getattr(cur, "statusmessage", "COMMIT")
+    if status != "COMMIT":
+        raise LedgerClosedError(f"the database rolled the transaction back ({status})")
+
+
 class Ledger:
-    """A node's append-only, signed ledger in one SQLite file. Thread-safe.
+    """A node's append-only, signed ledger in a SQLite file or a PostgreSQL database.
+    Thread-safe.
 
     Open it with :meth:`open`; every method may be called from any thread.
     """
 
     def __init__(
         self,
-        path: Path,
+        database: Database,
         origin: str,
         signer: NoteSigner,
-        conn: sqlite3.Connection,
+        conn: Connection,
         frontier: TileFrontier,
         checkpoint_size: int | None,
         last_time: int,
         upper: _UpperLevels | None = None,
         cache_limit: int = CACHED_HASHES,
+        clock: Clock | None = None,
     ) -> None:
         """Use :meth:`open`; this wires an already opened connection to a new writer thread."""
-        self.path = path
+        self.database = database
+        self.path = database.path  # the SQLite file; None on PostgreSQL
+        self.where = database.where
+        self._shared = database.dialect == "postgresql"  # replicas may append too (ADR 0071)
+        self._clock: Clock = clock or _now_ms
         self.origin = origin
         self.signer = signer
         self._wconn = conn
@@ -238,7 +276,7 @@ class Ledger:
         self._closed = False
         self._close_lock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
         self._writer = threading.Thread(
             target=self._run, name=f"ledger-writer:{origin}", daemon=True
@@ -248,40 +286,47 @@ class Ledger:
     @classmethod
     def open(
         cls,
-        path: str | Path,
+        path: str | Path | Database,
         *,
         origin: str,
         signer: NoteSigner,
-        schema: Callable[[sqlite3.Connection], None] | None = None,
+        schema: Callable[[Connection], None] | None = None,
         cache_limit: int = CACHED_HASHES,
+        clock: Clock | None = None,
     ) -> Ledger:
         """Open or create the ledger at ``path`` and start its writer thread.
 
         Args:
-            path: the SQLite file (created if missing).
+            path: the SQLite file (created if missing), or an opened :class:`Database`.
             origin: the checkpoint origin line, fixed when the ledger is created.
             signer: the node's Ed25519 note signer for checkpoints.
             schema: run once at open inside a transaction, for other components' tables.
             cache_limit: at most this many subtree hashes of the upper tree levels are kept in
                 memory (read at open, then kept by the writer), so a proof reads only the
-                lowest levels from SQLite; the lowest cached level rises as the log grows.
+                lowest levels from the store; the lowest cached level rises as the log grows.
+            clock: milliseconds since the epoch for entry times and checkpoints (tests fix it).
 
         Raises:
-            LedgerCorruptError: the file holds another origin or inconsistent rows.
+            LedgerOriginError: the store holds the ledger of another origin.
+            LedgerCorruptError: the store holds inconsistent rows.
+            SchemaVersionError: the store's schema is newer than this gateway's.
         """
-        path = Path(path)
+        database = path if isinstance(path, Database) else Database("sqlite", path=Path(path))
         Checkpoint(origin, 0, bytes(32))  # validates the origin line
-        conn = _connect(path)
+        conn = database.dedicated()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("BEGIN IMMEDIATE")
-            _schema.create(conn)
-            _check_meta(conn, path, origin)
+            if conn.dialect == "sqlite":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            _begin(conn)
+            ensure_schema(conn, _schema.LEDGER_SCHEMA)
+            _check_meta(conn, database.where, origin)
             if schema is not None:
                 schema(conn)
             conn.execute("COMMIT")
+            # One snapshot for everything read at open: replicas may append meanwhile.
+            conn.execute("BEGIN" if conn.dialect == "sqlite" else _SNAPSHOT)
             frontier = _load_frontier(conn)
             checkpoint_size = conn.execute("SELECT max(size) FROM ledger_checkpoints").fetchone()[0]
             row = conn.execute(
@@ -294,23 +339,37 @@ class Ledger:
             if checkpoint_size:
                 reader = TileReader(low, levels, frontier.view(), conn)
                 _check_last_checkpoint(conn, checkpoint_size, reader)
+            conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
+            if getattr(conn, "in_transaction", False):
                 conn.execute("ROLLBACK")
             conn.close()
             raise
         return cls(
-            path, origin, signer, conn, frontier, checkpoint_size, last_time, upper, cache_limit
+            database,
+            origin,
+            signer,
+            conn,
+            frontier,
+            checkpoint_size,
+            last_time,
+            upper,
+            cache_limit,
+            clock,
         )
 
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         stopping = False
+        refreshes: list[_Refresh] = []
         while not stopping:
             job = self._queue.get()
             if job is _STOP:
                 break
+            if isinstance(job, _Refresh):
+                self._refresh_now(job)
+                continue
             batch = [job]
             count = len(job.entries) if isinstance(job, _Append) else 1
             while count < MAX_BATCH_ENTRIES:
@@ -321,18 +380,33 @@ class Ledger:
                 if job is _STOP:
                     stopping = True
                     break
+                if isinstance(job, _Refresh):  # the commit catches up anyway
+                    refreshes.append(job)
+                    continue
                 batch.append(job)
                 count += len(job.entries) if isinstance(job, _Append) else 1
             self._commit(batch)
+            for done in refreshes:
+                done.future.set_result(None)
+            refreshes.clear()
         self._wconn.close()
 
     def _commit(self, batch: list[_Append | _Task]) -> None:
         conn = self._wconn
         at_start = self._frontier.copy()
-        stamp = max(_now_ms(), self._last_time)
+        last_time = self._last_time
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
+            stored = None
+            if self._shared:
+                # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over
+                # every replica; what another replica appended is read, never assumed.
+                (stored,) = conn.execute(
+                    "SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE"
+                ).fetchone()
+                last_time = self._catch_up(conn, stored, last_time)
+            stamp = max(self._clock(), last_time)
             for job in batch:
                 conn.execute("SAVEPOINT request")
                 saved = self._frontier.copy()
@@ -350,9 +424,11 @@ class Ledger:
                     self._frontier = saved
                     self._upper.truncate(saved.size)
                     outcomes.append((job.future, None, exc))
-            conn.execute("COMMIT")
+            if stored is not None and self._frontier.size != stored:
+                conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
+            _commit_durably(conn)
         except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*DATABASE_ERRORS):
                 conn.execute("ROLLBACK")
             self._frontier = at_start
             self._upper.truncate(at_start.size)
@@ -363,17 +439,75 @@ class Ledger:
             for job in batch:
                 job.future.set_exception(failure)
             return
-        self._pending = self._frontier.view()  # before the size: readers check the size first
-        self._size = self._frontier.size
-        self._last_time = stamp
-        self._bound_cache()
+        self._publish(stamp if any(isinstance(j, _Append) for j in batch) else last_time)
         for future, value, error in outcomes:
             if error is None:
                 future.set_result(value)
             else:
                 future.set_exception(error)
 
-    def _append_rows(self, conn: sqlite3.Connection, job: _Append, stamp: int) -> list[Record]:
+    def _publish(self, last_time: int) -> None:
+        """Show readers the writer's durable state (writer thread)."""
+        self._pending = self._frontier.view()  # before the size: readers check the size first
+        self._size = self._frontier.size
+        self._last_time = last_time
+        self._bound_cache()
+
+    def _catch_up(self, conn: Connection, stored: int, last_time: int) -> int:
+        """Extend the frontier over entries another replica stored, up to ``stored`` entries;
+        returns the time of the last one (or ``last_time``). Their tiles are that replica's:
+        computed here for the frontier and the cache, never inserted again. Also refreshes the
+        latest checkpoint size, which another replica may have moved.
+
+        Raises:
+            LedgerCorruptError: the stored tree is smaller than this writer's (rolled back
+                under it), or entries below ``stored`` are missing.
+        """
+        frontier = self._frontier
+        if stored < frontier.size:
+            raise LedgerCorruptError(
+                f"the stored ledger has {stored} entries but this replica has seen "
+                f"{frontier.size}: the database lost committed entries"
+            )
+        if stored == frontier.size:
+            return last_time
+        sha = hashlib.sha256
+        while frontier.size < stored:
+            first = frontier.size
+            rows = conn.execute(
+                "SELECT idx, leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (first, min(stored, first + MAX_BATCH_ENTRIES)),
+            ).fetchall()
+            if not rows or rows[0][0] != first or rows[-1][0] != first + len(rows) - 1:
+                raise LedgerCorruptError(f"ledger entries from {first} are not all stored")
+            upper = self._upper
+            frontier.extend(
+                [sha(b"\x00" + bytes(leaf)).digest() for _, leaf in rows],
+                upper.room(first + len(rows)),
+                upper.low,
+            )
+            last_time = max(last_time, decode_record(bytes(rows[-1][1])).time_ms)
+        self._checkpoint_size = conn.execute("SELECT max(size) FROM ledger_checkpoints").fetchone()[
+            0
+        ]
+        return last_time
+
+    def _refresh_now(self, job: _Refresh) -> None:
+        """Catch up with the stored tree outside any transaction (writer thread): committed
+        entries never change, so no lock is needed to read them."""
+        at_start = self._frontier.copy()
+        try:
+            (stored,) = self._wconn.execute("SELECT size FROM ledger_tree WHERE id = 1").fetchone()
+            self._publish(self._catch_up(self._wconn, stored, self._last_time))
+        except Exception as exc:
+            self._frontier = at_start
+            self._upper.truncate(at_start.size)
+            log.error("ledger catch-up failed", exc_info=exc)
+            job.future.set_exception(LedgerClosedError("ledger catch-up failed; retry later"))
+            return
+        job.future.set_result(None)
+
+    def _append_rows(self, conn: Connection, job: _Append, stamp: int) -> list[Record]:
         frontier = self._frontier
         first = frontier.size
         entries = job.entries
@@ -404,7 +538,7 @@ class Ledger:
         levels = [[] if level < low else hashes for level, hashes in enumerate(upper.levels)]
         self._upper = _UpperLevels(low, levels)
 
-    def _submit(self, job: _Append | _Task) -> None:
+    def _submit(self, job: _Append | _Task | _Refresh) -> None:
         with self._close_lock:
             if self._closed:
                 raise LedgerClosedError(f"ledger {self.origin} is closed")
@@ -450,7 +584,7 @@ class Ledger:
         self._submit(_Append(list(entries), within, future))
         return future
 
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer connection inside a group-committed transaction.
 
         For other components' rows that go with no ledger entry. Returns after the commit is
@@ -462,11 +596,11 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection to the ledger file (WAL: never blocks writes)."""
+    def reader(self) -> Connection:
+        """This thread's read-only connection to the ledger's store (never blocks writes)."""
         if self._closed:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.own_reader()
             self._local.conn = conn
@@ -474,18 +608,30 @@ class Ledger:
                 self._readers.append(conn)
         return conn
 
-    def own_reader(self) -> sqlite3.Connection:
-        """A new read-only connection to the ledger file that the caller closes: for threads
+    def own_reader(self) -> Connection:
+        """A new read-only connection to the ledger's store that the caller closes: for threads
         that come and go (:meth:`reader` keeps one per thread until the ledger closes)."""
         if self._closed:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
-        conn = _connect(self.path)
-        conn.execute("PRAGMA query_only = ON")
-        return conn
+        return self.database.dedicated(read_only=True)
 
     def size(self) -> int:
-        """The number of durable entries."""
+        """The number of durable entries (on a shared store: at least the stored tree's size
+        when called, this replica catching up first if another appended)."""
+        if self._shared:
+            self._refresh_if_behind()
         return self._size
+
+    def _refresh_if_behind(self, wanted: int | None = None) -> None:
+        """Catch up when the stored tree (or ``wanted``) is beyond what this replica has seen."""
+        if wanted is None:
+            (wanted,) = (
+                self.reader().execute("SELECT size FROM ledger_tree WHERE id = 1").fetchone()
+            )
+        if wanted > self._size:
+            future: Future[None] = Future()
+            self._submit(_Refresh(future))
+            future.result()
 
     def _source(self) -> TileReader:
         upper = self._upper
@@ -497,6 +643,8 @@ class Ledger:
         return upper.low, upper.count()
 
     def _check_size(self, size: int, what: str) -> None:
+        if self._shared and size > self._size:
+            self._refresh_if_behind()
         current = self._size
         if not 0 <= size <= current:
             raise LedgerRangeError(f"{what}: tree size {size} is beyond the ledger size {current}")
@@ -540,14 +688,11 @@ class Ledger:
         if not 0 <= start <= end:
             raise LedgerRangeError(f"entries: start {start} is after end {end}")
         end = min(end, start + max(1, min(limit, MAX_PAGE)))
-        return (
-            self.reader()
-            .execute(
-                "SELECT idx, leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (start, end),
-            )
-            .fetchall()
+        rows = self.reader().execute(
+            "SELECT idx, leaf FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
         )
+        return [(int(index), bytes(leaf)) for index, leaf in rows.fetchall()]
 
     def entries(self, start: int, end: int, limit: int = MAX_PAGE) -> list[Record]:
         """Decoded entries of ``[start, end)``, at most ``limit``; see :meth:`leaves`."""
@@ -562,15 +707,15 @@ class Ledger:
         so a checkpoint is never of a size that is not durable.
         """
 
-        def make(conn: sqlite3.Connection) -> SignedCheckpoint:
+        def make(conn: Connection) -> SignedCheckpoint:
             size = self._frontier.size
-            if self._checkpoint_size == size:
+            if self._checkpoint_size == size or self._shared:  # another replica's, maybe
                 found = self._read_checkpoints(conn, size, 1, exact=True)
                 if found:
                     return found[0]
             body = Checkpoint(self.origin, size, self._frontier.root())
             note = sign_note(body.body(), [self.signer])
-            created = _now_ms()
+            created = self._clock()
             conn.execute(
                 "INSERT INTO ledger_checkpoints(size, root, note, created_ms) VALUES (?,?,?,?)",
                 (size, body.root_hash, note, created),
@@ -593,7 +738,7 @@ class Ledger:
         sig = parse_signature_line(line)
         line = sig.line
 
-        def store(conn: sqlite3.Connection) -> None:
+        def store(conn: Connection) -> None:
             row = conn.execute(
                 "SELECT note FROM ledger_checkpoints WHERE size = ?", (size,)
             ).fetchone()
@@ -603,15 +748,15 @@ class Ledger:
             if verifier is not None:
                 timestamp = verify_cosignature(parse_note(row[0]).text, line, verifier)
             conn.execute(
-                "INSERT OR IGNORE INTO ledger_cosignatures"
-                "(size, line, key_name, timestamp, added_ms) VALUES (?,?,?,?,?)",
-                (size, line, sig.name, timestamp, _now_ms()),
+                "INSERT INTO ledger_cosignatures(size, line, key_name, timestamp, added_ms) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (size, line) DO NOTHING",
+                (size, line, sig.name, timestamp, self._clock()),
             )
 
         self.write(store)
 
     def _read_checkpoints(
-        self, conn: sqlite3.Connection, min_size: int, limit: int, exact: bool = False
+        self, conn: Connection, min_size: int, limit: int, exact: bool = False
     ) -> list[SignedCheckpoint]:
         sql = (
             "SELECT size, note, created_ms FROM ledger_checkpoints WHERE size = ? LIMIT ?"
@@ -631,12 +776,16 @@ class Ledger:
         return result
 
     def checkpoint_size(self) -> int | None:
-        """The tree size of the latest stored checkpoint, or None before the first."""
+        """The tree size of the latest stored checkpoint, or None before the first (on a
+        shared store, read from it: another replica may have made one)."""
+        if self._shared:
+            size = self.reader().execute("SELECT max(size) FROM ledger_checkpoints").fetchone()[0]
+            return None if size is None else int(size)
         return self._checkpoint_size
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The largest stored checkpoint with every cosignature collected, or None."""
-        size = self._checkpoint_size
+        size = self.checkpoint_size()
         if size is None:
             return None
         found = self._read_checkpoints(self.reader(), size, 1, exact=True)

@@ -20,11 +20,12 @@ number of leaves at which the tile completed, so every insert goes to the end of
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from gateway.ledger.errors import LedgerCorruptError
 from gateway.merkle import EMPTY_ROOT, Node, fold, leaf_hash, node_hash
+from gateway.store import Connection
 
 TILE_HEIGHT = 4
 _H = TILE_HEIGHT
@@ -155,7 +156,7 @@ class TileFrontier:
         return tiles
 
 
-def _fetch(conn: sqlite3.Connection, keys: list[int]) -> dict[int, bytes]:
+def _fetch(conn: Connection, keys: list[int]) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     for at in range(0, len(keys), 900):
         chunk = keys[at : at + 900]
@@ -174,7 +175,7 @@ def _tile(found: dict[int, bytes], key: int) -> bytes:
     return bytes(blob)
 
 
-def check_tiles_end(conn: sqlite3.Connection, size: int) -> None:
+def check_tiles_end(conn: Connection, size: int) -> None:
     """Fail unless the stored tiles are exactly those a tree of ``size`` entries completed.
 
     Raises:
@@ -193,7 +194,7 @@ def check_tiles_end(conn: sqlite3.Connection, size: int) -> None:
             _tile(found, key)
 
 
-def rebuild(conn: sqlite3.Connection, size: int) -> TileFrontier:
+def rebuild(conn: Connection, size: int) -> TileFrontier:
     """The writer's state for a stored tree of ``size`` entries (at open).
 
     Recomputes the incomplete tiles' nodes from the last entries and the top rows of the
@@ -231,9 +232,7 @@ def rebuild(conn: sqlite3.Connection, size: int) -> TileFrontier:
     return TileFrontier(size, stack, pend)
 
 
-def load_levels(
-    conn: sqlite3.Connection, size: int, low: int, pending: PendingView
-) -> list[list[bytes]]:
+def load_levels(conn: Connection, size: int, low: int, pending: PendingView) -> list[list[bytes]]:
     """Every perfect node of level ``low`` and above of a tree of ``size``: ``[level][pos]``.
 
     ``low`` must be a multiple of the tile height, so whole tile levels are read.
@@ -265,7 +264,7 @@ class TileReader:
     __slots__ = ("_conn", "_levels", "_low", "_pending")
 
     def __init__(
-        self, low: int, levels: list[list[bytes]], pending: PendingView, conn: sqlite3.Connection
+        self, low: int, levels: list[list[bytes]], pending: PendingView, conn: Connection
     ) -> None:
         self._low = low
         self._levels = levels
@@ -322,8 +321,22 @@ def _first_difference(stored: bytes, computed: bytes) -> tuple[int, int]:
     return 0, 0  # pragma: no cover - called only when the blobs differ
 
 
+def _pages(conn: Connection, sql: str, page: int = 10_000) -> Iterator[list[Any]]:
+    """The rows of ``sql`` (keyed by its first column, ``WHERE key > ?``) page by page: memory
+    stays bounded on both stores (a PostgreSQL client cursor holds its whole result)."""
+    after = -1
+    while rows := conn.execute(f"{sql} LIMIT {page}", (after,)).fetchall():
+        yield rows
+        after = rows[-1][0]
+
+
+def _rows(pages: Iterator[list[Any]]) -> Iterator[Any]:
+    for rows in pages:
+        yield from rows
+
+
 def verify_and_rebuild(
-    conn: sqlite3.Connection, size: int, signed: tuple[int, bytes] | None
+    conn: Connection, size: int, signed: tuple[int, bytes] | None
 ) -> TileFrontier:
     """The writer's state at open, every stored tile checked against the entries first.
 
@@ -338,13 +351,13 @@ def verify_and_rebuild(
             level and position).
     """
     frontier = TileFrontier()
-    entries = conn.execute("SELECT idx, leaf FROM ledger_entries ORDER BY idx")
-    tiles = conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
-    stored = tiles.fetchone()
+    entries = _pages(conn, "SELECT idx, leaf FROM ledger_entries WHERE idx > ? ORDER BY idx")
+    tiles = _rows(_pages(conn, "SELECT id, hashes FROM ledger_tiles WHERE id > ? ORDER BY id"))
+    stored = next(tiles, None)
     bad: str | None = None
     signed_size, signed_root = signed if signed is not None else (-1, b"")
     root_at_signed = EMPTY_ROOT if signed_size == 0 else None
-    while rows := entries.fetchmany(10_000):
+    for rows in entries:
         if rows[0][0] != frontier.size or rows[-1][0] != frontier.size + len(rows) - 1:
             raise LedgerCorruptError(f"ledger entries from {frontier.size} are not all stored")
         hashes = [leaf_hash(bytes(leaf)) for _, leaf in rows]
@@ -364,7 +377,7 @@ def verify_and_rebuild(
                         f"stored subtree hash at level {level}, position {pos} (tile {t}/{k}, "
                         f"row {key}) is not what the entries give"
                     )
-                stored = tiles.fetchone()
+                stored = next(tiles, None)
             if frontier.size == signed_size:
                 root_at_signed = frontier.root()
     if signed is not None and root_at_signed != signed_root:

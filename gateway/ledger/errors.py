@@ -10,6 +10,7 @@ __all__ = [
     "LedgerClosedError",
     "LedgerCorruptError",
     "LedgerError",
+    "LedgerOriginError",
     "LedgerRangeError",
 ]
 
@@ -34,3 +35,8 @@ class LedgerCorruptError(LedgerError):
     """The database does not hold a consistent ledger (missing rows, wrong origin)."""
 
     status = "DATA_LOSS"
+
+
+class LedgerOriginError(LedgerCorruptError):
+    """The store holds the ledger of another origin: an operator pointed this node at another
+    node's file or database (its rows are fine, they are just not this node's)."""

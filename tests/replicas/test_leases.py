@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,7 +20,6 @@ from gateway.store.leases import (
     LeaseLostError,
     create_lease_table,
 )
-from tests.replicas.pg import scratch_database
 from tests.support import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -30,11 +28,10 @@ NAMES = ["checkpointer", "deliver-HK"]
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    with scratch_database() as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            create_lease_table(conn)
-        yield url
+def url(postgres_url: str) -> str:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        create_lease_table(conn)
+    return postgres_url
 
 
 class _Portable:

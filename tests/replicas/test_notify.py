@@ -5,26 +5,23 @@ back by itself."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from gateway.store.notify import Listener, create_ledger_trigger
-from tests.replicas.pg import scratch_database
 from tests.support import wait_for
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    with scratch_database() as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger_entries (idx BIGINT PRIMARY KEY)")
-            create_ledger_trigger(conn)
-            create_ledger_trigger(conn)  # idempotent: every replica runs it at start
-        yield url
+def url(postgres_url: str) -> str:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger_entries (idx BIGINT PRIMARY KEY)")
+        create_ledger_trigger(conn)
+        create_ledger_trigger(conn)  # idempotent: every replica runs it at start
+    return postgres_url
 
 
 class _Counter:

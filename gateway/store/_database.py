@@ -1,0 +1,276 @@
+"""One storage interface over SQLite (the embedded default) and PostgreSQL (ADR 0070).
+
+Callers write the project's portable SQL: ``?`` placeholders, ``INSERT ... ON CONFLICT ... DO
+NOTHING / DO UPDATE`` (SQLite >= 3.24 and PostgreSQL both accept it), no vendor functions
+except behind :attr:`Connection.dialect`. A :class:`Database` hands out connections whose
+``execute``/``executemany`` take that SQL and return cursors with ``fetchone``/``fetchall``/
+``fetchmany``; on PostgreSQL the placeholders are translated to ``%s`` (once per statement text).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+import psycopg_pool
+
+from gateway.store.errors import StoreConfigError, StoreUnavailableError
+
+__all__ = [
+    "Connection",
+    "Cursor",
+    "Database",
+    "Dialect",
+    "PostgresConnection",
+    "SqliteConnection",
+    "check_url",
+    "open_database",
+    "redact",
+]
+
+Dialect = Literal["sqlite", "postgresql"]
+CONNECT_TIMEOUT = 5  # seconds: an unreachable server is named at start-up, not waited on
+
+
+class Cursor(Protocol):
+    """What ``execute`` returns: rows as tuples."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+
+    def fetchmany(self, size: int = ...) -> list[Any]:
+        """Up to ``size`` more rows."""
+
+
+class Connection(Protocol):
+    """A connection taking portable SQL. ``sqlite3.Connection`` subclasses and
+    :class:`PostgresConnection` both satisfy it."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """``"sqlite"`` or ``"postgresql"``, for the few statements that differ."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any:
+        """Run one statement with ``?`` placeholders; returns a :class:`Cursor`."""
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement once per parameter row."""
+
+    def close(self) -> None:
+        """Close (or give back to its pool) this connection."""
+
+
+class SqliteConnection(sqlite3.Connection):
+    """A ``sqlite3.Connection`` that says its dialect: no wrapper on the embedded hot path."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """Always ``"sqlite"``."""
+        return "sqlite"
+
+
+_SUBSTITUTE = {"?": "%s", "%": "%%"}
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
+
+
+@functools.lru_cache(maxsize=1024)
+def _to_format(sql: str) -> str:
+    """``?`` outside quotes becomes ``%s``, and ``%`` becomes ``%%`` (psycopg's format style)."""
+
+    def replace(m: re.Match[str]) -> str:
+        text = m.group(0)
+        return _SUBSTITUTE.get(text, text)
+
+    return _TOKEN.sub(replace, sql)
+
+
+class PostgresConnection:
+    """A psycopg connection in autocommit mode that takes portable SQL.
+
+    Transactions are explicit statements (``BEGIN``, ``SAVEPOINT``, ``COMMIT``), as on the
+    SQLite side, so the ledger's transaction code is the same text on both.
+    """
+
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], pool: psycopg_pool.ConnectionPool | None = None
+    ) -> None:
+        self._conn = conn
+        self._pool = pool
+
+    @property
+    def dialect(self) -> Dialect:
+        """Always ``"postgresql"``."""
+        return "postgresql"
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The psycopg connection itself (LISTEN/NOTIFY, advisory locks)."""
+        return self._conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between ``BEGIN`` and ``COMMIT``/``ROLLBACK`` (also in a failed transaction)."""
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """Run one statement; see :class:`Connection`."""
+        if parameters:
+            return self._conn.execute(_to_format(sql), parameters)
+        return self._conn.execute(sql)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """Run one statement per row, pipelined (one round trip for the lot)."""
+        with self._conn.cursor() as cur:
+            cur.executemany(_to_format(sql), parameters)
+
+    def close(self) -> None:
+        """Give the connection back to its pool, or close it."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            if self.in_transaction:
+                self._conn.rollback()
+            pool.putconn(self._conn)
+        elif not self._conn.closed:
+            self._conn.close()
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it names a PostgreSQL database; else raise StoreConfigError."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise StoreConfigError(f"storage url is not a URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreConfigError(
+            f"storage url must start with postgresql:// (got {parts.scheme or 'no'} scheme)"
+        )
+    if not parts.path.strip("/"):
+        raise StoreConfigError("storage url names no database (postgresql://host/DATABASE)")
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreConfigError(f"storage url cannot be read: {exc}") from None
+    return url
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for log lines and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Database:
+    """Where one store's tables live: a SQLite file or a PostgreSQL database. Thread-safe.
+
+    :meth:`connect` gives a new connection the caller closes (on PostgreSQL, from a pool);
+    :meth:`dedicated` gives one outside the pool, for a thread that keeps it (a writer, a
+    per-thread reader).
+    """
+
+    def __init__(self, dialect: Dialect, *, path: Path | None = None, url: str | None = None):
+        """Use :func:`open_database`."""
+        self.dialect: Dialect = dialect
+        self.path = path
+        self.url = url
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({self.where})"
+
+    @property
+    def where(self) -> str:
+        """The file or the URL without its password: for messages."""
+        return str(self.path) if self.url is None else redact(self.url)
+
+    def dedicated(self, *, read_only: bool = False) -> Connection:
+        """A new connection that the caller keeps and closes (not from the pool)."""
+        if self.dialect == "sqlite":
+            assert self.path is not None
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30,
+                factory=SqliteConnection,
+            )
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if read_only:
+                conn.execute("PRAGMA query_only = ON")
+            return conn
+        return PostgresConnection(self._pg_connect(read_only))
+
+    def connect(self) -> Connection:
+        """A connection for a short task; ``close()`` gives it back (PostgreSQL: to the pool)."""
+        if self.dialect == "sqlite":
+            return self.dedicated()
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreUnavailableError(f"database {self.where}: no connection: {exc}") from None
+        return PostgresConnection(conn, pool)
+
+    def _pg_connect(self, read_only: bool = False) -> psycopg.Connection[Any]:
+        assert self.url is not None
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreUnavailableError(f"database {self.where} unreachable: {detail}") from None
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    def _get_pool(self) -> psycopg_pool.ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg_pool.ConnectionPool(
+                    self.url or "",
+                    min_size=1,
+                    max_size=16,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                    timeout=30,
+                    name=f"store:{self.where}",
+                    open=True,
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Close the pool (PostgreSQL); connections handed out stay the callers'."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+def open_database(url: str | None, path: Path) -> Database:
+    """The database a store uses: PostgreSQL at ``url`` if given, else the SQLite file ``path``.
+
+    For PostgreSQL the server is reached once here, so an unreachable server or a refused login
+    is named at start-up.
+
+    Raises:
+        StoreConfigError: ``url`` is not a PostgreSQL URL.
+        StoreUnavailableError: the server cannot be reached.
+    """
+    if url is None:
+        return Database("sqlite", path=Path(path))
+    db = Database("postgresql", url=check_url(url))
+    db._pg_connect().close()
+    return db

@@ -1,0 +1,163 @@
+"""The ledger on both stores: versioned schemas, identical bytes, database-sequenced appends."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.ledger import Ledger, LedgerOriginError
+from gateway.merkle import MemoryTree
+from gateway.notes import NoteSigner
+from gateway.store import Database, SchemaVersionError, open_database
+from tests.ledger.conftest import ORIGIN, make_entry
+
+pytestmark = pytest.mark.postgres
+
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+@pytest.fixture
+def signer() -> NoteSigner:
+    return NoteSigner(ORIGIN, KEY)
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Database]:
+    db = open_database(postgres_url, Path("unused"))
+    yield db
+    db.close()
+
+
+class FixedClock:
+    """Milliseconds that advance by one per call, from a fixed start: the same on both runs."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000_000
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+def fill(ledger: Ledger) -> None:
+    for batch in range(5):
+        ledger.append_many([make_entry(batch * 10 + i) for i in range(7 + batch)])
+        if batch % 2:
+            ledger.checkpoint()
+
+
+def test_schema_created_once_and_versioned_on_both(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
+    for where in (tmp_path / "ledger.db", pg):
+        Ledger.open(where, origin=ORIGIN, signer=signer).close()
+        with Ledger.open(where, origin=ORIGIN, signer=signer) as again:
+            rows = again.reader().execute("SELECT name, version FROM store_schema").fetchall()
+            assert rows == [("ledger", 1)]
+
+
+def test_newer_schema_is_refused(pg: Database, signer: NoteSigner) -> None:
+    Ledger.open(pg, origin=ORIGIN, signer=signer).close()
+    conn = pg.connect()
+    conn.execute("UPDATE store_schema SET version = 9 WHERE name = 'ledger'")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="version 9; this gateway knows versions up to 1"):
+        Ledger.open(pg, origin=ORIGIN, signer=signer)
+
+
+def test_another_origin_is_refused(pg: Database, signer: NoteSigner) -> None:
+    Ledger.open(pg, origin=ORIGIN, signer=signer).close()
+    other = "cn.customs-exchange/ledger"
+    with pytest.raises(LedgerOriginError, match=r"is the ledger of 'hk\.customs-exchange/ledger'"):
+        Ledger.open(pg, origin=other, signer=NoteSigner(other, KEY))
+
+
+def test_append_only_triggers_on_postgres(pg: Database, signer: NoteSigner) -> None:
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as ledger:
+        ledger.append(make_entry(0))
+    conn = pg.connect()
+    try:
+        for sql in (
+            "UPDATE ledger_entries SET leaf = ''",
+            "DELETE FROM ledger_entries",
+            "TRUNCATE ledger_entries",
+        ):
+            with pytest.raises(psycopg.IntegrityError, match="ledger_entries is append-only"):
+                conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def test_same_entries_same_clock_give_identical_ledgers(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
+    results = []
+    for where in (tmp_path / "ledger.db", pg):
+        with Ledger.open(where, origin=ORIGIN, signer=signer, clock=FixedClock()) as ledger:
+            fill(ledger)
+            size = ledger.size()
+            results.append(
+                (
+                    size,
+                    ledger.leaves(0, size),
+                    ledger.root(),
+                    [ledger.inclusion_proof(i, size) for i in range(size)],
+                    ledger.consistency_proof(3, size),
+                    [(c.note, c.created_ms) for c in ledger.checkpoints()],
+                )
+            )
+    assert results[0][0] == 45
+    assert results[0] == results[1]
+
+
+def test_two_writers_on_one_database_give_one_ledger(pg: Database, signer: NoteSigner) -> None:
+    first = Ledger.open(pg, origin=ORIGIN, signer=signer)
+    second = Ledger.open(pg, origin=ORIGIN, signer=signer)
+    errors: list[BaseException] = []
+
+    def load(ledger: Ledger, base: int) -> None:
+        try:
+            for i in range(40):
+                futures = [ledger.queue_append([make_entry(base + i * 5 + j)]) for j in range(5)]
+                for future in futures:
+                    future.result()
+                if i % 10 == 9:
+                    ledger.checkpoint()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=load, args=(ledger, base))
+        for ledger, base in ((first, 0), (second, 10_000), (first, 20_000), (second, 30_000))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    try:
+        assert first.size() == second.size() == 800
+        all_leaves = first.leaves(0, 800)
+        assert [i for i, _ in all_leaves] == list(range(800))  # no gap, no index twice
+        records = first.entries(0, 800)
+        assert len({record.entry for record in records}) == 800  # nothing twice
+        writers = [(r.entry.message_id.int - 1) // 10_000 % 2 for r in records]
+        switches = sum(a != b for a, b in itertools.pairwise(writers))
+        assert switches > 10  # the two writers really interleaved: each caught up on the other
+        expected = MemoryTree(leaf for _, leaf in all_leaves).root()
+        assert first.root() == second.root() == expected
+        assert first.consistency_proof(100, 800) == second.consistency_proof(100, 800)
+        for checkpoint in first.checkpoints(limit=1000):
+            assert checkpoint.root_hash == first.root(checkpoint.size)
+    finally:
+        first.close()
+        second.close()
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:  # every stored tile checks
+        assert reopened.root() == expected
