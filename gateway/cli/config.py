@@ -96,6 +96,7 @@ def example_config(
             f"retention_sweep_seconds = {d.retention_sweep_seconds}",
             "how often expired payloads are erased",
         ),
+        line(f"lease_seconds = {d.lease_seconds}", "replicas: a dead one's work moves after this"),
         "",
         line("[delivery]", "optional; the defaults are shown"),
         line(f"retry_base_seconds = {dd.retry_base_seconds}", "first retry, doubling (jitter)"),

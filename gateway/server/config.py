@@ -32,6 +32,7 @@ the config file)::
     checkpoint_interval_seconds = 10.0
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
     retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
+    lease_seconds = 5.0               # replicas: a dead one's singletons move after this
 
     [delivery]                        # optional, defaults shown (docs/operations.md)
     retry_base_seconds = 0.05         # first retry after a failure, doubling each time...
@@ -142,6 +143,9 @@ class ServerSettings:
     checkpoint_interval_seconds: float = 10.0
     tls_reload_seconds: float = 2.0
     retention_sweep_seconds: float = 60.0
+    lease_seconds: float = (
+        5.0  # replicas on PostgreSQL: a dead replica's singletons move after this
+    )
 
 
 @dataclass(frozen=True)
@@ -408,8 +412,9 @@ def load_config(path: str | Path) -> NodeConfig:
         retention_sweep_seconds=srv.take(
             "retention_sweep_seconds", float, defaults.retention_sweep_seconds
         ),
+        lease_seconds=srv.take("lease_seconds", float, defaults.lease_seconds),
     )
-    for key in ("checkpoint_interval_seconds", "retention_sweep_seconds"):
+    for key in ("checkpoint_interval_seconds", "retention_sweep_seconds", "lease_seconds"):
         if getattr(settings, key) <= 0:
             raise srv.error(key, "must be positive")
     if settings.tls_reload_seconds <= 0:

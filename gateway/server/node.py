@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -67,7 +68,10 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
+from gateway.store import ensure_schema
 from gateway.store.leases import ALWAYS_HELD, Lease, LeaseKeeper
+from gateway.store.notify import Listener
+from gateway.store.replicas import REPLICA_SCHEMA
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
 
 __all__ = [
@@ -251,7 +255,7 @@ class Node:
         self.stopping = threading.Event()
         # The singletons run on one replica at a time, under leases in the database (ADR 0072);
         # a node on SQLite is its only process and holds them all.
-        self.lease_keeper: LeaseKeeper | None = None
+        self.lease_keeper, self.listener = self._replicas(config)
         interval = config.server.checkpoint_interval_seconds
         self.checkpointer = Checkpointer(
             self.ledger, interval=interval, lease=self.lease("checkpointer")
@@ -268,6 +272,9 @@ class Node:
             )
             for p in config.peers
         }
+        if self.listener is not None:  # another replica's submit filled the outbox
+            for deliverer in self.deliverers.values():
+                self.listener.add(deliverer.wake)
         self.witness_client = WitnessClient(
             self.exchange,
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
@@ -343,6 +350,21 @@ class Node:
         )
         self._register()
         self.port = 0
+
+    def _replicas(self, config: NodeConfig) -> tuple[LeaseKeeper | None, Listener | None]:
+        """On a PostgreSQL database that replicas of this node share (ADR 0073): the keeper of
+        this replica's leases and the listener that wakes its partner streams when another
+        replica commits. None and None on SQLite (one process per node)."""
+        database = self.ledger.database
+        url = database.url
+        if database.dialect != "postgresql" or url is None:
+            return None, None
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(url, connect_timeout=5)
+
+        keeper = LeaseKeeper(connect, self.singletons(), ttl=config.server.lease_seconds)
+        return keeper, Listener(connect, [self.exchange.wake_followers])
 
     def lease(self, name: str) -> Lease:
         """The lease of singleton ``name`` (``checkpointer``, ``witness-client``,
@@ -577,6 +599,9 @@ class Node:
         self._server.start()
         self.started_at = dt.datetime.now(dt.UTC)
         _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
+        if self.lease_keeper is not None and self.listener is not None:
+            self.lease_keeper.start()  # what is free now is taken before the workers start
+            self.listener.start()
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -626,6 +651,7 @@ class Node:
             deliverer.stop()
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
+        self._leave_replicas(release=True)
         self.ledger.close()
         self.watchlists.close()
         self.data_dir.release()
@@ -656,10 +682,19 @@ class Node:
         for deliverer in self.deliverers.values():
             deliverer.stop(0)
         self.checkpointer.stop()
+        self._leave_replicas(release=False)
         self.ledger.close()
         self.watchlists.close()
         self.data_dir.release()
         self._stopped.set()
+
+    def _leave_replicas(self, *, release: bool) -> None:
+        """Stop listening and renewing; ``release`` hands the leases to another replica at
+        once (a graceful stop), else they run out after ``server.lease_seconds``."""
+        if self.listener is not None:
+            self.listener.stop()
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop(release=release)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server terminates; True if it did."""
@@ -703,6 +738,8 @@ def _open_ledger(path: Path, origin: str, signer: Signer) -> Ledger:
     def schema(conn: sqlite3.Connection) -> None:
         exchange_store.create_schema(conn)
         create_revocation_schema(conn)
+        if getattr(conn, "dialect", "sqlite") == "postgresql":  # replicas may share it
+            ensure_schema(conn, REPLICA_SCHEMA)  # type: ignore[arg-type]
 
     try:
         return Ledger.open(
