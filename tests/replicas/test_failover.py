@@ -8,6 +8,7 @@ scenario tests).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from customs.gateway.v1 import partner_pb2_grpc
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
 from gateway.server import LISTEN_ADDRESS_FILE, Node, PeerConfig, load_config
-from gateway.transport import failover_target, secure_channel
+from gateway.transport import FAILOVER_SERVICE_CONFIG, failover_target, secure_channel
 from tests.exchange.conftest import notice_request
 from tests.support import World, wait_for
 
@@ -158,3 +159,17 @@ def test_one_address_keeps_a_plain_channel(world: World, replicas: list[Node]) -
         with pytest.raises(grpc.RpcError) as caught:
             stub.SubmitSeizureNotice(notice_request(CN, [HK]), timeout=5)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_service_config_in_the_partners_guide_is_the_gateway_s() -> None:
+    """docs/partners.md shows partners the policy the gateway's own peers use: same balancing,
+    same retry policy (a change to one without the other fails here)."""
+    guide = (Path(__file__).parents[2] / "docs" / "partners.md").read_text(encoding="utf-8")
+    section = guide.split("### Several replicas", 1)[1]
+    shown = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    ours = FAILOVER_SERVICE_CONFIG
+    assert shown["loadBalancingConfig"] == ours["loadBalancingConfig"]
+    (shown_method,) = shown["methodConfig"]
+    (our_method,) = ours["methodConfig"]
+    assert shown_method["retryPolicy"] == our_method["retryPolicy"]
+    assert shown_method["name"][0] in our_method["name"]
