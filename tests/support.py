@@ -117,13 +117,14 @@ class World:
         listen: str = "127.0.0.1:0",
         crls: Sequence[Path] = (),
         server: str = "",
+        storage: str | None = None,
     ) -> Path:
         """Write the node config for ``jurisdiction`` beside ``data_dir``; return its path.
 
         ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
         ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
         its node writes once it has bound its port; a list of either names the replicas of
-        one node (``addresses`` or ``address_files``).
+        one node (``addresses`` or ``address_files``). ``storage`` is a ``[storage] url``.
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [
@@ -148,6 +149,8 @@ class World:
             server,
             "",
         ]
+        if storage is not None:
+            lines += ["[storage]", f'url = "{storage}"', ""]
         for peer, where in (peers or {}).items():
             where = f"127.0.0.1:{where}" if isinstance(where, int) else where
             lines += [

@@ -31,6 +31,7 @@ from gateway.server.config import (
     NodeConfig,
     PeerConfig,
     ServerSettings,
+    StorageSettings,
     load_config,
 )
 from gateway.server.limits import Limits
@@ -119,6 +120,8 @@ def _code_settings() -> dict[str, dataclasses.Field[Any]]:
             keys |= {f"server.{s.name}": s for s in dataclasses.fields(ServerSettings)}
         elif f.name == "delivery":
             keys |= {f"delivery.{d.name}": d for d in dataclasses.fields(DeliverySettings)}
+        elif f.name == "storage":
+            keys |= {f"storage.{x.name}": x for x in dataclasses.fields(StorageSettings)}
         elif f.name == "limits":
             keys |= {
                 f"limits.{x.name}": x for x in dataclasses.fields(Limits) if x.name != "workers"
@@ -166,6 +169,7 @@ def test_config_defaults_are_the_documented_ones(example_dir: Path) -> None:
             "delivery": config.delivery,
             "peers[]": config.peers[0],
             "limits": config.resolved_limits,
+            "storage": config.storage,
         }.get(where)
         attribute = _NODE_KEYS_BY_KEY.get(key, name)
         value = getattr(holder if holder is not None else config, attribute)
@@ -218,6 +222,9 @@ def example_dir(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     layout of certs/README.md with real certificates, bundle and CRLs."""
     text = _example(capsys, "--jurisdiction", "hk", "--listen", "127.0.0.1:0")
     text = _uncommented(text).replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
+    # The example's PostgreSQL database is not there: this node keeps the SQLite default
+    # (tests/replicas start nodes on a real database).
+    text = re.sub(r"^\[storage\].*\n(?:\w+ = .*\n?)*", "", text, flags=re.M)
     node = tmp_path / "certs" / "hk" / "node"
     shared = tmp_path / "certs" / "shared"
     node.mkdir(parents=True)

@@ -112,6 +112,9 @@ def example_config(
         line("# [limits]", f"optional; defaults for max_workers = {d.max_workers}"),
         *(f"# {key} = {value}" for key, value in _limit_defaults(d.max_workers)),
         "",
+        line("# [storage]", "optional: absent, SQLite files in data_dir"),
+        '# url = "postgresql://gateway@127.0.0.1:5432/customs"',
+        "",
     ]
     return "\n".join(s)
 

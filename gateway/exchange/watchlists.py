@@ -1,5 +1,6 @@
 """The node's merged watchlist view, kept current from every payload the exchange records, and
-kept durably in its own SQLite file so its version never goes backwards (ADR 0035).
+kept durably in its own SQLite file (or, on PostgreSQL, in the node's shared database) so its
+version never goes backwards (ADR 0035).
 
 The view's state (each entry's latest content, state and view version; the view version; the
 time up to which validity boundaries were applied) is written in one transaction
@@ -17,7 +18,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +32,7 @@ from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
 from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
+from gateway.store import Connection, Database, Schema, ddl, ensure_schema
 
 __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
 
@@ -61,24 +62,72 @@ CREATE TABLE IF NOT EXISTS view_entries (
     erased_version INTEGER NOT NULL,
     PRIMARY KEY (origin, watchlist, entry_id)
 );
+"""
+_SQLITE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS view_version_never_decreases
 BEFORE UPDATE OF version ON view_meta WHEN NEW.version < OLD.version
-BEGIN SELECT RAISE(ABORT, 'the view version never decreases'); END;
+BEGIN SELECT RAISE(ABORT, 'the view version never decreases'); END
 """
+_POSTGRES_TRIGGER = (
+    "CREATE OR REPLACE FUNCTION view_version_never_decreases() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN IF NEW.version < OLD.version THEN "
+    "RAISE EXCEPTION 'the view version never decreases'; END IF; RETURN NEW; END $$",
+    "DROP TRIGGER IF EXISTS view_version_never_decreases ON view_meta",
+    "CREATE TRIGGER view_version_never_decreases BEFORE UPDATE OF version ON view_meta "
+    "FOR EACH ROW EXECUTE FUNCTION view_version_never_decreases()",
+)
+_UPSERT = (
+    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
+    "revocation_message_id, view_version, state, erased_version) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "entry = excluded.entry, revocation = excluded.revocation, "
+    "message_id = excluded.message_id, revocation_message_id = excluded.revocation_message_id, "
+    "view_version = excluded.view_version, state = excluded.state, "
+    "erased_version = excluded.erased_version"
+)
+
+
+def _create(conn: Connection) -> None:
+    """Version 1: the view's tables and the trigger that keeps its version from decreasing."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+    for statement in (_SQLITE_TRIGGER,) if conn.dialect == "sqlite" else _POSTGRES_TRIGGER:
+        conn.execute(statement)
+
+
+VIEW_SCHEMA = Schema("watchlist_view", {1: _create})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class ViewStore:
-    """The view's SQLite file (WAL, ``synchronous=FULL``). Used under the caller's lock."""
+    """The view's tables: a SQLite file of their own (WAL, ``synchronous=FULL``) or the node's
+    PostgreSQL database. Used under the caller's lock."""
 
-    def __init__(self, path: Path) -> None:
-        # Private like the ledger (names of persons): SQLite gives -wal and -shm the same mode.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, where: Path | Database) -> None:
+        database = where if isinstance(where, Database) else Database("sqlite", path=where)
+        if database.path is not None:
+            # Private like the ledger (names of persons): SQLite gives -wal and -shm the same
+            # mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(
+                    os.open(
+                        database.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                    )
+                )
+        self._conn = conn = database.dedicated()
+        if conn.dialect == "sqlite":
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
+        conn.execute(self._begin)
+        try:
+            ensure_schema(conn, VIEW_SCHEMA)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
 
     def load(self) -> tuple[list[StoredRecord], int, dt.datetime]:
         """Every stored record, the view version and the time the view had advanced to."""
@@ -96,10 +145,10 @@ class ViewStore:
         """Stores changed records with the view version, all or nothing, durably."""
         micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self._begin)
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO view_entries VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _UPSERT,
                 [
                     (
                         r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
@@ -139,8 +188,8 @@ class Watchlists:
         self,
         signer: Signer,
         clock: Callable[[], dt.datetime],
-        path: Path,
-        reader: Callable[[], sqlite3.Connection] | None = None,
+        path: Path | Database,
+        reader: Callable[[], Connection] | None = None,
         ledger_size: int = 0,
     ) -> None:
         raw = signer.private_key.private_bytes(

@@ -613,6 +613,8 @@ class Ledger:
         that come and go (:meth:`reader` keeps one per thread until the ledger closes)."""
         if self._closed:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
+        if self._shared:
+            return self.database.connect()  # from the pool; close() gives it back
         return self.database.dedicated(read_only=True)
 
     def size(self) -> int:
@@ -809,6 +811,7 @@ class Ledger:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        self.database.close()
 
     def __enter__(self) -> Ledger:
         return self

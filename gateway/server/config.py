@@ -54,6 +54,9 @@ the config file)::
     max_response_bytes = 16777216
     backlog = 64                      # calls queued for a thread beyond max_workers
     storage_probe_seconds = 2.0       # how often health checks that the ledger can commit
+
+    [storage]                         # optional: absent means SQLite files in data_dir
+    url = "postgresql://gateway@db.example:5432/customs_cn"   # replicas of one node share it
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from typing import Any, TypeVar
 from gateway.errors import InvalidArgumentError
 from gateway.pki.identity import IdentityError, Jurisdiction, Role, SpiffeId
 from gateway.server.limits import COUNT_LIMITS, Limits
+from gateway.store import StoreConfigError, check_url
 
 __all__ = [
     "LISTEN_ADDRESS_FILE",
@@ -77,6 +81,7 @@ __all__ = [
     "NodeConfig",
     "PeerConfig",
     "ServerSettings",
+    "StorageSettings",
     "load_config",
 ]
 
@@ -157,6 +162,27 @@ class DeliverySettings:
     failure_summary_seconds: float = 600.0
 
 
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the node's tables live (``[storage]``, ADR 0070): ``url`` None means SQLite files
+    in the data directory (the embedded default), else a PostgreSQL database that replicas of
+    this node share."""
+
+    url: str | None = None
+
+
+def _storage(top: _Reader) -> StorageSettings:
+    table = top.sub("storage", required=False)
+    url = None
+    if "url" in table.table:
+        try:
+            url = check_url(table.take("url", str))
+        except StoreConfigError as exc:
+            raise table.error("url", str(exc).removeprefix("storage url ")) from None
+    table.done()
+    return StorageSettings(url)
+
+
 def _delivery(top: _Reader) -> DeliverySettings:
     table = top.sub("delivery", required=False)
     d = DeliverySettings()
@@ -196,6 +222,7 @@ class NodeConfig:
     metrics_listen: str | None = None  # HOST:PORT of the HTTPS metrics endpoint, if any
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     limits: Limits | None = None  # None: the defaults for server.max_workers
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def resolved_limits(self) -> Limits:
@@ -431,6 +458,7 @@ def load_config(path: str | Path) -> NodeConfig:
     metrics_listen = metrics.parsed("listen", _address) if "listen" in metrics.table else None
     metrics.done()
     limits = _limits(top.sub("limits", required=False), settings.max_workers)
+    storage = _storage(top)
     top.done()
     return NodeConfig(
         source=source,
@@ -449,6 +477,7 @@ def load_config(path: str | Path) -> NodeConfig:
         metrics_listen=metrics_listen,
         delivery=delivery,
         limits=limits,
+        storage=storage,
     )
 
 

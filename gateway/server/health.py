@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger
+from gateway.store import DATABASE_ERRORS, Connection, ddl
 
 __all__ = ["StorageProbe"]
 
@@ -33,15 +33,20 @@ log = logging.getLogger("gateway.server")
 
 _PROBE_FILE = ".storage-probe"
 _PROBE_BYTES = 4096  # one page: a full file system cannot take it
+_PROBE_FAILURES: tuple[type[Exception], ...] = (GatewayError, *DATABASE_ERRORS)
 
 
-def _write_probe(conn: sqlite3.Connection) -> None:
+def _write_probe(conn: Connection) -> None:
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS node_storage_probe "
-        "(id INTEGER PRIMARY KEY CHECK (id = 1), probed_ms INTEGER NOT NULL)"
+        ddl(
+            conn,
+            "CREATE TABLE IF NOT EXISTS node_storage_probe "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), probed_ms INTEGER NOT NULL)",
+        )
     )
     conn.execute(
-        "INSERT OR REPLACE INTO node_storage_probe (id, probed_ms) VALUES (1, ?)",
+        "INSERT INTO node_storage_probe (id, probed_ms) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET probed_ms = excluded.probed_ms",
         (int(time.time() * 1000),),
     )
 
@@ -74,8 +79,8 @@ class StorageProbe:
             return f"data directory {self._path.parent}: {exc.strerror or exc}"
         try:
             self._ledger.write(_write_probe)
-        except (GatewayError, sqlite3.Error) as exc:
-            return f"ledger {self._ledger.path}: {exc}"
+        except _PROBE_FAILURES as exc:
+            return f"ledger {self._ledger.where}: {exc}"
         return None
 
     @property

@@ -17,7 +17,6 @@ import logging
 import os
 import queue
 import socket
-import sqlite3
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -68,7 +67,14 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
-from gateway.store import ensure_schema
+from gateway.store import (
+    DATABASE_ERRORS,
+    Connection,
+    Database,
+    StoreError,
+    ensure_schema,
+    open_database,
+)
 from gateway.store.leases import ALWAYS_HELD, Lease, LeaseKeeper
 from gateway.store.notify import Listener
 from gateway.store.replicas import REPLICA_SCHEMA
@@ -212,7 +218,8 @@ class Node:
             on_change=self._signer_changed,
         )
         origin = ledger_origin(config.jurisdiction)
-        self.ledger = _open_ledger(self.data_dir.ledger, origin, self.signer)
+        self.database = _open_database(config, self.data_dir.ledger)
+        self.ledger = _open_ledger(self.database, origin, self.signer)
         self.tls = ServerTls(
             config.tls_certificate,
             config.tls_key,
@@ -243,7 +250,8 @@ class Node:
         self.watchlists = Watchlists(
             self.signer,
             self.exchange.now,
-            config.data_dir / "watchlist-view.db",
+            # On PostgreSQL the view's tables are in the node's database: one view for replicas.
+            config.data_dir / "watchlist-view.db" if config.storage.url is None else self.database,
             reader=self.ledger.reader,
             ledger_size=self.ledger.size(),
         )
@@ -732,24 +740,35 @@ def _load_signer(config: NodeConfig) -> Signer:
     return Signer(config.identity, key, cert)
 
 
-def _open_ledger(path: Path, origin: str, signer: Signer) -> Ledger:
-    """Open the node's ledger; a file SQLite cannot use is named in one line."""
+def _open_database(config: NodeConfig, path: Path) -> Database:
+    """The node's store (ADR 0070): the SQLite file ``path``, or the ``[storage] url``
+    database, reached once now so an unreachable server is one line at start-up."""
+    try:
+        return open_database(config.storage.url, path)
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
 
-    def schema(conn: sqlite3.Connection) -> None:
+
+def _open_ledger(database: Database, origin: str, signer: Signer) -> Ledger:
+    """Open the node's ledger; a store it cannot use is named in one line."""
+    path = database.where
+
+    def schema(conn: Connection) -> None:
         exchange_store.create_schema(conn)
         create_revocation_schema(conn)
-        if getattr(conn, "dialect", "sqlite") == "postgresql":  # replicas may share it
-            ensure_schema(conn, REPLICA_SCHEMA)  # type: ignore[arg-type]
+        if conn.dialect == "postgresql":  # replicas may share it
+            ensure_schema(conn, REPLICA_SCHEMA)
 
     try:
         return Ledger.open(
-            path,
+            database,
             origin=origin,
             signer=NoteSigner(origin, signer.private_key),
             schema=schema,
         )
-    except sqlite3.Error as exc:
-        raise StartupError(f"ledger {path} cannot be opened: {exc}") from None
+    except DATABASE_ERRORS as exc:
+        detail = " ".join(str(exc).split())  # PostgreSQL's messages span lines
+        raise StartupError(f"ledger {path} cannot be opened: {detail}") from None
     except OSError as exc:
         raise StartupError(f"ledger {path} cannot be opened: {exc.strerror or exc}") from None
 

@@ -1,5 +1,6 @@
 """The node's revocation state in its own store (ADR 0024): per issuing root, the highest CRL
-number it has put in force and the file it came from, in the ledger's SQLite file.
+number it has put in force and the file it came from, in the ledger's store (SQLite file or
+PostgreSQL database).
 
 The table is versioned by a row of ``ledger_meta`` (``revocation_schema``), written once when
 the table is made; a store of another version is refused at open rather than misread.
@@ -8,7 +9,6 @@ the table is made; a store of another version is refused at open rather than mis
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -17,13 +17,14 @@ from gateway.ledger import Ledger
 from gateway.ledger.errors import LedgerCorruptError
 from gateway.pki.identity import IdentityError, Jurisdiction
 from gateway.pki.revocation import IssuerState
+from gateway.store import Connection, ddl
 
 __all__ = ["SCHEMA_VERSION", "LedgerRevocationStore", "create_schema"]
 
 SCHEMA_VERSION = "1"
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
+def create_schema(conn: Connection) -> None:
     """Create the revocation table if missing and check its version (inside the caller's
     transaction; run by ``Ledger.open(schema=...)``).
 
@@ -31,16 +32,20 @@ def create_schema(conn: sqlite3.Connection) -> None:
         LedgerCorruptError: the store holds another version of the table.
     """
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS revocation_issuers ("
-        " key_id TEXT PRIMARY KEY,"  # hex key identifier of the issuing root
-        " jurisdiction TEXT NOT NULL,"
-        " crl_number TEXT NOT NULL,"  # decimal: RFC 5280 allows numbers of up to 20 octets
-        " path TEXT NOT NULL,"  # the configured file the CRL came from
-        " updated_ms INTEGER NOT NULL"
-        ") WITHOUT ROWID"
+        ddl(
+            conn,
+            "CREATE TABLE IF NOT EXISTS revocation_issuers ("
+            " key_id TEXT PRIMARY KEY,"  # hex key identifier of the issuing root
+            " jurisdiction TEXT NOT NULL,"
+            " crl_number TEXT NOT NULL,"  # decimal: RFC 5280 allows numbers of up to 20 octets
+            " path TEXT NOT NULL,"  # the configured file the CRL came from
+            " updated_ms INTEGER NOT NULL"
+            ") WITHOUT ROWID",
+        )
     )
     conn.execute(
-        "INSERT OR IGNORE INTO ledger_meta(key, value) VALUES ('revocation_schema', ?)",
+        "INSERT INTO ledger_meta(key, value) VALUES ('revocation_schema', ?) "
+        "ON CONFLICT (key) DO NOTHING",
         (SCHEMA_VERSION,),
     )
     (version,) = conn.execute(
@@ -87,15 +92,18 @@ class LedgerRevocationStore:
         """
         now = time.time_ns() // 1_000_000
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             for s in states:
                 row = conn.execute(
                     "SELECT crl_number FROM revocation_issuers WHERE key_id = ?", (s.key_id,)
                 ).fetchone()
                 number = s.number if row is None else max(s.number, int(row[0]))
                 conn.execute(
-                    "INSERT OR REPLACE INTO revocation_issuers"
-                    "(key_id, jurisdiction, crl_number, path, updated_ms) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO revocation_issuers"
+                    "(key_id, jurisdiction, crl_number, path, updated_ms) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (key_id) DO UPDATE SET jurisdiction = excluded.jurisdiction, "
+                    "crl_number = excluded.crl_number, path = excluded.path, "
+                    "updated_ms = excluded.updated_ms",
                     (s.key_id, s.jurisdiction.value, str(number), s.path, now),
                 )
 
@@ -103,5 +111,5 @@ class LedgerRevocationStore:
             self._ledger.write(write)
         except Exception as exc:
             raise UnavailableError(
-                f"revocation state not stored in {self._ledger.path}: {exc}"
+                f"revocation state not stored in {self._ledger.where}: {exc}"
             ) from exc

@@ -20,6 +20,7 @@ from gateway.store._schema import (
     SCHEMA_TABLE,
     Schema,
     append_only,
+    ddl,
     ensure_schema,
     schema_version,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "StoreUnavailableError",
     "append_only",
     "check_url",
+    "ddl",
     "ensure_schema",
     "open_database",
     "redact",

@@ -297,6 +297,19 @@ def ledger_of_another_jurisdiction(case: Case) -> tuple[Path, str]:
     return case.config(), r"is the ledger of 'hk.customs-exchange/ledger'"
 
 
+def storage_url_not_postgresql(case: Case) -> tuple[Path, str]:
+    config = case.config(storage="mysql://gateway@127.0.0.1/customs")
+    return config, r"key 'storage\.url': must start with postgresql:// \(got mysql scheme\)"
+
+
+def storage_server_unreachable(case: Case) -> tuple[Path, str]:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    case.hold(closed)  # type: ignore[attr-defined]
+    url = f"postgresql://gateway@127.0.0.1:{closed.getsockname()[1]}/customs"
+    return case.config(storage=url), rf"database {url} unreachable: .*refused"
+
+
 def read_only_database(case: Case) -> tuple[Path, str]:
     ledger = case.ledger()
     ledger.chmod(0o400)
@@ -419,6 +432,8 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     ledger_is_a_symlink,
     corrupt_database,
     ledger_of_another_jurisdiction,
+    storage_url_not_postgresql,
+    storage_server_unreachable,
     read_only_database,
     unreadable_tls_key,
     unreadable_signing_key,
