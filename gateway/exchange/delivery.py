@@ -103,6 +103,7 @@ class Deliverer:
         # Replicas of one node: only the holder of this peer's lease delivers, and what it
         # writes is fenced by the lease (ADR 0072). One process (SQLite): always held.
         self._lease = lease
+        self.standby = False  # True while another replica holds the lease (status, tests)
         self._channel_factory = channel_factory
         self._channel: grpc.Channel | None = None
         self._peer_stub: Any = None
@@ -172,9 +173,11 @@ class Deliverer:
     def _run(self) -> None:
         while not self._stop.is_set():
             if not self._lease.held():  # another replica delivers to this peer now
+                self.standby = True
                 self._settle(block=True)
                 self._lease.wait(1.0)
                 continue
+            self.standby = False
             try:
                 wait = self.deliver_once()
             except Exception:

@@ -304,6 +304,7 @@ class Node:
                 crl_refusals=self.tls.refusal_counts,
                 crl_numbers=self._crl_numbers,
                 in_use=self.certificates_in_use,
+                leases=self._leases_held,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -380,6 +381,12 @@ class Node:
         if self.lease_keeper is None:
             return ALWAYS_HELD
         return self.lease_keeper.lease(name)
+
+    def _leases_held(self) -> dict[str, bool]:
+        """Each singleton's lease and whether this replica holds it; empty on SQLite."""
+        if self.lease_keeper is None:
+            return {}
+        return {name: lease.held() for name, lease in self.lease_keeper.leases.items()}
 
     def singletons(self) -> list[str]:
         """The names of the leases this node's singletons run under (ADR 0072)."""

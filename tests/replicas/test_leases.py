@@ -9,18 +9,24 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from customs.gateway.v1 import partner_pb2
+from gateway.exchange.delivery import Deliverer
+from gateway.ledger import Event
 from gateway.store.leases import (
     ALWAYS_HELD,
     LeaseKeeper,
     LeaseLostError,
+    PostgresLease,
     create_lease_table,
 )
-from tests.support import wait_for
+from tests.exchange.conftest import CN, HK, Trio, notice_request, write_trio_configs
+from tests.support import World, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -182,3 +188,58 @@ def test_sqlite_nodes_always_hold() -> None:
     assert ALWAYS_HELD.held()
     assert ALWAYS_HELD.wait(0)
     ALWAYS_HELD.fence(None)  # type: ignore[arg-type]  # nothing is checked, nothing to run
+
+
+class _GateOnly:
+    """A PostgreSQL lease for a node whose ledger is SQLite here: held and wait are the lease's;
+    its fence is left out, as it runs SQL in the ledger's (here SQLite) transaction. Fencing is
+    the test above; this one is the deliverer's gate."""
+
+    def __init__(self, lease: PostgresLease) -> None:
+        self.name, self._lease = lease.name, lease
+
+    def held(self) -> bool:
+        return self._lease.held()
+
+    def wait(self, timeout: float) -> bool:
+        return self._lease.wait(timeout)
+
+    def fence(self, conn: object) -> None:
+        pass
+
+
+def test_a_deliverer_sends_only_while_its_replica_holds_the_lease(
+    url: str, world: World, tmp_path: Path
+) -> None:
+    """The deliverer to HK stands by while another replica holds ``deliver-HK``: a submitted
+    message stays queued, never attempted; once the lease is this replica's, it is delivered."""
+    trio = Trio(world, tmp_path, write_trio_configs(world, tmp_path))
+    other, ours = _keeper(url, 30.0, "other"), _keeper(url, 30.0, "ours")
+    other.renew_once()
+    ours.renew_once()
+    try:
+        for j in (CN, HK):
+            trio.start(j)
+        cn = trio.nodes[CN]
+        cn.deliverers[HK].stop()  # this test's deliverer stands in for the node's own
+        peer = next(p for p in cn.config.peers if p.jurisdiction is HK)
+        lease = _GateOnly(ours.lease("deliver-HK"))
+        deliverer = Deliverer(cn.exchange, HK, cn.peer_channel_factory(peer), lease=lease)
+        deliverer.start()
+        request = notice_request(CN, [HK])
+        trio.partner(CN).SubmitSeizureNotice(request, timeout=10)
+        wait_for(lambda: deliverer.standby, what="the deliverer standing by")
+        status = trio.partner(CN).GetDeliveryStatus(
+            partner_pb2.GetDeliveryStatusRequest(message_id=request.addressing.message_id)
+        )
+        (recipient,) = status.recipients
+        assert recipient.attempts == 0
+        assert recipient.state == partner_pb2.DELIVERY_STATE_QUEUED
+        other.stop(release=True)
+        ours.renew_once()
+        wait_for(lambda: len(trio.entries(CN, Event.RECEIPT)) == 1, what="the delivery")
+        assert not deliverer.standby
+        deliverer.stop()
+    finally:
+        trio.close()
+        ours.stop()
