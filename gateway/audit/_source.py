@@ -1,6 +1,8 @@
-"""Where an audit reads a ledger from: the node's SQLite file or an export file.
+"""Where an audit reads a ledger from: the node's SQLite file, its PostgreSQL database (through
+a connection the caller opens), or an export file.
 
-Reads the documented formats (docs/ledger-format.md) directly; imports nothing from the server.
+Reads the documented formats (docs/ledger-format.md) directly; imports nothing from the server
+or its store: a database connection is anything with ``execute`` taking ``?`` placeholders.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -285,21 +287,50 @@ class LedgerSource(Protocol):
         ...
 
 
-class DatabaseSource:
-    """A node's ledger file, opened read-only."""
+class SqlConnection(Protocol):
+    """A database connection taking ``?`` placeholders (sqlite3's, or the node store's
+    PostgreSQL connection); ``dialect`` is ``"postgresql"`` for the latter."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
-        )
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
+        """Run one statement; the result has ``fetchone``/``fetchall``."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master",
+    "postgresql": "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = current_schema()",
+}
+# One snapshot for the whole export: a live node (or another replica) may append meanwhile.
+_SNAPSHOT = {"sqlite": "BEGIN", "postgresql": "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"}
+
+
+class DatabaseSource:
+    """A node's ledger store, read in one snapshot: the SQLite file at ``path`` (opened
+    read-only), or ``conn``, an open connection to its PostgreSQL database (``where`` names it
+    in messages; closed with this source)."""
+
+    def __init__(
+        self, path: Path | None = None, *, conn: SqlConnection | None = None, where: str = ""
+    ) -> None:
+        if conn is None:
+            assert path is not None
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+            where = str(path)
+        self._conn = conn
+        dialect = str(getattr(conn, "dialect", "sqlite"))
         try:
-            self._conn.execute("BEGIN")  # one snapshot: a live node may append meanwhile
+            self._conn.execute(_SNAPSHOT[dialect])
             meta = dict(self._conn.execute("SELECT key, value FROM ledger_meta").fetchall())
             self.count = self._conn.execute("SELECT count(*) FROM ledger_entries").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise ExportFormatError(f"{path} is not a ledger database: {e}") from e
+        except Exception as e:  # sqlite3's or the driver's: the store is not a ledger
+            raise ExportFormatError(f"{where} is not a ledger database: {e}") from e
         self.origin = str(meta.get("origin", ""))
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        tables = {r[0] for r in self._conn.execute(_TABLES[dialect]).fetchall()}
         self._exchange = {"exchange_messages", "exchange_outbox"} <= tables
         self._certificates_kept = "exchange_certificates" in tables
         self._tiles = "ledger_tiles" in tables
@@ -317,14 +348,14 @@ class DatabaseSource:
             for i, size, old, p, n, c in q(
                 "SELECT ledger_index, size, old_size, proof, note, cosignature "
                 "FROM exchange_cosigned ORDER BY ledger_index"
-            )
+            ).fetchall()
         ]
         receipts = [
             StoredReceipt(uuid.UUID(mid), str(recipient), bytes(receipt))
             for mid, recipient, receipt in q(
                 "SELECT message_id, recipient, receipt FROM exchange_outbox "
                 "WHERE receipt IS NOT NULL ORDER BY receipt_index"
-            )
+            ).fetchall()
         ]
         evidence = [
             WitnessEvidence(
@@ -339,7 +370,7 @@ class DatabaseSource:
             for origin, problem, ms, old, p, c, pr in q(
                 "SELECT origin, problem, detected_ms, old_size, proof, cosigned_note, "
                 "presented_note FROM exchange_witness_evidence ORDER BY id"
-            )
+            ).fetchall()
         ]
         return WitnessRecords(cosigned, receipts, evidence)
 
@@ -355,7 +386,10 @@ class DatabaseSource:
         harvested = _signer_certificates(bytes(r[0]) if r[0] is not None else None for r in rows)
         if not self._certificates_kept:
             return harvested
-        kept = [bytes(r[0]) for r in self._conn.execute("SELECT der FROM exchange_certificates")]
+        kept = [
+            bytes(r[0])
+            for r in self._conn.execute("SELECT der FROM exchange_certificates").fetchall()
+        ]
         return list(dict.fromkeys([*kept, *harvested]))
 
     def envelopes(self) -> dict[tuple[str, uuid.UUID], StoredEnvelope] | None:
@@ -372,10 +406,17 @@ class DatabaseSource:
         )
         return {stored.key: stored for stored in found}
 
+    def _pages(self, sql: str) -> Iterator[tuple[int, bytes]]:
+        """Rows of ``sql`` (``WHERE key > ?``, keyed by the first column), a page at a time:
+        memory stays flat on both stores (a PostgreSQL client cursor holds its result)."""
+        after = -1
+        while rows := self._conn.execute(f"{sql} LIMIT {_CHUNK}", (after,)).fetchall():
+            for key, blob in rows:
+                yield int(key), bytes(blob)
+            after = rows[-1][0]
+
     def entries(self) -> Iterator[tuple[int, bytes]]:
-        cursor = self._conn.execute("SELECT idx, leaf FROM ledger_entries ORDER BY idx")
-        while rows := cursor.fetchmany(_CHUNK):
-            yield from rows
+        return self._pages("SELECT idx, leaf FROM ledger_entries WHERE idx > ? ORDER BY idx")
 
     def checkpoints(self) -> list[str]:
         result = []
@@ -395,9 +436,7 @@ class DatabaseSource:
         return self._tile_rows()
 
     def _tile_rows(self) -> Iterator[tuple[int, bytes]]:
-        cursor = self._conn.execute("SELECT id, hashes FROM ledger_tiles ORDER BY id")
-        while rows := cursor.fetchmany(_CHUNK):
-            yield from rows
+        return self._pages("SELECT id, hashes FROM ledger_tiles WHERE id > ? ORDER BY id")
 
     def stored_leaf_hash(self, index: int) -> bytes | None:
         # Leaf hashes are row 0 of the level-0 tiles (docs/ledger-format.md): a tile of 16
@@ -601,9 +640,10 @@ def write_export_records(
 
 
 def write_export(
-    db_path: Path, out: Path, extra_certificates: Iterable[bytes] = ()
+    db_path: Path | DatabaseSource, out: Path, extra_certificates: Iterable[bytes] = ()
 ) -> tuple[int, int, int, int]:
-    """Write the export file (version 3) of the ledger database ``db_path``.
+    """Write the export file (version 3) of the ledger database ``db_path`` (a SQLite file, or
+    an opened :class:`DatabaseSource`, e.g. on a PostgreSQL connection; closed here).
 
     Carries the entries, the checkpoints with their cosignatures, the signing certificates
     harvested from the exchange's envelopes and receipts plus ``extra_certificates`` (DER),
@@ -613,7 +653,7 @@ def write_export(
     Returns:
         (entries, checkpoints, certificates, envelopes) written.
     """
-    source = DatabaseSource(db_path)
+    source = db_path if isinstance(db_path, DatabaseSource) else DatabaseSource(db_path)
     try:
         envelopes = source.envelopes() or {}
         return write_export_records(

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.audit import (
     CATEGORIES,
+    DatabaseSource,
     ExportSource,
     VerificationResult,
     WitnessPolicy,
@@ -34,6 +35,7 @@ from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
 from gateway.pki.note_keys import jurisdiction_of_origin
+from gateway.store import DATABASE_ERRORS, StoreError, open_database, redact
 from gateway.transport import ClientIdentity, secure_channel
 
 _VERIFY_EPILOG = """\
@@ -66,6 +68,8 @@ _EXPORT_EPILOG = """\
 example:
   customs-gateway audit export --db data/ledger.db --out hk-ledger.export \\
       --cert certs/hk/node-gateway-signing.pem
+  customs-gateway audit export --url postgresql://auditor@db.example/customs_hk \\
+      --out hk-ledger.export       # a node on PostgreSQL ([storage] url)
 
 The export (format version 2, docs/ledger-format.md) carries the entries, the checkpoints with
 their cosignatures, the signing certificates found in the exchange's envelopes and receipts
@@ -186,7 +190,9 @@ def register(subparsers: Any) -> None:
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--db", type=Path, required=True, help="the node's ledger database")
+    store = export.add_mutually_exclusive_group(required=True)
+    store.add_argument("--db", type=Path, help="the node's ledger database (SQLite)")
+    store.add_argument("--url", help="the node's PostgreSQL database ([storage] url)")
     export.add_argument("--out", type=Path, required=True, help="the export file to write")
     export.add_argument(
         "--cert",
@@ -436,11 +442,23 @@ def _origin_code(path: Path) -> str:
     return j.value if j is not None else ""
 
 
+def _database_source(url: str) -> DatabaseSource:
+    """The ledger in the PostgreSQL database at ``url``, read through the node's store."""
+    try:
+        database = open_database(url, Path())
+        return DatabaseSource(conn=database.dedicated(), where=database.where)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    except DATABASE_ERRORS as exc:
+        raise CliError(f"database {redact(url)}: {' '.join(str(exc).split())}") from None
+
+
 def _export(args: argparse.Namespace) -> int:
-    if not args.db.is_file():
+    if args.db is not None and not args.db.is_file():
         raise CliError(f"no such file: {args.db}")
     extra = [_certificate_der(path) for path in args.cert]
-    entries, checkpoints, certificates, envelopes = write_export(args.db, args.out, extra)
+    source = args.db if args.url is None else _database_source(args.url)
+    entries, checkpoints, certificates, envelopes = write_export(source, args.out, extra)
     print(
         f"exported {entries} entries, {checkpoints} checkpoints, {certificates} signing "
         f"certificates and {envelopes} envelopes to {args.out}"

@@ -85,11 +85,13 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 @functools.lru_cache(maxsize=1024)
 def _to_format(sql: str) -> str:
-    """``?`` outside quotes becomes ``%s``, and ``%`` becomes ``%%`` (psycopg's format style)."""
+    """``?`` outside quotes becomes ``%s``, and every ``%`` becomes ``%%`` (psycopg's format
+    style)."""
 
     def replace(m: re.Match[str]) -> str:
         text = m.group(0)
-        return _SUBSTITUTE.get(text, text)
+        # psycopg reads % everywhere, quoted or not; a ? in quotes is text
+        return _SUBSTITUTE.get(text) or text.replace("%", "%%")
 
     return _TOKEN.sub(replace, sql)
 

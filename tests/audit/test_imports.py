@@ -6,8 +6,17 @@ import json
 import subprocess
 import sys
 
-# What an auditor's process must never load: the node's writer, exchange, server and transport.
-FORBIDDEN = ("gateway.ledger", "gateway.exchange", "gateway.server", "gateway.transport", "grpc")
+# What an auditor's process must never load: the node's writer, exchange, server, store and
+# transport (nor a database driver: the auditor reads what it is handed).
+FORBIDDEN = (
+    "gateway.ledger",
+    "gateway.exchange",
+    "gateway.server",
+    "gateway.store",
+    "gateway.transport",
+    "grpc",
+    "psycopg",
+)
 
 
 def test_importing_gateway_audit_loads_nothing_of_the_node() -> None:

@@ -244,6 +244,7 @@ def test_the_report_loads_nothing_of_the_node() -> None:
         "gateway.ledger",
         "gateway.exchange",
         "gateway.server",
+        "gateway.store",
         "gateway.transport",
         "grpc",
     )

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit import DatabaseSource, WitnessPolicy, check_ledger, write_export
 from gateway.ledger import Ledger, LedgerOriginError
 from gateway.merkle import MemoryTree
 from gateway.notes import NoteSigner
@@ -20,6 +21,7 @@ from tests.ledger.conftest import ORIGIN, make_entry
 pytestmark = pytest.mark.postgres
 
 
+UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
@@ -117,7 +119,9 @@ def test_same_entries_same_clock_give_identical_ledgers(
     assert results[0] == results[1]
 
 
-def test_two_writers_on_one_database_give_one_ledger(pg: Database, signer: NoteSigner) -> None:
+def test_two_writers_on_one_database_give_one_ledger(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
     first = Ledger.open(pg, origin=ORIGIN, signer=signer)
     second = Ledger.open(pg, origin=ORIGIN, signer=signer)
     errors: list[BaseException] = []
@@ -161,3 +165,26 @@ def test_two_writers_on_one_database_give_one_ledger(pg: Database, signer: NoteS
         second.close()
     with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:  # every stored tile checks
         assert reopened.root() == expected
+    # The offline auditor, over the export of the database: every entry, tile and checkpoint.
+    export = tmp_path / "two-writers.export"
+    write_export(DatabaseSource(conn=pg.dedicated(), where=pg.where), export)
+    result = check_ledger(export, signer.verifier, policy=UNWITNESSED)
+    assert result.entries == 800
+
+
+def test_export_of_either_store_is_byte_identical(
+    tmp_path: Path, pg: Database, signer: NoteSigner
+) -> None:
+    exports = []
+    for name, where in (("sqlite", tmp_path / "ledger.db"), ("postgresql", pg)):
+        with Ledger.open(where, origin=ORIGIN, signer=signer, clock=FixedClock()) as ledger:
+            fill(ledger)
+        export = tmp_path / f"{name}.export"
+        if isinstance(where, Database):
+            write_export(DatabaseSource(conn=where.dedicated(), where=where.where), export)
+        else:
+            write_export(where, export)
+        check_ledger(export, signer.verifier, policy=UNWITNESSED)
+        exports.append(export.read_bytes())
+    assert len(exports[0]) > 45 * 60
+    assert exports[0] == exports[1]
