@@ -11,7 +11,6 @@ import datetime as dt
 import enum
 import hashlib
 import logging
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +53,7 @@ from gateway.ledger import Entry, Event, Ledger, Record
 from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
+from gateway.store import INTEGRITY_ERRORS, Connection
 
 __all__ = [
     "AMEND",
@@ -320,7 +320,7 @@ class Exchange:
         message_uuid = uuid.UUID(addressing.message_id)
         entries = [Entry(Event.SENT, message_uuid, kind_name(kind), r, (digest,)) for r in names]
 
-        def within(conn: sqlite3.Connection, first_index: int) -> None:
+        def within(conn: Connection, first_index: int) -> None:
             latest = store.last_version(conn, origin, subject)
             if latest != known:  # a concurrent submit moved the subject on
                 raise FailedPreconditionError(
@@ -345,7 +345,7 @@ class Exchange:
 
         try:
             records = self.ledger.append_many(entries, within)
-        except sqlite3.IntegrityError as exc:  # the same id won a race: answer as for a retry
+        except INTEGRITY_ERRORS as exc:  # the same id won a race: answer as for a retry
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
@@ -380,9 +380,7 @@ class Exchange:
         if mode in (AMEND, END) and known is None:
             raise NotFoundError(f"{subject} was never published by this node")
 
-    def _winner(
-        self, origin: str, message_id: str, exc: sqlite3.IntegrityError
-    ) -> store.MessageRow:
+    def _winner(self, origin: str, message_id: str, exc: Exception) -> store.MessageRow:
         """The row that won a race to record (origin, message id); if there is none, another
         constraint failed, and ``exc`` is raised again rather than mistaken for a race."""
         row = store.MessageRow.get(self.ledger.reader(), origin, message_id)
@@ -392,7 +390,7 @@ class Exchange:
 
     @staticmethod
     def _check_keeps_recipients(
-        conn: sqlite3.Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
+        conn: Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
     ) -> None:
         """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
         otherwise a dropped recipient would keep the old version live (in its watchlist view,
@@ -514,7 +512,7 @@ class Exchange:
         received_at = self._clock()
         receipt_holder: list[envelope_pb2.SignedReceipt] = []
 
-        def within(conn: sqlite3.Connection, index: int) -> None:
+        def within(conn: Connection, index: int) -> None:
             receipt = sign_receipt(
                 envelope_pb2.ReceiptBody(
                     message_id=header.message_id,
@@ -556,7 +554,7 @@ class Exchange:
         header, kind = opened.header, opened.header.kind
         try:
             receiving.future.result()
-        except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
+        except INTEGRITY_ERRORS as exc:  # delivered twice at once: the other one won
             return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
         log.info(
             "received %s %s from %s",
@@ -636,7 +634,7 @@ class Exchange:
             record = self.ledger.append(
                 entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
             )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
             if done is None:  # not a race with the same acknowledgement
                 raise
@@ -647,7 +645,7 @@ class Exchange:
 
     @staticmethod
     def _inbound(
-        conn: sqlite3.Connection, message_id: str, origin: Jurisdiction | None
+        conn: Connection, message_id: str, origin: Jurisdiction | None
     ) -> store.MessageRow:
         rows = [
             r
@@ -732,10 +730,8 @@ class Exchange:
         return status
 
 
-def _eraser(
-    origin: str, message_id: str, erased_ms: int
-) -> Callable[[sqlite3.Connection, int], None]:
-    def erase(conn: sqlite3.Connection, index: int) -> None:
+def _eraser(origin: str, message_id: str, erased_ms: int) -> Callable[[Connection, int], None]:
+    def erase(conn: Connection, index: int) -> None:
         store.erase(conn, origin, message_id, erased_ms, index)
 
     return erase

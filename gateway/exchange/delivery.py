@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
 import uuid
@@ -40,6 +39,7 @@ from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange, kind_name
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.identity import Jurisdiction
+from gateway.store import Connection
 from gateway.store.leases import ALWAYS_HELD, Lease
 
 __all__ = ["Backoff", "Deliverer"]
@@ -342,10 +342,10 @@ class Deliverer:
     def _refuse(self, row: store.OutboxRow, error: str) -> None:
         self._write(lambda conn: store.mark_failed(conn, [row.seq], error, 0, final=True))
 
-    def _write(self, work: Callable[[sqlite3.Connection], None]) -> None:
+    def _write(self, work: Callable[[Connection], None]) -> None:
         """``work`` in a ledger transaction, committed only under this peer's lease."""
 
-        def fenced(conn: sqlite3.Connection) -> None:
+        def fenced(conn: Connection) -> None:
             self._lease.fence(conn)
             work(conn)
 
@@ -405,7 +405,7 @@ class Deliverer:
         if not receipts and not refusals:
             return
 
-        def within(conn: sqlite3.Connection, first: int) -> None:
+        def within(conn: Connection, first: int) -> None:
             self._lease.fence(conn)
             for offset, (row, receipt, _) in enumerate(receipts):
                 store.mark_delivered(conn, row.seq, receipt, first + offset)

@@ -16,18 +16,19 @@ from gateway.ledger._store import Ledger
 from gateway.store.leases import ALWAYS_HELD, Lease
 
 QUIET_EVENTS = frozenset({Event.WITNESSED})
-# An entry that is not quiet: its event (byte 18, 1-based, of its canonical bytes) is not 6.
+# An entry that is not quiet: its event (byte 18, 1-based, of its canonical bytes) is not 6
+# (the byte is a parameter: both stores compare a blob with a blob, ADR 0070).
 _LOUD = (
-    "SELECT 1 FROM ledger_entries WHERE idx >= ? AND idx < ? "
-    "AND substr(leaf, 18, 1) != X'06' LIMIT 1"
+    "SELECT 1 FROM ledger_entries WHERE idx >= ? AND idx < ? AND substr(leaf, 18, 1) != ? LIMIT 1"
 )
+_QUIET_BYTE = b"\x06"
 assert {int(e) for e in QUIET_EVENTS} == {6}, "keep _LOUD in step with QUIET_EVENTS"
 
 
 def calls_for_checkpoint(ledger: Ledger, start: int, end: int) -> bool:
     """Whether entries ``[start, end)`` include one that is not quiet (not ``witnessed``)."""
     # fetchall: the statement completes, so this thread's reader keeps no snapshot open
-    return bool(ledger.reader().execute(_LOUD, (start, end)).fetchall())
+    return bool(ledger.reader().execute(_LOUD, (start, end, _QUIET_BYTE)).fetchall())
 
 
 _log = logging.getLogger(__name__)

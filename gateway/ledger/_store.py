@@ -227,6 +227,13 @@ def _begin(conn: Connection) -> None:
     conn.execute("BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN")
 
 
+def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
+    """PostgreSQL's pipeline mode on ``conn`` (a no-op context on SQLite): statements are sent
+    without waiting for each answer; a failure surfaces at the latest when the block ends."""
+    raw = getattr(conn, "raw", None)
+    return raw.pipeline() if raw is not None else contextlib.nullcontext()
+
+
 def _commit_durably(conn: Connection) -> None:
     """COMMIT, and make sure it committed: PostgreSQL answers a COMMIT of a failed transaction
     with ROLLBACK and no error, which must never be taken for durable."""
@@ -277,6 +284,7 @@ class Ledger:
         self._close_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[Connection] = []
+        self._pooled: Connection | None = None
         self._readers_lock = threading.Lock()
         self._writer = threading.Thread(
             target=self._run, name=f"ledger-writer:{origin}", daemon=True
@@ -392,6 +400,19 @@ class Ledger:
         self._wconn.close()
 
     def _commit(self, batch: list[_Append | _Task]) -> None:
+        """Commit ``batch`` in one transaction, each request in its own savepoint.
+
+        On PostgreSQL a savepoint costs two round trips per request, so the batch first runs
+        without them; only if a request fails is the transaction rolled back and the batch run
+        again with savepoints, which isolate the failing request as on SQLite. (Requests are
+        database writes: running one again after a rollback has the effect of running it once.)
+        """
+        if not (self._shared and self._commit_once(batch, savepoints=False)):
+            self._commit_once(batch, savepoints=True)
+
+    def _commit_once(self, batch: list[_Append | _Task], *, savepoints: bool) -> bool:
+        """One attempt; False (all rolled back, nobody answered) if a request failed without
+        savepoints, else True with every caller answered."""
         conn = self._wconn
         at_start = self._frontier.copy()
         last_time = self._last_time
@@ -407,7 +428,22 @@ class Ledger:
                 ).fetchone()
                 last_time = self._catch_up(conn, stored, last_time)
             stamp = max(self._clock(), last_time)
-            for job in batch:
+            if not savepoints:
+                try:
+                    with _pipeline(conn):  # statements go out without waiting for answers
+                        for job in batch:
+                            value = (
+                                self._append_rows(conn, job, stamp)
+                                if isinstance(job, _Append)
+                                else job.fn(conn)
+                            )
+                            outcomes.append((job.future, value, None))
+                except Exception:
+                    conn.execute("ROLLBACK")
+                    self._frontier = at_start
+                    self._upper.truncate(at_start.size)
+                    return False
+            for job in batch if savepoints else ():
                 conn.execute("SAVEPOINT request")
                 saved = self._frontier.copy()
                 try:
@@ -438,13 +474,14 @@ class Ledger:
             failure = LedgerClosedError("ledger commit failed, nothing recorded; retry later")
             for job in batch:
                 job.future.set_exception(failure)
-            return
+            return True
         self._publish(stamp if any(isinstance(j, _Append) for j in batch) else last_time)
         for future, value, error in outcomes:
             if error is None:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+        return True
 
     def _publish(self, last_time: int) -> None:
         """Show readers the writer's durable state (writer thread)."""
@@ -519,10 +556,15 @@ class Ledger:
             upper.room(first + len(entries)),
             upper.low,
         )
-        conn.executemany(
-            "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
-        )
-        if tiles:
+        if len(leaves) == 1:  # one statement: psycopg's executemany costs a pipeline sync
+            conn.execute("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", (first, leaves[0]))
+        else:
+            conn.executemany(
+                "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
+            )
+        if len(tiles) == 1:
+            conn.execute("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles[0])
+        elif tiles:
             conn.executemany("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles)
         records = [Record(index, stamp, e) for index, e in enumerate(entries, first)]
         if job.within is not None:
@@ -597,9 +639,14 @@ class Ledger:
     # -- reading -------------------------------------------------------------------------------
 
     def reader(self) -> Connection:
-        """This thread's read-only connection to the ledger's store (never blocks writes)."""
+        """A connection for reads (never blocks writes): on SQLite this thread's own; on
+        PostgreSQL one shared reader that borrows a pooled connection per statement."""
         if self._closed:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
+        if self._shared:  # one statement per pool connection: bounded whatever the threads
+            if self._pooled is None:
+                self._pooled = self.database.pooled_reader()
+            return self._pooled
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.own_reader()

@@ -195,7 +195,7 @@ class Node:
         self._clock = clock
         self._stopped = threading.Event()
         # Start-up checks first (ADR 0025): one node per data directory, private files.
-        self.data_dir = DataDirectory(config.data_dir)
+        self.data_dir = DataDirectory(config.data_dir, create_ledger=config.storage.url is None)
         try:
             self._start_up(config)
         except BaseException:

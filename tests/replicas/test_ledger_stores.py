@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,7 +15,7 @@ from gateway.audit import DatabaseSource, WitnessPolicy, check_ledger, write_exp
 from gateway.ledger import Ledger, LedgerOriginError
 from gateway.merkle import MemoryTree
 from gateway.notes import NoteSigner
-from gateway.store import Database, SchemaVersionError, open_database
+from gateway.store import Connection, Database, SchemaVersionError, open_database
 from tests.ledger.conftest import ORIGIN, make_entry
 
 pytestmark = pytest.mark.postgres
@@ -188,3 +188,64 @@ def test_export_of_either_store_is_byte_identical(
         exports.append(export.read_bytes())
     assert len(exports[0]) > 45 * 60
     assert exports[0] == exports[1]
+
+
+def test_a_failing_request_is_rolled_back_alone_on_postgres(
+    pg: Database, signer: NoteSigner
+) -> None:
+    """The batch runs pipelined without savepoints; a request that fails (in Python, or in the
+    database) sends the batch again with savepoints, and only that request fails."""
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as ledger:
+        ledger.write(lambda conn: conn.execute("CREATE TABLE side (k INTEGER PRIMARY KEY)"))
+
+        def row(k: int) -> Callable[[Connection, int], None]:
+            return lambda conn, index: conn.execute("INSERT INTO side(k) VALUES (?)", (k,))
+
+        def refuse(conn: Connection, index: int) -> None:
+            raise ValueError("refused by the caller")
+
+        futures = [
+            ledger.queue_append([make_entry(0)], row(1)),
+            ledger.queue_append([make_entry(1)], refuse),
+            ledger.queue_append([make_entry(2)], row(1)),  # duplicate key: IntegrityError
+            ledger.queue_append([make_entry(3), make_entry(4)], row(2)),
+        ]
+        assert [r.index for r in futures[0].result()] == [0]
+        with pytest.raises(ValueError, match="refused by the caller"):
+            futures[1].result()
+        with pytest.raises(psycopg.IntegrityError):
+            futures[2].result()
+        assert [r.index for r in futures[3].result()] == [1, 2]
+        assert ledger.size() == 3
+        assert [r.entry for r in ledger.entries(0, 3)] == [make_entry(i) for i in (0, 3, 4)]
+        side = ledger.reader().execute("SELECT k FROM side ORDER BY k").fetchall()
+        assert side == [(1,), (2,)]
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:
+        assert reopened.size() == 3
+
+
+def test_readers_share_the_pool_whatever_the_threads(pg: Database, signer: NoteSigner) -> None:
+    """Forty reading threads use at most the pool's connections, not one each."""
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as ledger:
+        ledger.append_many([make_entry(i) for i in range(40)])
+        seen: list[int] = []
+        barrier = threading.Barrier(40)
+
+        def read() -> None:
+            barrier.wait()
+            for _ in range(5):
+                assert len(ledger.leaves(0, 40)) == 40
+            (count,) = (
+                ledger.reader()
+                .execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+                .fetchone()
+            )
+            seen.append(int(count))
+
+        threads = [threading.Thread(target=read) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(seen) == 40
+        assert max(seen) <= 16 + 1  # the pool's, and the writer's
