@@ -293,17 +293,22 @@ class Exchange:
         origin = self.jurisdiction.value
         subject, version = subject_of(kind, payload)
         known = store.last_version(reader, origin, subject)
-        check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
-            request,
-            origin=proto_jurisdiction(self.jurisdiction),
-            now=now,
-            last_version=known[0] if known else None,
-        )
-        if mode is Mode.PUBLISH:
-            mode = Mode.NEW if version <= 1 else Mode.AMEND
-        self._check_mode(mode, subject, known)
-        if known is not None:
-            self._check_keeps_recipients(reader, origin, subject, addressing)
+        try:
+            check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
+                request,
+                origin=proto_jurisdiction(self.jurisdiction),
+                now=now,
+                last_version=known[0] if known else None,
+            )
+            if mode is Mode.PUBLISH:
+                mode = Mode.NEW if version <= 1 else Mode.AMEND
+            self._check_mode(mode, subject, known)
+            if known is not None:
+                self._check_keeps_recipients(reader, origin, subject, addressing)
+        except GatewayError as exc:  # another replica may have recorded this very id meanwhile
+            return self._same_request(
+                self._winner(origin, addressing.message_id, exc), request_digest
+            )
         header = envelope_pb2.EnvelopeHeader(
             message_id=addressing.message_id,
             kind=kind,
@@ -345,7 +350,9 @@ class Exchange:
 
         try:
             records = self.ledger.append_many(entries, within)
-        except INTEGRITY_ERRORS as exc:  # the same id won a race: answer as for a retry
+        # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
+        # the subject's version first: answer as for a retry.
+        except (FailedPreconditionError, *INTEGRITY_ERRORS) as exc:
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
