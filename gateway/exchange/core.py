@@ -69,6 +69,10 @@ __all__ = [
     "subject_of",
 ]
 
+# How a submit that lost the race for its message id fails, before the duplicate answer: on the
+# id's key, or on the subject's version the winner moved first (ADR 0073).
+_RACE_LOST: tuple[type[Exception], ...] = (FailedPreconditionError, *INTEGRITY_ERRORS)
+
 log = logging.getLogger("gateway.exchange")
 
 SubmitRequest = (
@@ -352,7 +356,7 @@ class Exchange:
             records = self.ledger.append_many(entries, within)
         # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
         # the subject's version first: answer as for a retry.
-        except (FailedPreconditionError, *INTEGRITY_ERRORS) as exc:
+        except _RACE_LOST as exc:
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
