@@ -1,4 +1,6 @@
-"""The exchange's own tables, in the ledger's SQLite file so they commit with its entries.
+"""The exchange's own tables, in the ledger's store (SQLite file or PostgreSQL database) so they
+commit with its entries. Portable SQL (ADR 0070): the DDL is written in SQLite's form and
+translated by :func:`gateway.store.ddl`; the one aggregate that differs branches on the dialect.
 
 Every write here runs inside a ledger transaction (``Ledger.append(..., within=...)`` or
 ``Ledger.write``): a message row, its outbox rows and its ``sent`` entry are durable together or
@@ -8,11 +10,11 @@ not at all. Reads use the ledger's per-thread read connections.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import FailedPreconditionError
+from gateway.store import Connection, Schema, append_only, ddl, ensure_schema
 
 __all__ = [
     "DELIVERED",
@@ -126,17 +128,21 @@ CREATE TABLE IF NOT EXISTS exchange_witness_evidence (
 _APPEND_ONLY = ("exchange_cosigned", "exchange_witness_evidence")
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the exchange tables (idempotent); run by ``Ledger.open(schema=...)``."""
+def _create(conn: Connection) -> None:
+    """Version 1: the exchange tables and the append-only triggers (idempotent)."""
     for statement in _SCHEMA.split(";"):
         if statement.strip():
-            conn.execute(statement)
+            conn.execute(ddl(conn, statement))
     for table in _APPEND_ONLY:
-        for op in ("UPDATE", "DELETE"):
-            conn.execute(
-                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-            )
+        append_only(conn, table, f"{table} is append-only")
+
+
+EXCHANGE_SCHEMA = Schema("exchange", {1: _create})
+
+
+def create_schema(conn: Connection) -> None:
+    """Create or upgrade the exchange tables (versioned); run by ``Ledger.open(schema=...)``."""
+    ensure_schema(conn, EXCHANGE_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ class MessageRow:
     )
 
     @classmethod
-    def get(cls, conn: sqlite3.Connection, origin: str, message_id: str) -> MessageRow | None:
+    def get(cls, conn: Connection, origin: str, message_id: str) -> MessageRow | None:
         """The row of ``message_id`` from ``origin``, or None.
 
         Message ids are unique per origin only: another jurisdiction's node cannot block or
@@ -176,7 +182,7 @@ class MessageRow:
         return cls(*row) if row else None
 
     @classmethod
-    def with_id(cls, conn: sqlite3.Connection, message_id: str) -> list[MessageRow]:
+    def with_id(cls, conn: Connection, message_id: str) -> list[MessageRow]:
         """Every row with ``message_id``, whatever its origin (usually one)."""
         rows = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
@@ -187,7 +193,7 @@ class MessageRow:
 
     @classmethod
     def get_many(
-        cls, conn: sqlite3.Connection, origin: str, message_ids: list[str]
+        cls, conn: Connection, origin: str, message_ids: list[str]
     ) -> dict[str, MessageRow]:
         """The rows of ``message_ids`` from ``origin`` that exist, by id (one query; at most
         500 ids)."""
@@ -199,8 +205,8 @@ class MessageRow:
         ).fetchall()
         return {row[0]: cls(*row) for row in rows}
 
-    def insert(self, conn: sqlite3.Connection, retain_until_ms: int | None) -> None:
-        """Insert this row (raises sqlite3.IntegrityError if the id exists)."""
+    def insert(self, conn: Connection, retain_until_ms: int | None) -> None:
+        """Insert this row (raises one of ``INTEGRITY_ERRORS`` if the id exists)."""
         conn.execute(
             "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
             "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
@@ -223,9 +229,7 @@ class MessageRow:
         )
 
 
-def erase(
-    conn: sqlite3.Connection, origin: str, message_id: str, erased_ms: int, index: int
-) -> None:
+def erase(conn: Connection, origin: str, message_id: str, erased_ms: int, index: int) -> None:
     """Drop a message's payload (the envelope), remembering when and at which ledger index.
 
     Raises:
@@ -240,7 +244,7 @@ def erase(
         raise FailedPreconditionError(f"message {message_id} is already erased")
 
 
-def last_version(conn: sqlite3.Connection, origin: str, subject: str) -> tuple[int, bool] | None:
+def last_version(conn: Connection, origin: str, subject: str) -> tuple[int, bool] | None:
     """(last version, final) recorded for ``subject`` of ``origin``, or None if never seen."""
     row = conn.execute(
         "SELECT version, final FROM exchange_versions WHERE origin = ? AND subject = ?",
@@ -249,7 +253,7 @@ def last_version(conn: sqlite3.Connection, origin: str, subject: str) -> tuple[i
     return (int(row[0]), bool(row[1])) if row else None
 
 
-def recipients_of(conn: sqlite3.Connection, origin: str, subject: str) -> set[str]:
+def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
     """Every jurisdiction that was sent a version of ``subject`` by ``origin`` (this node)."""
     rows = conn.execute(
         "SELECT DISTINCT o.recipient FROM exchange_outbox o JOIN exchange_messages m "
@@ -259,15 +263,14 @@ def recipients_of(conn: sqlite3.Connection, origin: str, subject: str) -> set[st
     return {r[0] for r in rows}
 
 
-def record_version(
-    conn: sqlite3.Connection, origin: str, subject: str, version: int, final: bool
-) -> None:
+def record_version(conn: Connection, origin: str, subject: str, version: int, final: bool) -> None:
     """Remember the highest version of ``subject`` (never lowers it)."""
     conn.execute(
         "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
-        "ON CONFLICT (origin, subject) DO UPDATE SET "
-        "final = CASE WHEN excluded.version > version THEN excluded.final ELSE final END, "
-        "version = max(version, excluded.version)",
+        "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
+        "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
+        "version = CASE WHEN excluded.version > exchange_versions.version "
+        "THEN excluded.version ELSE exchange_versions.version END",
         (origin, subject, version, int(final)),
     )
 
@@ -288,7 +291,7 @@ class OutboxRow:
     _COLUMNS = "seq, message_id, recipient, state, attempts, last_error, next_attempt_ms, receipt"
 
 
-def enqueue(conn: sqlite3.Connection, message_id: str, recipients: list[str]) -> None:
+def enqueue(conn: Connection, message_id: str, recipients: list[str]) -> None:
     """Queue ``message_id`` for each recipient, in order."""
     conn.executemany(
         "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
@@ -296,9 +299,7 @@ def enqueue(conn: sqlite3.Connection, message_id: str, recipients: list[str]) ->
     )
 
 
-def pending(
-    conn: sqlite3.Connection, recipient: str, limit: int, after: int = 0
-) -> list[OutboxRow]:
+def pending(conn: Connection, recipient: str, limit: int, after: int = 0) -> list[OutboxRow]:
     """Undelivered rows for ``recipient`` after outbox number ``after``, in submit order (the
     head decides when to retry)."""
     rows = conn.execute(
@@ -309,7 +310,7 @@ def pending(
     return [OutboxRow(*r) for r in rows]
 
 
-def pending_counts(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+def pending_counts(conn: Connection) -> dict[tuple[str, int], int]:
     """Undelivered outbox rows by (recipient, state): what is queued or failing now."""
     rows = conn.execute(
         "SELECT recipient, state, count(*) FROM exchange_outbox WHERE state IN (?, ?) "
@@ -319,7 +320,7 @@ def pending_counts(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
     return {(recipient, state): count for recipient, state, count in rows}
 
 
-def oldest_pending(conn: sqlite3.Connection, origin: str) -> dict[str, int]:
+def oldest_pending(conn: Connection, origin: str) -> dict[str, int]:
     """Per recipient, when the oldest undelivered message of ``origin`` (this node) was sent
     (Unix milliseconds): how long the backlog has waited."""
     rows = conn.execute(
@@ -331,7 +332,7 @@ def oldest_pending(conn: sqlite3.Connection, origin: str) -> dict[str, int]:
     return {recipient: int(created) for recipient, created in rows}
 
 
-def outbox_of(conn: sqlite3.Connection, message_id: str) -> list[OutboxRow]:
+def outbox_of(conn: Connection, message_id: str) -> list[OutboxRow]:
     """Every delivery row of ``message_id``."""
     rows = conn.execute(
         f"SELECT {OutboxRow._COLUMNS} FROM exchange_outbox "  # noqa: S608
@@ -341,7 +342,7 @@ def outbox_of(conn: sqlite3.Connection, message_id: str) -> list[OutboxRow]:
     return [OutboxRow(*r) for r in rows]
 
 
-def mark_delivered(conn: sqlite3.Connection, seq: int, receipt: bytes, receipt_index: int) -> None:
+def mark_delivered(conn: Connection, seq: int, receipt: bytes, receipt_index: int) -> None:
     """Record the verified receipt of a delivery."""
     conn.execute(
         "UPDATE exchange_outbox SET state = ?, receipt = ?, receipt_index = ?, last_error = '', "
@@ -351,7 +352,7 @@ def mark_delivered(conn: sqlite3.Connection, seq: int, receipt: bytes, receipt_i
 
 
 def mark_failed(
-    conn: sqlite3.Connection, seqs: list[int], error: str, next_attempt_ms: int, *, final: bool
+    conn: Connection, seqs: list[int], error: str, next_attempt_ms: int, *, final: bool
 ) -> None:
     """Record a failed attempt: retried later (``FAILING``) or never (``REFUSED``)."""
     conn.executemany(
@@ -373,7 +374,7 @@ class InboundRow:
     envelope: bytes | None
 
 
-def add_inbound(conn: sqlite3.Connection, origin: str, message_id: str, kind: int) -> None:
+def add_inbound(conn: Connection, origin: str, message_id: str, kind: int) -> None:
     """Make a received message visible to partner streams."""
     conn.execute(
         "INSERT INTO exchange_inbound (origin, message_id, kind) VALUES (?, ?, ?)",
@@ -382,7 +383,7 @@ def add_inbound(conn: sqlite3.Connection, origin: str, message_id: str, kind: in
 
 
 def inbound_after(
-    conn: sqlite3.Connection, seq: int, kinds: tuple[int, ...], limit: int
+    conn: Connection, seq: int, kinds: tuple[int, ...], limit: int
 ) -> list[InboundRow]:
     """Inbound messages after cursor ``seq``, oldest first, optionally of ``kinds`` only."""
     sql = (
@@ -406,7 +407,7 @@ class Ack:
     ledger_index: int
 
 
-def ack_of(conn: sqlite3.Connection, origin: str, message_id: str, partner: str) -> Ack | None:
+def ack_of(conn: Connection, origin: str, message_id: str, partner: str) -> Ack | None:
     """The acknowledgement of ``message_id`` from ``origin`` by ``partner``, or None."""
     row = conn.execute(
         "SELECT ledger_index FROM exchange_acks "
@@ -417,16 +418,16 @@ def ack_of(conn: sqlite3.Connection, origin: str, message_id: str, partner: str)
 
 
 def add_ack(
-    conn: sqlite3.Connection, origin: str, message_id: str, partner: str, ledger_index: int
+    conn: Connection, origin: str, message_id: str, partner: str, ledger_index: int
 ) -> None:
-    """Record an acknowledgement (raises sqlite3.IntegrityError when it exists)."""
+    """Record an acknowledgement (raises one of ``INTEGRITY_ERRORS`` when it exists)."""
     conn.execute(
         "INSERT INTO exchange_acks (origin, message_id, partner, ledger_index) VALUES (?,?,?,?)",
         (origin, message_id, partner, ledger_index),
     )
 
 
-def witness_state(conn: sqlite3.Connection, origin: str) -> tuple[int, bytes] | None:
+def witness_state(conn: Connection, origin: str) -> tuple[int, bytes] | None:
     """(size, root) of the last checkpoint this node cosigned for ``origin``."""
     row = conn.execute(
         "SELECT size, root FROM exchange_witness WHERE origin = ?", (origin,)
@@ -434,9 +435,7 @@ def witness_state(conn: sqlite3.Connection, origin: str) -> tuple[int, bytes] | 
     return (int(row[0]), bytes(row[1])) if row else None
 
 
-def set_witness_state(
-    conn: sqlite3.Connection, origin: str, size: int, root: bytes, note: str
-) -> None:
+def set_witness_state(conn: Connection, origin: str, size: int, root: bytes, note: str) -> None:
     """Remember the checkpoint just cosigned for ``origin``."""
     conn.execute(
         "INSERT INTO exchange_witness (origin, size, root, note) VALUES (?,?,?,?) "
@@ -446,7 +445,7 @@ def set_witness_state(
     )
 
 
-def witnessed_size(conn: sqlite3.Connection, witness: str) -> int:
+def witnessed_size(conn: Connection, witness: str) -> int:
     """The size ``witness`` last cosigned for this node (0 if never)."""
     row = conn.execute(
         "SELECT size FROM exchange_witnessed_by WHERE witness = ?", (witness,)
@@ -454,7 +453,7 @@ def witnessed_size(conn: sqlite3.Connection, witness: str) -> int:
     return int(row[0]) if row else 0
 
 
-def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> None:
+def set_witnessed_size(conn: Connection, witness: str, size: int) -> None:
     """Remember the size ``witness`` last cosigned."""
     conn.execute(
         "INSERT INTO exchange_witnessed_by (witness, size) VALUES (?, ?) "
@@ -463,7 +462,7 @@ def set_witnessed_size(conn: sqlite3.Connection, witness: str, size: int) -> Non
     )
 
 
-def ledger_indexes(conn: sqlite3.Connection, origin: str, message_id: str) -> list[int]:
+def ledger_indexes(conn: Connection, origin: str, message_id: str) -> list[int]:
     """Every ledger index that records something about ``message_id`` from ``origin``."""
     row = conn.execute(
         "SELECT direction, ledger_index, erased_index FROM exchange_messages "
@@ -475,9 +474,13 @@ def ledger_indexes(conn: sqlite3.Connection, origin: str, message_id: str) -> li
     direction, first, erased = row
     found = {int(first)} | ({int(erased)} if erased is not None else set())
     if direction == "out":  # one "sent" entry per recipient, consecutive; then the receipts
+        concat = (
+            "group_concat(receipt_index)"
+            if conn.dialect == "sqlite"
+            else "string_agg(CAST(receipt_index AS TEXT), ',')"
+        )
         outbox = conn.execute(
-            "SELECT count(*), group_concat(receipt_index) FROM exchange_outbox "
-            "WHERE message_id = ?",
+            f"SELECT count(*), {concat} FROM exchange_outbox WHERE message_id = ?",  # noqa: S608
             (message_id,),
         ).fetchone()
         found.update(range(first, first + outbox[0]))
@@ -490,25 +493,26 @@ def ledger_indexes(conn: sqlite3.Connection, origin: str, message_id: str) -> li
     return sorted(found)
 
 
-def keep_certificate(conn: sqlite3.Connection, der: bytes) -> None:
+def keep_certificate(conn: Connection, der: bytes) -> None:
     """Keep a signing certificate (this node's, a witness's) for auditors; idempotent.
 
     Auditors verify checkpoints and cosignatures from these, so they must outlive the
     envelopes and receipts that also carry them (which are erased at the end of retention).
     """
     conn.execute(
-        "INSERT OR IGNORE INTO exchange_certificates (fingerprint, der) VALUES (?, ?)",
+        "INSERT INTO exchange_certificates (fingerprint, der) VALUES (?, ?) "
+        "ON CONFLICT (fingerprint) DO NOTHING",
         (hashlib.sha256(der).hexdigest(), der),
     )
 
 
-def kept_certificates(conn: sqlite3.Connection) -> list[bytes]:
+def kept_certificates(conn: Connection) -> list[bytes]:
     """The signing certificates kept by :func:`keep_certificate` (DER)."""
     return [bytes(r[0]) for r in conn.execute("SELECT der FROM exchange_certificates")]
 
 
 def record_cosigned(
-    conn: sqlite3.Connection,
+    conn: Connection,
     index: int,
     origin: str,
     size: int,
@@ -525,7 +529,7 @@ def record_cosigned(
     )
 
 
-def last_cosigned_note(conn: sqlite3.Connection, origin: str) -> bytes:
+def last_cosigned_note(conn: Connection, origin: str) -> bytes:
     """The signed note of the last checkpoint this node cosigned for ``origin``, as presented
     (for one cosigned before notes were kept: its body as cosigned; empty if none)."""
     row = conn.execute(
@@ -539,7 +543,7 @@ def last_cosigned_note(conn: sqlite3.Connection, origin: str) -> bytes:
 
 
 def keep_evidence(
-    conn: sqlite3.Connection,
+    conn: Connection,
     origin: str,
     problem: str,
     detected_ms: int,
@@ -572,7 +576,7 @@ def keep_evidence(
     )
 
 
-def evidence_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+def evidence_counts(conn: Connection) -> dict[tuple[str, str], int]:
     """(origin, problem) -> inconsistent checkpoints this node refused and keeps as evidence."""
     return {
         (str(o), str(p)): int(n)
@@ -583,7 +587,7 @@ def evidence_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     }
 
 
-def evidence_summaries(conn: sqlite3.Connection) -> list[str]:
+def evidence_summaries(conn: Connection) -> list[str]:
     """One line per evidence row, newest first: what an operator's health probe shows."""
     return [
         f"{problem} of {origin}: {reason}"
@@ -594,7 +598,7 @@ def evidence_summaries(conn: sqlite3.Connection) -> list[str]:
 
 
 def last_versions(
-    conn: sqlite3.Connection, origin: str, subjects: Sequence[str]
+    conn: Connection, origin: str, subjects: Sequence[str]
 ) -> dict[str, tuple[int, bool]]:
     """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
     found: dict[str, tuple[int, bool]] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from gateway.exchange.core import (
     subject_of,
 )
 from gateway.ledger import Entry, Event
+from gateway.store import INTEGRITY_ERRORS, Connection
 
 __all__ = ["submit_many"]
 
@@ -201,7 +201,7 @@ def _subject(request: SubmitRequest) -> str:
     return subject_of(kind, payload)[0]
 
 
-def _existing(conn: sqlite3.Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
+def _existing(conn: Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
     found: dict[str, store.MessageRow] = {}
     unique = sorted(set(ids))
     for start in range(0, len(unique), _LOOKUP):
@@ -210,7 +210,7 @@ def _existing(conn: sqlite3.Connection, origin: str, ids: list[str]) -> dict[str
 
 
 def _check_keeps_recipients(
-    conn: sqlite3.Connection,
+    conn: Connection,
     origin: str,
     subject: str,
     addressing: partner_pb2.Addressing,
@@ -258,7 +258,7 @@ def _commit(
     subjects = sorted({item.subject for item in prepared})
     expected = {s: v for s in subjects if (v := read[s]) is not None}
 
-    def within(conn: sqlite3.Connection, first: int) -> None:
+    def within(conn: Connection, first: int) -> None:
         if store.last_versions(conn, origin, subjects) != expected:
             raise _Moved("a subject of this call was changed by another call")
         for item, offset in zip(prepared, offsets, strict=True):
@@ -283,7 +283,7 @@ def _commit(
 
     try:
         records = exchange.ledger.append_many(entries, within)
-    except sqlite3.IntegrityError as exc:  # a message id of this call was recorded meanwhile
+    except INTEGRITY_ERRORS as exc:  # a message id of this call was recorded meanwhile
         raise _Moved(str(exc)) from exc
     return [records[0].index + offset for offset in offsets]
 

@@ -11,7 +11,6 @@ import datetime as dt
 import enum
 import hashlib
 import logging
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +53,7 @@ from gateway.ledger import Entry, Event, Ledger, Record
 from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
+from gateway.store import INTEGRITY_ERRORS, Connection
 
 __all__ = [
     "AMEND",
@@ -69,6 +69,10 @@ __all__ = [
     "kind_name",
     "subject_of",
 ]
+
+# How a submit that lost the race for its message id fails, before the duplicate answer: on the
+# id's key, or on the subject's version the winner moved first (ADR 0073).
+_RACE_LOST: tuple[type[Exception], ...] = (FailedPreconditionError, *INTEGRITY_ERRORS)
 
 log = logging.getLogger("gateway.exchange")
 
@@ -321,17 +325,22 @@ class Exchange:
         origin = self.jurisdiction.value
         subject, version = subject_of(kind, payload)
         known = store.last_version(reader, origin, subject)
-        check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
-            request,
-            origin=proto_jurisdiction(self.jurisdiction),
-            now=now,
-            last_version=known[0] if known else None,
-        )
-        if mode is Mode.PUBLISH:
-            mode = Mode.NEW if version <= 1 else Mode.AMEND
-        self._check_mode(mode, subject, known)
-        if known is not None:
-            self._check_keeps_recipients(reader, origin, subject, addressing)
+        try:
+            check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
+                request,
+                origin=proto_jurisdiction(self.jurisdiction),
+                now=now,
+                last_version=known[0] if known else None,
+            )
+            if mode is Mode.PUBLISH:
+                mode = Mode.NEW if version <= 1 else Mode.AMEND
+            self._check_mode(mode, subject, known)
+            if known is not None:
+                self._check_keeps_recipients(reader, origin, subject, addressing)
+        except GatewayError as exc:  # another replica may have recorded this very id meanwhile
+            return self._same_request(
+                self._winner(origin, addressing.message_id, exc), request_digest
+            )
         header = envelope_pb2.EnvelopeHeader(
             message_id=addressing.message_id,
             kind=kind,
@@ -348,7 +357,7 @@ class Exchange:
         message_uuid = uuid.UUID(addressing.message_id)
         entries = [Entry(Event.SENT, message_uuid, kind_name(kind), r, (digest,)) for r in names]
 
-        def within(conn: sqlite3.Connection, first_index: int) -> None:
+        def within(conn: Connection, first_index: int) -> None:
             latest = store.last_version(conn, origin, subject)
             if latest != known:  # a concurrent submit moved the subject on
                 raise FailedPreconditionError(
@@ -373,7 +382,9 @@ class Exchange:
 
         try:
             records = self.ledger.append_many(entries, within)
-        except sqlite3.IntegrityError as exc:  # the same id won a race: answer as for a retry
+        # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
+        # the subject's version first: answer as for a retry.
+        except _RACE_LOST as exc:
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
@@ -408,9 +419,7 @@ class Exchange:
         if mode in (AMEND, END) and known is None:
             raise NotFoundError(f"{subject} was never published by this node")
 
-    def _winner(
-        self, origin: str, message_id: str, exc: sqlite3.IntegrityError
-    ) -> store.MessageRow:
+    def _winner(self, origin: str, message_id: str, exc: Exception) -> store.MessageRow:
         """The row that won a race to record (origin, message id); if there is none, another
         constraint failed, and ``exc`` is raised again rather than mistaken for a race."""
         row = store.MessageRow.get(self.ledger.reader(), origin, message_id)
@@ -420,7 +429,7 @@ class Exchange:
 
     @staticmethod
     def _check_keeps_recipients(
-        conn: sqlite3.Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
+        conn: Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
     ) -> None:
         """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
         otherwise a dropped recipient would keep the old version live (in its watchlist view,
@@ -543,7 +552,7 @@ class Exchange:
         # Whole milliseconds, as stored: the receipt can be signed again, the same, from the row.
         received_at = _whole_ms(self._clock())
 
-        def within(conn: sqlite3.Connection, index: int) -> None:
+        def within(conn: Connection, index: int) -> None:
             store.MessageRow(
                 header.message_id,
                 "in",
@@ -574,7 +583,7 @@ class Exchange:
         header, kind = opened.header, opened.header.kind
         try:
             records = receiving.future.result()
-        except sqlite3.IntegrityError as exc:  # delivered twice at once: the other one won
+        except INTEGRITY_ERRORS as exc:  # delivered twice at once: the other one won
             return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
         receipt = self._receipt(
             header.message_id, opened.digest, records[0].index, receiving.received_at
@@ -675,7 +684,7 @@ class Exchange:
             record = self.ledger.append(
                 entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
             )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
             if done is None:  # not a race with the same acknowledgement
                 raise
@@ -686,7 +695,7 @@ class Exchange:
 
     @staticmethod
     def _inbound(
-        conn: sqlite3.Connection, message_id: str, origin: Jurisdiction | None
+        conn: Connection, message_id: str, origin: Jurisdiction | None
     ) -> store.MessageRow:
         rows = [
             r
@@ -771,10 +780,8 @@ class Exchange:
         return status
 
 
-def _eraser(
-    origin: str, message_id: str, erased_ms: int
-) -> Callable[[sqlite3.Connection, int], None]:
-    def erase(conn: sqlite3.Connection, index: int) -> None:
+def _eraser(origin: str, message_id: str, erased_ms: int) -> Callable[[Connection, int], None]:
+    def erase(conn: Connection, index: int) -> None:
         store.erase(conn, origin, message_id, erased_ms, index)
 
     return erase

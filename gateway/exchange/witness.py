@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -63,6 +62,8 @@ from gateway.pki.access import Principal
 from gateway.pki.chain import CertificateCheckError, verify_leaf
 from gateway.pki.identity import Jurisdiction, Role
 from gateway.pki.note_keys import cosigner_name, cosigner_verifier, ledger_origin, log_verifier
+from gateway.store import Connection
+from gateway.store.leases import ALWAYS_HELD, Lease
 
 __all__ = [
     "WITNESS_HEALTH_SERVICE",
@@ -208,7 +209,7 @@ def witness_cosign(
     proof = list(request.consistency_proof)
     certificate = bytes(request.signer_certificate)
 
-    def record(conn: sqlite3.Connection, index: int) -> None:
+    def record(conn: Connection, index: int) -> None:
         latest = store.witness_state(conn, origin)
         if (latest[0] if latest else 0) != known_size:
             raise WitnessConflictError(
@@ -250,7 +251,7 @@ def _refuse(
         f"SHA-256 {hashlib.sha256(presented).hexdigest()})"
     )
 
-    def keep(conn: sqlite3.Connection) -> None:
+    def keep(conn: Connection) -> None:
         store.keep_evidence(
             conn,
             origin,
@@ -284,8 +285,10 @@ class WitnessClient:
         interval: float = 2.0,
         timeout: float = 10.0,
         summary_interval: float = 600.0,
+        lease: Lease = ALWAYS_HELD,
     ) -> None:
         self.exchange = exchange
+        self._lease = lease  # replicas: one of them pushes checkpoints (ADR 0072)
         # per peer: (error code logged, when logged, attempts since): one line per change
         self._unreachable: dict[Jurisdiction, tuple[str, float, int]] = {}
         self._summary_interval = summary_interval
@@ -309,6 +312,8 @@ class WitnessClient:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if not self._lease.held():
+                continue
             for peer in self._peers:
                 try:
                     self.push(peer)
@@ -436,7 +441,7 @@ class WitnessClient:
         witness = cosigner_name(peer)
         certificate = response.signer_certificate
 
-        def remember(conn: sqlite3.Connection) -> None:
+        def remember(conn: Connection) -> None:
             store.set_witnessed_size(conn, witness, size)
             store.keep_certificate(conn, certificate)
 

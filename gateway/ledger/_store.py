@@ -284,6 +284,7 @@ class Ledger:
         self._close_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[Connection] = []
+        self._pooled: Connection | None = None
         self._readers_lock = threading.Lock()
         self._writer = threading.Thread(
             target=self._run, name=f"ledger-writer:{origin}", daemon=True
@@ -638,9 +639,14 @@ class Ledger:
     # -- reading -------------------------------------------------------------------------------
 
     def reader(self) -> Connection:
-        """This thread's read-only connection to the ledger's store (never blocks writes)."""
+        """A connection for reads (never blocks writes): on SQLite this thread's own; on
+        PostgreSQL one shared reader that borrows a pooled connection per statement."""
         if self._closed:
             raise LedgerClosedError(f"ledger {self.origin} is closed")
+        if self._shared:  # one statement per pool connection: bounded whatever the threads
+            if self._pooled is None:
+                self._pooled = self.database.pooled_reader()
+            return self._pooled
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.own_reader()

@@ -70,10 +70,11 @@ class DataDirectory:
     ``lock`` inside it, holding this process's pid, so a second node on the same directory is
     refused with the holder's pid; (4) does the same owner/mode check for each ledger file that
     exists (tightened to 0600, or refused if others may write it), and creates ``ledger.db``
-    0600 if it does not exist yet.
+    0600 if it does not exist yet (unless the ledger is in PostgreSQL: ``create_ledger``
+    False, and no empty file misleads an operator into exporting it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create_ledger: bool = True) -> None:
         """Check and lock ``path``.
 
         Raises:
@@ -86,7 +87,8 @@ class DataDirectory:
         try:
             for name in LEDGER_FILES:
                 self._check_file(path / name)
-            self._create_database(path / LEDGER_FILES[0])
+            if create_ledger:
+                self._create_database(path / LEDGER_FILES[0])
         except BaseException:
             self.release()
             raise

@@ -28,6 +28,7 @@ __all__ = [
     "Cursor",
     "Database",
     "Dialect",
+    "PooledReader",
     "PostgresConnection",
     "SqliteConnection",
     "check_url",
@@ -148,6 +149,37 @@ class PostgresConnection:
             self._conn.close()
 
 
+class PooledReader:
+    """Autocommit reads on PostgreSQL, each statement on a connection borrowed from the pool
+    for that statement only. A psycopg client cursor holds its whole result, so the connection
+    goes back before the caller fetches: any number of threads read through at most the
+    pool's connections (one kept connection per reading thread would exhaust the server's)."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self._pool = pool
+
+    @property
+    def dialect(self) -> Dialect:
+        """Always ``"postgresql"``."""
+        return "postgresql"
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """Run one read; the returned cursor holds every row."""
+        with self._pool.connection() as conn:
+            if parameters:
+                return conn.execute(_to_format(sql), parameters)
+            return conn.execute(sql)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """Readers do not write."""
+        raise psycopg.ProgrammingError("a pooled reader does not write")
+
+    def close(self) -> None:
+        """Nothing to close: the pool's connections are the database's."""
+
+
 def check_url(url: str) -> str:
     """Return ``url`` if it names a PostgreSQL database; else raise StoreConfigError."""
     try:
@@ -227,6 +259,10 @@ class Database:
         except psycopg_pool.PoolTimeout as exc:
             raise StoreUnavailableError(f"database {self.where}: no connection: {exc}") from None
         return PostgresConnection(conn, pool)
+
+    def pooled_reader(self) -> Connection:
+        """PostgreSQL: a reader that borrows a pool connection per statement (thread-safe)."""
+        return PooledReader(self._get_pool())
 
     def _pg_connect(self, read_only: bool = False) -> psycopg.Connection[Any]:
         assert self.url is not None

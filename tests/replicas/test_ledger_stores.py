@@ -222,3 +222,30 @@ def test_a_failing_request_is_rolled_back_alone_on_postgres(
         assert side == [(1,), (2,)]
     with Ledger.open(pg, origin=ORIGIN, signer=signer) as reopened:
         assert reopened.size() == 3
+
+
+def test_readers_share_the_pool_whatever_the_threads(pg: Database, signer: NoteSigner) -> None:
+    """Forty reading threads use at most the pool's connections, not one each."""
+    with Ledger.open(pg, origin=ORIGIN, signer=signer) as ledger:
+        ledger.append_many([make_entry(i) for i in range(40)])
+        seen: list[int] = []
+        barrier = threading.Barrier(40)
+
+        def read() -> None:
+            barrier.wait()
+            for _ in range(5):
+                assert len(ledger.leaves(0, 40)) == 40
+            (count,) = (
+                ledger.reader()
+                .execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+                .fetchone()
+            )
+            seen.append(int(count))
+
+        threads = [threading.Thread(target=read) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(seen) == 40
+        assert max(seen) <= 16 + 1  # the pool's, and the writer's
