@@ -60,7 +60,7 @@ from gateway.notes import (
     sign_note,
     verify_cosignature,
 )
-from gateway.store import DATABASE_ERRORS, Connection, Database, ensure_schema
+from gateway.store import Connection, Database, database_errors, ensure_schema
 
 log = logging.getLogger("gateway.ledger")
 T = TypeVar("T")
@@ -464,7 +464,7 @@ class Ledger:
                 conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
             _commit_durably(conn)
         except Exception as exc:
-            with contextlib.suppress(*DATABASE_ERRORS):
+            with contextlib.suppress(*database_errors()):
                 conn.execute("ROLLBACK")
             self._frontier = at_start
             self._upper.truncate(at_start.size)
