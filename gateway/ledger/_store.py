@@ -673,6 +673,8 @@ class Ledger:
 
     def _refresh_if_behind(self, wanted: int | None = None) -> None:
         """Catch up when the stored tree (or ``wanted``) is beyond what this replica has seen."""
+        if threading.current_thread() is self._writer:
+            return  # inside a commit: the writer caught up under the row lock already
         if wanted is None:
             (wanted,) = (
                 self.reader().execute("SELECT size FROM ledger_tree WHERE id = 1").fetchone()
