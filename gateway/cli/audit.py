@@ -35,7 +35,7 @@ from gateway.notes import Verifier
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
 from gateway.pki.note_keys import jurisdiction_of_origin
-from gateway.store import DATABASE_ERRORS, StoreError, open_database, redact
+from gateway.store import StoreError, database_errors, open_database, redact
 from gateway.transport import ClientIdentity, secure_channel
 
 _VERIFY_EPILOG = """\
@@ -449,7 +449,7 @@ def _database_source(url: str) -> DatabaseSource:
         return DatabaseSource(conn=database.dedicated(), where=database.where)
     except StoreError as exc:
         raise CliError(str(exc)) from None
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         raise CliError(f"database {redact(url)}: {' '.join(str(exc).split())}") from None
 
 

@@ -13,7 +13,7 @@ from gateway.cli._base import EXIT_OK, CliError
 from gateway.server import Node, load_config
 from gateway.server.config import NodeConfig
 from gateway.server.logs import configure_logging, route_native_stderr
-from gateway.store import DATABASE_ERRORS
+from gateway.store import database_errors
 
 log = logging.getLogger("gateway.cli.serve")
 
@@ -72,7 +72,7 @@ def _start_up(config: NodeConfig) -> Node:
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise CliError(f"cannot start the node:{where} {exc.strerror or exc}") from None
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         raise CliError(f"cannot start the node: ledger in {config.data_dir}: {exc}") from None
 
 

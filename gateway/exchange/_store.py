@@ -206,7 +206,7 @@ class MessageRow:
         return {row[0]: cls(*row) for row in rows}
 
     def insert(self, conn: Connection, retain_until_ms: int | None) -> None:
-        """Insert this row (raises one of ``INTEGRITY_ERRORS`` if the id exists)."""
+        """Insert this row (raises one of ``integrity_errors()`` if the id exists)."""
         conn.execute(
             "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
             "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
@@ -420,7 +420,7 @@ def ack_of(conn: Connection, origin: str, message_id: str, partner: str) -> Ack 
 def add_ack(
     conn: Connection, origin: str, message_id: str, partner: str, ledger_index: int
 ) -> None:
-    """Record an acknowledgement (raises one of ``INTEGRITY_ERRORS`` when it exists)."""
+    """Record an acknowledgement (raises one of ``integrity_errors()`` when it exists)."""
     conn.execute(
         "INSERT INTO exchange_acks (origin, message_id, partner, ledger_index) VALUES (?,?,?,?)",
         (origin, message_id, partner, ledger_index),

@@ -45,7 +45,7 @@ from gateway.exchange.core import (
     subject_of,
 )
 from gateway.ledger import Entry, Event
-from gateway.store import INTEGRITY_ERRORS, Connection
+from gateway.store import Connection, integrity_errors
 
 __all__ = ["submit_many"]
 
@@ -283,7 +283,7 @@ def _commit(
 
     try:
         records = exchange.ledger.append_many(entries, within)
-    except INTEGRITY_ERRORS as exc:  # a message id of this call was recorded meanwhile
+    except integrity_errors() as exc:  # a message id of this call was recorded meanwhile
         raise _Moved(str(exc)) from exc
     return [records[0].index + offset for offset in offsets]
 

@@ -53,7 +53,7 @@ from gateway.ledger import Entry, Event, Ledger, Record
 from gateway.pki.access import Principal
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.identity import Jurisdiction
-from gateway.store import INTEGRITY_ERRORS, Connection
+from gateway.store import Connection, integrity_errors
 
 __all__ = [
     "AMEND",
@@ -70,9 +70,12 @@ __all__ = [
     "subject_of",
 ]
 
-# How a submit that lost the race for its message id fails, before the duplicate answer: on the
-# id's key, or on the subject's version the winner moved first (ADR 0073).
-_RACE_LOST: tuple[type[Exception], ...] = (FailedPreconditionError, *INTEGRITY_ERRORS)
+
+def _race_lost() -> tuple[type[Exception], ...]:
+    """How a submit that lost the race for its message id fails, before the duplicate answer:
+    on the id's key, or on the subject's version the winner moved first (ADR 0073)."""
+    return (FailedPreconditionError, *integrity_errors())
+
 
 log = logging.getLogger("gateway.exchange")
 
@@ -384,7 +387,7 @@ class Exchange:
             records = self.ledger.append_many(entries, within)
         # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
         # the subject's version first: answer as for a retry.
-        except _RACE_LOST as exc:
+        except _race_lost() as exc:
             return self._same_request(
                 self._winner(origin, addressing.message_id, exc), request_digest
             )
@@ -583,7 +586,7 @@ class Exchange:
         header, kind = opened.header, opened.header.kind
         try:
             records = receiving.future.result()
-        except INTEGRITY_ERRORS as exc:  # delivered twice at once: the other one won
+        except integrity_errors() as exc:  # delivered twice at once: the other one won
             return self._known(self._winner(opened.origin.value, header.message_id, exc), opened)
         receipt = self._receipt(
             header.message_id, opened.digest, records[0].index, receiving.received_at
@@ -684,7 +687,7 @@ class Exchange:
             record = self.ledger.append(
                 entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
             )
-        except INTEGRITY_ERRORS:
+        except integrity_errors():
             done = store.ack_of(self.ledger.reader(), row.origin, message_id, who)
             if done is None:  # not a race with the same acknowledgement
                 raise

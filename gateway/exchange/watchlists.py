@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
@@ -37,6 +38,7 @@ from gateway.store import Connection, Database, Schema, ddl, ensure_schema
 __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WATCHLIST_KINDS = (
     common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY,
@@ -100,6 +102,10 @@ VIEW_SCHEMA = Schema("watchlist_view", {1: _create})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+class StaleViewError(Exception):
+    """Another replica saved the shared view since this one loaded it."""
+
+
 class ViewStore:
     """The view's tables: a SQLite file of their own (WAL, ``synchronous=FULL``) or the node's
     PostgreSQL database. Used under the caller's lock."""
@@ -120,6 +126,9 @@ class ViewStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
+        # PostgreSQL: replicas of the node share these tables (ADR 0070); each save checks
+        # that no other replica saved since this one loaded, under the view_meta row lock.
+        self.shared = conn.dialect == "postgresql"
         conn.execute(self._begin)
         try:
             ensure_schema(conn, VIEW_SCHEMA)
@@ -141,12 +150,32 @@ class ViewStore:
         records = [StoredRecord(*row) for row in rows]
         return records, int(meta[0]), _EPOCH + dt.timedelta(microseconds=int(meta[1]))
 
-    def save(self, records: list[StoredRecord], version: int, advanced_to: dt.datetime) -> None:
-        """Stores changed records with the view version, all or nothing, durably."""
+    def stored_version(self) -> int:
+        """The view version stored now (0 before the first save)."""
+        row = self._conn.execute("SELECT version FROM view_meta WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def save(
+        self,
+        records: list[StoredRecord],
+        version: int,
+        advanced_to: dt.datetime,
+        base: int | None = None,
+    ) -> None:
+        """Stores changed records with the view version, all or nothing, durably.
+
+        With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
+        version is still ``base``: another replica saved since this view was loaded.
+        """
         micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
         conn = self._conn
         conn.execute(self._begin)
         try:
+            if base is not None:
+                row = conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
+                found = row.fetchone()
+                if (0 if found is None else int(found[0])) != base:
+                    raise StaleViewError(f"the stored view moved past version {base}")
             conn.executemany(
                 _UPSERT,
                 [
@@ -203,11 +232,13 @@ class Watchlists:
         self._floor = 3 * ledger_size
         self._lock = threading.Lock()
         self._clock = clock
+        self._base = 0  # the stored version the view was loaded at or last saved
         self._view = self._load()
 
     def _load(self) -> WatchlistView:
         view = WatchlistView(self._secret)
         records, version, advanced_to = self._store.load()
+        self._base = version
         if version == 0 and not records and self._floor:
             # A view file lost (or new) beside a ledger with history: versions start above any
             # this node can have shown (each ledger entry gives at most one change, an erasure
@@ -224,11 +255,37 @@ class Watchlists:
         changes = self._view.take_changes()
         if not changes:
             return
+        base = self._base if self._store.shared else None
         try:
-            self._store.save(changes, self._view.version, self._view.advanced_to)
+            self._store.save(changes, self._view.version, self._view.advanced_to, base)
         except Exception:
             self._view = self._load()
             raise
+        self._base = self._view.version
+
+    def _changing(self, change: Callable[[], T]) -> T:
+        """Run ``change`` on the view and store what it changed (caller holds the lock).
+
+        On a shared store the view is first reloaded if another replica saved since, and a
+        save that loses the race to another replica is reloaded and run again once: every
+        replica serves the one stored view, its versions never reused.
+        """
+        for attempt in (1, 2):
+            if self._store.shared and self._store.stored_version() != self._base:
+                self._view = self._load()
+            try:
+                result = change()
+            except Exception:
+                self._commit()  # what the view changed before (time advanced), as before
+                raise
+            try:
+                self._commit()
+            except StaleViewError:
+                if attempt == 2:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _handling(self, message_id: str) -> common_pb2.Handling | None:
         """The handling of a stored message's envelope, None if unknown or erased."""
@@ -264,8 +321,11 @@ class Watchlists:
             return
         assert isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation)
         with self._lock:
-            self._view.apply(proto_jurisdiction(origin), payload, message_id, received_at=at)
-            self._commit()
+            self._changing(
+                lambda: self._view.apply(
+                    proto_jurisdiction(origin), payload, message_id, received_at=at
+                )
+            )
 
     def apply_many(
         self, told: Sequence[tuple[Jurisdiction, int, Message, str, dt.datetime]]
@@ -287,27 +347,25 @@ class Watchlists:
         if kind not in WATCHLIST_KINDS:
             return
         with self._lock:
-            self._view.erase(message_id)
-            self._commit()
+            self._changing(lambda: self._view.erase(message_id))
 
     def reconcile(self, still_stored: Callable[[set[str]], set[str]]) -> int:
         """Erase from the view every payload the store no longer holds (at start, after
         replay). ``still_stored`` returns which of the given message ids still have their
         payload. Returns how many were erased here."""
-        with self._lock:
+
+        def erase_gone() -> int:
             held = self._view.message_ids()
             gone = held - still_stored(held)
-            changed = sum(self._view.erase(message_id) for message_id in sorted(gone))
-            self._commit()
-            return changed
+            return sum(self._view.erase(message_id) for message_id in sorted(gone))
+
+        with self._lock:
+            return self._changing(erase_gone)
 
     def list(self, request: partner_pb2.ListWatchlistRequest) -> partner_pb2.ListWatchlistResponse:
         """A snapshot or delta page of one watchlist."""
         with self._lock:
-            try:
-                return self._view.list_watchlist(request, now=self._clock())
-            finally:
-                self._commit()
+            return self._changing(lambda: self._view.list_watchlist(request, now=self._clock()))
 
     def get(self, request: partner_pb2.GetWatchlistEntryRequest) -> partner_pb2.WatchlistItem:
         """One entry of the view in its state now.
@@ -326,12 +384,11 @@ class Watchlists:
         if problems:
             raise ValidationError(problems)
         with self._lock:
-            try:
-                item = self._view.get(
+            item = self._changing(
+                lambda: self._view.get(
                     request.origin, request.watchlist, request.entry_id, now=self._clock()
                 )
-            finally:
-                self._commit()
+            )
         if item is not None:
             handling = self._handling(item.message_id)
             if handling is not None:
@@ -360,12 +417,11 @@ class Watchlists:
         if problems:
             raise ValidationError(problems)
         with self._lock:
-            try:
-                response = self._view.screen(
+            response = self._changing(
+                lambda: self._view.screen(
                     declaration, now=self._clock(), watchlists=tuple(request.watchlists)
                 )
-            finally:
-                self._commit()
+            )
         response.normalised.extend(normalised)
         for hit in response.hits:
             handling = self._handling(hit.message_id)

@@ -60,7 +60,7 @@ from gateway.notes import (
     sign_note,
     verify_cosignature,
 )
-from gateway.store import DATABASE_ERRORS, Connection, Database, ensure_schema
+from gateway.store import Connection, Database, database_errors, ensure_schema
 
 log = logging.getLogger("gateway.ledger")
 T = TypeVar("T")
@@ -464,7 +464,7 @@ class Ledger:
                 conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
             _commit_durably(conn)
         except Exception as exc:
-            with contextlib.suppress(*DATABASE_ERRORS):
+            with contextlib.suppress(*database_errors()):
                 conn.execute("ROLLBACK")
             self._frontier = at_start
             self._upper.truncate(at_start.size)
@@ -673,6 +673,8 @@ class Ledger:
 
     def _refresh_if_behind(self, wanted: int | None = None) -> None:
         """Catch up when the stored tree (or ``wanted``) is beyond what this replica has seen."""
+        if threading.current_thread() is self._writer:
+            return  # inside a commit: the writer caught up under the row lock already
         if wanted is None:
             (wanted,) = (
                 self.reader().execute("SELECT size FROM ledger_tree WHERE id = 1").fetchone()

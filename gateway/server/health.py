@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger
-from gateway.store import DATABASE_ERRORS, Connection, ddl
+from gateway.store import Connection, database_errors, ddl
 
 __all__ = ["StorageProbe"]
 
@@ -33,7 +33,6 @@ log = logging.getLogger("gateway.server")
 
 _PROBE_FILE = ".storage-probe"
 _PROBE_BYTES = 4096  # one page: a full file system cannot take it
-_PROBE_FAILURES: tuple[type[Exception], ...] = (GatewayError, *DATABASE_ERRORS)
 
 
 def _write_probe(conn: Connection) -> None:
@@ -77,9 +76,10 @@ class StorageProbe:
             os.unlink(self._path)
         except OSError as exc:
             return f"data directory {self._path.parent}: {exc.strerror or exc}"
+        failures: tuple[type[Exception], ...] = (GatewayError, *database_errors())
         try:
             self._ledger.write(_write_probe)
-        except _PROBE_FAILURES as exc:
+        except failures as exc:
             return f"ledger {self._ledger.where}: {exc}"
         return None
 

@@ -22,10 +22,9 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -68,17 +67,21 @@ from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
 from gateway.store import (
-    DATABASE_ERRORS,
     Connection,
     Database,
     StoreError,
+    database_errors,
     ensure_schema,
     open_database,
 )
-from gateway.store.leases import ALWAYS_HELD, Lease, LeaseKeeper
-from gateway.store.notify import Listener
-from gateway.store.replicas import REPLICA_SCHEMA
+from gateway.store.leases import ALWAYS_HELD, Lease
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
+
+if TYPE_CHECKING:  # psycopg is imported only by a node on PostgreSQL
+    import psycopg
+
+    from gateway.store.leases import LeaseKeeper
+    from gateway.store.notify import Listener
 
 __all__ = [
     "CERTIFICATES_IN_USE_KEY",
@@ -368,6 +371,10 @@ class Node:
         url = database.url
         if database.dialect != "postgresql" or url is None:
             return None, None
+        import psycopg
+
+        from gateway.store.leases import LeaseKeeper
+        from gateway.store.notify import Listener
 
         def connect() -> psycopg.Connection[Any]:
             return psycopg.connect(url, connect_timeout=5)
@@ -771,6 +778,8 @@ def _open_ledger(database: Database, origin: str, signer: Signer) -> Ledger:
         exchange_store.create_schema(conn)
         create_revocation_schema(conn)
         if conn.dialect == "postgresql":  # replicas may share it
+            from gateway.store.replicas import REPLICA_SCHEMA
+
             ensure_schema(conn, REPLICA_SCHEMA)
 
     try:
@@ -780,7 +789,7 @@ def _open_ledger(database: Database, origin: str, signer: Signer) -> Ledger:
             signer=NoteSigner(origin, signer.private_key),
             schema=schema,
         )
-    except DATABASE_ERRORS as exc:
+    except database_errors() as exc:
         detail = " ".join(str(exc).split())  # PostgreSQL's messages span lines
         raise StartupError(f"ledger {path} cannot be opened: {detail}") from None
     except OSError as exc:

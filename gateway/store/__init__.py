@@ -25,17 +25,15 @@ from gateway.store._schema import (
     schema_version,
 )
 from gateway.store.errors import (
-    DATABASE_ERRORS,
-    INTEGRITY_ERRORS,
     SchemaVersionError,
     StoreConfigError,
     StoreError,
     StoreUnavailableError,
+    database_errors,
+    integrity_errors,
 )
 
 __all__ = [
-    "DATABASE_ERRORS",
-    "INTEGRITY_ERRORS",
     "SCHEMA_TABLE",
     "Connection",
     "Cursor",
@@ -50,8 +48,10 @@ __all__ = [
     "StoreUnavailableError",
     "append_only",
     "check_url",
+    "database_errors",
     "ddl",
     "ensure_schema",
+    "integrity_errors",
     "open_database",
     "redact",
     "schema_version",

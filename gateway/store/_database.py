@@ -15,13 +15,14 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import psycopg
-import psycopg_pool
-
 from gateway.store.errors import StoreConfigError, StoreUnavailableError
+
+if TYPE_CHECKING:  # imported when PostgreSQL is used: a SQLite node never loads the driver
+    import psycopg
+    import psycopg_pool
 
 __all__ = [
     "Connection",
@@ -125,7 +126,9 @@ class PostgresConnection:
     @property
     def in_transaction(self) -> bool:
         """True between ``BEGIN`` and ``COMMIT``/``ROLLBACK`` (also in a failed transaction)."""
-        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        from psycopg.pq import TransactionStatus
+
+        return self._conn.info.transaction_status != TransactionStatus.IDLE
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement; see :class:`Connection`."""
@@ -174,7 +177,7 @@ class PooledReader:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Readers do not write."""
-        raise psycopg.ProgrammingError("a pooled reader does not write")
+        raise NotImplementedError("a pooled reader does not write")
 
     def close(self) -> None:
         """Nothing to close: the pool's connections are the database's."""
@@ -190,6 +193,8 @@ def check_url(url: str) -> str:
         raise StoreConfigError(
             f"storage url must start with postgresql:// (got {parts.scheme or 'no'} scheme)"
         )
+    import psycopg
+
     if not parts.path.strip("/"):
         raise StoreConfigError("storage url names no database (postgresql://host/DATABASE)")
     try:
@@ -253,6 +258,8 @@ class Database:
         """A connection for a short task; ``close()`` gives it back (PostgreSQL: to the pool)."""
         if self.dialect == "sqlite":
             return self.dedicated()
+        import psycopg_pool
+
         pool = self._get_pool()
         try:
             conn = pool.getconn()
@@ -265,6 +272,8 @@ class Database:
         return PooledReader(self._get_pool())
 
     def _pg_connect(self, read_only: bool = False) -> psycopg.Connection[Any]:
+        import psycopg
+
         assert self.url is not None
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
@@ -276,6 +285,8 @@ class Database:
         return conn
 
     def _get_pool(self) -> psycopg_pool.ConnectionPool:
+        import psycopg_pool
+
         with self._lock:
             if self._pool is None:
                 self._pool = psycopg_pool.ConnectionPool(

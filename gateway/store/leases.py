@@ -31,11 +31,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
-
-import psycopg
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.errors import FailedPreconditionError
+
+if TYPE_CHECKING:  # imported by a node on PostgreSQL only (ADR 0070): SQLite nodes load no driver
+    import psycopg
 
 __all__ = [
     "ALWAYS_HELD",
@@ -239,6 +240,8 @@ class LeaseKeeper:
     def stop(self, *, release: bool = True) -> None:
         """Stop renewing; with ``release``, give the leases up at once so another replica
         takes them at its next renewal (a graceful stop), else they run out after ``ttl``."""
+        import psycopg
+
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
@@ -264,6 +267,8 @@ class LeaseKeeper:
 
     def renew_once(self) -> None:
         """One round: take or renew every lease (each in its own statement)."""
+        import psycopg
+
         for lease in self.leases.values():
             started = time.monotonic()
             try:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # imported by a node on PostgreSQL only (ADR 0070)
+    import psycopg
 
 __all__ = ["LEDGER_CHANNEL", "Listener", "create_ledger_trigger"]
 
@@ -87,6 +88,8 @@ class Listener:
                 log.exception("wake-up after a notification failed")
 
     def _run(self) -> None:
+        import psycopg
+
         while not self._stop.is_set():
             try:
                 self._listen()
@@ -107,11 +110,13 @@ class Listener:
                     conn.close()
 
     def _listen(self) -> None:
+        from psycopg import sql
+
         conn = self._connect()
         conn.autocommit = True
         self._conn = conn
         for channel in self._channels:
-            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self.listening.set()
         self._call()  # whatever was committed before LISTEN took effect
         while not self._stop.is_set():

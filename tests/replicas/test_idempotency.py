@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from customs.gateway.v1 import partner_pb2_grpc
+from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
 from gateway.server import LISTEN_ADDRESS_FILE, Node, load_config
-from tests.exchange.conftest import notice_request
+from tests.exchange.conftest import notice_request, read_stream
 from tests.support import World, channel_to, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -113,3 +113,35 @@ def test_a_submit_retried_on_the_other_replica_gets_the_first_answer(
         first.digest,
         first.accepted_at,
     )
+
+
+def test_every_replica_streams_and_acknowledges_what_any_replica_received(
+    world: World, nodes: dict[str, Node]
+) -> None:
+    """HK delivers to whichever CN replica its round robin picks; a stream open on each replica
+    gets the message (the other replica's commit woke it through LISTEN/NOTIFY), and an
+    acknowledgement through either replica is one ledger entry."""
+    cn = [nodes["cn-1"], nodes["cn-2"]]
+    for node in cn:
+        assert node.listener is not None
+        assert node.listener.listening.wait(5)
+    heard = [node.listener.received for node in cn if node.listener is not None]
+    request = notice_request(HK, [CN])
+    _stub(world, nodes["hk"]).SubmitSeizureNotice(request, timeout=10)
+    message_id = request.addressing.message_id
+    for node in cn:
+        (message,) = read_stream(_stub(world, node), expect=1, timeout=30)
+        assert message.message_id == message_id
+    now = [node.listener.received for node in cn if node.listener is not None]
+    assert all(later > before for later, before in zip(now, heard, strict=True)), (heard, now)
+    first = _stub(world, cn[1]).AcknowledgeInbound(
+        partner_pb2.AcknowledgeInboundRequest(message_id=message_id), timeout=10
+    )
+    again = _stub(world, cn[0]).AcknowledgeInbound(
+        partner_pb2.AcknowledgeInboundRequest(message_id=message_id), timeout=10
+    )
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.ledger_index == first.ledger_index
+    acks = [e for e in _entries(cn[0], Event.ACKNOWLEDGED) if str(e.message_id) == message_id]
+    assert len(acks) == 1
