@@ -139,7 +139,18 @@ def _create(conn: Connection) -> None:
         append_only(conn, table, f"{table} is append-only")
 
 
-EXCHANGE_SCHEMA = Schema("exchange", {1: _create})
+def _index_subjects(conn: Connection) -> None:
+    """Version 2: messages found by subject. An update or revocation of an entry asks who was
+    sent its earlier versions (:func:`recipients_of`); without this index each such question
+    read every message, so a bulk revoke slowed with the size of the list (2,000 revocations
+    of a 100,000-entry list recorded nothing in six minutes)."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS exchange_messages_subject "
+        "ON exchange_messages(origin, subject)"
+    )
+
+
+EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects})
 
 
 def create_schema(conn: Connection) -> None:
