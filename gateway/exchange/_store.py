@@ -145,8 +145,7 @@ def _index_subjects(conn: Connection) -> None:
     read every message, so a bulk revoke slowed with the size of the list (2,000 revocations
     of a 100,000-entry list recorded nothing in six minutes)."""
     conn.execute(
-        "CREATE INDEX IF NOT EXISTS exchange_messages_subject "
-        "ON exchange_messages(origin, subject)"
+        "CREATE INDEX IF NOT EXISTS exchange_messages_subject ON exchange_messages(origin, subject)"
     )
 
 
