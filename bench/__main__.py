@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only NAME ...]``: run the benchmarks and print one table."""
+"""``python -m bench [--quick] [--long] [--only NAME ...]``: run the benchmarks, print one table."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import time
 from bench._report import Result, Scale, render
 
 # Benchmark modules of this package, in the order they run.
-MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs")
+MODULES: tuple[str, ...] = ("ledger", "screening", "exchange", "logs", "bulk", "replicas")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--long", action="store_true", help="also the rows that take minutes")
     parser.add_argument("--only", nargs="*", default=None, help="run only these modules")
     args = parser.parse_args(argv)
-    scale = Scale(quick=args.quick)
+    scale = Scale(quick=args.quick, long=args.long)
     results: list[Result] = []
     for name in MODULES:
         if args.only and name not in args.only:

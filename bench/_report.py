@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Scale:
-    """How big to run: ``quick`` for a smoke run, otherwise the sizes the targets name."""
+    """How big to run: ``quick`` for a smoke run, otherwise the sizes the targets name;
+    ``long`` adds the rows that take minutes (the 1,000,000-entry memory row of group ``bulk``).
+    """
 
     quick: bool = False
+    long: bool = False
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,17 @@ def _create(conn: Connection) -> None:
         append_only(conn, table, f"{table} is append-only")
 
 
-EXCHANGE_SCHEMA = Schema("exchange", {1: _create})
+def _index_subjects(conn: Connection) -> None:
+    """Version 2: messages found by subject. An update or revocation of an entry asks who was
+    sent its earlier versions (:func:`recipients_of`); without this index each such question
+    read every message, so a bulk revoke slowed with the size of the list (2,000 revocations
+    of a 100,000-entry list recorded nothing in six minutes)."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS exchange_messages_subject ON exchange_messages(origin, subject)"
+    )
+
+
+EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects})
 
 
 def create_schema(conn: Connection) -> None:
@@ -660,3 +670,21 @@ def evidence_summaries(conn: Connection) -> list[str]:
             "SELECT origin, problem, reason FROM exchange_witness_evidence ORDER BY id DESC"
         )
     ]
+
+
+def last_versions(
+    conn: Connection, origin: str, subjects: Sequence[str]
+) -> dict[str, tuple[int, bool]]:
+    """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
+    found: dict[str, tuple[int, bool]] = {}
+    unique = sorted(set(subjects))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT subject, version, final FROM exchange_versions "  # noqa: S608
+            f"WHERE origin = ? AND subject IN ({marks})",
+            [origin, *chunk],
+        )
+        found.update({row[0]: (int(row[1]), bool(row[2])) for row in rows})
+    return found
