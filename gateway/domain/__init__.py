@@ -7,6 +7,7 @@ calls this package. Public faces:
   currencies and UN/LOCODEs, with their sources.
 - :mod:`gateway.domain.identifiers`: ISO 6346, IMO, USCC, LEI, MMSI, HS and national-id checks.
 - :mod:`gateway.domain.validate`: ``validate_*`` (every violation with its path) and ``check_*``.
+- :mod:`gateway.domain.kinds`: the table of the four message kinds, and whole-request validation.
 - :mod:`gateway.domain.names`: name normalisation for matching.
 - :mod:`gateway.domain.watchlist`: :class:`WatchlistView`, the merged view of one node.
 - :mod:`gateway.domain.screening`: the screening index and scores.

@@ -4,8 +4,9 @@ Each ``validate_*`` function returns the list of *all* violations of one message
 at the first), each a :class:`gateway.errors.FieldViolation` whose path is the field's path in
 the request message (``notice.goods[0].quantity.unit``, ``addressing.recipients[1]``). A
 missing sub-message is reported once at its own path; its fields are not reported on top.
-The ``check_*`` forms raise :class:`ValidationError` carrying every violation, and
-:func:`check_request` validates a whole PartnerGateway submit request.
+The ``check_*`` forms raise :class:`ValidationError` carrying every violation; a whole
+PartnerGateway submit request is validated by :func:`gateway.domain.kinds.check_request`,
+which picks the payload's validator from the table of kinds.
 
 Rules that need state (an amendment must exceed the last version) take the last known version
 as an argument; ``None`` means the id is new here. Times are compared with ``now`` (aware), with
@@ -36,7 +37,6 @@ __all__ = [
     "ValidationError",
     "check_addressing",
     "check_declaration",
-    "check_request",
     "check_revocation",
     "check_seizure_notice",
     "check_watchlist_entry",
@@ -45,7 +45,6 @@ __all__ = [
     "to_bad_request",
     "validate_addressing",
     "validate_declaration",
-    "validate_request",
     "validate_revocation",
     "validate_seizure_notice",
     "validate_watchlist_entry",
@@ -625,68 +624,7 @@ def validate_declaration(
     return c.violations
 
 
-# --- whole requests -----------------------------------------------------------------------------
-
-_SubmitRequest = (
-    partner_pb2.PublishWatchlistEntryRequest
-    | partner_pb2.RevokeWatchlistEntryRequest
-    | partner_pb2.SubmitSeizureNoticeRequest
-    | partner_pb2.WithdrawSeizureNoticeRequest
-)
-
-
-def validate_request(
-    request: _SubmitRequest,
-    *,
-    origin: int,
-    now: dt.datetime,
-    last_version: int | None = None,
-) -> list[FieldViolation]:
-    """Every violation of a PartnerGateway submit request: addressing and payload together.
-
-    Paths start at the request (``addressing.recipients[0]``, ``notice.goods[1].quantity``).
-    ``last_version`` is the last version known for the payload's entry or notice id.
-    """
-    found: list[FieldViolation] = []
-    if request.HasField("addressing"):
-        found += validate_addressing(request.addressing, origin=origin)
-    else:
-        found.append(FieldViolation("addressing", "required"))
-    if isinstance(request, partner_pb2.PublishWatchlistEntryRequest):
-        if request.HasField("entry"):
-            found += validate_watchlist_entry(request.entry, now=now, last_version=last_version)
-        else:
-            found.append(FieldViolation("entry", "required"))
-    elif isinstance(request, partner_pb2.RevokeWatchlistEntryRequest):
-        if request.HasField("revocation"):
-            found += validate_revocation(request.revocation, last_version=last_version)
-        else:
-            found.append(FieldViolation("revocation", "required"))
-    elif isinstance(request, partner_pb2.SubmitSeizureNoticeRequest):
-        if request.HasField("notice"):
-            found += validate_seizure_notice(request.notice, now=now, last_version=last_version)
-        else:
-            found.append(FieldViolation("notice", "required"))
-    elif request.HasField("withdrawal"):
-        found += validate_withdrawal(request.withdrawal, last_version=last_version)
-    else:
-        found.append(FieldViolation("withdrawal", "required"))
-    return found
-
-
-def check_request(
-    request: _SubmitRequest,
-    *,
-    origin: int,
-    now: dt.datetime,
-    last_version: int | None = None,
-) -> None:
-    """:func:`validate_request`, raising.
-
-    Raises:
-        ValidationError: listing every violation, when there is at least one.
-    """
-    raise_if_invalid(validate_request(request, origin=origin, now=now, last_version=last_version))
+# --- raising forms -------------------------------------------------------------------------------
 
 
 def raise_if_invalid(violations: Sequence[FieldViolation]) -> None:

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError, Message
 
-from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2
+from customs.gateway.v1 import common_pb2, envelope_pb2
+from gateway.domain.kinds import KINDS
 from gateway.envelope.errors import (
     BadSignatureError,
     ClockSkewError,
@@ -59,12 +60,8 @@ RECEIPT_CONTEXT = b"customs-gateway/receipt/v1"
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
 MessageKind = common_pb2.MessageKind
-PAYLOAD_TYPES: dict[int, type[Message]] = {
-    common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY: domain_pb2.WatchlistEntry,
-    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION: domain_pb2.WatchlistRevocation,
-    common_pb2.MESSAGE_KIND_SEIZURE_NOTICE: domain_pb2.SeizureNotice,
-    common_pb2.MESSAGE_KIND_SEIZURE_WITHDRAWAL: domain_pb2.SeizureWithdrawal,
-}
+# The payload type of each kind, from the one table of kinds (ADR 0016).
+PAYLOAD_TYPES: dict[int, type[Message]] = {kind: row.payload for kind, row in KINDS.items()}
 
 _PROTO_OF: dict[Jurisdiction, common_pb2.Jurisdiction] = {
     Jurisdiction.CN: common_pb2.JURISDICTION_CN,

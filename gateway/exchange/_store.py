@@ -10,6 +10,7 @@ not at all. Reads use the ledger's per-thread read connections.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import FailedPreconditionError
@@ -21,9 +22,11 @@ __all__ = [
     "QUEUED",
     "REFUSED",
     "Ack",
+    "Expired",
     "InboundRow",
     "MessageRow",
     "OutboxRow",
+    "StoredPayload",
     "create_schema",
 ]
 
@@ -241,6 +244,69 @@ def erase(conn: Connection, origin: str, message_id: str, erased_ms: int, index:
     ).rowcount
     if done != 1:
         raise FailedPreconditionError(f"message {message_id} is already erased")
+
+
+def still_stored(conn: Connection, message_ids: set[str]) -> set[str]:
+    """Which of ``message_ids`` still have their payload (not erased), asked 500 at a time."""
+    held: set[str] = set()
+    ids = sorted(message_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        held.update(
+            row[0]
+            for row in conn.execute(
+                "SELECT message_id FROM exchange_messages "  # noqa: S608
+                f"WHERE envelope IS NOT NULL AND message_id IN ({marks})",
+                chunk,
+            )
+        )
+    return held
+
+
+@dataclass(frozen=True)
+class StoredPayload:
+    """A message whose payload is still stored, as replay reads it."""
+
+    message_id: str
+    origin: str
+    kind: int
+    envelope: bytes
+    created_ms: int
+
+
+def stored_payloads(conn: Connection, kinds: Sequence[int]) -> Iterator[StoredPayload]:
+    """Every message of ``kinds`` whose payload is still stored, in ledger order; streamed
+    (the cursor is read as the caller iterates), so memory does not grow with history."""
+    marks = ",".join("?" * len(kinds))
+    rows = conn.execute(
+        "SELECT message_id, origin, kind, envelope, created_ms FROM exchange_messages "  # noqa: S608
+        f"WHERE envelope IS NOT NULL AND kind IN ({marks}) ORDER BY ledger_index",
+        list(kinds),
+    )
+    for row in rows:
+        yield StoredPayload(*row)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A message whose retention has ended and whose payload is still stored."""
+
+    message_id: str
+    origin: str
+    kind: int
+    digest: bytes
+
+
+def expired(conn: Connection, now_ms: int) -> list[Expired]:
+    """Every stored payload whose retention ended at or before ``now_ms``, in ledger order."""
+    rows = conn.execute(
+        "SELECT message_id, origin, kind, digest FROM exchange_messages "
+        "WHERE envelope IS NOT NULL AND retain_until_ms <= ? "
+        "ORDER BY ledger_index",
+        (now_ms,),
+    ).fetchall()
+    return [Expired(*row) for row in rows]
 
 
 def last_version(conn: Connection, origin: str, subject: str) -> tuple[int, bool] | None:

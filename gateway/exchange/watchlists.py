@@ -21,12 +21,13 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
+from gateway.domain.kinds import KINDS
 from gateway.domain.lenient import normalise_declaration
 from gateway.domain.validate import ValidationError
 from gateway.domain.watchlist import StoredRecord, WatchlistView
@@ -40,10 +41,8 @@ __all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WATCHLIST_KINDS = (
-    common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY,
-    common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION,
-)
+# The kinds whose subject is a watchlist entry, from the table of kinds (ADR 0016).
+WATCHLIST_KINDS = tuple(kind for kind, row in KINDS.items() if row.subject_prefix == "watchlist")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS view_meta (
@@ -319,11 +318,12 @@ class Watchlists:
         """Exchange listener: merge watchlist entries and revocations, ignore other kinds."""
         if kind not in WATCHLIST_KINDS:
             return
-        assert isinstance(payload, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation)
+        # The table's watchlist kinds carry exactly these payload types (tests/domain/test_kinds).
+        merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
         with self._lock:
             self._changing(
                 lambda: self._view.apply(
-                    proto_jurisdiction(origin), payload, message_id, received_at=at
+                    proto_jurisdiction(origin), merged, message_id, received_at=at
                 )
             )
 

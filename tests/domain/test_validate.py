@@ -12,12 +12,11 @@ from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
 from customs.gateway.v1 import partner_pb2 as p
 from gateway.domain import fixtures
+from gateway.domain.kinds import check_request, validate_request
 from gateway.domain.validate import (
     ValidationError,
     check_declaration,
-    check_request,
     to_bad_request,
-    validate_request,
 )
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import grpc
 
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
-from gateway.envelope import PAYLOAD_TYPES, jurisdiction_of
+from gateway.domain.kinds import KINDS
+from gateway.envelope import jurisdiction_of
 from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
 from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange
@@ -21,16 +22,6 @@ __all__ = ["PartnerService", "decode_cursor", "encode_cursor"]
 
 _CURSOR = struct.Struct(">4sQ")
 _CURSOR_MAGIC = b"cgw1"
-# The InboundMessage oneof field for each payload type.
-_PAYLOAD_FIELDS = {
-    kind: {
-        "WatchlistEntry": "watchlist_entry",
-        "WatchlistRevocation": "watchlist_revocation",
-        "SeizureNotice": "seizure_notice",
-        "SeizureWithdrawal": "seizure_withdrawal",
-    }[message.DESCRIPTOR.name]
-    for kind, message in PAYLOAD_TYPES.items()
-}
 
 
 def encode_cursor(seq: int) -> str:
@@ -145,5 +136,7 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
         )
         if row.envelope is not None:  # None once erased at the end of retention
             message.envelope.ParseFromString(row.envelope)  # parsed in place, not copied
-            getattr(message, _PAYLOAD_FIELDS[row.kind]).ParseFromString(message.envelope.payload)
+            getattr(message, KINDS[row.kind].inbound_field).ParseFromString(
+                message.envelope.payload
+            )
         return message

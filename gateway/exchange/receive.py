@@ -1,0 +1,258 @@
+"""Receive: envelopes delivered by a peer node verified, de-duplicated, ledgered (``received``)
+and receipted.
+
+A batch's ``received`` entries are queued together and share one group commit; each is still
+all-or-none with its message row, its inbound row and its signed receipt (ADR 0004).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.rpc import code_pb2, status_pb2
+
+from customs.gateway.v1 import envelope_pb2, partner_pb2
+from gateway.domain.kinds import KINDS, subject_of, validate_request
+from gateway.envelope import (
+    NotReleasableError,
+    OpenedEnvelope,
+    ReplayError,
+    open_envelope,
+    proto_jurisdiction,
+    sign_receipt,
+)
+from gateway.errors import (
+    FieldViolation,
+    GatewayError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    to_status,
+)
+from gateway.exchange import _store as store
+from gateway.exchange._shared import ms, retain_until_ms, timestamp, winner
+from gateway.ledger import Entry, Event, Record
+from gateway.pki.access import Principal
+from gateway.store import Connection, integrity_errors
+
+if TYPE_CHECKING:
+    from gateway.exchange.core import Exchange
+
+__all__ = ["Outcome", "receive"]
+
+log = logging.getLogger("gateway.exchange")
+
+# Per envelope of a batch: (message id, receipt, error), exactly one of the last two set.
+Outcome = tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None]
+
+
+@dataclass(frozen=True)
+class _Receiving:
+    """A received envelope whose ledger entry is queued; ``receipt`` is filled in the commit."""
+
+    opened: OpenedEnvelope
+    received_at: dt.datetime
+    future: Future[list[Record]]
+    receipt: list[envelope_pb2.SignedReceipt]
+
+
+def receive(
+    ex: Exchange, envelopes: Sequence[envelope_pb2.Envelope], sender: Principal
+) -> list[Outcome]:
+    """Verify, de-duplicate and ledger each envelope from peer node ``sender``, in order.
+
+    Returns (message id, receipt, error) per envelope; a refusal does not stop the others.
+    The envelopes are checked first and their ``received`` entries then queued together,
+    so a batch shares one group commit (each entry is still all-or-none on its own).
+    """
+    results: list[Outcome] = []
+    queued: list[tuple[int, _Receiving]] = []
+    for envelope in envelopes:
+        message_id = "?"
+        try:
+            opened = _open(ex, envelope, sender)
+            message_id = opened.header.message_id
+            accepted = _accept(ex, opened)
+        except GatewayError as exc:
+            results.append((message_id, None, _refused(message_id, sender, exc)))
+            continue
+        except Exception as exc:  # a defect here: this envelope alone, not the batch
+            results.append((message_id, None, _internal(message_id, exc)))
+            continue
+        if isinstance(accepted, _Receiving):
+            queued.append((len(results), accepted))
+            results.append((message_id, None, None))
+        else:
+            results.append((message_id, accepted, None))
+    for position, receiving in queued:
+        message_id = receiving.opened.header.message_id
+        try:
+            results[position] = (message_id, _received(ex, receiving), None)
+        except GatewayError as exc:
+            results[position] = (message_id, None, _refused(message_id, sender, exc))
+            continue
+        # Streams see each message as soon as its commit is durable, not after the batch.
+        ex.wake_followers()
+    return results
+
+
+def _refused(message_id: str, sender: Principal, exc: GatewayError) -> status_pb2.Status:
+    log.warning(
+        "REFUSED message %s from %s: %s",
+        message_id,
+        sender.identity.uri,
+        exc,
+        extra={"event": "refused", "message_id": message_id, "status": exc.status},
+    )
+    return to_status(exc)
+
+
+def _open(ex: Exchange, envelope: envelope_pb2.Envelope, sender: Principal) -> OpenedEnvelope:
+    bundle, crls = ex.trust()
+    opened = open_envelope(envelope, bundle, crls, now=ex.now())
+    header = opened.header
+    if opened.origin is not sender.jurisdiction:
+        raise PermissionDeniedError(
+            f"message {header.message_id} originates from {opened.origin} "
+            f"but was delivered by {sender.identity.uri}: nodes deliver only their own"
+        )
+    me = proto_jurisdiction(ex.jurisdiction)
+    if me not in header.recipients:
+        raise NotReleasableError(
+            f"message {header.message_id} is not addressed to {ex.jurisdiction}"
+        )
+    if me not in header.handling.releasable_to:
+        raise NotReleasableError(
+            f"message {header.message_id} is not releasable to {ex.jurisdiction}"
+        )
+    try:
+        uuid.UUID(header.message_id)
+    except ValueError:
+        raise InvalidArgumentError(f"message id {header.message_id!r} is not a UUID") from None
+    return opened
+
+
+def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt | _Receiving:
+    """The receipt of a message already recorded, or its ``received`` entry, queued."""
+    header, origin = opened.header, opened.origin.value
+    existing = store.MessageRow.get(ex.ledger.reader(), origin, header.message_id)
+    if existing is not None:
+        return _known(existing, opened)
+    kind = header.kind
+    subject, version = subject_of(kind, opened.payload)
+    row = KINDS[kind]
+    problems = _payload_violations(opened, header.created_at.ToDatetime(dt.UTC), version)
+    if problems:
+        listed = "; ".join(str(p) for p in problems[:5])
+        raise InvalidArgumentError(
+            f"message {header.message_id}: payload is invalid: {listed}", problems
+        )
+    received_at = ex.now()
+    receipt_holder: list[envelope_pb2.SignedReceipt] = []
+
+    def within(conn: Connection, index: int) -> None:
+        receipt = sign_receipt(
+            envelope_pb2.ReceiptBody(
+                message_id=header.message_id,
+                message_digest=opened.digest,
+                recipient=proto_jurisdiction(ex.jurisdiction),
+                recipient_node=ex.signer.identity.uri,
+                ledger_index=index,
+                received_at=timestamp(received_at),
+            ),
+            ex.signer,
+        )
+        store.MessageRow(
+            header.message_id,
+            "in",
+            origin,
+            kind,
+            subject,
+            version,
+            opened.digest,
+            None,
+            opened.envelope.SerializeToString(),
+            index,
+            ms(received_at),
+            receipt.SerializeToString(),
+        ).insert(conn, retain_until_ms(opened.payload))
+        store.record_version(conn, origin, subject, version, row.final)
+        store.add_inbound(conn, origin, header.message_id, kind)
+        receipt_holder.append(receipt)
+
+    entry = Entry(Event.RECEIVED, uuid.UUID(header.message_id), row.name, origin, (opened.digest,))
+    future = ex.ledger.queue_append([entry], within)
+    return _Receiving(opened, received_at, future, receipt_holder)
+
+
+def _received(ex: Exchange, receiving: _Receiving) -> envelope_pb2.SignedReceipt:
+    """Wait for a queued ``received`` entry to be durable; return its receipt."""
+    opened = receiving.opened
+    header, kind = opened.header, opened.header.kind
+    try:
+        receiving.future.result()
+    except integrity_errors() as exc:  # delivered twice at once: the other one won
+        return _known(
+            winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
+        )
+    log.info(
+        "received %s %s from %s",
+        KINDS[kind].name,
+        header.message_id,
+        opened.origin.value,
+        extra={"event": "received", "message_id": header.message_id},
+    )
+    ex.tell_payload(opened.origin, kind, opened.payload, header.message_id, receiving.received_at)
+    return receiving.receipt[0]
+
+
+def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+    if row.digest != opened.digest or row.direction != "in":
+        log.error(
+            "REPLAY OR FORGERY: message %s arrived again with digest %s, recorded with %s",
+            row.message_id,
+            opened.digest.hex(),
+            row.digest.hex(),
+            extra={"event": "replay", "message_id": row.message_id},
+        )
+        raise ReplayError(
+            f"message {row.message_id} was already recorded with digest "
+            f"{row.digest.hex()[:16]}..., this one has {opened.digest.hex()[:16]}..."
+        )
+    assert row.receipt is not None
+    return envelope_pb2.SignedReceipt.FromString(row.receipt)
+
+
+def _payload_violations(
+    opened: OpenedEnvelope, created: dt.datetime, version: int
+) -> list[FieldViolation]:
+    """Domain violations of a received payload, judged at its creation time by its origin.
+
+    The sequence of versions is the origin's to keep (a recipient may not have been sent every
+    version), so the version rule is given ``version - 1`` as the last known version: a
+    recipient checks the content, and the merged view ignores stale versions.
+    """
+    addressing = partner_pb2.Addressing(
+        message_id=opened.header.message_id,
+        recipients=opened.header.recipients,
+        handling=opened.header.handling,
+    )
+    request = KINDS[opened.header.kind].request_for(addressing, opened.payload)
+    return validate_request(
+        request, origin=opened.header.origin, now=created, last_version=version - 1
+    )
+
+
+def _internal(message_id: str, exc: Exception) -> status_pb2.Status:
+    """An unexpected failure on one envelope of a batch: logged with an incident id; the
+    envelope alone answers INTERNAL (not final: the sender retries it), the others go on."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("receiving message %s failed (incident %s)", message_id, incident, exc_info=exc)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
+    )
