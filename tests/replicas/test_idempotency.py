@@ -132,8 +132,12 @@ def test_every_replica_streams_and_acknowledges_what_any_replica_received(
     for node in cn:
         (message,) = read_stream(_stub(world, node), expect=1, timeout=30)
         assert message.message_id == message_id
-    now = [node.listener.received for node in cn if node.listener is not None]
-    assert all(later > before for later, before in zip(now, heard, strict=True)), (heard, now)
+
+    def notified() -> bool:  # both listeners heard the commit (the recorder's own included)
+        now = [node.listener.received for node in cn if node.listener is not None]
+        return all(later > before for later, before in zip(now, heard, strict=True))
+
+    wait_for(notified, what="the commit's notification at both replicas")
     first = _stub(world, cn[1]).AcknowledgeInbound(
         partner_pb2.AcknowledgeInboundRequest(message_id=message_id), timeout=10
     )
