@@ -14,8 +14,12 @@ Method:
 - Throughput: the same client code runs against both servers, in a separate process (so client
   and server do not share one GIL): one mutual-TLS channel as the CN partner, 32 threads, each
   calling in a closed loop for a fixed time; requests (fresh message and notice ids) are built
-  before the clock starts. Ratio = submits/s / echo calls/s, target >= 0.5. During the submit
-  run only the CN node is up: its deliveries fail and back off, so the number is the submit path.
+  before the clock starts. During the submit run only the CN node is up: its deliveries fail and
+  back off, so the number is the submit path. The target (issue 15) is on CPU, not calls/s:
+  node CPU per durable submit at most 5x the echo server's CPU per call, both from ``/proc`` in
+  the same run. The calls/s ratio is printed for information (issue 5's 0.5x is retired), with
+  the exchange core's CPU alone and the context switches per call of both servers: what a
+  submit costs beyond the core is mostly thread hand-offs (docs/performance.md, ADR 0055).
 - Latency: CN and HK nodes; HK's partner reads ``StreamInbound``; a paced sender submits to CN at
   200 messages/s (asynchronous calls on an absolute schedule). Latency = arrival on the HK
   stream - start of the submit call, on one process's monotonic clock. Baseline: the echo
@@ -221,6 +225,28 @@ def _own_cpu() -> float:
     return times.user + times.system
 
 
+def _switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of process ``pid`` so far (0 where
+    /proc is missing). Threads that ended are not counted: use it on servers, whose threads
+    live as long as they do."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        except OSError:
+            continue
+        total += sum(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
+        )
+    return total
+
+
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of process ``pid`` so far (NaN where /proc is missing)."""
     try:
@@ -230,26 +256,39 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _throughput(
-    client: Client, method: str, seconds: float, server_pid: int
-) -> tuple[float, float, float]:
-    """(calls/s, server CPU ms per call, client CPU ms per call) of the closed-loop client in a
-    process of its own.
+@dataclass(frozen=True)
+class Throughput:
+    """What one closed-loop run measured."""
 
-    The server's CPU is counted from the client's start to its end, warm-up calls included
-    in the count of calls (a few, against thousands)."""
+    rate: float  # calls/s
+    server_cpu: float  # ms of the server's CPU per call
+    client_cpu: float  # ms of the client's CPU per call
+    switches: float  # context switches of the server's threads per call
+
+
+def _throughput(client: Client, method: str, seconds: float, server_pid: int) -> Throughput:
+    """The closed-loop client, in a process of its own, against ``server_pid``.
+
+    The server's CPU and context switches are counted from the client's start to its end,
+    warm-up calls included in the count of calls (a few, against thousands)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     per_thread = int(seconds * 400) + 10  # more than a thread can send in ``seconds``
     process = ctx.Process(target=_closed_loop, args=(client, method, seconds, per_thread, out))
-    cpu_before = _cpu_seconds(server_pid)
+    cpu_before, switches_before = _cpu_seconds(server_pid), _switches(server_pid)
     process.start()
     calls, errors, elapsed, client_cpu = out.get(timeout=seconds + 120)
     cpu = _cpu_seconds(server_pid) - cpu_before
+    switches = _switches(server_pid) - switches_before
     process.join(10)
     if errors:
         raise RuntimeError(f"{errors} of {calls + errors} calls to {method} failed")
-    return float(calls / elapsed), cpu * 1000 / (calls + 4), client_cpu * 1000 / max(calls, 1)
+    return Throughput(
+        float(calls / elapsed),
+        cpu * 1000 / (calls + 4),
+        client_cpu * 1000 / max(calls, 1),
+        switches / (calls + 4),
+    )
 
 
 def _core_cpu(world: World, root: Path, n: int) -> float:
@@ -286,10 +325,12 @@ def _core_cpu(world: World, root: Path, n: int) -> float:
 
 def _paced(
     call: Any, requests: list[partner_pb2.SubmitSeizureNoticeRequest]
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float], set[str]]:
     """Start one asynchronous call every 1/RATE s on an absolute schedule; wait for all.
 
-    Returns (start time, completion time) per message id (``time.perf_counter``).
+    Returns (start time, completion time) per message id (``time.perf_counter``), and the ids
+    the server refused with RESOURCE_EXHAUSTED (it fell so far behind that its limits were
+    full); any other failure is raised.
     """
     sent: dict[str, float] = {}
     done: dict[str, float] = {}
@@ -304,9 +345,15 @@ def _paced(
         future = call.future(request, timeout=30)
         future.add_done_callback(lambda _f, m=message_id: done.__setitem__(m, time.perf_counter()))
         pending.append(future)
-    for future in pending:
-        future.result()  # raises the first failure
-    return sent, done
+    refused: set[str] = set()
+    for request, future in zip(requests, pending, strict=True):
+        try:
+            future.result()
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+                raise
+            refused.add(request.addressing.message_id)
+    return sent, done, refused
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -322,7 +369,9 @@ def _echo_latency(client: Client, n: int) -> tuple[float, float]:
     for request in warm:
         call(request, timeout=30)
     requests = _requests(CN, [HK], n)
-    sent, done = _paced(call, requests)
+    sent, done, refused = _paced(call, requests)
+    if refused:
+        raise RuntimeError(f"the echo server refused {len(refused)} calls")
     time.sleep(0.05)  # the last callbacks
     samples = [(done[m] - sent[m]) * 1000 for m in sent]
     channel.close()
@@ -362,8 +411,10 @@ class _StreamReader:
         self._channel.close()
 
 
-def _submit_latency(submit: Client, stream: Client, n: int) -> tuple[float, float]:
-    """p50 and p99 (ms) from submit at CN to arrival on HK's partner stream at RATE msg/s."""
+def _submit_latency(submit: Client, stream: Client, n: int) -> tuple[float, float, int]:
+    """p50 and p99 (ms) from submit at CN to arrival on HK's partner stream at RATE msg/s, and
+    how many submits CN refused as over its limits: those never arrive, so they count as
+    infinitely late (a machine too busy for the rate shows as a missed target, not a crash)."""
     reader = _StreamReader(stream)
     channel = submit.channel()
     call = _unary(channel, SUBMIT_METHOD)
@@ -373,14 +424,15 @@ def _submit_latency(submit: Client, stream: Client, n: int) -> tuple[float, floa
             call(request, timeout=30)
         reader.wait_for([r.addressing.message_id for r in warm], timeout=30)
         requests = _requests(CN, [HK], n)
-        sent, _ = _paced(call, requests)
-        ids = [r.addressing.message_id for r in requests]
+        sent, _, refused = _paced(call, requests)
+        ids = [r.addressing.message_id for r in requests if r.addressing.message_id not in refused]
         reader.wait_for(ids, timeout=60)
         samples = [(reader.arrived[m] - sent[m]) * 1000 for m in ids]
+        samples += [float("inf")] * len(refused)
     finally:
         channel.close()
         reader.close()
-    return _percentiles(samples)
+    return (*_percentiles(samples), len(refused))
 
 
 # -- sustained three-node exchange ------------------------------------------------------------
@@ -452,21 +504,17 @@ def run(scale: Scale) -> list[Result]:
         world = make_world(root / "pki")
         with _echo(world) as (echo_address, echo_pid):
             echo_client = _partner(world, CN, echo_address)
-            echo_rate, echo_cpu, client_cpu = _throughput(
-                echo_client, ECHO_METHOD, seconds, echo_pid
-            )
+            echo = _throughput(echo_client, ECHO_METHOD, seconds, echo_pid)
             echo_p50, echo_p99 = _echo_latency(echo_client, latency_n)
 
         phase = root / "submit"
         with _running(world, phase, (CN,)) as (cn,):
-            submit_rate, submit_cpu, _ = _throughput(
-                _partner(world, CN, cn.address), SUBMIT_METHOD, seconds, _pid(cn)
-            )
+            submit = _throughput(_partner(world, CN, cn.address), SUBMIT_METHOD, seconds, _pid(cn))
         core_cpu = _core_cpu(world, root / "core", 1000 if scale.quick else 4000)
 
         phase = root / "latency"
         with _running(world, phase, (CN, HK)) as (cn, hk):
-            p50, p99 = _submit_latency(
+            p50, p99, refused = _submit_latency(
                 _partner(world, CN, cn.address), _partner(world, HK, hk.address), latency_n
             )
 
@@ -481,29 +529,30 @@ def run(scale: Scale) -> list[Result]:
 
     load_after = os.getloadavg()[0]
     rate = f"at {RATE:.0f} msg/s"
-    # What a submit may cost the node for the ratio to reach 0.5 when client and server share
-    # the machine's cores: calls/s = cores / (server CPU + client CPU) per call, so half the
-    # echo's rate allows 2 x (echo CPU + client CPU) - client CPU. CPU per call does not
-    # depend on what else the machine runs; the calls/s do.
-    budget = 2 * echo_cpu + client_cpu
+    # Issue 15: a durable submit may cost the node at most 5x the echo server's CPU per call.
+    # CPU per call does not depend on what else the machine runs; the calls/s do, so the
+    # calls/s ratio (issue 5's 0.5x, retired) stays as information only.
     return [
-        Result(GROUP, f"durable submits/s, {CALLERS} callers", submit_rate, "calls/s",
-               "bare mTLS echo calls/s", echo_rate, target=0.5),
-        Result(GROUP, "  node CPU per durable submit", submit_cpu, "ms",
-               "echo server CPU per call", echo_cpu),
-        Result(GROUP, "  client CPU per call (same client, echo run)", client_cpu, "ms"),
-        Result(GROUP, "  node CPU per durable submit, against its budget", submit_cpu, "ms",
-               "budget for 0.5x (2 echo + client)", budget),
+        Result(GROUP, f"durable submits/s, {CALLERS} callers (information)", submit.rate,
+               "calls/s", "bare mTLS echo calls/s", echo.rate),
+        Result(GROUP, "node CPU per durable submit", submit.server_cpu, "ms",
+               "echo server CPU per call", echo.server_cpu, target=5.0, higher_is_better=False),
         Result(GROUP, "  exchange core alone, in-process, no gRPC", core_cpu, "ms",
-               "budget for 0.5x (2 echo + client)", budget),
+               "echo server CPU per call", echo.server_cpu),
+        Result(GROUP, "  node CPU outside the core (node - core alone)",
+               submit.server_cpu - core_cpu, "ms", "echo server CPU per call", echo.server_cpu),
+        Result(GROUP, "  context switches per durable submit (node threads)", submit.switches,
+               "switches", "per echo call", echo.switches),
+        Result(GROUP, "  client CPU per call (same client, echo run)", echo.client_cpu, "ms"),
         Result(GROUP, f"submit CN -> HK stream p50 {rate}", p50, "ms",
                "echo round trip p50", echo_p50),
         Result(GROUP, "  vs 10 ms target", p50, "ms", target=10.0, higher_is_better=False),
         Result(GROUP, f"submit CN -> HK stream p99 {rate}", p99, "ms",
                "echo round trip p99", echo_p99),
         Result(GROUP, "  vs 50 ms target", p99, "ms", target=50.0, higher_is_better=False),
+        Result(GROUP, f"  submits refused as over the node's limits {rate}", refused, "calls"),
         Result(GROUP, "three-node arrivals/s on partner streams", sustained, "msg/s",
-               "bare mTLS echo calls/s", echo_rate),
+               "bare mTLS echo calls/s", echo.rate),
         Result(GROUP, "  vs 1,000 msg/s target", sustained, "msg/s", target=1000.0),
         Result(GROUP, "  three-node submits/s (2 recipients each)", offered, "calls/s"),
         Result(GROUP, "  nodes' CPU per message (1 submit, 2 deliveries, 2 arrivals)",

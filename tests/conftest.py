@@ -7,10 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.pki import Jurisdiction
 from gateway.server import Node, logs
 from tests.support import World, make_world, running_node
+
+# Property tests check behaviour, not speed: Hypothesis's default 200 ms deadline per example is a
+# timed assertion, and it failed on a shared two-core machine under load. Speed is for `make bench`.
+settings.register_profile("customs", deadline=None)
+settings.load_profile("customs")
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,7 @@ from gateway.server.config import (
     load_config,
 )
 from gateway.server.limits import Limits
-from tests.interop.examples import partner_examples
+from tests.interop.examples import code_example, partner_examples
 from tests.support import World
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,3 +369,19 @@ def test_partner_json_examples_are_proto3_json_of_their_request() -> None:
     notice = partner_pb2.SubmitSeizureNoticeRequest()
     json_format.ParseDict(examples[0].request, notice)
     assert notice.notice.seized_at.ToJsonString() == "2026-11-28T03:15:00Z"  # the Timestamp form
+
+
+def test_the_documented_node_bulk_loader_is_the_one_the_interop_test_runs() -> None:
+    """docs/partners.md shows ``bulkLoad`` of tests/interop/client.js, which the Node.js interop
+    test runs against real nodes: the two must not drift apart."""
+    shown = code_example("js", "bulk-load")
+    client = (Path(__file__).parent / "interop" / "client.js").read_text(encoding="utf-8")
+    assert shown.startswith("async function bulkLoad(")
+    assert shown in client
+
+
+def test_the_documented_python_bulk_loader_compiles() -> None:
+    """(tests/exchange/test_bulk.py runs it against a real node.)"""
+    source = code_example("python", "bulk-load")
+    compile(source, "partners.md", "exec")
+    assert "def bulk_load(stub, requests):" in source

@@ -660,3 +660,21 @@ def evidence_summaries(conn: Connection) -> list[str]:
             "SELECT origin, problem, reason FROM exchange_witness_evidence ORDER BY id DESC"
         )
     ]
+
+
+def last_versions(
+    conn: Connection, origin: str, subjects: Sequence[str]
+) -> dict[str, tuple[int, bool]]:
+    """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
+    found: dict[str, tuple[int, bool]] = {}
+    unique = sorted(set(subjects))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT subject, version, final FROM exchange_versions "  # noqa: S608
+            f"WHERE origin = ? AND subject IN ({marks})",
+            [origin, *chunk],
+        )
+        found.update({row[0]: (int(row[1]), bool(row[2])) for row in rows})
+    return found

@@ -44,7 +44,9 @@ __all__ = [
     "Exchange",
     "Mode",
     "PayloadListener",
+    "PayloadsListener",
     "SubmitRequest",
+    "Told",
     "Trust",
     "kind_name",
     "subject_of",
@@ -56,6 +58,12 @@ log = logging.getLogger("gateway.exchange")
 Trust = Callable[[], tuple[TrustBundle, Sequence[x509.CertificateRevocationList]]]
 # Told of every payload this node sends or accepts: (origin, kind, payload, message id, when).
 PayloadListener = Callable[[Jurisdiction, int, Message, str, dt.datetime], None]
+Told = tuple[Jurisdiction, int, Message, str, dt.datetime]
+# Told of payloads in batches (a bulk submit, a delivered batch, a page of the replay): one call
+# per batch, so a listener that persists (the watchlist view) commits once per batch (ADR 0054).
+PayloadsListener = Callable[[Sequence[Told]], None]
+
+_REPLAY_PAGE = 1000  # payloads told to the listeners at once at start (bounded memory)
 
 
 class Exchange:
@@ -77,7 +85,7 @@ class Exchange:
         self.followers = Followers()
         self._trust = trust
         self._clock = clock
-        self._listeners: list[PayloadListener] = []
+        self._listeners: list[PayloadsListener] = []
         self._erasure_listeners: list[Callable[[int, str], None]] = []
         self._outbox_listeners: list[Callable[[Sequence[str]], None]] = []
 
@@ -104,6 +112,16 @@ class Exchange:
 
     def on_payload(self, listener: PayloadListener) -> None:
         """Call ``listener`` for every payload this node records (sent or received)."""
+
+        def each(told: Sequence[Told]) -> None:
+            for item in told:
+                listener(*item)
+
+        self._listeners.append(each)
+
+    def on_payloads(self, listener: PayloadsListener) -> None:
+        """Call ``listener`` with the payloads this node records, a batch at a time (all those
+        of one bulk submit or one delivered batch, in ledger order)."""
         self._listeners.append(listener)
 
     def on_erased(self, listener: Callable[[int, str], None]) -> None:
@@ -120,11 +138,19 @@ class Exchange:
     ) -> None:
         """Tell every payload listener of a payload now durable; a listener's failure is
         logged, never raised (a view must never fail the write that already happened)."""
+        self.tell_payloads([(origin, kind, payload, message_id, at)])
+
+    def tell_payloads(self, told: Sequence[Told]) -> None:
+        """:meth:`tell_payload` for a batch of durable payloads, in one call per listener."""
+        if not told:
+            return
         for listener in self._listeners:
             try:
-                listener(origin, kind, payload, message_id, at)
+                listener(told)
             except Exception:  # a view must never fail the write that already happened
-                log.exception("payload listener failed for %s", message_id)
+                log.exception(
+                    "payload listener failed for %d payload(s) from %s", len(told), told[0][3]
+                )
 
     def tell_erased(self, kind: int, message_id: str) -> None:
         """Tell every erasure listener of a durable erasure; failures are logged, not raised."""
@@ -147,12 +173,17 @@ class Exchange:
         """Tell the listeners of every stored payload of ``kinds``, oldest first (at start);
         return the count. Rows are streamed, so memory does not grow with history."""
         count = 0
+        page: list[Told] = []
         for row in store.stored_payloads(self.ledger.reader(), kinds):
             envelope = envelope_pb2.Envelope.FromString(row.envelope)
             payload = KINDS[row.kind].payload.FromString(envelope.payload)
             at = EPOCH + dt.timedelta(milliseconds=row.created_ms)  # exact, as ms() inverts
-            self.tell_payload(Jurisdiction(row.origin), row.kind, payload, row.message_id, at)
+            page.append((Jurisdiction(row.origin), row.kind, payload, row.message_id, at))
             count += 1
+            if len(page) == _REPLAY_PAGE:
+                self.tell_payloads(page)
+                page = []
+        self.tell_payloads(page)
         return count
 
     # -- the concerns ----------------------------------------------------------------------------
@@ -160,6 +191,13 @@ class Exchange:
     def submit(self, request: SubmitRequest, mode: Mode) -> partner_pb2.SubmitResponse:
         """A partner's message, durable and queued: see :func:`gateway.exchange.submit.submit`."""
         return submit.submit(self, request, mode)
+
+    def submit_many(
+        self, requests: Sequence[SubmitRequest], mode: Mode, field: str
+    ) -> partner_pb2.BulkSubmitResponse:
+        """Many partner messages in one group commit, one result each: see
+        :func:`gateway.exchange.submit.submit_many`."""
+        return submit.submit_many(self, requests, mode, field)
 
     def receive(
         self, envelopes: Sequence[envelope_pb2.Envelope], sender: Principal

@@ -2,7 +2,9 @@
 and receipted.
 
 A batch's ``received`` entries are queued together and share one group commit; each is still
-all-or-none with its message row, its inbound row and its signed receipt (ADR 0004).
+all-or-none with its message row and its inbound row (ADR 0004). Receipts are signed after the
+commit, outside the ledger writer, and the batch's payloads are told to the listeners at once
+(ADR 0054).
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from gateway.errors import (
     to_status,
 )
 from gateway.exchange import _store as store
-from gateway.exchange._shared import ms, retain_until_ms, timestamp, winner
+from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.access import Principal
 from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
-    from gateway.exchange.core import Exchange
+    from gateway.exchange.core import Exchange, Told
 
 __all__ = ["Outcome", "receive"]
 
@@ -53,12 +55,12 @@ Outcome = tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None
 
 @dataclass(frozen=True)
 class _Receiving:
-    """A received envelope whose ledger entry is queued; ``receipt`` is filled in the commit."""
+    """A received envelope whose ledger entry is queued (its receipt is signed after the
+    commit, outside the ledger writer: ADR 0054)."""
 
     opened: OpenedEnvelope
     received_at: dt.datetime
     future: Future[list[Record]]
-    receipt: list[envelope_pb2.SignedReceipt]
 
 
 def receive(
@@ -89,15 +91,16 @@ def receive(
             results.append((message_id, None, None))
         else:
             results.append((message_id, accepted, None))
-    for position, receiving in queued:
+    told: list[Told] = []
+    for position, receiving in queued:  # they share one group commit: all durable at once
         message_id = receiving.opened.header.message_id
         try:
-            results[position] = (message_id, _received(ex, receiving), None)
+            results[position] = (message_id, _received(ex, receiving, told), None)
         except GatewayError as exc:
             results[position] = (message_id, None, _refused(message_id, sender, exc))
-            continue
-        # Streams see each message as soon as its commit is durable, not after the batch.
-        ex.wake_followers()
+    if told:
+        ex.wake_followers()  # partner streams first: they read the committed rows
+        ex.tell_payloads(told)  # the watchlist view: one commit for the batch
     return results
 
 
@@ -142,7 +145,7 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
     header, origin = opened.header, opened.origin.value
     existing = store.MessageRow.get(ex.ledger.reader(), origin, header.message_id)
     if existing is not None:
-        return _known(existing, opened)
+        return _known(ex, existing, opened)
     kind = header.kind
     subject, version = subject_of(kind, opened.payload)
     row = KINDS[kind]
@@ -152,21 +155,10 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
         raise InvalidArgumentError(
             f"message {header.message_id}: payload is invalid: {listed}", problems
         )
-    received_at = ex.now()
-    receipt_holder: list[envelope_pb2.SignedReceipt] = []
+    # Whole milliseconds, as stored: the receipt can be signed again, the same, from the row.
+    received_at = whole_ms(ex.now())
 
     def within(conn: Connection, index: int) -> None:
-        receipt = sign_receipt(
-            envelope_pb2.ReceiptBody(
-                message_id=header.message_id,
-                message_digest=opened.digest,
-                recipient=proto_jurisdiction(ex.jurisdiction),
-                recipient_node=ex.signer.identity.uri,
-                ledger_index=index,
-                received_at=timestamp(received_at),
-            ),
-            ex.signer,
-        )
         store.MessageRow(
             header.message_id,
             "in",
@@ -179,27 +171,30 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
             opened.envelope.SerializeToString(),
             index,
             ms(received_at),
-            receipt.SerializeToString(),
+            None,  # the receipt is signed after the commit (ADR 0054)
         ).insert(conn, retain_until_ms(opened.payload))
         store.record_version(conn, origin, subject, version, row.final)
         store.add_inbound(conn, origin, header.message_id, kind)
-        receipt_holder.append(receipt)
 
     entry = Entry(Event.RECEIVED, uuid.UUID(header.message_id), row.name, origin, (opened.digest,))
     future = ex.ledger.queue_append([entry], within)
-    return _Receiving(opened, received_at, future, receipt_holder)
+    return _Receiving(opened, received_at, future)
 
 
-def _received(ex: Exchange, receiving: _Receiving) -> envelope_pb2.SignedReceipt:
-    """Wait for a queued ``received`` entry to be durable; return its receipt."""
+def _received(ex: Exchange, receiving: _Receiving, told: list[Told]) -> envelope_pb2.SignedReceipt:
+    """Wait for a queued ``received`` entry to be durable; return its receipt, signed now
+    (outside the ledger writer), and add the payload to ``told``."""
     opened = receiving.opened
     header, kind = opened.header, opened.header.kind
     try:
-        receiving.future.result()
+        records = receiving.future.result()
     except integrity_errors() as exc:  # delivered twice at once: the other one won
         return _known(
-            winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
+            ex, winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
         )
+    receipt = _receipt(
+        ex, header.message_id, opened.digest, records[0].index, receiving.received_at
+    )
     log.info(
         "received %s %s from %s",
         KINDS[kind].name,
@@ -207,11 +202,31 @@ def _received(ex: Exchange, receiving: _Receiving) -> envelope_pb2.SignedReceipt
         opened.origin.value,
         extra={"event": "received", "message_id": header.message_id},
     )
-    ex.tell_payload(opened.origin, kind, opened.payload, header.message_id, receiving.received_at)
-    return receiving.receipt[0]
+    told.append((opened.origin, kind, opened.payload, header.message_id, receiving.received_at))
+    return receipt
 
 
-def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt:
+def _receipt(
+    ex: Exchange, message_id: str, digest: bytes, index: int, received_at: dt.datetime
+) -> envelope_pb2.SignedReceipt:
+    """This node's signed receipt for a message recorded at ``index``: a function of what the
+    message's row stores (Ed25519 signatures are deterministic)."""
+    return sign_receipt(
+        envelope_pb2.ReceiptBody(
+            message_id=message_id,
+            message_digest=digest,
+            recipient=proto_jurisdiction(ex.jurisdiction),
+            recipient_node=ex.signer.identity.uri,
+            ledger_index=index,
+            received_at=timestamp(received_at),
+        ),
+        ex.signer,
+    )
+
+
+def _known(
+    ex: Exchange, row: store.MessageRow, opened: OpenedEnvelope
+) -> envelope_pb2.SignedReceipt:
     if row.digest != opened.digest or row.direction != "in":
         log.error(
             "REPLAY OR FORGERY: message %s arrived again with digest %s, recorded with %s",
@@ -224,8 +239,10 @@ def _known(row: store.MessageRow, opened: OpenedEnvelope) -> envelope_pb2.Signed
             f"message {row.message_id} was already recorded with digest "
             f"{row.digest.hex()[:16]}..., this one has {opened.digest.hex()[:16]}..."
         )
-    assert row.receipt is not None
-    return envelope_pb2.SignedReceipt.FromString(row.receipt)
+    if row.receipt is not None:  # stored by nodes before ADR 0054
+        return envelope_pb2.SignedReceipt.FromString(row.receipt)
+    received_at = EPOCH + dt.timedelta(milliseconds=row.created_ms)
+    return _receipt(ex, row.message_id, row.digest, row.ledger_index, received_at)
 
 
 def _payload_violations(

@@ -2,6 +2,13 @@
 
 One transaction holds the ``sent`` entries, the message row, the subject's version and the
 outbox rows (ADR 0004); the partner is answered after it is durable.
+
+:func:`submit_many` does the same for many messages of one bulk call (ADR 0053): each entry is
+still its own message, validated, sealed, given its ``sent`` entries, its row and its outbox
+rows, and idempotent by its message id; what is shared is the commit (ADR 0054): every accepted
+entry of the call goes into one ``append_many``, one transaction and one fsync, and the answer
+comes once all of them are durable. A refused entry is answered in its place and does not stop
+the others.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ import enum
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from customs.gateway.v1 import envelope_pb2, partner_pb2
-from gateway.domain.kinds import SubmitRequest, check_request, kind_of_request
+from gateway.domain.kinds import Kind, SubmitRequest, check_request, kind_of_request
 from gateway.envelope import envelope_digest, jurisdiction_of, proto_jurisdiction, seal
 from gateway.errors import (
     AlreadyExistsError,
@@ -23,6 +32,8 @@ from gateway.errors import (
     GatewayError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
+    to_status,
 )
 from gateway.exchange import _store as store
 from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
@@ -30,9 +41,9 @@ from gateway.ledger import Entry, Event
 from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
-    from gateway.exchange.core import Exchange
+    from gateway.exchange.core import Exchange, Told
 
-__all__ = ["AMEND", "END", "NEW", "PUBLISH", "Mode", "submit"]
+__all__ = ["AMEND", "END", "NEW", "PUBLISH", "Mode", "submit", "submit_many"]
 
 log = logging.getLogger("gateway.exchange")
 
@@ -169,13 +180,17 @@ def _check_mode(mode: Mode, subject: str, known: tuple[int, bool] | None) -> Non
 
 
 def _check_keeps_recipients(
-    conn: Connection, origin: str, subject: str, addressing: partner_pb2.Addressing
+    conn: Connection,
+    origin: str,
+    subject: str,
+    addressing: partner_pb2.Addressing,
+    also: set[str] | None = None,
 ) -> None:
     """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
     otherwise a dropped recipient would keep the old version live (in its watchlist view,
-    in screening) for ever."""
+    in screening) for ever. ``also``: recipients of earlier versions in the same bulk call."""
     named = {j.value for j in map(jurisdiction_of, addressing.recipients) if j is not None}
-    dropped = sorted(store.recipients_of(conn, origin, subject) - named)
+    dropped = sorted((store.recipients_of(conn, origin, subject) | (also or set())) - named)
     if dropped:
         problem = FieldViolation(
             "addressing.recipients",
@@ -203,3 +218,261 @@ def _same_request(row: store.MessageRow, request_digest: bytes) -> partner_pb2.S
         duplicate=True,
         accepted_at=timestamp(EPOCH + dt.timedelta(milliseconds=row.created_ms)),
     )
+
+
+# -- bulk ---------------------------------------------------------------------------------------
+
+_ATTEMPTS = 3  # a call whose subjects or ids another call moved meanwhile is prepared again
+_LOOKUP = 500  # message ids per existence query
+
+
+class _Moved(Exception):
+    """A concurrent submit recorded a subject or a message id of this call first."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An accepted entry of a bulk call, sealed, waiting for the commit."""
+
+    position: int
+    request: SubmitRequest
+    kind: Kind
+    subject: str
+    version: int
+    request_digest: bytes
+    envelope: envelope_pb2.Envelope
+    digest: bytes
+    names: list[str]
+
+
+def submit_many(
+    ex: Exchange, requests: Sequence[SubmitRequest], mode: Mode, field: str
+) -> partner_pb2.BulkSubmitResponse:
+    """Submit each of ``requests`` as :func:`submit` would, in one group commit.
+
+    Returns one result per request, in order, once every accepted entry is durable: accepted
+    (with its ledger index and digest), duplicate (a retry: the first answer again) or refused
+    (the status a single submit would have raised; field paths prefixed ``<field>[i].``).
+    A retried call creates nothing twice: entries already recorded answer as duplicates.
+
+    Raises:
+        UnavailableError: other calls kept recording the same subjects or ids meanwhile
+            (nothing of this call was recorded; retry it).
+        LedgerClosedError: the commit failed (nothing of this call was recorded; retry it).
+    """
+    for _ in range(_ATTEMPTS):
+        try:
+            return _attempt(ex, requests, mode, field)
+        except _Moved:
+            continue
+    raise UnavailableError(
+        "other calls kept changing the same entries while this one was prepared; nothing of "
+        "it was recorded: retry it"
+    )
+
+
+def _attempt(
+    ex: Exchange, requests: Sequence[SubmitRequest], mode: Mode, field: str
+) -> partner_pb2.BulkSubmitResponse:
+    now = whole_ms(ex.now())
+    origin = ex.jurisdiction.value
+    me = proto_jurisdiction(ex.jurisdiction)
+    reader = ex.ledger.reader()
+    existing = _existing(reader, origin, [r.addressing.message_id for r in requests])
+    kinds = [kind_of_request(r) for r in requests]
+    subjects = [k.subject(k.payload_of(r)) for k, r in zip(kinds, requests, strict=True)]
+    stored = store.last_versions(reader, origin, [subject for subject, _ in subjects])
+    results: list[partner_pb2.BulkEntryResult] = []
+    prepared: list[_Prepared] = []
+    first_use: dict[str, int] = {}  # message id -> position of its accepted entry
+    digests: dict[str, bytes] = {}
+    # The subjects' state as read (checked again inside the commit) and as this call leaves it.
+    read: dict[str, tuple[int, bool] | None] = {}
+    pending: dict[str, tuple[int, bool] | None] = {}
+    pending_recipients: dict[str, set[str]] = {}
+    for position, request in enumerate(requests):
+        addressing = request.addressing
+        message_id = addressing.message_id
+        result = partner_pb2.BulkEntryResult(position=position, message_id=message_id)
+        results.append(result)
+        request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        kind = kinds[position]
+        subject, version = subjects[position]
+        try:
+            row = existing.get(message_id)
+            if row is not None:
+                result.accepted.CopyFrom(_same_request(row, request_digest))
+                result.outcome = partner_pb2.BULK_OUTCOME_DUPLICATE
+                continue
+            if message_id in first_use:
+                if digests[message_id] != request_digest:
+                    raise AlreadyExistsError(
+                        f"message id {message_id} was already used for a different message "
+                        f"({field}[{first_use[message_id]}])"
+                    )
+                result.outcome = partner_pb2.BULK_OUTCOME_DUPLICATE  # answered after the commit
+                continue
+            if subject not in pending:
+                read[subject] = pending[subject] = stored.get(subject)
+            known = pending[subject]
+            check_request(
+                request, origin=me, now=now, last_version=known[0] if known is not None else None
+            )
+            entry_mode = mode
+            if entry_mode is Mode.PUBLISH:
+                entry_mode = Mode.NEW if version <= 1 else Mode.AMEND
+            _check_mode(entry_mode, subject, known)
+            if known is not None:
+                _check_keeps_recipients(
+                    reader, origin, subject, addressing, pending_recipients.get(subject)
+                )
+        except GatewayError as exc:
+            _refuse(result, exc, f"{field}[{position}]")
+            continue
+        first_use[message_id], digests[message_id] = position, request_digest
+        header = envelope_pb2.EnvelopeHeader(
+            message_id=message_id,
+            kind=kind.kind,
+            origin=me,
+            origin_node=ex.signer.identity.uri,
+            recipients=addressing.recipients,
+            created_at=timestamp(now),
+            handling=addressing.handling,
+        )
+        envelope = seal(header, kind.payload_of(request).SerializeToString(), ex.signer)
+        names = [j.value for j in map(jurisdiction_of, addressing.recipients) if j is not None]
+        prepared.append(
+            _Prepared(
+                position,
+                request,
+                kind,
+                subject,
+                version,
+                request_digest,
+                envelope,
+                envelope_digest(envelope),
+                names,
+            )
+        )
+        pending[subject] = (version, kind.final)
+        pending_recipients.setdefault(subject, set()).update(names)
+    if prepared:
+        indexes = _commit(ex, prepared, read, now)
+        _answer(ex, prepared, indexes, results, now)
+    for result in results:  # a repeat of an accepted entry of this call: its answer again
+        if result.outcome == partner_pb2.BULK_OUTCOME_DUPLICATE and not result.HasField("accepted"):
+            result.accepted.CopyFrom(results[first_use[result.message_id]].accepted)
+            result.accepted.duplicate = True
+    response = partner_pb2.BulkSubmitResponse(results=results)
+    for result in results:
+        if result.outcome == partner_pb2.BULK_OUTCOME_ACCEPTED:
+            response.accepted += 1
+        elif result.outcome == partner_pb2.BULK_OUTCOME_DUPLICATE:
+            response.duplicates += 1
+        else:
+            response.refused += 1
+    return response
+
+
+def _existing(conn: Connection, origin: str, ids: list[str]) -> dict[str, store.MessageRow]:
+    found: dict[str, store.MessageRow] = {}
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), _LOOKUP):
+        found.update(store.MessageRow.get_many(conn, origin, unique[start : start + _LOOKUP]))
+    return found
+
+
+def _refuse(result: partner_pb2.BulkEntryResult, exc: GatewayError, prefix: str) -> None:
+    """Answer ``result`` with the status ``exc`` gives, its field paths under ``prefix``."""
+    if isinstance(exc, InvalidArgumentError):
+        violations = [FieldViolation(f"{prefix}.{v.field}", v.description) for v in exc.violations]
+        exc = InvalidArgumentError(f"{prefix}: {exc}", violations)
+    result.outcome = partner_pb2.BULK_OUTCOME_REFUSED
+    result.refused.CopyFrom(to_status(exc))
+
+
+def _commit(
+    ex: Exchange,
+    prepared: list[_Prepared],
+    read: dict[str, tuple[int, bool] | None],
+    now: dt.datetime,
+) -> list[int]:
+    """Record every prepared entry in one transaction; return each one's first ledger index."""
+    origin = ex.jurisdiction.value
+    entries: list[Entry] = []
+    offsets: list[int] = []
+    for item in prepared:
+        offsets.append(len(entries))
+        message_uuid = uuid.UUID(item.request.addressing.message_id)
+        entries.extend(
+            Entry(Event.SENT, message_uuid, item.kind.name, r, (item.digest,)) for r in item.names
+        )
+    created_ms = ms(now)
+    subjects = sorted({item.subject for item in prepared})
+    expected = {s: v for s in subjects if (v := read[s]) is not None}
+
+    def within(conn: Connection, first: int) -> None:
+        if store.last_versions(conn, origin, subjects) != expected:
+            raise _Moved("a subject of this call was changed by another call")
+        for item, offset in zip(prepared, offsets, strict=True):
+            message_id = item.request.addressing.message_id
+            store.MessageRow(
+                message_id,
+                "out",
+                origin,
+                item.kind.kind,
+                item.subject,
+                item.version,
+                item.digest,
+                item.request_digest,
+                item.envelope.SerializeToString(),
+                first + offset,
+                created_ms,
+                None,
+            ).insert(conn, retain_until_ms(item.kind.payload_of(item.request)))
+            store.record_version(conn, origin, item.subject, item.version, item.kind.final)
+            store.enqueue(conn, message_id, item.names)
+
+    try:
+        records = ex.ledger.append_many(entries, within)
+    except integrity_errors() as exc:  # a message id of this call was recorded meanwhile
+        raise _Moved(str(exc)) from exc
+    return [records[0].index + offset for offset in offsets]
+
+
+def _answer(
+    ex: Exchange,
+    prepared: list[_Prepared],
+    indexes: list[int],
+    results: list[partner_pb2.BulkEntryResult],
+    now: dt.datetime,
+) -> None:
+    """Fill in the accepted results, tell the listeners and wake the deliverers."""
+    told: list[Told] = []
+    recipients: set[str] = set()
+    accepted_at = timestamp(now)
+    for item, index in zip(prepared, indexes, strict=True):
+        message_id = item.request.addressing.message_id
+        result = results[item.position]
+        result.outcome = partner_pb2.BULK_OUTCOME_ACCEPTED
+        result.accepted.CopyFrom(
+            partner_pb2.SubmitResponse(
+                message_id=message_id,
+                ledger_index=index,
+                digest=item.digest,
+                accepted_at=accepted_at,
+            )
+        )
+        told.append(
+            (ex.jurisdiction, item.kind.kind, item.kind.payload_of(item.request), message_id, now)
+        )
+        recipients.update(item.names)
+    log.info(
+        "sent %d message(s) of one bulk call at ledger indexes %d..%d",
+        len(prepared),
+        indexes[0],
+        indexes[-1],
+        extra={"event": "sent_bulk", "count": len(prepared)},
+    )
+    ex.tell_payloads(told)
+    ex.tell_outbox(sorted(recipients))

@@ -54,6 +54,8 @@ the config file)::
     max_response_bytes = 16777216
     backlog = 64                      # calls queued for a thread beyond max_workers
     storage_probe_seconds = 2.0       # how often health checks that the ledger can commit
+    bulk_entries = 1000               # entries in one bulk call (ADR 0053)
+    bulk_bytes = 2097152              # serialized bytes of one bulk request
 
     [storage]                         # optional: absent means SQLite files in data_dir
     url = "postgresql://gateway@db.example:5432/customs_cn"   # replicas of one node share it

@@ -52,6 +52,8 @@ COUNT_LIMITS = (
     "max_request_bytes",
     "max_response_bytes",
     "backlog",
+    "bulk_entries",
+    "bulk_bytes",
 )
 
 MIB = 1024 * 1024
@@ -107,6 +109,8 @@ class Limits:
     max_response_bytes: int = 16 * MIB
     backlog: int = 64
     storage_probe_seconds: float = 2.0
+    bulk_entries: int = 1000  # entries in one bulk call (ADR 0053)
+    bulk_bytes: int = 2 * MIB  # serialized size of one bulk request
 
     @classmethod
     def for_workers(
@@ -121,11 +125,14 @@ class Limits:
         streams_per_caller: int | None = None,
         **rest: float,
     ) -> Limits:
-        """Fill in the budgets not given from ``workers``; :meth:`problems` says if they fit."""
+        """Fill in the budgets not given from ``workers`` (and ``bulk_bytes``, if not given, to at
+        most ``max_request_bytes``); :meth:`problems` says if they fit."""
         reserved = reserved_calls if reserved_calls is not None else max(2, workers // 8)
         inbound = inbound_streams if inbound_streams is not None else max(1, workers // 4)
         other = other_streams if other_streams is not None else max(2, workers // 8)
         general = calls if calls is not None else workers - reserved - inbound - other
+        if "bulk_bytes" not in rest and "max_request_bytes" in rest:  # a bulk call fits a request
+            rest["bulk_bytes"] = min(cls.bulk_bytes, rest["max_request_bytes"])
         return cls(
             workers=workers,
             calls=general,
@@ -150,6 +157,14 @@ class Limits:
         for key in ("stream_lifetime_seconds", "storage_probe_seconds"):
             if not getattr(self, key) > 0:
                 found.append((key, "must be positive"))
+        if not found and self.bulk_bytes > self.max_request_bytes:
+            found.append(
+                (
+                    "bulk_bytes",
+                    f"bulk_bytes {self.bulk_bytes} is more than max_request_bytes "
+                    f"{self.max_request_bytes}: such a request would be refused before it is read",
+                )
+            )
         needed = self.threads_needed
         if not found and needed > self.workers:
             found.append(
@@ -175,6 +190,26 @@ class Limits:
         """The most of a stream budget one caller may hold: half (at least one), so a single
         certificate identity never takes all of the node's Watch or inbound streams."""
         return max(1, self.capacity(budget) // 2)
+
+    def check_bulk(self, field: str, entries: int, size: int) -> None:
+        """Admit a bulk request of ``entries`` entries and ``size`` serialized bytes.
+
+        Raises:
+            ResourceExhaustedError: above ``bulk_entries`` or ``bulk_bytes``, with a
+                ``QuotaFailure`` naming the limit (split the batch and send the parts).
+        """
+        if entries > self.bulk_entries:
+            raise _exhausted(
+                "bulk_entries",
+                f"{entries} {field} in one call, more than the node's limit (bulk_entries "
+                f"{self.bulk_entries}); send them in calls of at most {self.bulk_entries}",
+            )
+        if size > self.bulk_bytes:
+            raise _exhausted(
+                "bulk_bytes",
+                f"the request is {size} bytes, more than the node's limit (bulk_bytes "
+                f"{self.bulk_bytes}); send the {field} in smaller calls",
+            )
 
 
 class Limiter:

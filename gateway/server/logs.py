@@ -3,7 +3,10 @@
 A call that logs only queues its record; one writer thread formats the records and writes
 whatever has queued up in one write. Serving threads therefore never wait for one another, or
 for the disk, to log (with a lock around each write, a line per submit cost the node about
-0.5 ms of CPU per call at 32 concurrent callers: docs/performance.md).
+0.5 ms of CPU per call at 32 concurrent callers: docs/performance.md). The writer gathers a
+burst for up to :data:`LINGER` seconds after its first line, so a busy node wakes it and writes
+about fifty times a second, not once per line (ADR 0055); an error, a flush or the end of the
+process cuts the wait short.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from typing import TextIO
 __all__ = ["configure_logging", "flush_logs", "route_native_stderr"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Seconds the writer waits, after the first line of a burst, for the lines that follow. Each
+# wake of the writer is a thread hand-off that the serving threads pay for in GIL hand-offs;
+# at 600 submits/s it woke about once per line (docs/performance.md).
+LINGER = 0.02
 
 
 class _JsonFormatter(logging.Formatter):
@@ -78,6 +85,7 @@ class _Writer:
         self._formatter = formatter
         self._lock = threading.Lock()  # whole bursts, and direct writes after close
         self._closed = False
+        self._urgent = threading.Event()  # a flush or close waits: end the linger now
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -104,6 +112,7 @@ class _Writer:
             return
         written = threading.Event()
         self._records.put(written)
+        self._urgent.set()
         written.wait(timeout)
 
     def close(self) -> None:
@@ -111,6 +120,7 @@ class _Writer:
         if self._closed:
             return
         self._records.put(None)
+        self._urgent.set()
         self._thread.join(5)
         self._closed = True
         self._drain()
@@ -134,6 +144,11 @@ class _Writer:
         running = True
         while running:
             burst = [self._records.get()]
+            if isinstance(burst[0], logging.LogRecord):
+                self._urgent.wait(LINGER)  # let the burst gather: one wake, one write
+            # Cleared before the queue is drained: a flush that sets it after this point has
+            # its marker drained now or in the next burst, which then does not linger.
+            self._urgent.clear()
             while True:  # everything already queued goes in the same write
                 try:
                     burst.append(self._records.get_nowait())

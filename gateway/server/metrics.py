@@ -194,14 +194,44 @@ class NodeMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._bulk = Counter(
+            "gateway_bulk_entries",
+            "Entries of bulk calls (PublishWatchlistEntries, RevokeWatchlistEntries), by method "
+            "and outcome (accepted, duplicate, refused).",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(state))
+        # The labelled children, looked up once: ``labels()`` takes a lock and builds a key on
+        # every call (about 7 µs of the 9 µs an observation cost). Both stay small: only the
+        # node's own methods are observed (unknown ones never reach a handler), and a method
+        # ends with one of gRPC's 17 codes.
+        self._call_children: dict[tuple[str, str], Counter] = {}
+        self._second_children: dict[str, Histogram] = {}
+
+    def observe_bulk(self, method: str, accepted: int, duplicates: int, refused: int) -> None:
+        """Count the entries of one bulk call by outcome."""
+        for outcome, count in (
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("refused", refused),
+        ):
+            if count:
+                self._bulk.labels(method, outcome).inc(count)
 
     def observe(self, method: str, code: str, seconds: float | None) -> None:
         """Count one RPC; ``seconds`` for unary calls (streams last as long as the client
         wants, so their duration says nothing)."""
-        self._calls.labels(method, code).inc()
+        key = (method, code)
+        calls = self._call_children.get(key)
+        if calls is None:  # two threads may both get here: labels() gives both the same child
+            calls = self._call_children[key] = self._calls.labels(method, code)
+        calls.inc()
         if seconds is not None:
-            self._seconds.labels(method).observe(seconds)
+            histogram = self._second_children.get(method)
+            if histogram is None:
+                histogram = self._second_children[method] = self._seconds.labels(method)
+            histogram.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

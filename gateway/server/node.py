@@ -258,7 +258,7 @@ class Node:
             reader=self.ledger.reader,
             ledger_size=self.ledger.size(),
         )
-        self.exchange.on_payload(self.watchlists.apply)
+        self.exchange.on_payloads(self.watchlists.apply_many)
         self.exchange.on_erased(self.watchlists.erased)
         self.exchange.keep_own_certificate()
         self.exchange.replay(WATCHLIST_KINDS)
@@ -581,7 +581,14 @@ class Node:
 
     def _register(self) -> None:
         partner_pb2_grpc.add_PartnerGatewayServicer_to_server(
-            PartnerService(self.exchange, self.watchlists, self.stopping), self._server
+            PartnerService(
+                self.exchange,
+                self.watchlists,
+                self.stopping,
+                self.limits,
+                self.metrics.observe_bulk if self.metrics_server else None,
+            ),
+            self._server,
         )
         peer_pb2_grpc.add_PeerExchangeServicer_to_server(PeerService(self.exchange), self._server)
         audit_pb2_grpc.add_LedgerAuditServicer_to_server(

@@ -154,13 +154,13 @@ def test_empty_batch_is_a_bad_request_naming_the_field(trio: Trio) -> None:
     with pytest.raises(grpc.RpcError) as info:
         _deliver(trio, CN, HK, [])
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details() == "envelopes: 1 to 500 envelopes, got 0"
+    assert info.value.details() == "envelopes: 1 to 2000 envelopes, got 0"
     status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
     assert status is not None
     bad = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(bad)
     assert [(v.field, v.description) for v in bad.field_violations] == [
-        ("envelopes", "1 to 500 envelopes, got 0")
+        ("envelopes", "1 to 2000 envelopes, got 0")
     ]
 
 

@@ -289,8 +289,21 @@ def test_requests_larger_than_the_limit_are_resource_exhausted(
         ("stream_lifetime_seconds = -1", r"key 'limits.stream_lifetime_seconds': must be positive"),
         ("streams = 3", r"key 'limits.streams': unknown key"),
         ('backlog = "many"', r"key 'limits.backlog': must be an integer, not a string"),
+        ("bulk_entries = 0", r"key 'limits.bulk_entries': must be at least 1, got 0"),
+        (
+            "bulk_bytes = 5000000",
+            r"key 'limits.bulk_bytes': bulk_bytes 5000000 is more than max_request_bytes 4194304",
+        ),
     ],
-    ids=["over-the-pool", "zero-budget", "negative-lifetime", "unknown-key", "wrong-type"],
+    ids=[
+        "over-the-pool",
+        "zero-budget",
+        "negative-lifetime",
+        "unknown-key",
+        "wrong-type",
+        "no-bulk",
+        "bulk-above-request",
+    ],
 )
 def test_limits_a_node_could_not_enforce_are_refused(
     world: World, tmp_path: Path, lines: str, message: str

@@ -9,6 +9,13 @@
 //       from the grpc-status-details-bin trailer. One JSON line per step on stdout; exit 0
 //       when every step did what it should, 1 otherwise (the reason on stderr).
 //
+//   node client.js bulk CONFIG.json NODE ENTRIES.jsonl [BATCH]
+//       A bulk load as NODE's partner: every line of ENTRIES.jsonl is a
+//       PublishWatchlistEntryRequest in proto3 JSON; they go in PublishWatchlistEntries calls of
+//       BATCH entries (default 1000), each retried with the same message ids on UNAVAILABLE or
+//       DEADLINE_EXCEEDED. One JSON line per call, then one with the totals and the refused
+//       entries (message id, code, field violations).
+//
 //   node client.js call CONFIG.json NODE METHOD REQUEST.json
 //       One unary PartnerGateway call as NODE's partner; prints the response, or the error
 //       with its decoded details, as one JSON line. Exit 0 either way (2 on a usage mistake).
@@ -201,6 +208,60 @@ async function scenario(configFile) {
   throw new Error("the invalid submit was accepted");
 }
 
+// docs/partners.md shows this function (a test keeps the two the same).
+async function bulkLoad(stub, requests, batchSize, onBatch) {
+  const totals = { accepted: 0, duplicates: 0, refused: [] };
+  for (let start = 0; start < requests.length; start += batchSize) {
+    const entries = requests.slice(start, start + batchSize);
+    let response;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await unary(stub, "PublishWatchlistEntries", { entries });
+        break;
+      } catch (error) {
+        const retry = [grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED].includes(error.code);
+        if (!retry || attempt === 4) throw error;  // the same batch again: nothing is made twice
+        await new Promise((done) => setTimeout(done, 200 * 2 ** attempt));
+      }
+    }
+    for (const result of response.results) {
+      if (result.outcome === "BULK_OUTCOME_ACCEPTED") totals.accepted++;
+      else if (result.outcome === "BULK_OUTCOME_DUPLICATE") totals.duplicates++;
+      else totals.refused.push(result);
+    }
+    onBatch(start, response);
+  }
+  return totals;
+}
+
+async function bulk(configFile, jurisdiction, entriesFile, batch) {
+  const config = readJson(configFile);
+  const { api, root } = load(config.protos);
+  const stub = client(api, config, jurisdiction);
+  const requests = fs
+    .readFileSync(entriesFile, "utf8")
+    .split("\n")
+    .filter((line) => line.trim())
+    .map((line) => request(root, "PublishWatchlistEntry", JSON.parse(line)));
+  const totals = await bulkLoad(stub, requests, Number(batch || 1000), (start, response) =>
+    say("batch", {
+      start,
+      accepted: response.accepted || 0,
+      duplicates: response.duplicates || 0,
+      refused: response.refused || 0,
+    }),
+  );
+  const BadRequest = root.lookupType("google.rpc.BadRequest");
+  const refused = totals.refused.map((result) => {
+    const status = result.refused;
+    const bad = (status.details || [])
+      .filter((any) => any.type_url.endsWith("/google.rpc.BadRequest"))
+      .flatMap((any) => BadRequest.toObject(BadRequest.decode(Buffer.from(any.value, "base64"))).fieldViolations);
+    return { position: result.position, messageId: result.messageId, code: status.code, fieldViolations: bad };
+  });
+  say("loaded", { accepted: totals.accepted, duplicates: totals.duplicates, refused });
+}
+
 async function call(configFile, jurisdiction, method, requestFile) {
   const config = readJson(configFile);
   const { api, root } = load(config.protos);
@@ -217,7 +278,11 @@ async function call(configFile, jurisdiction, method, requestFile) {
 async function main(argv) {
   if (argv[0] === "scenario" && argv.length === 2) return scenario(argv[1]);
   if (argv[0] === "call" && argv.length === 5) return call(...argv.slice(1));
-  process.stderr.write("usage: client.js scenario CONFIG.json | call CONFIG.json NODE METHOD REQUEST.json\n");
+  if (argv[0] === "bulk" && (argv.length === 4 || argv.length === 5)) return bulk(...argv.slice(1));
+  process.stderr.write(
+    "usage: client.js scenario CONFIG.json | call CONFIG.json NODE METHOD REQUEST.json" +
+      " | bulk CONFIG.json NODE ENTRIES.jsonl [BATCH]\n",
+  );
   process.exit(2);
 }
 

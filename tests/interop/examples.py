@@ -30,6 +30,21 @@ class Example:
     request: dict[str, Any]
 
 
+_CODE = re.compile(
+    r"<!-- example-(?P<language>python|js): (?P<name>[\w-]+) -->\n"
+    r"```(?:python|js)\n(?P<body>.*?)```",
+    re.DOTALL,
+)
+
+
+def code_example(language: str, name: str, doc: Path = PARTNERS_DOC) -> str:
+    """The code block after ``<!-- example-<language>: <name> -->`` in ``doc``."""
+    for match in _CODE.finditer(doc.read_text(encoding="utf-8")):
+        if (match["language"], match["name"]) == (language, name):
+            return match["body"]
+    raise LookupError(f"{doc.name} has no {language} example {name!r}")
+
+
 def partner_examples(doc: Path = PARTNERS_DOC) -> list[Example]:
     """Every marked example of ``doc``, in document order."""
     return [

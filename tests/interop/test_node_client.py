@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
-from tests.exchange.conftest import Trio, write_trio_configs
+from tests.exchange.conftest import Trio, entry_request, write_trio_configs
 from tests.interop.examples import ROOT, partner_examples
-from tests.support import ALL, World
+from tests.support import ALL, World, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +168,66 @@ def test_partner_doc_example_runs_against_a_real_node(
         assert answer["code"] == example.expected, answer
         (bad,) = [d for d in answer["status"]["details"] if d["@type"] == "google.rpc.BadRequest"]
         assert bad["fieldViolations"], answer
+
+
+def test_node_partner_bulk_loads_a_list_and_a_rerun_creates_nothing(
+    node_js: str, world: World, trio: Trio, tmp_path: Path
+) -> None:
+    """``client.js bulk``: the documented loader (docs/partners.md) sends a JSON-lines list in
+    PublishWatchlistEntries calls; refused entries come back with their field paths; a rerun
+    of the same file answers every recorded entry as a duplicate; CN receives each once."""
+    requests = [entry_request([CN]) for _ in range(120)]
+    requests[75].entry.identifiers[0].value = "7123456"  # an HK BR number has 8 digits
+    entries = tmp_path / "entries.jsonl"
+    entries.write_text(
+        "".join(json.dumps(json_format.MessageToDict(r)) + "\n" for r in requests),
+        encoding="utf-8",
+    )
+    config = _config(world, trio, tmp_path)
+    done = _run(node_js, "bulk", str(config), "HK", str(entries), "50")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["start"] for line in lines if line["step"] == "batch"] == [0, 50, 100]
+    loaded = lines[-1]
+    assert (loaded["step"], loaded["accepted"], loaded["duplicates"]) == ("loaded", 119, 0)
+    (refused,) = loaded["refused"]
+    assert (refused["position"], refused["code"]) == (25, 3)  # the 26th of the second call
+    assert [v["field"] for v in refused["fieldViolations"]] == [
+        "entries[25].entry.identifiers[0].value"
+    ]
+
+    again = _run(node_js, "bulk", str(config), "HK", str(entries), "50")
+    assert again.returncode == 0, again.stderr
+    loaded = json.loads(again.stdout.splitlines()[-1])
+    assert (loaded["accepted"], loaded["duplicates"], len(loaded["refused"])) == (0, 119, 1)
+
+    wanted = {r.addressing.message_id for i, r in enumerate(requests) if i != 75}
+
+    def received() -> set[str]:
+        ledger = trio.nodes[CN].ledger
+        return {
+            str(r.entry.message_id)
+            for start in range(0, ledger.size(), 1000)
+            for r in ledger.entries(start, ledger.size())
+            if r.entry.event is Event.RECEIVED
+        }
+
+    wait_for(lambda: received() >= wanted, what="CN received the list")
+    assert received() == wanted
+
+
+def test_the_documented_bulk_publish_answers_per_entry(
+    node_js: str, world: World, trio: Trio, tmp_path: Path
+) -> None:
+    (example,) = [e for e in partner_examples() if e.name == "bulk-publish"]
+    config = _config(world, trio, tmp_path)
+    done = _run(node_js, "call", str(config), "HK", example.method,
+                str(_write(tmp_path, example.name, example.request)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (answer,) = map(json.loads, done.stdout.splitlines())
+    results = answer["response"]["results"]
+    assert [r["outcome"] for r in results] == ["BULK_OUTCOME_ACCEPTED", "BULK_OUTCOME_REFUSED"], (
+        results
+    )
+    assert results[0]["accepted"]["messageId"] == results[0]["messageId"]
+    assert results[1]["refused"]["code"] == 3

@@ -169,3 +169,48 @@ def test_cli_error_line_is_whole_and_after_the_nodes_log_lines(
     )
     logs = [json.loads(line) for line in before]  # every other line is the node's, whole
     assert [line["event"] for line in logs] == ["permissions-tightened"]
+
+
+_PACED = textwrap.dedent(
+    """
+    import json, logging, sys, time
+    from gateway.server import logs
+
+    class Counting:  # stderr that counts the writer's writes
+        writes = 0
+        def write(self, text):
+            Counting.writes += 1
+            return sys.__stderr__.write(text)
+        def flush(self):
+            sys.__stderr__.flush()
+
+    sys.stderr = Counting()
+    logs.configure_logging("spiffe://cn.customs.example/node")
+    log = logging.getLogger("gateway.test")
+    start = time.monotonic()
+    for i in range(200):  # a line every 0.5 ms, as a node answering 2,000 calls/s logs them
+        log.info("paced %d", i, extra={"i": i})
+        time.sleep(0.0005)
+    elapsed = time.monotonic() - start
+    log.info("slow", extra={"event": "slow"})  # starts a burst that lingers...
+    flushed = time.monotonic()
+    logs.flush_logs()  # ...until a flush cuts it short
+    took = time.monotonic() - flushed
+    print(json.dumps({"writes": Counting.writes, "elapsed": elapsed, "flush": took,
+                      "linger": logs.LINGER}), file=sys.__stdout__)
+    """
+)
+
+
+def test_paced_lines_share_writes_and_a_flush_does_not_wait_for_the_linger() -> None:
+    """The writer gathers a burst for LINGER seconds (ADR 0055): a line every half millisecond
+    is written in about one write per LINGER, not one per line; a flush returns at once."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PACED], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [line["i"] for line in lines if "i" in line] == list(range(200))
+    report = json.loads(done.stdout)
+    bursts = report["elapsed"] / report["linger"] + 2
+    assert report["writes"] <= bursts < 200, report  # one write per burst, far fewer than lines
+    assert report["flush"] < report["linger"], report

@@ -14,12 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, partner_pb2_grpc
+from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, partner_pb2, partner_pb2_grpc
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from gateway.server import Node, load_config
 from gateway.server.config import ConfigError
-from tests.exchange.conftest import notice_request
+from gateway.server.metrics import NodeMetrics, NodeState
+from tests.exchange.conftest import entry_request, notice_request
 from tests.support import Credential, World, channel_to, running_node
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
@@ -117,6 +118,21 @@ def test_a_monitor_of_the_jurisdiction_reads_metrics_that_follow_the_node(
         if f'peer="{peer}",state="{state}"' in after
     )
     assert queued == 2  # one row per recipient, neither peer reachable
+
+
+def test_bulk_calls_count_their_entries_by_outcome(world: World, node: Node) -> None:
+    requests = [entry_request([CN]) for _ in range(5)]
+    requests[2].entry.hs_codes[:] = ["81"]  # invalid: refused
+    with channel_to(world, node, world.cred(HK, Role.PARTNER)) as channel:
+        stub = partner_pb2_grpc.PartnerGatewayStub(channel)
+        bulk = partner_pb2.PublishWatchlistEntriesRequest(entries=requests)
+        stub.PublishWatchlistEntries(bulk, timeout=10)
+        stub.PublishWatchlistEntries(bulk, timeout=10)  # a retry: duplicates
+    _, text = _get(node, _context(world, _monitor(world, HK)))
+    method = "PublishWatchlistEntries"
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="accepted") == 4
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="duplicate") == 4
+    assert _value(text, "gateway_bulk_entries_total", method=method, outcome="refused") == 2
 
 
 @pytest.mark.parametrize(
@@ -237,3 +253,28 @@ def test_a_connection_is_closed_at_its_deadline_however_slowly_it_talks(
         sock.sendall(b"GET /metr")  # and then nothing: each read waits up to 5 s
         sock.settimeout(4)
         assert sock.recv(1024) == b""  # closed by the deadline, before the 5 s read timeout
+
+
+def test_observations_are_counted_per_method_and_code_with_cached_children() -> None:
+    """The labelled children are looked up once (ADR 0055); every observation still counts,
+    under its own method and code, from several threads at once."""
+    metrics = NodeMetrics(NodeState(lambda: 0, lambda: None, dict, dict, dict))
+    method = "/customs.gateway.v1.PartnerGateway/SubmitSeizureNotice"
+
+    def observe() -> None:
+        for _ in range(500):
+            metrics.observe(method, "OK", 0.002)
+        metrics.observe(method, "INVALID_ARGUMENT", 0.001)
+
+    threads = [threading.Thread(target=observe) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    metrics.observe("/grpc.health.v1.Health/Watch", "CANCELLED", None)
+    text = metrics.render().decode()
+    assert f'gateway_rpc_requests_total{{code="OK",method="{method}"}} 4000.0' in text
+    assert f'gateway_rpc_requests_total{{code="INVALID_ARGUMENT",method="{method}"}} 8.0' in text
+    assert f'gateway_rpc_duration_seconds_count{{method="{method}"}} 4008.0' in text
+    assert 'code="CANCELLED",method="/grpc.health.v1.Health/Watch"} 1.0' in text
+    assert 'gateway_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Watch"}' not in text

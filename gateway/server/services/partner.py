@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 
@@ -14,11 +14,15 @@ from gateway.domain.kinds import KINDS
 from gateway.envelope import jurisdiction_of
 from gateway.errors import FieldViolation, InvalidArgumentError
 from gateway.exchange import _store as store
-from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange
+from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange, Mode, SubmitRequest
 from gateway.exchange.watchlists import Watchlists
 from gateway.server.interceptors import current_caller, current_stream
+from gateway.server.limits import Limits
 
-__all__ = ["PartnerService", "decode_cursor", "encode_cursor"]
+# Told of every bulk call's outcome: (method, accepted, duplicates, refused).
+BulkObserver = Callable[[str, int, int, int], None]
+
+__all__ = ["BulkObserver", "PartnerService", "decode_cursor", "encode_cursor"]
 
 _CURSOR = struct.Struct(">4sQ")
 _CURSOR_MAGIC = b"cgw1"
@@ -47,10 +51,19 @@ def decode_cursor(cursor: str) -> int:
 class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[misc]  # generated, untyped
     """Submit, status, watchlists, inbound stream and acknowledgement."""
 
-    def __init__(self, exchange: Exchange, watchlists: Watchlists, stopping: threading.Event):
+    def __init__(
+        self,
+        exchange: Exchange,
+        watchlists: Watchlists,
+        stopping: threading.Event,
+        limits: Limits | None = None,
+        observe_bulk: BulkObserver | None = None,
+    ):
         self._exchange = exchange
         self._watchlists = watchlists
         self._stopping = stopping
+        self._limits = limits or Limits.for_workers(32)
+        self._observe_bulk = observe_bulk
 
     def PublishWatchlistEntry(
         self, request: partner_pb2.PublishWatchlistEntryRequest, context: grpc.ServicerContext
@@ -61,6 +74,40 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
         self, request: partner_pb2.RevokeWatchlistEntryRequest, context: grpc.ServicerContext
     ) -> partner_pb2.SubmitResponse:
         return self._exchange.submit(request, END)
+
+    def PublishWatchlistEntries(
+        self, request: partner_pb2.PublishWatchlistEntriesRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.BulkSubmitResponse:
+        return self._bulk("PublishWatchlistEntries", request, request.entries, "entries", PUBLISH)
+
+    def RevokeWatchlistEntries(
+        self, request: partner_pb2.RevokeWatchlistEntriesRequest, context: grpc.ServicerContext
+    ) -> partner_pb2.BulkSubmitResponse:
+        return self._bulk(
+            "RevokeWatchlistEntries", request, request.revocations, "revocations", END
+        )
+
+    def _bulk(
+        self,
+        method: str,
+        request: partner_pb2.PublishWatchlistEntriesRequest
+        | partner_pb2.RevokeWatchlistEntriesRequest,
+        entries: Sequence[SubmitRequest],
+        field: str,
+        mode: Mode,
+    ) -> partner_pb2.BulkSubmitResponse:
+        """Refuse a call beyond the bulk limits (RESOURCE_EXHAUSTED) or without entries
+        (INVALID_ARGUMENT); otherwise one result per entry (ADR 0053)."""
+        self._limits.check_bulk(field, len(entries), request.ByteSize())
+        if not entries:
+            problem = FieldViolation(
+                field, f"at least one is required, at most {self._limits.bulk_entries}"
+            )
+            raise InvalidArgumentError(str(problem), [problem])
+        response = self._exchange.submit_many(entries, mode, field)
+        if self._observe_bulk is not None:
+            self._observe_bulk(method, response.accepted, response.duplicates, response.refused)
+        return response
 
     def SubmitSeizureNotice(
         self, request: partner_pb2.SubmitSeizureNoticeRequest, context: grpc.ServicerContext

@@ -12,7 +12,7 @@ from gateway.server.interceptors import current_caller
 
 __all__ = ["MAX_BATCH", "PeerService"]
 
-MAX_BATCH = 500
+MAX_BATCH = 2000  # envelopes in one DeliverBatch (a bulk call's entries in one or two; ADR 0054)
 
 
 class PeerService(peer_pb2_grpc.PeerExchangeServicer):  # type: ignore[misc]  # generated, untyped
