@@ -34,7 +34,7 @@ def test_a_node_starts_on_postgres_and_keeps_nothing_in_sqlite(
     assert not list((tmp_path / "CN-first").glob("*.db"))
     with psycopg.connect(postgres_url) as conn:
         names = dict(conn.execute("SELECT name, version FROM store_schema").fetchall())
-    assert names == {"ledger": 1, "exchange": 1, "watchlist_view": 1}
+    assert names == {"ledger": 1, "exchange": 1, "watchlist_view": 1, "replicas": 1}
     _made_by(world, tmp_path, postgres_url, CN)  # and again, on what it made
 
 
