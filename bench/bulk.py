@@ -398,9 +398,10 @@ def _run(scale: Scale) -> list[Result]:
         root = Path(tmp)
         world = make_world(root / "pki")
         with _echo(world) as (echo_address, echo_pid):
-            echo_rate, echo_cpu, _ = _throughput(
+            measured = _throughput(
                 _partner(world, CN, echo_address), ECHO_METHOD, seconds, echo_pid
             )
+        echo_rate, echo_cpu = measured.rate, measured.server_cpu
         echo = ("bare mTLS echo calls/s", echo_rate)
 
         for callers in (1, 8):

@@ -12,8 +12,11 @@ domain, so only a certificate of the expected jurisdiction can pass.
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +43,15 @@ from gateway.pki.revocation import (
     verify_crl,
 )
 
-__all__ = ["AEAD_CIPHERS", "ClientIdentity", "ServerTls", "TlsMaterial", "secure_channel"]
+__all__ = [
+    "AEAD_CIPHERS",
+    "FAILOVER_SERVICE_CONFIG",
+    "ClientIdentity",
+    "ServerTls",
+    "TlsMaterial",
+    "failover_target",
+    "secure_channel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -323,18 +334,102 @@ class ClientIdentity:
         )
 
 
+# Several replicas of one node (docs/operations.md, Deployment; ADR 0073): calls are spread
+# over every replica that is up (round_robin skips a replica whose connection failed), and a
+# call that fails UNAVAILABLE (its replica died or refused the connection) is retried on
+# another one. Every RPC of the gateway may be retried: submits and acknowledgements are
+# idempotent by message id, deliveries by message id at the recipient, the rest only read.
+# A streaming call is retried only until its first message has arrived; after that, the
+# caller resumes from its cursor.
+FAILOVER_SERVICE_CONFIG: dict[str, object] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "customs.gateway.v1.PartnerGateway"},
+                {"service": "customs.gateway.v1.PeerExchange"},
+                {"service": "customs.gateway.v1.LedgerAudit"},
+                {"service": "customs.gateway.v1.NodeStatus"},
+            ],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+def _resolved(address: str) -> list[tuple[int, str]]:
+    """(family, ``HOST:PORT`` with a literal address) for each address ``address`` names now."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, ValueError):
+            return []  # a name that does not resolve now: the other replicas still serve
+        literals = [ipaddress.ip_address(str(info[4][0])) for info in infos]
+    else:
+        literals = [literal]
+    out: list[tuple[int, str]] = []
+    for ip in literals:
+        text = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        if (ip.version, text) not in out:
+            out.append((ip.version, text))
+    return out
+
+
+def failover_target(addresses: Sequence[str]) -> str:
+    """One gRPC target naming every replica in ``addresses`` (``HOST:PORT`` each), for a
+    channel with :data:`FAILOVER_SERVICE_CONFIG`: ``ipv4:a:p,b:q`` (gRPC's own resolver for a
+    static list). Names are resolved now (the caller builds a new channel at each reconnect);
+    IPv6 addresses are used only when no name gave an IPv4 one (a target holds one family).
+    A single address, or none that resolves, is returned as given (gRPC resolves it and the
+    call fails ``UNAVAILABLE`` naming it)."""
+    if len(addresses) == 1:
+        return addresses[0]
+    found = [r for a in addresses for r in _resolved(a)]
+    v4 = [text for family, text in found if family == 4]
+    v6 = [text for family, text in found if family == 6]
+    if v4:
+        return "ipv4:" + ",".join(v4)
+    if v6:
+        return "ipv6:" + ",".join(v6)
+    return addresses[0] if addresses else "unix:/nonexistent"
+
+
 def secure_channel(
-    address: str,
+    address: str | Sequence[str],
     identity: ClientIdentity,
     server: SpiffeId,
     *,
     options: Sequence[tuple[str, str | int]] = (),
 ) -> grpc.Channel:
-    """A mutual-TLS channel to ``address`` that accepts only ``server``'s DNS name."""
+    """A mutual-TLS channel to ``address`` that accepts only ``server``'s DNS name.
+
+    With several addresses (the replicas of one node), calls go round robin to the replicas
+    that are up and a call failing ``UNAVAILABLE`` is retried on another
+    (:data:`FAILOVER_SERVICE_CONFIG`); every replica must present ``server``'s certificate.
+    """
     credentials = grpc.ssl_channel_credentials(
         root_certificates=identity.root_certificates,
         private_key=identity.private_key,
         certificate_chain=identity.certificate_chain,
     )
-    opts = [("grpc.ssl_target_name_override", server.dns_name), *options]
-    return grpc.secure_channel(address, credentials, options=opts)
+    opts: list[tuple[str, str | int]] = [("grpc.ssl_target_name_override", server.dns_name)]
+    if isinstance(address, str):
+        target = address
+    else:
+        target = failover_target(address)
+        if len(address) > 1:
+            opts += [
+                ("grpc.service_config", json.dumps(FAILOVER_SERVICE_CONFIG)),
+                ("grpc.enable_retries", 1),
+            ]
+    return grpc.secure_channel(target, credentials, options=[*opts, *options])

@@ -6,6 +6,7 @@ Everything is made by the project's own PKI code; nothing is mocked.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sqlite3
 import time
@@ -113,7 +114,7 @@ class World:
         jurisdiction: Jurisdiction,
         data_dir: Path,
         *,
-        peers: dict[Jurisdiction, int | str | Path] | None = None,
+        peers: dict[Jurisdiction, int | str | Path | list[str] | list[Path]] | None = None,
         listen: str = "127.0.0.1:0",
         crls: Sequence[Path] = (),
         server: str = "",
@@ -123,8 +124,9 @@ class World:
 
         ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
         ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
-        its node writes once it has bound its port. ``storage`` is a ``[storage] url``; without
-        one, CN's node is put on a database of its own when the suite runs with
+        its node writes once it has bound its port; a list of either names the replicas of
+        one node (``addresses`` or ``address_files``). ``storage`` is a ``[storage] url``;
+        without one, CN's node is put on a database of its own when the suite runs with
         ``CUSTOMS_TEST_STORE=postgresql`` (:func:`suite_database`).
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
@@ -159,13 +161,22 @@ class World:
             lines += [
                 "[[peers]]",
                 f'jurisdiction = "{peer.value}"',
-                f'address_file = "{where}"' if isinstance(where, Path) else f'address = "{where}"',
+                _peer_address(where),
                 "",
             ]
         path = data_dir.parent / f"{jurisdiction.value.lower()}-node.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines))
         return path
+
+
+def _peer_address(where: object) -> str:
+    """The address key of a ``[[peers]]`` table: a file, an address, or a list of either (the
+    replicas of one node)."""
+    if isinstance(where, list):
+        key = "address_files" if all(isinstance(w, Path) for w in where) else "addresses"
+        return f"{key} = [{', '.join(json.dumps(str(w)) for w in where)}]"
+    return f'address_file = "{where}"' if isinstance(where, Path) else f'address = "{where}"'
 
 
 def make_world(root: Path) -> World:

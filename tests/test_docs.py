@@ -187,8 +187,9 @@ def _example(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def _uncommented(example: str) -> str:
     """``example`` with its optional tables and keys (shown commented out) switched on; only
-    ``address_file`` stays a comment (it is the alternative to ``address``)."""
-    return re.sub(r"^# (\[\w+\]|(?!address_file)\w+ = )", r"\1", example, flags=re.M)
+    the alternatives to ``address`` (``address_file``, ``addresses``, ``address_files``) stay
+    comments."""
+    return re.sub(r"^# (\[\w+\]|(?!address)\w+ = )", r"\1", example, flags=re.M)
 
 
 def _keys(table: dict[str, Any], prefix: str = "") -> set[str]:
@@ -209,7 +210,10 @@ def test_config_example_holds_every_documented_key(capsys: pytest.CaptureFixture
     opened = _uncommented(text)
     keys = _keys(tomllib.loads(opened))
     assert '# address_file = "../cn/data/listen-address"' in text
-    assert keys | {"peers[].address_file"} == set(_documented())
+    assert "# addresses = [" in text
+    assert "# address_files = [" in text
+    alternatives = {"peers[].address_file", "peers[].addresses", "peers[].address_files"}
+    assert keys | alternatives == set(_documented())
 
 
 @pytest.fixture

@@ -46,6 +46,10 @@ def example_config(
                 line(f'jurisdiction = "{p.value}"'),
                 f'address = "gateway.{p.value.lower()}.customs-exchange:7443"',
                 f'# address_file = "../{p.value.lower()}/data/listen-address"',
+                f'# addresses = ["gateway-1.{p.value.lower()}.example:7443", '
+                f'"gateway-2.{p.value.lower()}.example:7443"]',
+                f'# address_files = ["../{p.value.lower()}-1/data/listen-address", '
+                f'"../{p.value.lower()}-2/data/listen-address"]',
                 line('name = "gateway"', "its holder name (default)"),
                 "",
             ]
@@ -75,7 +79,9 @@ def example_config(
         "# The other jurisdictions' nodes: this node delivers to them and they witness its",
         "# checkpoints. The TLS name checked is <name>.<cc>.customs-exchange whatever the address.",
         "# address_file instead of address: a file holding HOST:PORT, re-read at every reconnect",
-        "# (nodes on one machine that bind port 0: tests, the demo).",
+        "# (nodes on one machine that bind port 0: tests, the demo). A peer node run as several",
+        "# replicas: addresses (or address_files), one per replica; calls go round robin to",
+        "# those up and are retried on another when one fails (docs/operations.md, Deployment).",
         peers,
         line("[server]", "optional; the defaults are shown"),
         line(f"grace_seconds = {d.grace_seconds}", "on SIGTERM, in-flight calls get this long"),
@@ -90,6 +96,7 @@ def example_config(
             f"retention_sweep_seconds = {d.retention_sweep_seconds}",
             "how often expired payloads are erased",
         ),
+        line(f"lease_seconds = {d.lease_seconds}", "replicas: a dead one's work moves after this"),
         "",
         line("[delivery]", "optional; the defaults are shown"),
         line(f"retry_base_seconds = {dd.retry_base_seconds}", "first retry, doubling (jitter)"),

@@ -41,6 +41,7 @@ from gateway.exchange.core import Exchange, kind_name
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.identity import Jurisdiction
 from gateway.store import Connection
+from gateway.store.leases import ALWAYS_HELD, Lease
 
 __all__ = ["BATCH_BYTES", "BATCH_SIZE", "Backoff", "Deliverer"]
 
@@ -102,9 +103,14 @@ class Deliverer:
         backoff: Backoff | None = None,
         summary_interval: float = 600.0,
         clock: Callable[[], float] = time.time,
+        lease: Lease = ALWAYS_HELD,
     ) -> None:
         self.exchange = exchange
         self.peer = peer
+        # Replicas of one node: only the holder of this peer's lease delivers, and what it
+        # writes is fenced by the lease (ADR 0072). One process (SQLite): always held.
+        self._lease = lease
+        self.standby = False  # True while another replica holds the lease (status, tests)
         self._channel_factory = channel_factory
         self._channel: grpc.Channel | None = None
         self._peer_stub: Any = None
@@ -176,6 +182,12 @@ class Deliverer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self._lease.held():  # another replica delivers to this peer now
+                self.standby = True
+                self._settle(block=True)
+                self._lease.wait(1.0)
+                continue
+            self.standby = False
             try:
                 wait = self.deliver_once()
             except Exception:
@@ -303,9 +315,7 @@ class Deliverer:
         delay = self._backoff.delay(head_attempts + 1)
         next_ms = int((time.time() + delay) * 1000)
         seqs = [r.seq for r in rows]
-        self.exchange.ledger.write(
-            lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False)
-        )
+        self._write(lambda conn: store.mark_failed(conn, seqs, error, next_ms, final=False))
         self._log_failure(len(rows), head_attempts + 1, error)
         return delay
 
@@ -347,9 +357,16 @@ class Deliverer:
             self._last_log, self._attempts_since_log = now, 0
 
     def _refuse(self, row: store.OutboxRow, error: str) -> None:
-        self.exchange.ledger.write(
-            lambda conn: store.mark_failed(conn, [row.seq], error, 0, final=True)
-        )
+        self._write(lambda conn: store.mark_failed(conn, [row.seq], error, 0, final=True))
+
+    def _write(self, work: Callable[[Connection], None]) -> None:
+        """``work`` in a ledger transaction, committed only under this peer's lease."""
+
+        def fenced(conn: Connection) -> None:
+            self._lease.fence(conn)
+            work(conn)
+
+        self.exchange.ledger.write(fenced)
 
     def _check(
         self, row: store.OutboxRow, message: store.MessageRow, result: peer_pb2.DeliveryResult
@@ -406,6 +423,7 @@ class Deliverer:
             return
 
         def within(conn: Connection, first: int) -> None:
+            self._lease.fence(conn)
             for offset, (row, receipt, _) in enumerate(receipts):
                 store.mark_delivered(conn, row.seq, receipt, first + offset)
             for row, error, _ in refusals:

@@ -87,17 +87,22 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     origin = ex.jurisdiction.value
     subject, version = row.subject(payload)
     known = store.last_version(reader, origin, subject)
-    check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
-        request,
-        origin=proto_jurisdiction(ex.jurisdiction),
-        now=now,
-        last_version=known[0] if known else None,
-    )
-    if mode is Mode.PUBLISH:
-        mode = Mode.NEW if version <= 1 else Mode.AMEND
-    _check_mode(mode, subject, known)
-    if known is not None:
-        _check_keeps_recipients(reader, origin, subject, addressing)
+    try:
+        check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
+            request,
+            origin=proto_jurisdiction(ex.jurisdiction),
+            now=now,
+            last_version=known[0] if known else None,
+        )
+        if mode is Mode.PUBLISH:
+            mode = Mode.NEW if version <= 1 else Mode.AMEND
+        _check_mode(mode, subject, known)
+        if known is not None:
+            _check_keeps_recipients(reader, origin, subject, addressing)
+    except GatewayError as exc:  # another replica may have recorded this very id meanwhile
+        return _same_request(
+            winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
+        )
     header = envelope_pb2.EnvelopeHeader(
         message_id=addressing.message_id,
         kind=kind,
@@ -139,7 +144,9 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except integrity_errors() as exc:  # the same id won a race: answer as for a retry
+    # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
+    # the subject's version first: answer as for a retry.
+    except _race_lost() as exc:
         return _same_request(
             winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
         )
@@ -191,6 +198,12 @@ def _check_keeps_recipients(
             f"{subject}; to stop sharing it, revoke or withdraw it to them",
         )
         raise InvalidArgumentError(str(problem), [problem])
+
+
+def _race_lost() -> tuple[type[Exception], ...]:
+    """How a submit that lost the race for its message id fails, before the duplicate answer:
+    on the id's key, or on the subject's version the winner moved first (ADR 0073)."""
+    return (FailedPreconditionError, *integrity_errors())
 
 
 def _same_request(row: store.MessageRow, request_digest: bytes) -> partner_pb2.SubmitResponse:

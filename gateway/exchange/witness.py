@@ -63,6 +63,7 @@ from gateway.pki.chain import CertificateCheckError, verify_leaf
 from gateway.pki.identity import Jurisdiction, Role
 from gateway.pki.note_keys import cosigner_name, cosigner_verifier, ledger_origin, log_verifier
 from gateway.store import Connection
+from gateway.store.leases import ALWAYS_HELD, Lease
 
 __all__ = [
     "WITNESS_HEALTH_SERVICE",
@@ -284,8 +285,10 @@ class WitnessClient:
         interval: float = 2.0,
         timeout: float = 10.0,
         summary_interval: float = 600.0,
+        lease: Lease = ALWAYS_HELD,
     ) -> None:
         self.exchange = exchange
+        self._lease = lease  # replicas: one of them pushes checkpoints (ADR 0072)
         # per peer: (error code logged, when logged, attempts since): one line per change
         self._unreachable: dict[Jurisdiction, tuple[str, float, int]] = {}
         self._summary_interval = summary_interval
@@ -309,6 +312,8 @@ class WitnessClient:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if not self._lease.held():
+                continue
             for peer in self._peers:
                 try:
                     self.push(peer)

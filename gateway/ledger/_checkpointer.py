@@ -13,6 +13,7 @@ import threading
 
 from gateway.ledger._entry import Event
 from gateway.ledger._store import Ledger
+from gateway.store.leases import ALWAYS_HELD, Lease
 
 QUIET_EVENTS = frozenset({Event.WITNESSED})
 # An entry that is not quiet: its event (byte 18, 1-based, of its canonical bytes) is not 6
@@ -36,11 +37,14 @@ _log = logging.getLogger(__name__)
 class Checkpointer:
     """Checkpoints the ledger every ``interval`` seconds if it grew; the node runs it."""
 
-    def __init__(self, ledger: Ledger, interval: float = 10.0) -> None:
+    def __init__(self, ledger: Ledger, interval: float = 10.0, lease: Lease = ALWAYS_HELD) -> None:
+        """``lease``: replicas of one node checkpoint on one of them at a time (ADR 0072); a
+        checkpoint made twice of one size is the same note (Ed25519 signs deterministically)."""
         if interval <= 0:
             raise ValueError(f"checkpoint interval must be positive, got {interval}")
         self._ledger = ledger
         self._interval = interval
+        self._lease = lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.made = 0
@@ -54,8 +58,9 @@ class Checkpointer:
         return calls_for_checkpoint(self._ledger, latest or 0, size)
 
     def run_once(self) -> bool:
-        """Make a checkpoint if :meth:`due`; return whether one was made."""
-        if not self.due():
+        """Make a checkpoint if :meth:`due` and this replica holds the checkpointer's lease;
+        return whether one was made."""
+        if not self._lease.held() or not self.due():
             return False
         self._ledger.checkpoint()
         self.made += 1

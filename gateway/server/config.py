@@ -22,6 +22,7 @@ the config file)::
     [[peers]]
     jurisdiction = "CN"
     address = "127.0.0.1:7001"        # or address_file = "../cn/data/listen-address"
+                                      # or addresses = [...] / address_files = [...]: replicas
     name = "gateway"                  # optional, the default
 
     [server]                          # optional, defaults shown
@@ -31,6 +32,7 @@ the config file)::
     checkpoint_interval_seconds = 10.0
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
     retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
+    lease_seconds = 5.0               # replicas: a dead one's singletons move after this
 
     [delivery]                        # optional, defaults shown (docs/operations.md)
     retry_base_seconds = 0.05         # first retry after a failure, doubling each time...
@@ -105,22 +107,37 @@ class PeerConfig:
     address: str  # HOST:PORT, or "" when the address is read from ``address_file``
     name: str = "gateway"
     address_file: Path | None = None  # a file holding HOST:PORT, re-read at every (re)connect
+    # The replicas of one peer node (docs/operations.md, Deployment): calls go round robin to
+    # those that are up and are retried on another one (gateway.transport.secure_channel).
+    addresses: tuple[str, ...] = ()
+    address_files: tuple[Path, ...] = ()
 
     @property
     def identity(self) -> SpiffeId:
         """The peer node's SPIFFE identity."""
         return SpiffeId(self.jurisdiction, Role.NODE, self.name)
 
-    def target(self) -> str:
-        """The gRPC target to dial now: ``address``, or what ``address_file`` holds at this
-        moment. A missing or unreadable file gives a target that fails at once as UNAVAILABLE
+    def targets(self) -> list[str]:
+        """Every address to dial now (``HOST:PORT``): the configured ones, or what the address
+        files hold at this moment. A missing or unreadable file is left out; when no file can
+        be read, the one target is ``unix:<first file>``, which fails at once as UNAVAILABLE
         (the peer has not bound its port yet), named after the file so the failure says why."""
-        if self.address_file is None:
-            return self.address
-        try:
-            return _address(self.address_file.read_text(encoding="utf-8").strip())
-        except (OSError, UnicodeDecodeError, ValueError):
-            return f"unix:{self.address_file}"
+        if self.address:
+            return [self.address]
+        if self.addresses:
+            return list(self.addresses)
+        files = self.address_files or ((self.address_file,) if self.address_file else ())
+        found: list[str] = []
+        for file in files:
+            try:
+                found.append(_address(file.read_text(encoding="utf-8").strip()))
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+        return found or [f"unix:{files[0]}"]
+
+    def target(self) -> str:
+        """What :meth:`targets` gives, as one line (``HOST:PORT`` or several, comma-separated)."""
+        return ",".join(self.targets())
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,9 @@ class ServerSettings:
     checkpoint_interval_seconds: float = 10.0
     tls_reload_seconds: float = 2.0
     retention_sweep_seconds: float = 60.0
+    lease_seconds: float = (
+        5.0  # replicas on PostgreSQL: a dead replica's singletons move after this
+    )
 
 
 @dataclass(frozen=True)
@@ -295,6 +315,28 @@ def _address(text: str) -> str:
     return text
 
 
+# How a peer's address is given: one of these keys in its [[peers]] table.
+_ADDRESS_KEYS = ("address", "address_file", "addresses", "address_files")
+
+
+def _list_of(table: _Reader, key: str, parse: Callable[[str], T]) -> list[T]:
+    """A non-empty list of strings under ``key``, each parsed by ``parse``."""
+    items = table.take(key, list)
+    if not items:
+        raise table.error(key, "must list at least one")
+    out: list[T] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise table.error(
+                f"{key}[{i}]", f"must be a string, not {_KIND.get(type(item), 'that')}"
+            )
+        try:
+            out.append(parse(item))
+        except ValueError as exc:
+            raise table.error(f"{key}[{i}]", str(exc)) from None
+    return out
+
+
 def _name(text: str) -> str:
     try:
         SpiffeId(Jurisdiction.CN, Role.NODE, text)
@@ -358,10 +400,20 @@ def load_config(path: str | Path) -> NodeConfig:
         if any(p.jurisdiction is peer_jurisdiction for p in peers):
             raise peer.error("jurisdiction", f"{peer_jurisdiction} is listed twice")
         address, address_file = "", None
-        if "address_file" in peer.table:
+        addresses: tuple[str, ...] = ()
+        address_files: tuple[Path, ...] = ()
+        given = [k for k in _ADDRESS_KEYS if k in peer.table]
+        if len(given) > 1:
+            keys = f"{', '.join(_ADDRESS_KEYS[:-1])} or {_ADDRESS_KEYS[-1]}"
+            raise peer.error(given[0], f"give one of {keys}, not several")
+        if given == ["address_file"]:
             address_file = (source.parent / peer.take("address_file", str)).resolve()
-            if "address" in peer.table:
-                raise peer.error("address", "give either address or address_file, not both")
+        elif given == ["addresses"]:
+            addresses = tuple(_list_of(peer, "addresses", _address))
+        elif given == ["address_files"]:
+            address_files = tuple(
+                (source.parent / f).resolve() for f in _list_of(peer, "address_files", str)
+            )
         else:
             address = peer.parsed("address", _address)
         peers.append(
@@ -370,6 +422,8 @@ def load_config(path: str | Path) -> NodeConfig:
                 address,
                 peer.parsed("name", _name, "gateway"),
                 address_file,
+                addresses,
+                address_files,
             )
         )
         peer.done()
@@ -387,8 +441,9 @@ def load_config(path: str | Path) -> NodeConfig:
         retention_sweep_seconds=srv.take(
             "retention_sweep_seconds", float, defaults.retention_sweep_seconds
         ),
+        lease_seconds=srv.take("lease_seconds", float, defaults.lease_seconds),
     )
-    for key in ("checkpoint_interval_seconds", "retention_sweep_seconds"):
+    for key in ("checkpoint_interval_seconds", "retention_sweep_seconds", "lease_seconds"):
         if getattr(settings, key) <= 0:
             raise srv.error(key, "must be positive")
     if settings.tls_reload_seconds <= 0:

@@ -64,6 +64,8 @@ class NodeState:
     storage_ok: Callable[[], bool] | None = None  # can the ledger commit (the storage probe)
     crl_refusals: Callable[[], dict[str, int]] = dict  # reason -> CRL files refused
     crl_numbers: Callable[[], dict[str, int]] = dict  # issuing root -> CRL number in force
+    # singleton -> whether this replica holds its lease (replicas on PostgreSQL, ADR 0072)
+    leases: Callable[[], dict[str, bool]] = dict
 
 
 class _StateCollector(Collector):
@@ -161,6 +163,17 @@ class _StateCollector(Collector):
         for issuer, number in sorted(s.crl_numbers().items()):
             numbers.add_metric([issuer], number)
         yield numbers
+        leases = s.leases()
+        if leases:
+            held = GaugeMetricFamily(
+                "gateway_lease_held",
+                "1 for each singleton this replica runs now under its lease, 0 for those another "
+                "replica runs (replicas on PostgreSQL, ADR 0072).",
+                labels=["lease"],
+            )
+            for name, is_held in sorted(leases.items()):
+                held.add_metric([name], 1 if is_held else 0)
+            yield held
 
 
 class NodeMetrics:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from cryptography import x509
@@ -66,8 +66,22 @@ from gateway.server.services import AuditService, PartnerService, PeerService
 from gateway.server.services.status import StatusService
 from gateway.server.signing import SigningMaterial
 from gateway.server.startup import DataDirectory, StartupError, check_own_certificate
-from gateway.store import Connection, Database, StoreError, database_errors, open_database
+from gateway.store import (
+    Connection,
+    Database,
+    StoreError,
+    database_errors,
+    ensure_schema,
+    open_database,
+)
+from gateway.store.leases import ALWAYS_HELD, Lease
 from gateway.transport import ClientIdentity, ServerTls, TlsMaterial, secure_channel
+
+if TYPE_CHECKING:  # psycopg is imported only by a node on PostgreSQL
+    import psycopg
+
+    from gateway.store.leases import LeaseKeeper
+    from gateway.store.notify import Listener
 
 __all__ = [
     "CERTIFICATES_IN_USE_KEY",
@@ -250,8 +264,13 @@ class Node:
         self.exchange.replay(WATCHLIST_KINDS)
         self.watchlists.reconcile(self.exchange.still_stored)
         self.stopping = threading.Event()
+        # The singletons run on one replica at a time, under leases in the database (ADR 0072);
+        # a node on SQLite is its only process and holds them all.
+        self.lease_keeper, self.listener = self._replicas(config)
         interval = config.server.checkpoint_interval_seconds
-        self.checkpointer = Checkpointer(self.ledger, interval=interval)
+        self.checkpointer = Checkpointer(
+            self.ledger, interval=interval, lease=self.lease("checkpointer")
+        )
         delivery = config.delivery
         self.deliverers = {
             p.jurisdiction: Deliverer(
@@ -260,14 +279,19 @@ class Node:
                 self._channel_factory(p),
                 backoff=Backoff(delivery.retry_base_seconds, delivery.retry_cap_seconds),
                 summary_interval=delivery.failure_summary_seconds,
+                lease=self.lease(f"deliver-{p.jurisdiction.value}"),
             )
             for p in config.peers
         }
+        if self.listener is not None:  # another replica's submit filled the outbox
+            for deliverer in self.deliverers.values():
+                self.listener.add(deliverer.wake)
         self.witness_client = WitnessClient(
             self.exchange,
             {p.jurisdiction: self._channel_factory(p) for p in config.peers},
             interval=interval,
             summary_interval=config.delivery.failure_summary_seconds,
+            lease=self.lease("witness-client"),
         )
         self.health = _HealthWithCertificates(self)
         self.metrics = NodeMetrics(
@@ -283,6 +307,7 @@ class Node:
                 crl_refusals=self.tls.refusal_counts,
                 crl_numbers=self._crl_numbers,
                 in_use=self.certificates_in_use,
+                leases=self._leases_held,
             )
         )
         self._metrics_tls: tuple[TlsMaterial, ssl.SSLContext] | None = None
@@ -304,7 +329,7 @@ class Node:
             _Periodic(
                 f"{prefix}-retention",
                 config.server.retention_sweep_seconds,
-                self.exchange.erase_expired,
+                self._sweep_retention,
             ),
         ]
         # The reserve (Health/Check, PeerExchange) runs on threads of its own (ADR 0023).
@@ -337,6 +362,49 @@ class Node:
         )
         self._register()
         self.port = 0
+
+    def _replicas(self, config: NodeConfig) -> tuple[LeaseKeeper | None, Listener | None]:
+        """On a PostgreSQL database that replicas of this node share (ADR 0073): the keeper of
+        this replica's leases and the listener that wakes its partner streams when another
+        replica commits. None and None on SQLite (one process per node)."""
+        database = self.ledger.database
+        url = database.url
+        if database.dialect != "postgresql" or url is None:
+            return None, None
+        import psycopg
+
+        from gateway.store.leases import LeaseKeeper
+        from gateway.store.notify import Listener
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(url, connect_timeout=5)
+
+        keeper = LeaseKeeper(connect, self.singletons(), ttl=config.server.lease_seconds)
+        return keeper, Listener(connect, [self.exchange.wake_followers])
+
+    def lease(self, name: str) -> Lease:
+        """The lease of singleton ``name`` (``checkpointer``, ``witness-client``,
+        ``retention``, ``deliver-<CC>``): always held unless replicas share the database."""
+        if self.lease_keeper is None:
+            return ALWAYS_HELD
+        return self.lease_keeper.lease(name)
+
+    def _leases_held(self) -> dict[str, bool]:
+        """Each singleton's lease and whether this replica holds it; empty on SQLite."""
+        if self.lease_keeper is None:
+            return {}
+        return {name: lease.held() for name, lease in self.lease_keeper.leases.items()}
+
+    def singletons(self) -> list[str]:
+        """The names of the leases this node's singletons run under (ADR 0072)."""
+        peers = [f"deliver-{p.jurisdiction.value}" for p in self.config.peers]
+        return ["checkpointer", "witness-client", "retention", *peers]
+
+    def _sweep_retention(self) -> None:
+        """Erase what is past its retention, on the replica holding the retention lease (an
+        erasure made twice is refused by the database: the payload is gone)."""
+        if self.lease("retention").held():
+            self.exchange.erase_expired()
 
     def _pending(self) -> dict[tuple[str, str], int]:
         names = {exchange_store.QUEUED: "queued", exchange_store.FAILING: "failing"}
@@ -507,7 +575,7 @@ class Node:
                 config.trust_bundle,
                 server_jurisdiction=peer.jurisdiction,
             )
-            return secure_channel(peer.target(), identity, peer.identity)
+            return secure_channel(peer.targets(), identity, peer.identity)
 
         return connect
 
@@ -560,6 +628,9 @@ class Node:
         self._server.start()
         self.started_at = dt.datetime.now(dt.UTC)
         _write_address_file(self.config.data_dir / LISTEN_ADDRESS_FILE, self.address)
+        if self.lease_keeper is not None and self.listener is not None:
+            self.lease_keeper.start()  # what is free now is taken before the workers start
+            self.listener.start()
         self.checkpointer.start()
         for deliverer in self.deliverers.values():
             deliverer.start()
@@ -609,6 +680,7 @@ class Node:
             deliverer.stop()
         self.checkpointer.stop()
         self.checkpointer.run_once()  # the ledger's last entries are signed before it closes
+        self._leave_replicas(release=True)
         self.ledger.close()
         self.watchlists.close()
         self.data_dir.release()
@@ -639,10 +711,19 @@ class Node:
         for deliverer in self.deliverers.values():
             deliverer.stop(0)
         self.checkpointer.stop()
+        self._leave_replicas(release=False)
         self.ledger.close()
         self.watchlists.close()
         self.data_dir.release()
         self._stopped.set()
+
+    def _leave_replicas(self, *, release: bool) -> None:
+        """Stop listening and renewing; ``release`` hands the leases to another replica at
+        once (a graceful stop), else they run out after ``server.lease_seconds``."""
+        if self.listener is not None:
+            self.listener.stop()
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop(release=release)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server terminates; True if it did."""
@@ -696,6 +777,10 @@ def _open_ledger(database: Database, origin: str, signer: Signer) -> Ledger:
     def schema(conn: Connection) -> None:
         exchange_store.create_schema(conn)
         create_revocation_schema(conn)
+        if conn.dialect == "postgresql":  # replicas may share it
+            from gateway.store.replicas import REPLICA_SCHEMA
+
+            ensure_schema(conn, REPLICA_SCHEMA)
 
     try:
         return Ledger.open(

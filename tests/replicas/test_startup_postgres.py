@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway.exchange._store import EXCHANGE_SCHEMA
 from gateway.pki import Jurisdiction
 from gateway.server import Node, load_config
 from tests.failclosed.serving import assert_one_line_refusal, finish, start_serve
@@ -34,7 +35,12 @@ def test_a_node_starts_on_postgres_and_keeps_nothing_in_sqlite(
     assert not list((tmp_path / "CN-first").glob("*.db"))
     with psycopg.connect(postgres_url) as conn:
         names = dict(conn.execute("SELECT name, version FROM store_schema").fetchall())
-    assert names == {"ledger": 1, "exchange": 2, "watchlist_view": 1}  # exchange 2: by subject
+    assert names == {
+        "ledger": 1,
+        "exchange": EXCHANGE_SCHEMA.version,
+        "watchlist_view": 1,
+        "replicas": 1,
+    }
     _made_by(world, tmp_path, postgres_url, CN)  # and again, on what it made
 
 

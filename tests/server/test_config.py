@@ -95,7 +95,26 @@ CASES = [
         "peer-address-twice",
         'address = "127.0.0.1:7001"',
         'address = "127.0.0.1:7001"\naddress_file = "cn/listen-address"',
-        r"key 'peers\[0\].address': give either address or address_file, not both$",
+        r"key 'peers\[0\].address': give one of address, address_file, addresses or "
+        r"address_files, not several$",
+    ),
+    (
+        "peer-addresses-empty",
+        'address = "127.0.0.1:7001"',
+        "addresses = []",
+        r"key 'peers\[0\].addresses': must list at least one$",
+    ),
+    (
+        "peer-addresses-not-host-port",
+        'address = "127.0.0.1:7001"',
+        'addresses = ["127.0.0.1:7001", "replica-2"]',
+        r"key 'peers\[0\].addresses\[1\]': 'replica-2' is not HOST:PORT$",
+    ),
+    (
+        "peer-address-files-not-strings",
+        'address = "127.0.0.1:7001"',
+        "address_files = [7001]",
+        r"key 'peers\[0\].address_files\[0\]': must be a string, not an integer$",
     ),
     (
         "missing-certificate",
