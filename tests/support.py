@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -124,7 +125,9 @@ class World:
         ``server`` holds extra lines for the ``[server]`` table. A peer is reached at a
         ``HOST:PORT`` string, a port on 127.0.0.1, or through the address file (a ``Path``)
         its node writes once it has bound its port; a list of either names the replicas of
-        one node (``addresses`` or ``address_files``). ``storage`` is a ``[storage] url``.
+        one node (``addresses`` or ``address_files``). ``storage`` is a ``[storage] url``;
+        without one, CN's node is put on a database of its own when the suite runs with
+        ``CUSTOMS_TEST_STORE=postgresql`` (:func:`suite_database`).
         """
         node, signing = self.cred(jurisdiction, Role.NODE), self.signing(jurisdiction)
         lines = [
@@ -149,6 +152,8 @@ class World:
             server,
             "",
         ]
+        if storage is None and jurisdiction is Jurisdiction.CN and TEST_STORE == "postgresql":
+            storage = suite_database(data_dir)
         if storage is not None:
             lines += ["[storage]", f'url = "{storage}"', ""]
         for peer, where in (peers or {}).items():
@@ -257,3 +262,96 @@ def postgres_database(server: str, prefix: str = "customs_test") -> Iterator[str
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- Which store CN's node uses in the suite (CUSTOMS_TEST_STORE) -------------------------------
+
+TEST_STORES = ("sqlite", "postgresql")
+#: ``sqlite`` (the default) or ``postgresql``: with ``postgresql`` every config written by
+#: :meth:`World.write_config` puts CN's node on a fresh database (HK and MO stay on SQLite), so
+#: the same suite shows both stores behave alike (issue 14). Read here and nowhere else.
+TEST_STORE = os.environ.get("CUSTOMS_TEST_STORE", "sqlite")
+if TEST_STORE not in TEST_STORES:
+    raise pytest.UsageError(
+        f"CUSTOMS_TEST_STORE={TEST_STORE!r}: expected one of {', '.join(TEST_STORES)}"
+    )
+
+# Databases made for node data directories in this session, by data directory: a config
+# written again for the same directory (a node restarted) finds the same database.
+_suite_databases: dict[Path, str] = {}
+
+
+def suite_database(data_dir: Path) -> str:
+    """The URL of the database CN's node with ``data_dir`` uses in a ``postgresql`` run: made
+    fresh (uniquely named) the first time, the same one afterwards; dropped by
+    :func:`drop_suite_databases`."""
+    key = data_dir.resolve()
+    if key not in _suite_databases:
+        server = postgres_server_url()
+        name = f"customs_suite_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _suite_databases[key] = with_database(server, name)
+    return _suite_databases[key]
+
+
+def drop_suite_databases(under: Path | None = None) -> None:
+    """Drop the databases :func:`suite_database` made (for data directories below ``under``,
+    or all of them), closing connections a stopped node may have left."""
+    server = os.environ.get("CUSTOMS_TEST_POSTGRES", POSTGRES_DEFAULT)
+    root = under.resolve() if under is not None else None
+    for key in list(_suite_databases):
+        if root is not None and not key.is_relative_to(root):
+            continue
+        name = urlsplit(_suite_databases.pop(key)).path.lstrip("/")
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def ledger_file(data_dir: Path) -> Path:
+    """The ledger of the node keeping ``data_dir``, as a file the offline auditor reads: its
+    ``ledger.db``, or, where this run put the node on PostgreSQL, an export of its database
+    (``audit export --url``) beside the data directory. Read it once the node has stopped."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        return data_dir / "ledger.db"
+    return export_ledger(
+        data_dir, data_dir.parent / f"{data_dir.name}-{uuid.uuid4().hex[:6]}.export"
+    )
+
+
+def export_ledger(data_dir: Path, out: Path) -> Path:
+    """Export the ledger of the node keeping ``data_dir`` to ``out`` (from ``ledger.db``, or
+    from its database where this run put the node on PostgreSQL); return ``out``."""
+    from gateway.cli import main  # the command an auditor runs, whichever the store
+
+    url = _suite_databases.get(data_dir.resolve())
+    source = ["--url", url] if url is not None else ["--db", str(data_dir / "ledger.db")]
+    if main(["audit", "export", *source, "--out", str(out)]) != 0:
+        raise AssertionError(f"audit export of {data_dir} failed")
+    return out
+
+
+def store_execute(data_dir: Path, statement: str) -> None:
+    """Run ``statement`` (plain SQL both stores read alike, no parameters) on the store of the
+    node keeping ``data_dir``: its ``ledger.db``, or its database where this run put it on
+    PostgreSQL. For tests that damage a stopped node's store on purpose."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        with sqlite3.connect(data_dir / "ledger.db") as conn:
+            conn.execute(statement)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement.encode())
+
+
+def store_rows(data_dir: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` (``?`` placeholders, SQL both stores read alike) in the store of
+    the node keeping ``data_dir``: its ``ledger.db``, or its database where this run put it on
+    PostgreSQL. For tests that look at what a node kept beyond its ledger."""
+    url = _suite_databases.get(data_dir.resolve())
+    if url is None:
+        with sqlite3.connect(data_dir / "ledger.db") as conn:
+            return [tuple(row) for row in conn.execute(query, params).fetchall()]
+    with psycopg.connect(url, autocommit=True) as pg:
+        return [tuple(row) for row in pg.execute(query.replace("?", "%s").encode(), params)]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import ExportSource, write_export, write_export_records
+from gateway.audit import ExportSource, write_export_records
 from gateway.audit.report import build_report, render_html
 from gateway.cli import main
 from gateway.domain.fixtures import timestamp
@@ -33,7 +33,7 @@ from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
 from gateway.pki.bundle import TrustBundle
 from tests.exchange.conftest import CN, HK, MO, Trio, data_dir, notice_request, write_trio_configs
-from tests.support import ALL, World, wait_for
+from tests.support import ALL, World, export_ledger, wait_for
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def scenario(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         exports = {}
         for j in ALL:
             exports[j.value] = root / f"{j.value.lower()}.export"
-            write_export(data_dir(root, j) / "ledger.db", exports[j.value])
+            export_ledger(data_dir(root, j), exports[j.value])
         tampered, removed = _without_received(exports["HK"], erased.message_id, root)
         serial = f"{expiring.issued.certificate.serial_number:x}"
         yield Scenario(

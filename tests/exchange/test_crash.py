@@ -30,7 +30,7 @@ from tests.exchange.conftest import (
     notice_request,
     write_trio_configs,
 )
-from tests.support import World
+from tests.support import World, ledger_file
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path
     signing = world.signing(CN).issued.certificate.public_key()
     assert isinstance(signing, ed25519.Ed25519PublicKey)
     result = check_ledger(
-        tmp_path / "cn-data" / "ledger.db", log_verifier(CN, signing), policy=UNWITNESSED
+        ledger_file(tmp_path / "cn-data"), log_verifier(CN, signing), policy=UNWITNESSED
     )
     assert result.ok
     assert result.entries >= 2 * len(acknowledged)  # a sent and a receipt entry each

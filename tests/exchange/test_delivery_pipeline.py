@@ -7,6 +7,8 @@ import sqlite3
 import uuid
 from collections import Counter
 
+import pytest
+
 from gateway.ledger import Event
 from tests.exchange.conftest import CN, HK, MO, Trio, notice_request, read_stream
 from tests.support import wait_for
@@ -28,6 +30,7 @@ def _hold_receipts(trio: Trio) -> sqlite3.Connection:
     return conn
 
 
+@pytest.mark.sqlite_files  # the failure is a SQLite trigger in CN's ledger file
 def test_failed_receipt_save_redelivers_and_records_each_receipt_once(trio: Trio) -> None:
     hold = _hold_receipts(trio)
     ids = [

@@ -15,12 +15,12 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
 from customs.gateway.v1 import common_pb2, envelope_pb2, partner_pb2, peer_pb2, peer_pb2_grpc
-from gateway.audit import DatabaseSource, reconcile_sources
+from gateway.audit import open_source, reconcile_sources
 from gateway.envelope import Signer, seal
 from gateway.ledger import Event
 from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, notice_request
-from tests.support import wait_for
+from tests.support import ledger_file, wait_for
 
 
 def _signer(trio: Trio, j: Jurisdiction) -> Signer:
@@ -202,7 +202,7 @@ def test_reconciliation_lists_a_final_refusal_as_refused(trio: Trio, tmp_path: P
     trio.partner(CN).SubmitSeizureNotice(clash, timeout=10)
     wait_for(lambda: trio.entries(CN, Event.REFUSED), what="CN's refused entry")
     result = reconcile_sources(
-        [DatabaseSource(trio.root / f"{j.value.lower()}-data" / "ledger.db") for j in (CN, HK)]
+        [open_source(ledger_file(trio.root / f"{j.value.lower()}-data")) for j in (CN, HK)]
     )
     assert [r for r in result.refused if clash.addressing.message_id in r]
     assert "refused by HK" in result.refused[0]

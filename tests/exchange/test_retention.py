@@ -4,7 +4,6 @@ event records when, and the ledger still verifies."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 import uuid
 
@@ -17,7 +16,7 @@ from gateway.exchange.witness import log_verifier
 from gateway.ledger import Event
 from gateway.pki.bundle import TrustBundle
 from tests.exchange.conftest import CN, HK, Trio, notice_request, read_stream
-from tests.support import wait_for
+from tests.support import ledger_file, store_execute, wait_for
 
 UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 
@@ -66,7 +65,7 @@ def test_payload_erased_at_end_of_retention_and_ledger_still_verifies(trio: Trio
     trio.stop(CN)  # signs a final checkpoint over the erased entry
     key = trio.world.signing(CN).issued.certificate.public_key()
     assert isinstance(key, ed25519.Ed25519PublicKey)
-    ledger = trio.root / "cn-data" / "ledger.db"
+    ledger = ledger_file(trio.root / "cn-data")
     assert check_ledger(ledger, log_verifier(CN, key), policy=UNWITNESSED).ok
     # With nothing but the trust bundle: the keys come from the certificates the node kept,
     # though every envelope (and the certificates they carried) has been erased.
@@ -75,9 +74,8 @@ def test_payload_erased_at_end_of_retention_and_ledger_still_verifies(trio: Trio
     assert result.ok, result.failures
     assert result.cosignatures >= 1
     # MO never sent CN anything: only the kept certificate can vouch for its cosignature.
-    with sqlite3.connect(ledger) as conn:
-        conn.execute("DELETE FROM exchange_certificates")
-    assert not verify_ledger(ledger, bundle=bundle).ok
+    store_execute(trio.root / "cn-data", "DELETE FROM exchange_certificates")
+    assert not verify_ledger(ledger_file(trio.root / "cn-data"), bundle=bundle).ok
 
 
 def _cosigned_by_mo(trio: Trio) -> bool:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customs.gateway.v1 import peer_pb2, peer_pb2_grpc
-from gateway.audit import reconcile, write_export
+from gateway.audit import reconcile
 from gateway.audit._source import ExportSource, write_export_records
 from gateway.demo.tamper import roll_back
 from gateway.exchange.witness import WITNESS_HEALTH_SERVICE, ledger_origin
@@ -30,7 +30,7 @@ from gateway.pki.pem import write_private_key
 from gateway.server.node import WITNESS_EVIDENCE_KEY
 from tests.exchange.conftest import CN, HK, MO, Trio, notice_request
 from tests.exchange.test_witness import _settled
-from tests.support import wait_for
+from tests.support import export_ledger, store_rows, wait_for
 
 HK_ORIGIN = ledger_origin(HK)
 _ROOT = r"[0-9a-f]{64}"
@@ -123,12 +123,12 @@ def test_rollback_and_fork_are_named_from_the_other_ledgers(
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "inconsistent checkpoint, refusing to cosign" in (info.value.details() or "")
         # both notes kept, durably, in the witness's database
-        with sqlite3.connect(trio.nodes[witness].ledger.path) as conn:
-            rows = conn.execute(
-                "SELECT problem, cosigned_note, presented_note FROM exchange_witness_evidence "
-                "WHERE origin = ?",
-                (HK_ORIGIN,),
-            ).fetchall()
+        rows = store_rows(
+            trio.nodes[witness].config.data_dir,
+            "SELECT problem, cosigned_note, presented_note FROM exchange_witness_evidence "
+            "WHERE origin = ?",
+            HK_ORIGIN,
+        )
         assert [(r[0], bytes(r[2])) for r in rows] == [("fork", note)]
         assert bytes(rows[0][1]).startswith(f"{HK_ORIGIN}\n{size}\n".encode())
         assert _witnessed(trio, witness, HK_ORIGIN) == (size, root)  # nothing moved
@@ -153,7 +153,7 @@ def test_rollback_and_fork_are_named_from_the_other_ledgers(
     exports = {}
     for j in (CN, HK, MO):
         exports[j] = tmp_path / f"{j.value.lower()}.export"
-        write_export(trio.nodes[j].ledger.path, exports[j])
+        export_ledger(trio.nodes[j].config.data_dir, exports[j])
     honest = reconcile(list(exports.values()))
     assert [e.problem for e in honest.errors] == ["forked", "forked"]  # the evidence, only
     assert honest.cosigned_checked >= 4

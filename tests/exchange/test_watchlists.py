@@ -226,6 +226,7 @@ def test_erase_then_restart_then_delta(trio: Trio) -> None:
     assert _delta(trio, after) == ([(newer.entry.entry_id, "ENTRY_STATE_ACTIVE")], after + 1)
 
 
+@pytest.mark.sqlite_files  # on PostgreSQL the view lives in CN's database, not a file
 def test_a_lost_view_file_never_reuses_a_version(trio: Trio) -> None:
     publish = entry_request([CN])
     trio.partner(HK).PublishWatchlistEntry(publish, timeout=10)

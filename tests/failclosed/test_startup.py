@@ -38,7 +38,7 @@ from tests.failclosed.serving import (
     finish,
     start_serve,
 )
-from tests.support import World, channel_to, make_world, running_node, wait_for
+from tests.support import TEST_STORE, World, channel_to, make_world, running_node, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
@@ -449,6 +449,15 @@ CASES: list[Callable[[Case], tuple[Path, str]]] = [
     config_is_a_directory,
     unreadable_config,
 ]
+# Cases about CN's SQLite file itself: with CN on PostgreSQL (CUSTOMS_TEST_STORE=postgresql)
+# there is no such file, and the database's own refusals are the storage_* cases.
+SQLITE_FILE_CASES = {
+    group_writable_ledger,
+    ledger_is_a_symlink,
+    corrupt_database,
+    ledger_of_another_jurisdiction,
+    read_only_database,
+}
 NEED_FILE_MODES = {
     read_only_database,
     unreadable_tls_key,
@@ -486,6 +495,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         for setup in CASES:
             if setup in NEED_FILE_MODES and not FILE_MODES_APPLY:
                 continue
+            if setup in SQLITE_FILE_CASES and TEST_STORE != "sqlite":
+                continue
             case = _Holding(world, tmp_path_factory.mktemp(setup.__name__))
             config, message = setup(case)
             cases[setup.__name__] = (case, config, message)
@@ -500,7 +511,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
             case.release()
 
 
-@pytest.mark.parametrize("setup", CASES, ids=[c.__name__ for c in CASES])
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(c, id=c.__name__, marks=[pytest.mark.sqlite_files] * (c in SQLITE_FILE_CASES))
+        for c in CASES
+    ],
+)
 def test_start_up_mistake_is_one_line_exit_2(
     outcomes: dict[str, tuple[Outcome, str]], setup: Callable[[Case], tuple[Path, str]]
 ) -> None:
@@ -510,6 +527,7 @@ def test_start_up_mistake_is_one_line_exit_2(
     assert_one_line_refusal(outcome, message)
 
 
+@pytest.mark.sqlite_files
 def test_looser_data_directory_and_ledger_are_tightened(tmp_path: Path, world: World) -> None:
     """Readable by others (not writable): the node makes them private, says so, and starts."""
     data = tmp_path / "cn-data"
@@ -534,7 +552,8 @@ def test_new_data_directory_is_private(tmp_path: Path, world: World) -> None:
         assert node.port > 0
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         files = sorted(p.name for p in data.iterdir())
-        assert {"ledger.db", "lock"} <= set(files)
+        # CN's node keeps its lock here whichever the store; its ledger file only on SQLite
+        assert ({"ledger.db", "lock"} if TEST_STORE == "sqlite" else {"lock"}) <= set(files)
         for path in data.iterdir():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert (data / "lock").read_text().strip() == str(os.getpid())

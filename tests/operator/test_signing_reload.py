@@ -22,7 +22,7 @@ from gateway.server import Node, load_config
 from gateway.server.node import CERTIFICATES_IN_USE_KEY
 from gateway.status import status_with_config
 from tests.exchange.conftest import Trio, entry_request, notice_request
-from tests.support import Credential, World, channel_to, wait_for
+from tests.support import Credential, World, channel_to, ledger_file, wait_for
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 
@@ -197,8 +197,8 @@ def test_peers_cosign_checkpoints_of_the_renewed_key(trio: Trio, tmp_path: Path)
     trio.partner(CN).SubmitSeizureNotice(notice_request(CN, [HK, MO]), timeout=10)
     size = node.ledger.size()
     wait_for(lambda: cosigned_at_size(size), what="the new key's checkpoint cosigned by HK and MO")
-    path = config.parent / "cn-data" / "ledger.db"
     trio.stop(CN)
+    path = ledger_file(config.parent / "cn-data")
     result = verify_ledger(path, bundle=TrustBundle.from_json(world.bundle.read_bytes()))
     assert result.ok, result.failures
     assert result.cosignatures >= 4
