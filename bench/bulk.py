@@ -304,24 +304,35 @@ class _AckingReader:
         self.ack_errors = 0
         self.ack_error = ""
         self._lock = threading.Lock()
+        self._closing = False
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        try:
-            for message in self._call:
-                if message.message_id in self.seen:
-                    self.duplicates += 1
-                    continue
-                self.seen.add(message.message_id)
-                self.last_arrival = time.monotonic()
-                request = partner_pb2.AcknowledgeInboundRequest(
-                    message_id=message.message_id, origin=message.origin
-                )
-                self._pool.submit(self._ack, request)
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.CANCELLED:
-                raise
+        """Reads until closed; a stream the node ends at its lifetime
+        (``limits.stream_lifetime_seconds``, UNAVAILABLE) is opened again from the last
+        cursor, as a partner does: a full-size run outlasts one stream."""
+        cursor = ""
+        while True:
+            try:
+                for message in self._call:
+                    cursor = message.cursor
+                    if message.message_id in self.seen:
+                        self.duplicates += 1
+                        continue
+                    self.seen.add(message.message_id)
+                    self.last_arrival = time.monotonic()
+                    request = partner_pb2.AcknowledgeInboundRequest(
+                        message_id=message.message_id, origin=message.origin
+                    )
+                    self._pool.submit(self._ack, request)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() is grpc.StatusCode.CANCELLED or self._closing:
+                    return
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+            self._call = self._stub.StreamInbound(partner_pb2.StreamInboundRequest(cursor=cursor))
 
     def _ack(self, request: partner_pb2.AcknowledgeInboundRequest) -> None:
         try:
@@ -352,6 +363,7 @@ class _AckingReader:
         return time.monotonic()
 
     def close(self) -> None:
+        self._closing = True
         self._call.cancel()
         self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
