@@ -17,6 +17,7 @@ from typing import Any
 from gateway.cli._base import EXIT_FAILED, EXIT_OK, CliError
 from gateway.status import (
     DEFAULT_STUCK_AFTER,
+    LeaseStatus,
     NodeStatus,
     NodeUnreachableError,
     StatusReport,
@@ -158,6 +159,26 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def _leases(leases: tuple[LeaseStatus, ...]) -> list[str]:
+    """Who runs each singleton (ADR 0072): the deliverers' history under "peers" is the
+    answering replica's own, so it is empty where another replica holds the lease."""
+    rows: list[tuple[str, ...]] = [("LEASE", "HOLDER", "EPOCH", "EXPIRES")]
+    for lease in leases:
+        if not lease.holder:
+            rows.append((lease.name, "NOBODY", "-", "-"))
+            continue
+        left = lease.expires_in_seconds
+        rows.append(
+            (
+                lease.name,
+                lease.holder + (" (this replica)" if lease.here else ""),
+                str(lease.epoch),
+                f"in {left:.1f} s" if left > 0 else f"RAN OUT {-left:.1f} s ago",
+            )
+        )
+    return _table(rows)
+
+
 def render(report: StatusReport) -> str:
     """The one-screen text form of ``report``; problems last, one line each."""
     s = report.status
@@ -175,6 +196,11 @@ def render(report: StatusReport) -> str:
             f"ledger   {s.ledger_size} entries; checkpoint {c.size} made "
             f"{_age(now, c.created_at)}, cosigned by {cosigners}"
         )
+    if s.storage == "postgresql":
+        lines.append(
+            f"storage  PostgreSQL, shared by this node's replicas; this one is {s.replica}"
+        )
+        lines += _leases(s.leases)
     lines.append("peers")
     rows: list[tuple[str, ...]] = [
         (

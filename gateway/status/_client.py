@@ -17,6 +17,7 @@ from gateway.status._model import (
     CertificateInUse,
     CheckpointStatus,
     CrlInForce,
+    LeaseStatus,
     NodeStatus,
     PeerStatus,
 )
@@ -93,6 +94,20 @@ def from_proto(response: status_pb2.GetStatusResponse, address: str) -> NodeStat
         crls=crls,
         expiry_warning_days=response.expiry_warning_days,
         checkpoint_interval_seconds=response.checkpoint_interval_seconds,
+        storage=response.storage or "sqlite",
+        replica=response.replica,
+        leases=tuple(
+            LeaseStatus(
+                name=lease.name,
+                holder=lease.holder,
+                epoch=lease.epoch,
+                acquired_at=_maybe(lease, "acquired_at"),
+                expires_in_seconds=lease.expires_in_seconds,
+                here=lease.here,
+            )
+            for lease in response.leases
+        ),
+        lease_seconds=response.lease_seconds,
     )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "CertificateInUse",
     "CheckpointStatus",
     "CrlInForce",
+    "LeaseStatus",
     "NodeStatus",
     "PeerStatus",
     "Problem",
@@ -91,6 +92,37 @@ class CrlInForce:
 
 
 @dataclass(frozen=True)
+class LeaseStatus:
+    """A singleton's lease as the node's database has it (replicas on PostgreSQL)."""
+
+    name: str
+    holder: str  # empty: no replica ever took it
+    epoch: int
+    acquired_at: dt.datetime | None
+    expires_in_seconds: float  # by the database's clock; negative: ran out that long ago
+    here: bool  # held by the replica that answered
+
+    @property
+    def held(self) -> bool:
+        """Whether some replica holds it now."""
+        return bool(self.holder) and self.expires_in_seconds > 0
+
+
+# What stops while a singleton's lease is held by no replica (ADR 0072).
+_SINGLETON_DUTY = {
+    "checkpointer": "no checkpoints are made",
+    "witness-client": "no peer's checkpoints are witnessed",
+    "retention": "nothing past its retention is erased",
+}
+
+
+def _duty(name: str) -> str:
+    if name.startswith("deliver-"):
+        return f"nothing is delivered to {name.removeprefix('deliver-')}"
+    return _SINGLETON_DUTY.get(name, "its work stops")
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """Everything a node reports about itself, as of :attr:`now` (its clock)."""
 
@@ -107,6 +139,10 @@ class NodeStatus:
     crls: tuple[CrlInForce, ...]
     expiry_warning_days: int
     checkpoint_interval_seconds: float
+    storage: str = "sqlite"
+    replica: str = ""  # this replica's name as a lease holder; empty on SQLite
+    leases: tuple[LeaseStatus, ...] = ()  # empty on SQLite: the one process holds them all
+    lease_seconds: float = 5.0
 
 
 class ProblemKind(enum.StrEnum):
@@ -119,6 +155,7 @@ class ProblemKind(enum.StrEnum):
     CERTIFICATE_EXPIRED = "certificate-expired"
     CRL_STALE = "crl-stale"
     COSIGNATURE_MISSING = "cosignature-missing"
+    LEASE_UNHELD = "lease-unheld"
 
 
 @dataclass(frozen=True)
@@ -196,7 +233,9 @@ def assess(
       node's own ``server.expiry_warning_days``) or has expired;
     - a CRL past its next update;
     - a checkpoint older than the cosigning grace (three checkpoint intervals, at least a
-      minute) that a peer's witness has not cosigned.
+      minute) that a peer's witness has not cosigned;
+    - replicas on PostgreSQL: a singleton's lease that no replica has held for three lease
+      lengths (a live replica takes a free lease within one), so its work has stopped.
     """
     now = status.now
     days = status.expiry_warning_days if warning_days is None else warning_days
@@ -280,4 +319,36 @@ def assess(
                         f"(it last cosigned size {peer.cosigned_size})",
                     )
                 )
+    problems += _lease_problems(status)
     return StatusReport(status, tuple(problems), days, stuck_after)
+
+
+def _lease_problems(status: NodeStatus) -> list[Problem]:
+    """Leases held by no replica for longer than a takeover takes (see :func:`assess`)."""
+    grace = 3 * status.lease_seconds
+    started = status.started_at
+    up = status.now - started if started is not None else None
+    problems = []
+    for lease in status.leases:
+        if lease.held:
+            continue
+        if not lease.holder:
+            if up is not None and up.total_seconds() <= grace:
+                continue
+            why = "no replica has taken it" + (f" in the {_ago(up)} since start" if up else "")
+        elif -lease.expires_in_seconds > grace:
+            why = (
+                f"it ran out {_ago(dt.timedelta(seconds=-lease.expires_in_seconds))} ago "
+                f"(last held by {lease.holder}, epoch {lease.epoch}) and no replica renewed it"
+            )
+        else:
+            continue
+        problems.append(
+            Problem(
+                ProblemKind.LEASE_UNHELD,
+                lease.name,
+                f"lease {lease.name} is held by no replica: {why}; {_duty(lease.name)} "
+                "(can the replicas reach the database?)",
+            )
+        )
+    return problems

@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.errors import FailedPreconditionError
@@ -45,8 +46,10 @@ __all__ = [
     "Lease",
     "LeaseKeeper",
     "LeaseLostError",
+    "LeaseRow",
     "PostgresLease",
     "create_lease_table",
+    "read_leases",
     "replica_id",
 ]
 
@@ -147,6 +150,35 @@ _FENCE = (
     f"SELECT epoch FROM {LEASE_TABLE} WHERE name = ? AND holder = ? AND epoch = ? "  # noqa: S608
     "AND expires_at > clock_timestamp() FOR SHARE"
 )
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A lease as the database has it: who holds it, under which epoch, since when (ms since
+    the epoch) and for how many more seconds (negative: ran out that long ago), both by the
+    database's clock."""
+
+    name: str
+    holder: str
+    epoch: int
+    acquired_ms: int
+    expires_in_seconds: float
+
+
+_READ = (
+    "SELECT name, holder, epoch, "  # noqa: S608
+    "CAST(EXTRACT(EPOCH FROM acquired_at) * 1000 AS BIGINT), "
+    "CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS DOUBLE PRECISION) "
+    f"FROM {LEASE_TABLE} ORDER BY name"
+)
+
+
+def read_leases(conn: _Executes) -> list[LeaseRow]:
+    """Every lease row, in name order (PostgreSQL; for ``customs-gateway status``)."""
+    return [
+        LeaseRow(str(name), str(holder), int(epoch), int(acquired), float(left))
+        for name, holder, epoch, acquired, left in conn.execute(_READ).fetchall()
+    ]
 
 
 class PostgresLease:

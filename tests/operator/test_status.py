@@ -17,7 +17,13 @@ from gateway.pki.expiry import certificate_serial
 from gateway.pki.pem import write_public_file
 from gateway.pki.revocation import build_crl
 from gateway.server import Node
-from gateway.status import ProblemKind, assess, fetch_status, status_with_config
+from gateway.status import (
+    ProblemKind,
+    assess,
+    fetch_status,
+    status_with_certificate,
+    status_with_config,
+)
 from gateway.transport import ClientIdentity
 from tests.exchange.conftest import Trio, notice_request
 from tests.support import World, running_node, wait_for
@@ -138,7 +144,13 @@ def test_monitor_certificate_of_the_same_jurisdiction(
     ]
     capsys.readouterr()
     assert main(args) == 0
-    assert "spiffe://hk.customs-exchange/node/gateway" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "spiffe://hk.customs-exchange/node/gateway" in out
+    assert "storage" not in out  # one process on SQLite: no replicas, no leases to show
+    status = status_with_certificate(
+        hk_node.address, monitor.certificate, monitor.key, world.bundle
+    )
+    assert (status.storage, status.replica, status.leases) == ("sqlite", "", ())
 
 
 @pytest.mark.parametrize(

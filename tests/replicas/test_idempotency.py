@@ -7,8 +7,6 @@ from __future__ import annotations
 import collections
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,35 +14,13 @@ import pytest
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.ledger import Event, decode_record
 from gateway.pki import Jurisdiction, Role
-from gateway.server import LISTEN_ADDRESS_FILE, Node, load_config
+from gateway.server import Node
 from tests.exchange.conftest import notice_request, read_stream
 from tests.support import World, channel_to, wait_for
 
 pytestmark = pytest.mark.postgres
 
 CN, HK = Jurisdiction.CN, Jurisdiction.HK
-
-
-@pytest.fixture
-def nodes(world: World, tmp_path: Path, postgres_url: str) -> Iterator[dict[str, Node]]:
-    """Two CN replicas on one PostgreSQL database, and HK (SQLite) knowing both."""
-    hk_file = tmp_path / "hk" / "data" / LISTEN_ADDRESS_FILE
-    started: dict[str, Node] = {}
-    files = [tmp_path / n / "data" / LISTEN_ADDRESS_FILE for n in ("cn-1", "cn-2")]
-    try:  # HK first: CN's deliverers find it at their first attempt
-        hk = world.write_config(HK, tmp_path / "hk" / "data", peers={CN: files})
-        started["hk"] = Node(load_config(hk))
-        started["hk"].start()
-        for name in ("cn-1", "cn-2"):
-            config = world.write_config(
-                CN, tmp_path / name / "data", peers={HK: hk_file}, storage=postgres_url
-            )
-            started[name] = Node(load_config(config))
-            started[name].start()
-        yield started
-    finally:
-        for node in started.values():
-            node.stop(grace=0.2)
 
 
 def _stub(world: World, node: Node) -> Any:

@@ -28,6 +28,7 @@ from gateway.pki.bundle import fingerprint
 from gateway.pki.expiry import certificate_serial
 from gateway.pki.identity import Jurisdiction
 from gateway.pki.note_keys import cosigner_name
+from gateway.store.leases import LeaseRow, read_leases
 
 if TYPE_CHECKING:
     from gateway.server.node import Node
@@ -91,6 +92,8 @@ class StatusService(status_pb2_grpc.NodeStatusServicer):  # type: ignore[misc]  
             ledger_size=node.ledger.size(),
             expiry_warning_days=config.server.expiry_warning_days,
             checkpoint_interval_seconds=config.server.checkpoint_interval_seconds,
+            storage=node.ledger.database.dialect,
+            lease_seconds=config.server.lease_seconds,
         )
         if node.started_at is not None:
             out.started_at.FromDatetime(node.started_at)
@@ -108,6 +111,8 @@ class StatusService(status_pb2_grpc.NodeStatusServicer):  # type: ignore[misc]  
                 p.jurisdiction: store.witnessed_size(conn, cosigner_name(p.jurisdiction))
                 for p in config.peers
             }
+            if node.lease_keeper is not None:
+                self._leases(out, read_leases(conn))
         for peer in config.peers:
             j = peer.jurisdiction.value
             deliverer = node.deliverers.get(peer.jurisdiction)
@@ -155,6 +160,22 @@ class StatusService(status_pb2_grpc.NodeStatusServicer):  # type: ignore[misc]  
                 item.next_update.FromDatetime(crl.next_update_utc)
         out.now.FromDatetime(dt.datetime.now(dt.UTC))
         return out
+
+    def _leases(self, out: status_pb2.GetStatusResponse, rows: list[LeaseRow]) -> None:
+        """Each singleton's lease as the database has it (replicas on PostgreSQL only)."""
+        keeper = self._node.lease_keeper
+        assert keeper is not None
+        out.replica = keeper.holder
+        stored = {row.name: row for row in rows}
+        for name in sorted(self._node.singletons()):
+            item = out.leases.add(name=name)
+            row = stored.get(name)
+            if row is None:  # never taken by any replica
+                continue
+            item.holder, item.epoch = row.holder, row.epoch
+            item.acquired_at.FromMilliseconds(row.acquired_ms)
+            item.expires_in_seconds = row.expires_in_seconds
+            item.here = row.holder == keeper.holder and row.expires_in_seconds > 0
 
     def close(self) -> None:
         """Stop the probe threads."""
