@@ -2,10 +2,10 @@
 
 Every append waits until its transaction is durable (SQLite: WAL, ``synchronous=FULL``;
 PostgreSQL: the commit's WAL flush): appends from concurrent callers queue up, the writer drains
-the queue and commits them together with one fsync. Each request runs inside its own
-SAVEPOINT, together with the caller's ``within`` callback, so other components (outbox,
-payload store) write their rows in the same transaction as the entry; a request that fails
-is rolled back alone and gets its exception.
+the queue and commits them together with one fsync. Each request's rows are written together
+with the caller's ``within`` callback, so other components (outbox, payload store) write their
+rows in the same transaction as the entry; a request that fails is rolled back alone and gets
+its exception (the batch is then run again with a SAVEPOINT per request, ADR 0074).
 
 On PostgreSQL several replicas may share the ledger (ADR 0071): each commit first locks the
 single tree-state row, and if the stored size is ahead of this writer's frontier (another replica
@@ -234,6 +234,24 @@ def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
     return raw.pipeline() if raw is not None else contextlib.nullcontext()
 
 
+# Rows up to this many go in one multi-row INSERT, more in an executemany: one statement text
+# per row count, so a handful of texts for the usual requests (one entry per recipient).
+_ROWS_PER_STATEMENT = 8
+
+
+def _insert(conn: Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (two columns each) into ``into`` ("table(a, b)"): few rows in one
+    statement (on PostgreSQL an executemany in the writer's pipeline costs a round trip of its
+    own; on SQLite each statement is a GIL hand-off or more, ADR 0074), many in an executemany."""
+    if len(rows) > _ROWS_PER_STATEMENT:
+        conn.executemany(f"INSERT INTO {into} VALUES (?, ?)", rows)  # noqa: S608
+    else:
+        conn.execute(
+            f"INSERT INTO {into} VALUES " + ",".join(["(?, ?)"] * len(rows)),  # noqa: S608
+            [value for row in rows for value in row],
+        )
+
+
 def _commit_durably(conn: Connection) -> None:
     """COMMIT, and make sure it committed: PostgreSQL answers a COMMIT of a failed transaction
     with ROLLBACK and no error, which must never be taken for durable."""
@@ -400,14 +418,15 @@ class Ledger:
         self._wconn.close()
 
     def _commit(self, batch: list[_Append | _Task]) -> None:
-        """Commit ``batch`` in one transaction, each request in its own savepoint.
+        """Commit ``batch`` in one transaction, isolating a failing request in a savepoint.
 
-        On PostgreSQL a savepoint costs two round trips per request, so the batch first runs
-        without them; only if a request fails is the transaction rolled back and the batch run
-        again with savepoints, which isolate the failing request as on SQLite. (Requests are
-        database writes: running one again after a rollback has the effect of running it once.)
+        A savepoint costs two statements per request (on PostgreSQL two round trips, on SQLite
+        GIL hand-offs, ADR 0074), so the batch first runs without them; only if a request fails
+        is the transaction rolled back and the batch run again with a savepoint per request,
+        which isolates the failing one. (Requests are database writes: running one again after
+        a rollback has the effect of running it once.)
         """
-        if not (self._shared and self._commit_once(batch, savepoints=False)):
+        if not self._commit_once(batch, savepoints=False):
             self._commit_once(batch, savepoints=True)
 
     def _commit_once(self, batch: list[_Append | _Task], *, savepoints: bool) -> bool:
@@ -556,16 +575,9 @@ class Ledger:
             upper.room(first + len(entries)),
             upper.low,
         )
-        if len(leaves) == 1:  # one statement: psycopg's executemany costs a pipeline sync
-            conn.execute("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", (first, leaves[0]))
-        else:
-            conn.executemany(
-                "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
-            )
-        if len(tiles) == 1:
-            conn.execute("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles[0])
-        elif tiles:
-            conn.executemany("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles)
+        _insert(conn, "ledger_entries(idx, leaf)", list(zip(count(first), leaves)))
+        if tiles:
+            _insert(conn, "ledger_tiles(id, hashes)", tiles)
         records = [Record(index, stamp, e) for index, e in enumerate(entries, first)]
         if job.within is not None:
             job.within(conn, first)
