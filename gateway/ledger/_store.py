@@ -252,10 +252,10 @@ def _insert(conn: Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
         )
 
 
-def _commit_durably(conn: Connection) -> None:
-    """COMMIT, and make sure it committed: PostgreSQL answers a COMMIT of a failed transaction
-    with ROLLBACK and no error, which must never be taken for durable."""
-    cur = conn.execute("COMMIT")
+def _check_committed(cur: Any) -> None:
+    """Make sure a COMMIT (its cursor, read once answered) committed: PostgreSQL answers a
+    COMMIT of a failed transaction with ROLLBACK and no error, which must never be taken for
+    durable."""
     status = getattr(cur, "statusmessage", "COMMIT")
     if status != "COMMIT":
         raise LedgerClosedError(f"the database rolled the transaction back ({status})")
@@ -437,19 +437,14 @@ class Ledger:
         last_time = self._last_time
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            _begin(conn)
-            stored = None
-            if self._shared:
-                # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over
-                # every replica; what another replica appended is read, never assumed.
-                (stored,) = conn.execute(
-                    "SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE"
-                ).fetchone()
-                last_time = self._catch_up(conn, stored, last_time)
-            stamp = max(self._clock(), last_time)
             if not savepoints:
                 try:
-                    with _pipeline(conn):  # statements go out without waiting for answers
+                    # PostgreSQL: statements go out without waiting for answers, the whole
+                    # transaction in two round trips (the tree row's lock, then the rest with
+                    # the COMMIT; ADR 0074). A failure surfaces here at the latest.
+                    with _pipeline(conn):
+                        stored, last_time = self._lock_tree(conn, last_time)
+                        stamp = max(self._clock(), last_time)
                         for job in batch:
                             value = (
                                 self._append_rows(conn, job, stamp)
@@ -457,31 +452,36 @@ class Ledger:
                                 else job.fn(conn)
                             )
                             outcomes.append((job.future, value, None))
+                        self._store_size(conn, stored)
+                        committed = conn.execute("COMMIT")
                 except Exception:
                     conn.execute("ROLLBACK")
                     self._frontier = at_start
                     self._upper.truncate(at_start.size)
                     return False
-            for job in batch if savepoints else ():
-                conn.execute("SAVEPOINT request")
-                saved = self._frontier.copy()
-                try:
-                    value = (
-                        self._append_rows(conn, job, stamp)
-                        if isinstance(job, _Append)
-                        else job.fn(conn)
-                    )
-                    conn.execute("RELEASE request")
-                    outcomes.append((job.future, value, None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    self._frontier = saved
-                    self._upper.truncate(saved.size)
-                    outcomes.append((job.future, None, exc))
-            if stored is not None and self._frontier.size != stored:
-                conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
-            _commit_durably(conn)
+                _check_committed(committed)
+            else:
+                stored, last_time = self._lock_tree(conn, last_time)
+                stamp = max(self._clock(), last_time)
+                for job in batch:
+                    conn.execute("SAVEPOINT request")
+                    saved = self._frontier.copy()
+                    try:
+                        value = (
+                            self._append_rows(conn, job, stamp)
+                            if isinstance(job, _Append)
+                            else job.fn(conn)
+                        )
+                        conn.execute("RELEASE request")
+                        outcomes.append((job.future, value, None))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO request")
+                        conn.execute("RELEASE request")
+                        self._frontier = saved
+                        self._upper.truncate(saved.size)
+                        outcomes.append((job.future, None, exc))
+                self._store_size(conn, stored)
+                _check_committed(conn.execute("COMMIT"))
         except Exception as exc:
             with contextlib.suppress(*database_errors()):
                 conn.execute("ROLLBACK")
@@ -501,6 +501,23 @@ class Ledger:
             else:
                 future.set_exception(error)
         return True
+
+    def _lock_tree(self, conn: Connection, last_time: int) -> tuple[int | None, int]:
+        """Begin the writing transaction; on a shared store lock the tree-state row and catch
+        up with what other replicas appended. Returns (the stored size or None, the time of
+        the last entry)."""
+        _begin(conn)
+        if not self._shared:
+            return None, last_time
+        # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over every
+        # replica; what another replica appended is read, never assumed.
+        (stored,) = conn.execute("SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE").fetchone()
+        return stored, self._catch_up(conn, stored, last_time)
+
+    def _store_size(self, conn: Connection, stored: int | None) -> None:
+        """On a shared store, move the tree-state row to this writer's size."""
+        if stored is not None and self._frontier.size != stored:
+            conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
 
     def _publish(self, last_time: int) -> None:
         """Show readers the writer's durable state (writer thread)."""
