@@ -217,27 +217,36 @@ class MessageRow:
         ).fetchall()
         return {row[0]: cls(*row) for row in rows}
 
+    _INSERT = (
+        "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
+        "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
+        "retain_until_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+
     def insert(self, conn: Connection, retain_until_ms: int | None) -> None:
         """Insert this row (raises one of ``integrity_errors()`` if the id exists)."""
-        conn.execute(
-            "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
-            "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
-            "retain_until_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                self.message_id,
-                self.direction,
-                self.origin,
-                self.kind,
-                self.subject,
-                self.version,
-                self.digest,
-                self.request_digest,
-                self.envelope,
-                self.ledger_index,
-                self.created_ms,
-                self.receipt,
-                retain_until_ms,
-            ),
+        conn.execute(self._INSERT, self._values(retain_until_ms))
+
+    @classmethod
+    def insert_many(cls, conn: Connection, rows: Sequence[tuple[MessageRow, int | None]]) -> None:
+        """Insert each (row, retain until) in one ``executemany`` (a bulk call's commit)."""
+        conn.executemany(cls._INSERT, [row._values(retain) for row, retain in rows])
+
+    def _values(self, retain_until_ms: int | None) -> tuple[object, ...]:
+        return (
+            self.message_id,
+            self.direction,
+            self.origin,
+            self.kind,
+            self.subject,
+            self.version,
+            self.digest,
+            self.request_digest,
+            self.envelope,
+            self.ledger_index,
+            self.created_ms,
+            self.receipt,
+            retain_until_ms,
         )
 
 
@@ -383,14 +392,24 @@ def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
 
 def record_version(conn: Connection, origin: str, subject: str, version: int, final: bool) -> None:
     """Remember the highest version of ``subject`` (never lowers it)."""
-    conn.execute(
-        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
-        "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
-        "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
-        "version = CASE WHEN excluded.version > exchange_versions.version "
-        "THEN excluded.version ELSE exchange_versions.version END",
-        (origin, subject, version, int(final)),
-    )
+    conn.execute(_RECORD_VERSION, (origin, subject, version, int(final)))
+
+
+def record_versions(
+    conn: Connection, origin: str, versions: Sequence[tuple[str, int, bool]]
+) -> None:
+    """:func:`record_version` of each (subject, version, final), in order, in one
+    ``executemany`` (a bulk call's commit)."""
+    conn.executemany(_RECORD_VERSION, [(origin, s, v, int(f)) for s, v, f in versions])
+
+
+_RECORD_VERSION = (
+    "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
+    "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
+    "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
+    "version = CASE WHEN excluded.version > exchange_versions.version "
+    "THEN excluded.version ELSE exchange_versions.version END"
+)
 
 
 @dataclass(frozen=True)
@@ -418,6 +437,14 @@ def enqueue(conn: Connection, message_id: str, recipients: list[str]) -> None:
         "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES "  # noqa: S608
         + ",".join(["(?,?,?)"] * len(recipients)),
         [value for r in recipients for value in (message_id, r, QUEUED)],
+    )
+
+
+def enqueue_many(conn: Connection, messages: Sequence[tuple[str, list[str]]]) -> None:
+    """:func:`enqueue` of each (message id, recipients), in order, in one ``executemany``."""
+    conn.executemany(
+        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
+        [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients],
     )
 
 
