@@ -455,6 +455,10 @@ class Ledger:
                         self._store_size(conn, stored)
                         committed = conn.execute("COMMIT")
                 except Exception:
+                    # No transaction left (BEGIN failed, or the COMMIT's fate is unknown): the
+                    # batch must not run again; everyone is told nothing was recorded.
+                    if not getattr(conn, "in_transaction", True):
+                        raise
                     conn.execute("ROLLBACK")
                     self._frontier = at_start
                     self._upper.truncate(at_start.size)
