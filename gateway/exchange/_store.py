@@ -217,27 +217,36 @@ class MessageRow:
         ).fetchall()
         return {row[0]: cls(*row) for row in rows}
 
+    _INSERT = (
+        "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
+        "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
+        "retain_until_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+
     def insert(self, conn: Connection, retain_until_ms: int | None) -> None:
         """Insert this row (raises one of ``integrity_errors()`` if the id exists)."""
-        conn.execute(
-            "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, "
-            "version, digest, request_digest, envelope, ledger_index, created_ms, receipt, "
-            "retain_until_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                self.message_id,
-                self.direction,
-                self.origin,
-                self.kind,
-                self.subject,
-                self.version,
-                self.digest,
-                self.request_digest,
-                self.envelope,
-                self.ledger_index,
-                self.created_ms,
-                self.receipt,
-                retain_until_ms,
-            ),
+        conn.execute(self._INSERT, self._values(retain_until_ms))
+
+    @classmethod
+    def insert_many(cls, conn: Connection, rows: Sequence[tuple[MessageRow, int | None]]) -> None:
+        """Insert each (row, retain until) in one ``executemany`` (a bulk call's commit)."""
+        conn.executemany(cls._INSERT, [row._values(retain) for row, retain in rows])
+
+    def _values(self, retain_until_ms: int | None) -> tuple[object, ...]:
+        return (
+            self.message_id,
+            self.direction,
+            self.origin,
+            self.kind,
+            self.subject,
+            self.version,
+            self.digest,
+            self.request_digest,
+            self.envelope,
+            self.ledger_index,
+            self.created_ms,
+            self.receipt,
+            retain_until_ms,
         )
 
 
@@ -328,6 +337,49 @@ def last_version(conn: Connection, origin: str, subject: str) -> tuple[int, bool
     return (int(row[0]), bool(row[1])) if row else None
 
 
+def message_and_version(
+    conn: Connection, origin: str, message_id: str, subject: str
+) -> tuple[MessageRow | None, tuple[int, bool] | None]:
+    """:meth:`MessageRow.get` of ``message_id`` and :func:`last_version` of ``subject``, both
+    of ``origin``, in one statement: a single submit's reads in one round trip (on PostgreSQL
+    one pooled connection and one snapshot, not two; ADR 0074)."""
+    columns = ", ".join(f"m.{c.strip()}" for c in MessageRow._COLUMNS.split(","))
+    row = conn.execute(
+        f"SELECT v.version, v.final, {columns} FROM (SELECT 1 AS one) AS one "  # noqa: S608
+        "LEFT JOIN exchange_messages m ON m.origin = ? AND m.message_id = ? "
+        "LEFT JOIN exchange_versions v ON v.origin = ? AND v.subject = ?",
+        (origin, message_id, origin, subject),
+    ).fetchone()
+    message = MessageRow(*row[2:]) if row[2] is not None else None
+    return message, (int(row[0]), bool(row[1])) if row[0] is not None else None
+
+
+def advance_version(
+    conn: Connection,
+    origin: str,
+    subject: str,
+    known: tuple[int, bool] | None,
+    version: int,
+    final: bool,
+) -> None:
+    """Record ``version`` (higher than ``known``'s) of ``subject`` if its stored state is still
+    ``known`` (None: never recorded): the check and the write in one statement (ADR 0074).
+
+    Raises:
+        one of ``integrity_errors()`` (the version's NOT NULL) when another submit moved the
+        subject on meanwhile: nothing is written. On PostgreSQL inside a pipeline the error
+        comes when the pipeline is synchronised.
+    """
+    was, was_final = known if known is not None else (None, None)
+    conn.execute(
+        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
+        "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
+        "exchange_versions.version = ? AND exchange_versions.final = ? "
+        "THEN excluded.version END, final = excluded.final",
+        (origin, subject, version, int(final), was, None if was_final is None else int(was_final)),
+    )
+
+
 def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
     """Every jurisdiction that was sent a version of ``subject`` by ``origin`` (this node)."""
     rows = conn.execute(
@@ -340,14 +392,24 @@ def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
 
 def record_version(conn: Connection, origin: str, subject: str, version: int, final: bool) -> None:
     """Remember the highest version of ``subject`` (never lowers it)."""
-    conn.execute(
-        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
-        "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
-        "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
-        "version = CASE WHEN excluded.version > exchange_versions.version "
-        "THEN excluded.version ELSE exchange_versions.version END",
-        (origin, subject, version, int(final)),
-    )
+    conn.execute(_RECORD_VERSION, (origin, subject, version, int(final)))
+
+
+def record_versions(
+    conn: Connection, origin: str, versions: Sequence[tuple[str, int, bool]]
+) -> None:
+    """:func:`record_version` of each (subject, version, final), in order, in one
+    ``executemany`` (a bulk call's commit)."""
+    conn.executemany(_RECORD_VERSION, [(origin, s, v, int(f)) for s, v, f in versions])
+
+
+_RECORD_VERSION = (
+    "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
+    "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
+    "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
+    "version = CASE WHEN excluded.version > exchange_versions.version "
+    "THEN excluded.version ELSE exchange_versions.version END"
+)
 
 
 @dataclass(frozen=True)
@@ -367,10 +429,22 @@ class OutboxRow:
 
 
 def enqueue(conn: Connection, message_id: str, recipients: list[str]) -> None:
-    """Queue ``message_id`` for each recipient, in order."""
+    """Queue ``message_id`` for each recipient, in order (one statement: on PostgreSQL an
+    ``executemany`` inside the writer's pipeline costs a round trip of its own)."""
+    if not recipients:
+        return
+    conn.execute(
+        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES "  # noqa: S608
+        + ",".join(["(?,?,?)"] * len(recipients)),
+        [value for r in recipients for value in (message_id, r, QUEUED)],
+    )
+
+
+def enqueue_many(conn: Connection, messages: Sequence[tuple[str, list[str]]]) -> None:
+    """:func:`enqueue` of each (message id, recipients), in order, in one ``executemany``."""
     conn.executemany(
         "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
-        [(message_id, r, QUEUED) for r in recipients],
+        [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients],
     )
 
 

@@ -81,12 +81,11 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     addressing = request.addressing
     request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
     reader = ex.ledger.reader()
-    existing = store.MessageRow.get(reader, ex.jurisdiction.value, addressing.message_id)
-    if existing is not None:
-        return _same_request(existing, request_digest)
     origin = ex.jurisdiction.value
     subject, version = row.subject(payload)
-    known = store.last_version(reader, origin, subject)
+    existing, known = store.message_and_version(reader, origin, addressing.message_id, subject)
+    if existing is not None:
+        return _same_request(existing, request_digest)
     try:
         check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
             request,
@@ -120,11 +119,12 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     entries = [Entry(Event.SENT, message_uuid, row.name, r, (digest,)) for r in names]
 
     def within(conn: Connection, first_index: int) -> None:
-        latest = store.last_version(conn, origin, subject)
-        if latest != known:  # a concurrent submit moved the subject on
+        try:  # the version read above is checked by its write (ADR 0074)
+            store.advance_version(conn, origin, subject, known, version, row.final)
+        except integrity_errors() as exc:  # a concurrent submit moved the subject on
             raise FailedPreconditionError(
                 f"{subject} changed while this request was processed; retry with a new version"
-            )
+            ) from exc
         store.MessageRow(
             addressing.message_id,
             "out",
@@ -139,7 +139,6 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
             ms(now),
             None,
         ).insert(conn, retain_until_ms(payload))
-        store.record_version(conn, origin, subject, version, row.final)
         store.enqueue(conn, addressing.message_id, names)
 
     try:
@@ -414,24 +413,36 @@ def _commit(
     def within(conn: Connection, first: int) -> None:
         if store.last_versions(conn, origin, subjects) != expected:
             raise _Moved("a subject of this call was changed by another call")
-        for item, offset in zip(prepared, offsets, strict=True):
-            message_id = item.request.addressing.message_id
-            store.MessageRow(
-                message_id,
-                "out",
-                origin,
-                item.kind.kind,
-                item.subject,
-                item.version,
-                item.digest,
-                item.request_digest,
-                item.envelope.SerializeToString(),
-                first + offset,
-                created_ms,
-                None,
-            ).insert(conn, retain_until_ms(item.kind.payload_of(item.request)))
-            store.record_version(conn, origin, item.subject, item.version, item.kind.final)
-            store.enqueue(conn, message_id, item.names)
+        # One executemany per table for the whole call (ADR 0074), rows in request order.
+        store.MessageRow.insert_many(
+            conn,
+            [
+                (
+                    store.MessageRow(
+                        item.request.addressing.message_id,
+                        "out",
+                        origin,
+                        item.kind.kind,
+                        item.subject,
+                        item.version,
+                        item.digest,
+                        item.request_digest,
+                        item.envelope.SerializeToString(),
+                        first + offset,
+                        created_ms,
+                        None,
+                    ),
+                    retain_until_ms(item.kind.payload_of(item.request)),
+                )
+                for item, offset in zip(prepared, offsets, strict=True)
+            ],
+        )
+        store.record_versions(
+            conn, origin, [(item.subject, item.version, item.kind.final) for item in prepared]
+        )
+        store.enqueue_many(
+            conn, [(item.request.addressing.message_id, item.names) for item in prepared]
+        )
 
     try:
         records = ex.ledger.append_many(entries, within)

@@ -2,10 +2,10 @@
 
 Every append waits until its transaction is durable (SQLite: WAL, ``synchronous=FULL``;
 PostgreSQL: the commit's WAL flush): appends from concurrent callers queue up, the writer drains
-the queue and commits them together with one fsync. Each request runs inside its own
-SAVEPOINT, together with the caller's ``within`` callback, so other components (outbox,
-payload store) write their rows in the same transaction as the entry; a request that fails
-is rolled back alone and gets its exception.
+the queue and commits them together with one fsync. Each request's rows are written together
+with the caller's ``within`` callback, so other components (outbox, payload store) write their
+rows in the same transaction as the entry; a request that fails is rolled back alone and gets
+its exception (the batch is then run again with a SAVEPOINT per request, ADR 0074).
 
 On PostgreSQL several replicas may share the ledger (ADR 0071): each commit first locks the
 single tree-state row, and if the stored size is ahead of this writer's frontier (another replica
@@ -234,10 +234,28 @@ def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
     return raw.pipeline() if raw is not None else contextlib.nullcontext()
 
 
-def _commit_durably(conn: Connection) -> None:
-    """COMMIT, and make sure it committed: PostgreSQL answers a COMMIT of a failed transaction
-    with ROLLBACK and no error, which must never be taken for durable."""
-    cur = conn.execute("COMMIT")
+# Rows up to this many go in one multi-row INSERT, more in an executemany: one statement text
+# per row count, so a handful of texts for the usual requests (one entry per recipient).
+_ROWS_PER_STATEMENT = 8
+
+
+def _insert(conn: Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (two columns each) into ``into`` ("table(a, b)"): few rows in one
+    statement (on PostgreSQL an executemany in the writer's pipeline costs a round trip of its
+    own; on SQLite each statement is a GIL hand-off or more, ADR 0074), many in an executemany."""
+    if len(rows) > _ROWS_PER_STATEMENT:
+        conn.executemany(f"INSERT INTO {into} VALUES (?, ?)", rows)  # noqa: S608
+    else:
+        conn.execute(
+            f"INSERT INTO {into} VALUES " + ",".join(["(?, ?)"] * len(rows)),  # noqa: S608
+            [value for row in rows for value in row],
+        )
+
+
+def _check_committed(cur: Any) -> None:
+    """Make sure a COMMIT (its cursor, read once answered) committed: PostgreSQL answers a
+    COMMIT of a failed transaction with ROLLBACK and no error, which must never be taken for
+    durable."""
     status = getattr(cur, "statusmessage", "COMMIT")
     if status != "COMMIT":
         raise LedgerClosedError(f"the database rolled the transaction back ({status})")
@@ -400,14 +418,15 @@ class Ledger:
         self._wconn.close()
 
     def _commit(self, batch: list[_Append | _Task]) -> None:
-        """Commit ``batch`` in one transaction, each request in its own savepoint.
+        """Commit ``batch`` in one transaction, isolating a failing request in a savepoint.
 
-        On PostgreSQL a savepoint costs two round trips per request, so the batch first runs
-        without them; only if a request fails is the transaction rolled back and the batch run
-        again with savepoints, which isolate the failing request as on SQLite. (Requests are
-        database writes: running one again after a rollback has the effect of running it once.)
+        A savepoint costs two statements per request (on PostgreSQL two round trips, on SQLite
+        GIL hand-offs, ADR 0074), so the batch first runs without them; only if a request fails
+        is the transaction rolled back and the batch run again with a savepoint per request,
+        which isolates the failing one. (Requests are database writes: running one again after
+        a rollback has the effect of running it once.)
         """
-        if not (self._shared and self._commit_once(batch, savepoints=False)):
+        if not self._commit_once(batch, savepoints=False):
             self._commit_once(batch, savepoints=True)
 
     def _commit_once(self, batch: list[_Append | _Task], *, savepoints: bool) -> bool:
@@ -418,19 +437,14 @@ class Ledger:
         last_time = self._last_time
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            _begin(conn)
-            stored = None
-            if self._shared:
-                # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over
-                # every replica; what another replica appended is read, never assumed.
-                (stored,) = conn.execute(
-                    "SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE"
-                ).fetchone()
-                last_time = self._catch_up(conn, stored, last_time)
-            stamp = max(self._clock(), last_time)
             if not savepoints:
                 try:
-                    with _pipeline(conn):  # statements go out without waiting for answers
+                    # PostgreSQL: statements go out without waiting for answers, the whole
+                    # transaction in two round trips (the tree row's lock, then the rest with
+                    # the COMMIT; ADR 0074). A failure surfaces here at the latest.
+                    with _pipeline(conn):
+                        stored, last_time = self._lock_tree(conn, last_time)
+                        stamp = max(self._clock(), last_time)
                         for job in batch:
                             value = (
                                 self._append_rows(conn, job, stamp)
@@ -438,31 +452,40 @@ class Ledger:
                                 else job.fn(conn)
                             )
                             outcomes.append((job.future, value, None))
+                        self._store_size(conn, stored)
+                        committed = conn.execute("COMMIT")
                 except Exception:
+                    # No transaction left (BEGIN failed, or the COMMIT's fate is unknown): the
+                    # batch must not run again; everyone is told nothing was recorded.
+                    if not getattr(conn, "in_transaction", True):
+                        raise
                     conn.execute("ROLLBACK")
                     self._frontier = at_start
                     self._upper.truncate(at_start.size)
                     return False
-            for job in batch if savepoints else ():
-                conn.execute("SAVEPOINT request")
-                saved = self._frontier.copy()
-                try:
-                    value = (
-                        self._append_rows(conn, job, stamp)
-                        if isinstance(job, _Append)
-                        else job.fn(conn)
-                    )
-                    conn.execute("RELEASE request")
-                    outcomes.append((job.future, value, None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    self._frontier = saved
-                    self._upper.truncate(saved.size)
-                    outcomes.append((job.future, None, exc))
-            if stored is not None and self._frontier.size != stored:
-                conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
-            _commit_durably(conn)
+                _check_committed(committed)
+            else:
+                stored, last_time = self._lock_tree(conn, last_time)
+                stamp = max(self._clock(), last_time)
+                for job in batch:
+                    conn.execute("SAVEPOINT request")
+                    saved = self._frontier.copy()
+                    try:
+                        value = (
+                            self._append_rows(conn, job, stamp)
+                            if isinstance(job, _Append)
+                            else job.fn(conn)
+                        )
+                        conn.execute("RELEASE request")
+                        outcomes.append((job.future, value, None))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO request")
+                        conn.execute("RELEASE request")
+                        self._frontier = saved
+                        self._upper.truncate(saved.size)
+                        outcomes.append((job.future, None, exc))
+                self._store_size(conn, stored)
+                _check_committed(conn.execute("COMMIT"))
         except Exception as exc:
             with contextlib.suppress(*database_errors()):
                 conn.execute("ROLLBACK")
@@ -482,6 +505,23 @@ class Ledger:
             else:
                 future.set_exception(error)
         return True
+
+    def _lock_tree(self, conn: Connection, last_time: int) -> tuple[int | None, int]:
+        """Begin the writing transaction; on a shared store lock the tree-state row and catch
+        up with what other replicas appended. Returns (the stored size or None, the time of
+        the last entry)."""
+        _begin(conn)
+        if not self._shared:
+            return None, last_time
+        # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over every
+        # replica; what another replica appended is read, never assumed.
+        (stored,) = conn.execute("SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE").fetchone()
+        return stored, self._catch_up(conn, stored, last_time)
+
+    def _store_size(self, conn: Connection, stored: int | None) -> None:
+        """On a shared store, move the tree-state row to this writer's size."""
+        if stored is not None and self._frontier.size != stored:
+            conn.execute("UPDATE ledger_tree SET size = ? WHERE id = 1", (self._frontier.size,))
 
     def _publish(self, last_time: int) -> None:
         """Show readers the writer's durable state (writer thread)."""
@@ -556,16 +596,9 @@ class Ledger:
             upper.room(first + len(entries)),
             upper.low,
         )
-        if len(leaves) == 1:  # one statement: psycopg's executemany costs a pipeline sync
-            conn.execute("INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", (first, leaves[0]))
-        else:
-            conn.executemany(
-                "INSERT INTO ledger_entries(idx, leaf) VALUES (?, ?)", zip(count(first), leaves)
-            )
-        if len(tiles) == 1:
-            conn.execute("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles[0])
-        elif tiles:
-            conn.executemany("INSERT INTO ledger_tiles(id, hashes) VALUES (?, ?)", tiles)
+        _insert(conn, "ledger_entries(idx, leaf)", list(zip(count(first), leaves)))
+        if tiles:
+            _insert(conn, "ledger_tiles(id, hashes)", tiles)
         records = [Record(index, stamp, e) for index, e in enumerate(entries, first)]
         if job.within is not None:
             job.within(conn, first)

@@ -252,7 +252,12 @@ class Database:
             if read_only:
                 conn.execute("PRAGMA query_only = ON")
             return conn
-        return PostgresConnection(self._pg_connect(read_only))
+        kept = self._pg_connect(read_only)
+        # No server-side prepared statements on a kept connection: psycopg's cache of them
+        # loses track when a pipeline fails (a statement it prepared there is gone after the
+        # rollback), and the writer runs whole transactions in its pipeline (ADR 0074).
+        kept.prepare_threshold = None
+        return PostgresConnection(kept)
 
     def connect(self) -> Connection:
         """A connection for a short task; ``close()`` gives it back (PostgreSQL: to the pool)."""
