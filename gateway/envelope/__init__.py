@@ -22,6 +22,7 @@ from gateway.envelope.signing import (
     pae,
     proto_jurisdiction,
     seal,
+    seal_with_digest,
     sign_receipt,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "pae",
     "proto_jurisdiction",
     "seal",
+    "seal_with_digest",
     "sign_receipt",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "pae",
     "proto_jurisdiction",
     "seal",
+    "seal_with_digest",
     "sign_receipt",
 ]
 
@@ -113,14 +114,24 @@ def seal(
     header: envelope_pb2.EnvelopeHeader, payload: bytes, signer: Signer
 ) -> envelope_pb2.Envelope:
     """Serialize ``header`` once and sign it with ``payload``; return the envelope to carry."""
+    return seal_with_digest(header, payload, signer)[0]
+
+
+def seal_with_digest(
+    header: envelope_pb2.EnvelopeHeader, payload: bytes, signer: Signer
+) -> tuple[envelope_pb2.Envelope, bytes]:
+    """:func:`seal`, with the envelope's digest (what :func:`envelope_digest` returns for it),
+    hashed from the very bytes just signed rather than read back out of the envelope."""
     header_bytes = header.SerializeToString()
-    return envelope_pb2.Envelope(
+    signed = pae(ENVELOPE_CONTEXT, header_bytes, payload)
+    envelope = envelope_pb2.Envelope(
         header=header_bytes,
         payload=payload,
         key_id=signer.key_id,
-        signature=signer.sign(pae(ENVELOPE_CONTEXT, header_bytes, payload)),
+        signature=signer.sign(signed),
         signer_certificate=signer.certificate_der,
     )
+    return envelope, hashlib.sha256(signed).digest()
 
 
 def sign_receipt(body: envelope_pb2.ReceiptBody, signer: Signer) -> envelope_pb2.SignedReceipt:
@@ -276,8 +287,10 @@ def open_envelope(
     Raises:
         MalformedEnvelopeError, UntrustedSignerError, BadSignatureError: naming the step.
     """
+    # Each read of a bytes field copies it out of the message: read the carried bytes once.
+    header_bytes, payload_bytes = envelope.header, envelope.payload
     # (1) header
-    header = _parse(envelope_pb2.EnvelopeHeader, envelope.header, "header")
+    header = _parse(envelope_pb2.EnvelopeHeader, header_bytes, "header")
     assert isinstance(header, envelope_pb2.EnvelopeHeader)
     payload_type = PAYLOAD_TYPES.get(header.kind)
     if payload_type is None:
@@ -295,9 +308,10 @@ def open_envelope(
     signer, public = _signer(
         envelope.signer_certificate, envelope.key_id, bundle, crls, created, what
     )
-    # (3) signature over exactly the carried bytes
+    # (3) signature over exactly the carried bytes (their PAE is also what the digest hashes)
+    signed = pae(ENVELOPE_CONTEXT, header_bytes, payload_bytes)
     try:
-        public.verify(envelope.signature, pae(ENVELOPE_CONTEXT, envelope.header, envelope.payload))
+        public.verify(envelope.signature, signed)
     except InvalidSignature:
         raise BadSignatureError(f"{what}: signature does not verify for {signer.uri}") from None
     # (4) origin is the signer
@@ -308,8 +322,8 @@ def open_envelope(
             f"{header.origin_node!r} but is signed by {signer.uri}"
         )
     # (5) payload
-    payload = _parse(payload_type, envelope.payload, "payload")
-    return OpenedEnvelope(envelope, header, payload, signer, envelope_digest(envelope))
+    payload = _parse(payload_type, payload_bytes, "payload")
+    return OpenedEnvelope(envelope, header, payload, signer, hashlib.sha256(signed).digest())
 
 
 @dataclass(frozen=True)
@@ -334,11 +348,13 @@ def open_receipt(
     """
     what = "receipt"
     signer, public = _signer(receipt.signer_certificate, receipt.key_id, bundle, crls, now, what)
+    body_bytes = receipt.body  # read once: each read copies it out of the message
+    signed = pae(RECEIPT_CONTEXT, body_bytes)
     try:
-        public.verify(receipt.signature, pae(RECEIPT_CONTEXT, receipt.body))
+        public.verify(receipt.signature, signed)
     except InvalidSignature:
         raise BadSignatureError(f"receipt signature does not verify for {signer.uri}") from None
-    body = _parse(envelope_pb2.ReceiptBody, receipt.body, "receipt body")
+    body = _parse(envelope_pb2.ReceiptBody, body_bytes, "receipt body")
     assert isinstance(body, envelope_pb2.ReceiptBody)
     if (
         jurisdiction_of(body.recipient) is not signer.jurisdiction
@@ -348,5 +364,4 @@ def open_receipt(
             f"receipt for {body.message_id} names recipient {body.recipient_node!r} "
             f"but is signed by {signer.uri}"
         )
-    digest = hashlib.sha256(pae(RECEIPT_CONTEXT, receipt.body)).digest()
-    return OpenedReceipt(body, signer, digest)
+    return OpenedReceipt(body, signer, hashlib.sha256(signed).digest())

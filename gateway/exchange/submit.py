@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 
 from customs.gateway.v1 import envelope_pb2, partner_pb2
 from gateway.domain.kinds import Kind, SubmitRequest, check_request, kind_of_request
-from gateway.envelope import envelope_digest, jurisdiction_of, proto_jurisdiction, seal
+from gateway.envelope import (
+    envelope_digest,
+    jurisdiction_of,
+    proto_jurisdiction,
+    seal,
+    seal_with_digest,
+)
 from gateway.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -276,11 +282,18 @@ def _attempt(
     now = whole_ms(ex.now())
     origin = ex.jurisdiction.value
     me = proto_jurisdiction(ex.jurisdiction)
+    # Once per call, not per entry: the signer (one for the whole call), the creation time.
+    signer = ex.signer
+    origin_node = signer.identity.uri
+    created_at = timestamp(now)
+    recipient_names: dict[tuple[int, ...], list[str]] = {}
     reader = ex.ledger.reader()
     existing = _existing(reader, origin, [r.addressing.message_id for r in requests])
     kinds = [kind_of_request(r) for r in requests]
     subjects = [k.subject(k.payload_of(r)) for k, r in zip(kinds, requests, strict=True)]
     stored = store.last_versions(reader, origin, [subject for subject, _ in subjects])
+    # The results are made in the response itself: no copy of each at the end.
+    response = partner_pb2.BulkSubmitResponse()
     results: list[partner_pb2.BulkEntryResult] = []
     prepared: list[_Prepared] = []
     first_use: dict[str, int] = {}  # message id -> position of its accepted entry
@@ -292,7 +305,7 @@ def _attempt(
     for position, request in enumerate(requests):
         addressing = request.addressing
         message_id = addressing.message_id
-        result = partner_pb2.BulkEntryResult(position=position, message_id=message_id)
+        result = response.results.add(position=position, message_id=message_id)
         results.append(result)
         request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         kind = kinds[position]
@@ -333,24 +346,23 @@ def _attempt(
             message_id=message_id,
             kind=kind.kind,
             origin=me,
-            origin_node=ex.signer.identity.uri,
+            origin_node=origin_node,
             recipients=addressing.recipients,
-            created_at=timestamp(now),
+            created_at=created_at,
             handling=addressing.handling,
         )
-        envelope = seal(header, kind.payload_of(request).SerializeToString(), ex.signer)
-        names = [j.value for j in map(jurisdiction_of, addressing.recipients) if j is not None]
+        envelope, digest = seal_with_digest(
+            header, kind.payload_of(request).SerializeToString(), signer
+        )
+        wire = tuple(addressing.recipients)
+        names = recipient_names.get(wire)
+        if names is None:
+            names = recipient_names[wire] = [
+                j.value for j in map(jurisdiction_of, wire) if j is not None
+            ]
         prepared.append(
             _Prepared(
-                position,
-                request,
-                kind,
-                subject,
-                version,
-                request_digest,
-                envelope,
-                envelope_digest(envelope),
-                names,
+                position, request, kind, subject, version, request_digest, envelope, digest, names
             )
         )
         pending[subject] = (version, kind.final)
@@ -362,7 +374,6 @@ def _attempt(
         if result.outcome == partner_pb2.BULK_OUTCOME_DUPLICATE and not result.HasField("accepted"):
             result.accepted.CopyFrom(results[first_use[result.message_id]].accepted)
             result.accepted.duplicate = True
-    response = partner_pb2.BulkSubmitResponse(results=results)
     for result in results:
         if result.outcome == partner_pb2.BULK_OUTCOME_ACCEPTED:
             response.accepted += 1
@@ -466,14 +477,11 @@ def _answer(
         message_id = item.request.addressing.message_id
         result = results[item.position]
         result.outcome = partner_pb2.BULK_OUTCOME_ACCEPTED
-        result.accepted.CopyFrom(
-            partner_pb2.SubmitResponse(
-                message_id=message_id,
-                ledger_index=index,
-                digest=item.digest,
-                accepted_at=accepted_at,
-            )
-        )
+        accepted = result.accepted  # set in place: no SubmitResponse built and copied
+        accepted.message_id = message_id
+        accepted.ledger_index = index
+        accepted.digest = item.digest
+        accepted.accepted_at.CopyFrom(accepted_at)
         told.append(
             (ex.jurisdiction, item.kind.kind, item.kind.payload_of(item.request), message_id, now)
         )

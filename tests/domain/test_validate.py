@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
@@ -357,6 +358,36 @@ RULES = [
         None,
         ["notice"],
         id="payload-missing",
+    ),
+    # Timestamps are converted without Timestamp.ToDatetime; its range is still checked.
+    pytest.param(
+        "publish",
+        _set("entry.retain_until", Timestamp(seconds=253_402_300_800)),
+        None,
+        ["entry.retain_until"],
+        id="time-after-year-9999",
+    ),
+    pytest.param(
+        "notice",
+        _set("notice.seized_at", Timestamp(seconds=-62_135_596_801)),
+        None,
+        ["notice.seized_at"],
+        id="time-before-year-1",
+    ),
+    pytest.param(
+        "publish",
+        _set("entry.validity.valid_from", Timestamp(seconds=1, nanos=1_000_000_000)),
+        None,
+        ["entry.validity.valid_from"],
+        id="time-nanos-out-of-range",
+    ),
+    # A list of countries checked as a whole first: each bad item still named at its index.
+    pytest.param(
+        "publish",
+        _extend("entry.countries", "", "HK", "XX"),
+        None,
+        ["entry.countries[1]", "entry.countries[2]", "entry.countries[3]"],
+        id="countries-blank-repeated-unknown",
     ),
 ]
 

@@ -23,6 +23,7 @@ from gateway.envelope import (
     open_envelope,
     open_receipt,
     seal,
+    seal_with_digest,
     sign_receipt,
 )
 from gateway.pki import Jurisdiction, Role, SpiffeId, create_root_ca, issue_signing_certificate
@@ -72,6 +73,16 @@ def test_sealed_envelope_opens_with_signer_and_digest(world: World) -> None:
     assert opened.digest == envelope_digest(envelope)
     assert isinstance(opened.payload, domain_pb2.SeizureWithdrawal)
     assert opened.payload.reason == "entered in error"
+
+
+def test_seal_with_digest_is_seal_and_its_digest(world: World) -> None:
+    """The digest hashed from the bytes just signed is the one read back from the envelope,
+    and the envelope is byte for byte what ``seal`` makes (Ed25519 is deterministic)."""
+    header, signer = _header(), _signer(world, Jurisdiction.CN)
+    envelope, digest = seal_with_digest(header, PAYLOAD, signer)
+    assert envelope.SerializeToString() == seal(header, PAYLOAD, signer).SerializeToString()
+    assert digest == envelope_digest(envelope)
+    assert open_envelope(envelope, _bundle(world), now=NOW).digest == digest
 
 
 def _flip(data: bytes, at: int = -1) -> bytes:
