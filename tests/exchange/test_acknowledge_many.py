@@ -20,6 +20,7 @@ from gateway.pki import Jurisdiction, Role
 from tests.exchange.conftest import CN, HK, MO, PROTO, Trio, entry_request, read_stream
 from tests.exchange.test_bulk import _bad_request, _fetch, _witnessed_by_both
 from tests.exchange.test_refusals import _deliver, _envelope
+from tests.interop.examples import code_example
 from tests.support import wait_for
 
 OUTCOME = partner_pb2.BulkOutcome
@@ -198,3 +199,16 @@ def test_only_the_nodes_own_partners_may_acknowledge(
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "rule partner-own-jurisdiction" in (caught.value.details() or "")
     assert not trio.entries(CN, Event.ACKNOWLEDGED)
+
+
+def test_the_documented_python_acknowledger_runs_against_a_real_node(trio: Trio) -> None:
+    """docs/partners.md's Python acknowledger, as written, in calls (of 2 here) and again."""
+    namespace: dict[str, Any] = {}
+    exec(compile(code_example("python", "acknowledge"), "partners.md", "exec"), namespace)
+    namespace["ACK_BATCH"] = 2
+    messages = _received_at_cn(trio, 5)
+    assert namespace["acknowledge"](trio.partner(CN), messages) == []
+    acks = trio.entries(CN, Event.ACKNOWLEDGED)
+    assert sorted(str(r.entry.message_id) for r in acks) == sorted(m.message_id for m in messages)
+    assert namespace["acknowledge"](trio.partner(CN), messages) == []  # duplicates, not refused
+    assert len(trio.entries(CN, Event.ACKNOWLEDGED)) == 5
