@@ -106,7 +106,9 @@ def acknowledge_many(
     """
     who = partner.identity.uri
     origins = [j.value for j in Jurisdiction if j is not ex.jurisdiction]
-    ids = list(dict.fromkeys(message_id for message_id, _ in wanted if message_id))
+    # Only UUIDs were ever received (receive checks): nothing else is looked up (a NUL byte
+    # is not even a PostgreSQL text value); it answers NOT_FOUND below.
+    ids = list(dict.fromkeys(message_id for message_id, _ in wanted if _is_uuid(message_id)))
     for _ in range(_ATTEMPTS):
         reader = ex.ledger.reader()
         received: dict[str, list[store.Received]] = {}
@@ -156,6 +158,14 @@ def acknowledge_many(
 
 
 _IDS_PER_QUERY = 500
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _adding(rows: list[store.Received], who: str) -> Callable[[Connection, int], None]:

@@ -59,7 +59,7 @@ def test_bulk_acknowledgement_answers_per_id_and_ledgers_each_message_once(
             _ack(unknown),  # 3: no such message: NOT_FOUND, alone
             _ack(ids[1]),  # 4: named again in the same call: DUPLICATE of position 1
             _ack(ids[3], MO),  # 5: not received from MO: NOT_FOUND
-            _ack(""),  # 6: no id: NOT_FOUND, as AcknowledgeInbound answers
+            _ack("not-a-uuid\x00"),  # 6: never an id a node receives: NOT_FOUND
             _ack(ids[4]),  # 7: new
         ]
     )
