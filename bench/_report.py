@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -48,6 +50,18 @@ class Result:
         if measured is None:
             return False
         return measured >= self.target if self.higher_is_better else measured <= self.target
+
+
+def with_load_average(group: str, measure: Callable[[], list[Result]]) -> list[Result]:
+    """``measure()``'s rows followed by the machine's 1-minute load average before and after
+    it (every number of a shared machine is read beside its load)."""
+    before = os.getloadavg()[0]
+    results = measure()
+    return [
+        *results,
+        Result(group, "machine load average (1 min) before", before, "runnable"),
+        Result(group, "machine load average (1 min) after", os.getloadavg()[0], "runnable"),
+    ]
 
 
 def _num(x: float | None) -> str:

@@ -17,22 +17,18 @@ Method:
 - One node: only HK runs (its deliveries to the absent peers fail and back off), so the number is
   the publish path. Durable entries/s = entries accepted / wall time of the whole load.
 - Three nodes: HK publishes to CN and MO; a partner of each reads ``StreamInbound`` and
-  acknowledges every message (``AcknowledgeInbound``, four threads per partner). Arrivals/s =
-  messages on the two streams (two per entry, as group ``exchange`` counts its three streams) /
-  time from the first publish call to the last arrival. Every message must arrive once.
+  acknowledges every message (``AcknowledgeInboundMessages``: two threads per partner, each
+  taking every message waiting into one call). Arrivals/s = messages on the two streams (two
+  per entry, as group ``exchange`` counts its three streams) / time from the first publish
+  call to the last arrival. Every message must arrive once.
 - Memory (``--long`` only): one node, 100,000 entries, then 900,000 more. The node's peak RSS
   (``VmHWM`` of ``/proc``) after 1,000,000 against after 100,000.
-
-Where the bulk RPCs (``PublishWatchlistEntries``) are not in this tree, the same rows run on the
-single-entry RPC and say so in their names: the harness is the same, the number is not the bulk
-path's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import os
 import queue
 import sys
 import tempfile
@@ -40,14 +36,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from bench._report import Result, Scale
+from bench._report import Result, Scale, with_load_average
 from bench.exchange import (
     ECHO_METHOD,
     PROTO,
@@ -69,15 +64,12 @@ GROUP = "bulk"
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
 WATCHLIST = "bench-front-companies"
 BATCH = 1000  # entries per bulk call
+HOW = "bulk RPC"  # in the rows' names
 REVOKED = 2_000  # entries revoked after the 8-caller publish (no target names a revoke rate)
 REVOKE_SECONDS = 180.0  # the revoke row's time limit
-ACKERS = 4  # acknowledging threads per partner stream
+ACKERS = 2  # acknowledging threads per partner stream
+ACK_BATCH = 1000  # acknowledgements per call at most (the node's bulk_entries)
 STOP_GROWTH = 2.5  # the memory row stops loading once the node's peak RSS is this far past 100k
-
-
-def has_bulk() -> bool:
-    """Whether this tree has the bulk publish RPC (issue 15 point 1)."""
-    return hasattr(partner_pb2, "PublishWatchlistEntriesRequest")
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -144,16 +136,14 @@ class Load:
     revoke: bool = False
     lazy: bool = False
 
-    def method(self, bulk: bool) -> str:
-        """The RPC this load calls."""
-        name = ("Revoke" if self.revoke else "Publish") + (
-            "WatchlistEntries" if bulk else "WatchlistEntry"
-        )
+    def method(self) -> str:
+        """The bulk RPC this load calls."""
+        name = "RevokeWatchlistEntries" if self.revoke else "PublishWatchlistEntries"
         return f"/customs.gateway.v1.PartnerGateway/{name}"
 
-    def calls(self, bulk: bool, start: int, n: int) -> Iterator[tuple[bytes, int]]:
-        """Serialized requests for entries ``start`` to ``start + n``, each with the number of
-        entries it carries: BATCH per call on the bulk RPCs, else one."""
+    def calls(self, start: int, n: int) -> Iterator[tuple[bytes, int]]:
+        """Serialized bulk requests for entries ``start`` to ``start + n``, each with the number
+        of entries it carries (BATCH, the last one fewer)."""
         recipients = list(self.recipients)
         singles: Iterator[Any]
         if self.revoke:
@@ -170,10 +160,6 @@ class Load:
                 )
                 for e in watchlist_entries(n, start=start, namespace=self.namespace)
             )
-        if not bulk:
-            for single in singles:
-                yield single.SerializeToString(), 1
-            return
         batch: list[Any] = []
         for single in singles:
             batch.append(single)
@@ -191,12 +177,9 @@ class Load:
         return bytes(request.SerializeToString())
 
 
-def _accepted(bulk: bool, response: bytes) -> int:
+def _accepted(response: bytes) -> int:
     """How many entries an answer says were accepted (new; a duplicate or refusal is a fault
     of the benchmark, raised)."""
-    if not bulk:
-        partner_pb2.SubmitResponse.FromString(response)
-        return 1
     answer = partner_pb2.BulkSubmitResponse.FromString(response)
     if answer.duplicates or answer.refused:
         first = next(r for r in answer.results if r.outcome != partner_pb2.BULK_OUTCOME_ACCEPTED)
@@ -220,18 +203,18 @@ class Published:
     client_cpu: float
 
 
-def _publish_client(client: Client, load: Load, bulk: bool, out: Any) -> None:
+def _publish_client(client: Client, load: Load, out: Any) -> None:
     """Run ``load`` against ``client``'s node and put a ``Published`` on ``out``; in a process."""
     channel = client.channel()
-    call = channel.unary_unary(load.method(bulk))  # bytes in, bytes out
+    call = channel.unary_unary(load.method())  # bytes in, bytes out
     # Warm up the channel with one entry of its own, outside the count (a publish, also before
     # a revoke: its entry is one the load does not touch).
     warm = Load(1, 1, load.recipients, namespace="")
-    channel.unary_unary(warm.method(bulk))(next(warm.calls(bulk, 10_000_000, 1))[0], timeout=60)
+    channel.unary_unary(warm.method())(next(warm.calls(10_000_000, 1))[0], timeout=60)
     shares = [
         (load.n * i // load.callers, load.n * (i + 1) // load.callers) for i in range(load.callers)
     ]
-    work: list[Any] = [load.calls(bulk, load.start + lo, hi - lo) for lo, hi in shares]
+    work: list[Any] = [load.calls(load.start + lo, hi - lo) for lo, hi in shares]
     if not load.lazy:
         work = [list(calls) for calls in work]
     accepted = [0] * load.callers
@@ -242,7 +225,7 @@ def _publish_client(client: Client, load: Load, bulk: bool, out: Any) -> None:
         barrier.wait()
         try:
             for request, _count in work[i]:
-                accepted[i] += _accepted(bulk, call(request, timeout=600))
+                accepted[i] += _accepted(call(request, timeout=600))
         except BaseException as exc:  # reported by the parent, not lost in a thread
             failures.append(exc)
 
@@ -266,10 +249,10 @@ def _publish_client(client: Client, load: Load, bulk: bool, out: Any) -> None:
 class _Publishing:
     """A publish client in a process of its own (spawned), started at construction."""
 
-    def __init__(self, client: Client, load: Load, bulk: bool) -> None:
+    def __init__(self, client: Client, load: Load) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._out = ctx.Queue()
-        self._process = ctx.Process(target=_publish_client, args=(client, load, bulk, self._out))
+        self._process = ctx.Process(target=_publish_client, args=(client, load, self._out))
         self._process.start()
 
     def result(self, timeout: float) -> Published:
@@ -289,14 +272,18 @@ class _Publishing:
 
 
 class _AckingReader:
-    """A partner reading ``StreamInbound`` in a thread and acknowledging every message from
-    ACKERS threads; counts arrivals (time of the last one, duplicates) and acknowledgements."""
+    """A partner reading ``StreamInbound`` in a thread and acknowledging what arrived from
+    ACKERS threads, each taking every message waiting (up to ACK_BATCH) into one
+    ``AcknowledgeInboundMessages`` call (ADR 0056); counts arrivals (time of the last one,
+    duplicates) and acknowledgements."""
 
     def __init__(self, client: Client) -> None:
         self._channel = client.channel()
         self._stub = partner_pb2_grpc.PartnerGatewayStub(self._channel)
         self._call = self._stub.StreamInbound(partner_pb2.StreamInboundRequest())
-        self._pool = futures.ThreadPoolExecutor(ACKERS)
+        self._waiting: queue.SimpleQueue[partner_pb2.AcknowledgeInboundRequest | None] = (
+            queue.SimpleQueue()
+        )
         self.seen: set[str] = set()
         self.duplicates = 0
         self.last_arrival = 0.0
@@ -307,6 +294,9 @@ class _AckingReader:
         self._closing = False
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        self._ackers = [threading.Thread(target=self._ack, daemon=True) for _ in range(ACKERS)]
+        for acker in self._ackers:
+            acker.start()
 
     def _read(self) -> None:
         """Reads until closed; a stream the node ends at its lifetime
@@ -322,10 +312,11 @@ class _AckingReader:
                         continue
                     self.seen.add(message.message_id)
                     self.last_arrival = time.monotonic()
-                    request = partner_pb2.AcknowledgeInboundRequest(
-                        message_id=message.message_id, origin=message.origin
+                    self._waiting.put(
+                        partner_pb2.AcknowledgeInboundRequest(
+                            message_id=message.message_id, origin=message.origin
+                        )
                     )
-                    self._pool.submit(self._ack, request)
                 return
             except grpc.RpcError as exc:
                 if exc.code() is grpc.StatusCode.CANCELLED or self._closing:
@@ -334,18 +325,37 @@ class _AckingReader:
                     raise
             self._call = self._stub.StreamInbound(partner_pb2.StreamInboundRequest(cursor=cursor))
 
-    def _ack(self, request: partner_pb2.AcknowledgeInboundRequest) -> None:
-        try:
-            self._stub.AcknowledgeInbound(request, timeout=60)
-            ok = True
-        except grpc.RpcError as exc:
-            ok = False
-            self.ack_error = f"{exc.code().name}: {exc.details()}"
-        with self._lock:
-            if ok:
-                self.acked += 1
-            else:
-                self.ack_errors += 1
+    def _ack(self) -> None:
+        """Acknowledge what waits, in calls of up to ACK_BATCH, until closed."""
+        while True:
+            first = self._waiting.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < ACK_BATCH:
+                try:
+                    more = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._waiting.put(None)  # for the next acker
+                    break
+                batch.append(more)
+            request = partner_pb2.AcknowledgeInboundMessagesRequest(acknowledgements=batch)
+            try:
+                answer = self._stub.AcknowledgeInboundMessages(request, timeout=60)
+                ok, failed = answer.acknowledged, len(batch) - answer.acknowledged
+                if failed:
+                    first_bad = next(
+                        r for r in answer.results if r.outcome != partner_pb2.BULK_OUTCOME_ACCEPTED
+                    )
+                    self.ack_error = str(first_bad).replace("\n", " ")
+            except grpc.RpcError as exc:
+                ok, failed = 0, len(batch)
+                self.ack_error = f"{exc.code().name}: {exc.details()}"
+            with self._lock:
+                self.acked += ok
+                self.ack_errors += failed
 
     def wait_for(self, n: int, timeout: float) -> None:
         """Until ``n`` distinct messages arrived; raises after ``timeout`` seconds."""
@@ -366,7 +376,10 @@ class _AckingReader:
         self._closing = True
         self._call.cancel()
         self._thread.join(5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._ackers:
+            self._waiting.put(None)
+        for acker in self._ackers:
+            acker.join(5)
         self._channel.close()
 
 
@@ -389,20 +402,11 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 def run(scale: Scale) -> list[Result]:
     """The group's rows, ending with the machine's load average before and after."""
-    load_before = os.getloadavg()[0]
-    results = _run(scale)
-    return [
-        *results,
-        Result(GROUP, "machine load average (1 min) before", load_before, "runnable"),
-        Result(GROUP, "machine load average (1 min) after", os.getloadavg()[0], "runnable"),
-    ]
+    return with_load_average(GROUP, lambda: _run(scale))
 
 
 def _run(scale: Scale) -> list[Result]:
-    bulk = has_bulk()
-    how = "bulk RPC" if bulk else "single-entry RPC: no bulk RPC in this tree"
-    # One call per entry without the bulk RPC: sizes a single-entry run finishes in time.
-    n = (2_000 if scale.quick else 100_000) if bulk else (1_000 if scale.quick else 10_000)
+    n = 2_000 if scale.quick else 100_000
     seconds = 2.0 if scale.quick else 5.0
     timeout = 120 + n / 50
     results: list[Result] = []
@@ -421,18 +425,18 @@ def _run(scale: Scale) -> list[Result]:
             with _running(world, root / f"one-{callers}", (HK,)) as (hk,):
                 client = _partner(world, HK, hk.address)
                 cpu_before = _cpu_seconds(_pid(hk))
-                done = _Publishing(client, Load(n, callers, (CN, MO), ns), bulk).result(timeout)
+                done = _Publishing(client, Load(n, callers, (CN, MO), ns)).result(timeout)
                 node_cpu = _cpu_seconds(_pid(hk)) - cpu_before
                 _check(done, n)
                 results += [
                     Result(GROUP, f"publish at one node, {n:,} entries, {callers} caller(s) "
-                           f"({how})", done.entries / done.seconds, "entries/s", *echo,
+                           f"({HOW})", done.entries / done.seconds, "entries/s", *echo,
                            target=1.0),
                     Result(GROUP, "  node CPU per durable entry", node_cpu * 1000 / n, "ms",
                            "echo server CPU per call", echo_cpu),
                 ]  # fmt: skip
                 if callers == 8:  # withdraw part of the list just published (no target)
-                    results.append(_revoke(client, n, ns, bulk, how, echo))
+                    results.append(_revoke(client, n, ns, echo))
 
         with _running(world, root / "three", (CN, HK, MO)) as (cn, hk, mo):
             readers = [_AckingReader(_partner(world, j.jurisdiction, j.address)) for j in (cn, mo)]
@@ -440,7 +444,7 @@ def _run(scale: Scale) -> list[Result]:
                 pids = [_pid(p) for p in (cn, hk, mo)]
                 cpu_before = sum(_cpu_seconds(p) for p in pids)
                 load = Load(n, 8, (CN, MO), str(uuid.uuid4()))
-                done = _Publishing(_partner(world, HK, hk.address), load, bulk).result(timeout)
+                done = _Publishing(_partner(world, HK, hk.address), load).result(timeout)
                 for reader in readers:  # the client's warm-up entry, then the load
                     reader.wait_for(1 + n, timeout)
                 arrived = max(r.last_arrival for r in readers)
@@ -459,7 +463,7 @@ def _run(scale: Scale) -> list[Result]:
                 )
             results += [
                 Result(GROUP, f"three nodes: {n:,} entries at HK, arrivals/s on CN+MO streams "
-                       f"({how})", 2 * n / (arrived - done.started), "msg/s", *echo, target=1.0),
+                       f"({HOW})", 2 * n / (arrived - done.started), "msg/s", *echo, target=1.0),
                 Result(GROUP, "  acknowledged/s on CN+MO streams", 2 * n / (acked - done.started),
                        "msg/s", *echo),
                 Result(GROUP, "  nodes' CPU per entry (publish, 2 deliveries, 2 arrivals, 2 acks)",
@@ -467,11 +471,11 @@ def _run(scale: Scale) -> list[Result]:
             ]  # fmt: skip
 
         if scale.long:
-            results.append(_memory(world, root / "memory", bulk, how))
+            results.append(_memory(world, root / "memory"))
     return results
 
 
-def _memory(world: Any, root: Path, bulk: bool, how: str) -> Result:
+def _memory(world: Any, root: Path) -> Result:
     """Peak RSS of one node after 1,000,000 entries against after the first 100,000, loaded in
     runs of 100,000 (each run's RSS is printed to standard error as it ends). Once the peak is
     past STOP_GROWTH times the first, the target is missed whatever comes next, and loading
@@ -484,7 +488,7 @@ def _memory(world: Any, root: Path, bulk: bool, how: str) -> Result:
         ns = str(uuid.uuid4())
         for start in range(0, total, step):
             load = Load(step, 8, (CN, MO), ns, start=start, lazy=True)
-            done = _Publishing(client, load, bulk).result(7200)
+            done = _Publishing(client, load).result(7200)
             _check(done, step)
             current, peak = rss_mib(_pid(hk))
             peaks.append(peak)
@@ -493,21 +497,19 @@ def _memory(world: Any, root: Path, bulk: bool, how: str) -> Result:
             if peak > STOP_GROWTH * peaks[0]:
                 break
     loaded = step * len(peaks)
-    name = f"node peak RSS after {loaded:,} entries ({how})"
+    name = f"node peak RSS after {loaded:,} entries ({HOW})"
     if loaded < total:
         name += f"; stopped before {total:,}: past {STOP_GROWTH:g}x"
     return Result(GROUP, name, peaks[-1], "MiB", f"after {step:,}", peaks[0], target=1.5,
                   higher_is_better=False)  # fmt: skip
 
 
-def _revoke(
-    client: Client, published: int, ns: str, bulk: bool, how: str, echo: tuple[str, float]
-) -> Result:
+def _revoke(client: Client, published: int, ns: str, echo: tuple[str, float]) -> Result:
     """Revoke REVOKED of the ``published`` entries with 8 callers; at most REVOKE_SECONDS (a
     revoke path that slows with the list's size must not hold up the whole table)."""
     m = min(published, REVOKED)
-    running = _Publishing(client, Load(m, 8, (CN, MO), ns, revoke=True), bulk)
-    name = f"revoke at one node, {m:,} of the {published:,} entries, 8 callers ({how})"
+    running = _Publishing(client, Load(m, 8, (CN, MO), ns, revoke=True))
+    name = f"revoke at one node, {m:,} of the {published:,} entries, 8 callers ({HOW})"
     try:
         done = running.result(REVOKE_SECONDS)
     except queue.Empty:
@@ -525,7 +527,6 @@ def _check(done: Published, n: int) -> None:
 __all__ = [
     "Load",
     "Published",
-    "has_bulk",
     "revocations",
     "rss_mib",
     "run",

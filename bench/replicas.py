@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench._report import Result, Scale
+from bench._report import Result, Scale, with_load_average
 from bench.exchange import (
     SUBMIT_METHOD,
     Client,
@@ -384,13 +384,7 @@ def _through(world: World, nodes: list[NodeProcess], seconds: float, db: str | N
 
 def run(scale: Scale) -> list[Result]:
     """The group's rows, ending with the machine's load average before and after."""
-    load_before = os.getloadavg()[0]
-    results = _run(scale)
-    return [
-        *results,
-        Result(GROUP, "machine load average (1 min) before", load_before, "runnable"),
-        Result(GROUP, "machine load average (1 min) after", os.getloadavg()[0], "runnable"),
-    ]
+    return with_load_average(GROUP, lambda: _run(scale))
 
 
 def _run(scale: Scale) -> list[Result]:

@@ -380,6 +380,22 @@ def test_the_documented_node_bulk_loader_is_the_one_the_interop_test_runs() -> N
     assert shown in client
 
 
+def test_the_documented_node_acknowledger_is_the_one_the_interop_test_runs() -> None:
+    """docs/partners.md shows ``acknowledgeAll`` of tests/interop/client.js, which the Node.js
+    interop scenario runs against real nodes: the two must not drift apart."""
+    shown = code_example("js", "acknowledge")
+    client = (Path(__file__).parent / "interop" / "client.js").read_text(encoding="utf-8")
+    assert shown.startswith("async function acknowledgeAll(")
+    assert shown in client
+
+
+def test_the_documented_python_acknowledger_compiles() -> None:
+    """(tests/exchange/test_acknowledge_many.py runs it against real nodes.)"""
+    source = code_example("python", "acknowledge")
+    compile(source, "partners.md", "exec")
+    assert "def acknowledge(stub, messages):" in source
+
+
 def test_the_documented_python_bulk_loader_compiles() -> None:
     """(tests/exchange/test_bulk.py runs it against a real node.)"""
     source = code_example("python", "bulk-load")

@@ -576,6 +576,44 @@ def add_ack(
     )
 
 
+@dataclass(frozen=True)
+class Received:
+    """What an acknowledgement records of a received message."""
+
+    origin: str
+    message_id: str
+    kind: int
+    digest: bytes
+
+
+def received_with_ids(
+    conn: Connection, origins: Sequence[str], message_ids: Sequence[str]
+) -> list[Received]:
+    """The received messages from one of ``origins`` with one of ``message_ids`` (one query on
+    the primary key, not a scan; at most 500 ids)."""
+    sql = (
+        "SELECT origin, message_id, kind, digest FROM exchange_messages "  # noqa: S608
+        f"WHERE origin IN ({','.join('?' * len(origins))}) "
+        f"AND message_id IN ({','.join('?' * len(message_ids))}) AND direction = 'in'"
+    )
+    rows = conn.execute(sql, [*origins, *message_ids]).fetchall()
+    return [Received(r[0], r[1], int(r[2]), bytes(r[3])) for r in rows]
+
+
+def acks_by(
+    conn: Connection, partner: str, origins: Sequence[str], message_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """The ledger index of ``partner``'s acknowledgement of each of ``message_ids`` from one
+    of ``origins`` that it acknowledged, by (origin, message id) (one query; at most 500 ids)."""
+    sql = (
+        "SELECT origin, message_id, ledger_index FROM exchange_acks "  # noqa: S608
+        f"WHERE origin IN ({','.join('?' * len(origins))}) "
+        f"AND message_id IN ({','.join('?' * len(message_ids))}) AND partner = ?"
+    )
+    rows = conn.execute(sql, [*origins, *message_ids, partner]).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
 def witness_state(conn: Connection, origin: str) -> tuple[int, bytes] | None:
     """(size, root) of the last checkpoint this node cosigned for ``origin``."""
     row = conn.execute(

@@ -225,6 +225,13 @@ class Exchange:
         :func:`gateway.exchange.inbound.acknowledge`."""
         return inbound.acknowledge(self, message_id, partner, origin)
 
+    def acknowledge_many(
+        self, wanted: Sequence[tuple[str, Jurisdiction | None]], partner: Principal
+    ) -> list[inbound.Acknowledged]:
+        """A partner's acknowledgements of many messages in one group commit, one result each:
+        see :func:`gateway.exchange.inbound.acknowledge_many`."""
+        return inbound.acknowledge_many(self, wanted, partner)
+
     def erase_expired(self) -> int:
         """Erase every payload whose retention has ended; return how many: see
         :func:`gateway.exchange.retention.erase_expired`."""

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 from customs.gateway.v1 import partner_pb2
 from gateway.domain.kinds import kind_name
-from gateway.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from gateway.errors import (
+    FieldViolation,
+    GatewayError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from gateway.exchange import _store as store
 from gateway.ledger import Entry, Event
 from gateway.pki.access import Principal
@@ -20,7 +26,7 @@ from gateway.store import Connection, integrity_errors
 if TYPE_CHECKING:
     from gateway.exchange.core import Exchange
 
-__all__ = ["Followers", "acknowledge", "follow_inbound"]
+__all__ = ["Acknowledged", "Followers", "acknowledge", "acknowledge_many", "follow_inbound"]
 
 _INBOUND_PAGE = 500  # rows per read: a delivered bulk batch streams in a few reads (ADR 0054)
 
@@ -74,37 +80,109 @@ def acknowledge(
 
     ``origin`` is needed only if two jurisdictions sent messages under the same id.
     """
-    reader = ex.ledger.reader()
-    row = _inbound(reader, message_id, origin)
+    outcome = acknowledge_many(ex, [(message_id, origin)], partner)[0]
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
+
+
+# Per acknowledgement of a call: the answer AcknowledgeInbound gives, or the error it raises.
+Acknowledged = partner_pb2.AcknowledgeInboundResponse | GatewayError
+
+_ATTEMPTS = 3  # reads and commits of one call when a concurrent call acknowledged the same
+
+
+def acknowledge_many(
+    ex: Exchange, wanted: Sequence[tuple[str, Jurisdiction | None]], partner: Principal
+) -> list[Acknowledged]:
+    """Ledger a partner's acknowledgements of many inbound messages, one result each, in order.
+
+    Each (message id, origin or None) is what :func:`acknowledge` takes and answers what it
+    would: its own ``acknowledged`` entry (idempotent per partner: ``duplicate`` with the
+    first entry's index), or ``NotFoundError`` / ``InvalidArgumentError`` for that one alone.
+    A message named twice in one call is recorded once (the second answer is ``duplicate``).
+    The new entries of the call are appended in one group commit (ADR 0056); this returns
+    once they are durable.
+    """
     who = partner.identity.uri
-    done = store.ack_of(reader, row.origin, message_id, who)
-    if done is not None:
-        return partner_pb2.AcknowledgeInboundResponse(
-            ledger_index=done.ledger_index, duplicate=True
-        )
-    entry = Entry(
-        Event.ACKNOWLEDGED, uuid.UUID(message_id), kind_name(row.kind), who, (row.digest,)
+    origins = [j.value for j in Jurisdiction if j is not ex.jurisdiction]
+    # Only UUIDs were ever received (receive checks): nothing else is looked up (a NUL byte
+    # is not even a PostgreSQL text value); it answers NOT_FOUND below.
+    ids = list(dict.fromkeys(message_id for message_id, _ in wanted if _is_uuid(message_id)))
+    for _ in range(_ATTEMPTS):
+        reader = ex.ledger.reader()
+        received: dict[str, list[store.Received]] = {}
+        done: dict[tuple[str, str], int] = {}
+        for lo in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[lo : lo + _IDS_PER_QUERY]
+            for row in store.received_with_ids(reader, origins, chunk):
+                received.setdefault(row.message_id, []).append(row)
+            done.update(store.acks_by(reader, who, origins, chunk))
+        results: list[Acknowledged | None] = [None] * len(wanted)
+        fresh: dict[tuple[str, str], tuple[store.Received, list[int]]] = {}
+        for position, (message_id, origin) in enumerate(wanted):
+            try:
+                row = _inbound(received.get(message_id, []), message_id, origin)
+            except GatewayError as exc:
+                results[position] = exc
+                continue
+            key = (row.origin, message_id)
+            if key in done:
+                results[position] = partner_pb2.AcknowledgeInboundResponse(
+                    ledger_index=done[key], duplicate=True
+                )
+            elif key in fresh:  # named again in the same call: recorded once
+                fresh[key][1].append(position)
+            else:
+                fresh[key] = (row, [position])
+        if not fresh:
+            return [r for r in results if r is not None]
+        rows = [row for row, _ in fresh.values()]
+        entries = [
+            Entry(Event.ACKNOWLEDGED, uuid.UUID(r.message_id), kind_name(r.kind), who, (r.digest,))
+            for r in rows
+        ]
+        try:
+            records = ex.ledger.append_many(entries, _adding(rows, who))
+        except integrity_errors():
+            continue  # another call acknowledged one of them meanwhile: read them again
+        for (_, positions), record in zip(fresh.values(), records, strict=True):
+            for n, position in enumerate(positions):
+                results[position] = partner_pb2.AcknowledgeInboundResponse(
+                    ledger_index=record.index, duplicate=n > 0
+                )
+        return [r for r in results if r is not None]
+    raise UnavailableError(
+        f"acknowledgements raced with others of the same partner {_ATTEMPTS} times; retry"
     )
+
+
+_IDS_PER_QUERY = 500
+
+
+def _is_uuid(text: str) -> bool:
     try:
-        record = ex.ledger.append(
-            entry, lambda conn, index: store.add_ack(conn, row.origin, message_id, who, index)
-        )
-    except integrity_errors():
-        done = store.ack_of(ex.ledger.reader(), row.origin, message_id, who)
-        if done is None:  # not a race with the same acknowledgement
-            raise
-        return partner_pb2.AcknowledgeInboundResponse(
-            ledger_index=done.ledger_index, duplicate=True
-        )
-    return partner_pb2.AcknowledgeInboundResponse(ledger_index=record.index)
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
-def _inbound(conn: Connection, message_id: str, origin: Jurisdiction | None) -> store.MessageRow:
-    rows = [
-        r
-        for r in store.MessageRow.with_id(conn, message_id)
-        if r.direction == "in" and (origin is None or r.origin == origin.value)
-    ]
+def _adding(rows: list[store.Received], who: str) -> Callable[[Connection, int], None]:
+    """The ledger callback that records ``who``'s acknowledgement rows of ``rows``."""
+
+    def within(conn: Connection, first: int) -> None:
+        for offset, r in enumerate(rows):
+            store.add_ack(conn, r.origin, r.message_id, who, first + offset)
+
+    return within
+
+
+def _inbound(
+    rows: list[store.Received], message_id: str, origin: Jurisdiction | None
+) -> store.Received:
+    """The one received message ``message_id`` names (from ``origin``, if given)."""
+    rows = [r for r in rows if origin is None or r.origin == origin.value]
     if not rows:
         raise NotFoundError(f"no inbound message {message_id!r} at this node")
     if len(rows) > 1:

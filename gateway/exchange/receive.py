@@ -1,10 +1,10 @@
 """Receive: envelopes delivered by a peer node verified, de-duplicated, ledgered (``received``)
 and receipted.
 
-A batch's ``received`` entries are queued together and share one group commit; each is still
-all-or-none with its message row and its inbound row (ADR 0004). Receipts are signed after the
-commit, outside the ledger writer, and the batch's payloads are told to the listeners at once
-(ADR 0054).
+A batch's ``received`` entries are appended together, in one job of the ledger writer and one
+commit; each is still all-or-none with its message row and its inbound row (ADR 0004, 0057).
+Receipts are signed after the commit, outside the ledger writer, and the batch's payloads are
+told to the listeners at once (ADR 0054).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from google.rpc import code_pb2, status_pb2
 
 from customs.gateway.v1 import envelope_pb2, partner_pb2
@@ -40,6 +41,7 @@ from gateway.exchange import _store as store
 from gateway.exchange._shared import EPOCH, ms, retain_until_ms, timestamp, whole_ms, winner
 from gateway.ledger import Entry, Event, Record
 from gateway.pki.access import Principal
+from gateway.pki.bundle import TrustBundle
 from gateway.store import Connection, integrity_errors
 
 if TYPE_CHECKING:
@@ -54,9 +56,20 @@ Outcome = tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A received envelope checked and ready to record: its ``received`` entry and the rows
+    that go with it (``within``)."""
+
+    opened: OpenedEnvelope
+    received_at: dt.datetime
+    entry: Entry
+    within: Callable[[Connection, int], None]
+
+
+@dataclass(frozen=True)
 class _Receiving:
-    """A received envelope whose ledger entry is queued (its receipt is signed after the
-    commit, outside the ledger writer: ADR 0054)."""
+    """A received envelope whose ledger entry is committed or queued (its receipt is signed
+    after the commit, outside the ledger writer: ADR 0054)."""
 
     opened: OpenedEnvelope
     received_at: dt.datetime
@@ -73,26 +86,47 @@ def receive(
     so a batch shares one group commit (each entry is still all-or-none on its own).
     """
     results: list[Outcome] = []
-    queued: list[tuple[int, _Receiving]] = []
+    prepared: list[tuple[int, _Prepared]] = []
+    # Once per batch, not per envelope: the trust in force, the clock, and the rows of the
+    # messages already recorded (a repeated delivery), read in a few queries (ADR 0057).
+    bundle, crls = ex.trust()
+    now = ex.now()
+    opening: list[OpenedEnvelope | status_pb2.Status] = []
     for envelope in envelopes:
-        message_id = "?"
         try:
-            opened = _open(ex, envelope, sender)
-            message_id = opened.header.message_id
-            accepted = _accept(ex, opened)
+            opening.append(_open(ex, envelope, sender, bundle, crls, now))
+        except GatewayError as exc:
+            opening.append(_refused("?", sender, exc))
+        except Exception as exc:  # a defect here: this envelope alone, not the batch
+            opening.append(_internal("?", exc))
+    known = _recorded(
+        ex, sender, [o.header.message_id for o in opening if isinstance(o, OpenedEnvelope)]
+    )
+    for opened in opening:
+        if not isinstance(opened, OpenedEnvelope):
+            results.append(("?", None, opened))
+            continue
+        message_id = opened.header.message_id
+        try:
+            accepted = _accept(ex, opened, known.get(message_id))
         except GatewayError as exc:
             results.append((message_id, None, _refused(message_id, sender, exc)))
             continue
         except Exception as exc:  # a defect here: this envelope alone, not the batch
             results.append((message_id, None, _internal(message_id, exc)))
             continue
-        if isinstance(accepted, _Receiving):
-            queued.append((len(results), accepted))
+        if isinstance(accepted, _Prepared):
+            prepared.append((len(results), accepted))
             results.append((message_id, None, None))
         else:
             results.append((message_id, accepted, None))
+    queued = zip(
+        (position for position, _ in prepared),
+        _record(ex, [p for _, p in prepared]),
+        strict=True,
+    )
     told: list[Told] = []
-    for position, receiving in queued:  # they share one group commit: all durable at once
+    for position, receiving in queued:  # committed together: all durable at once
         message_id = receiving.opened.header.message_id
         try:
             results[position] = (message_id, _received(ex, receiving, told), None)
@@ -115,9 +149,31 @@ def _refused(message_id: str, sender: Principal, exc: GatewayError) -> status_pb
     return to_status(exc)
 
 
-def _open(ex: Exchange, envelope: envelope_pb2.Envelope, sender: Principal) -> OpenedEnvelope:
-    bundle, crls = ex.trust()
-    opened = open_envelope(envelope, bundle, crls, now=ex.now())
+def _recorded(
+    ex: Exchange, sender: Principal, message_ids: list[str]
+) -> dict[str, store.MessageRow]:
+    """The rows already recorded of ``message_ids`` from ``sender``'s jurisdiction, by id."""
+    reader, origin = ex.ledger.reader(), sender.jurisdiction.value
+    found: dict[str, store.MessageRow] = {}
+    for lo in range(0, len(message_ids), _IDS_PER_QUERY):
+        found.update(
+            store.MessageRow.get_many(reader, origin, message_ids[lo : lo + _IDS_PER_QUERY])
+        )
+    return found
+
+
+_IDS_PER_QUERY = 500
+
+
+def _open(
+    ex: Exchange,
+    envelope: envelope_pb2.Envelope,
+    sender: Principal,
+    bundle: TrustBundle,
+    crls: Sequence[x509.CertificateRevocationList],
+    now: dt.datetime,
+) -> OpenedEnvelope:
+    opened = open_envelope(envelope, bundle, crls, now=now)
     header = opened.header
     if opened.origin is not sender.jurisdiction:
         raise PermissionDeniedError(
@@ -140,10 +196,46 @@ def _open(ex: Exchange, envelope: envelope_pb2.Envelope, sender: Principal) -> O
     return opened
 
 
-def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt | _Receiving:
-    """The receipt of a message already recorded, or its ``received`` entry, queued."""
+def _record(ex: Exchange, prepared: list[_Prepared]) -> list[_Receiving]:
+    """Record the ``received`` entries of a batch with one ``append_many``: one job for the
+    ledger writer, not one per envelope (ADR 0057). Each entry stays all-or-none with its rows;
+    if the batch meets a unique key (the same message delivered twice at once), nothing of it
+    is recorded and each entry is queued again on its own, as before: the one that lost
+    answers with the winner's receipt."""
+    if len(prepared) > 1:
+        parts = [p.within for p in prepared]
+
+        def within(conn: Connection, first: int) -> None:
+            for offset, part in enumerate(parts):
+                part(conn, first + offset)
+
+        try:
+            records = ex.ledger.append_many([p.entry for p in prepared], within)
+        except integrity_errors():
+            pass  # each on its own, below
+        else:
+            return [
+                _Receiving(p.opened, p.received_at, _done([record]))
+                for p, record in zip(prepared, records, strict=True)
+            ]
+    return [
+        _Receiving(p.opened, p.received_at, ex.ledger.queue_append([p.entry], p.within))
+        for p in prepared
+    ]
+
+
+def _done(records: list[Record]) -> Future[list[Record]]:
+    future: Future[list[Record]] = Future()
+    future.set_result(records)
+    return future
+
+
+def _accept(
+    ex: Exchange, opened: OpenedEnvelope, existing: store.MessageRow | None
+) -> envelope_pb2.SignedReceipt | _Prepared:
+    """The receipt of a message already recorded (``existing``, its row), or its ``received``
+    entry and rows, to record."""
     header, origin = opened.header, opened.origin.value
-    existing = store.MessageRow.get(ex.ledger.reader(), origin, header.message_id)
     if existing is not None:
         return _known(ex, existing, opened)
     kind = header.kind
@@ -177,8 +269,7 @@ def _accept(ex: Exchange, opened: OpenedEnvelope) -> envelope_pb2.SignedReceipt 
         store.add_inbound(conn, origin, header.message_id, kind)
 
     entry = Entry(Event.RECEIVED, uuid.UUID(header.message_id), row.name, origin, (opened.digest,))
-    future = ex.ledger.queue_append([entry], within)
-    return _Receiving(opened, received_at, future)
+    return _Prepared(opened, received_at, entry, within)
 
 
 def _received(ex: Exchange, receiving: _Receiving, told: list[Told]) -> envelope_pb2.SignedReceipt:

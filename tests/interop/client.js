@@ -5,6 +5,7 @@
 //   node client.js scenario CONFIG.json
 //       At the origin node: submit a seizure notice (proto3 JSON, Timestamps as RFC 3339
 //       strings); at the recipient node: read it from the inbound stream and acknowledge it;
+//       acknowledge it again with an unknown id in one AcknowledgeInboundMessages call;
 //       at the origin again: submit an invalid notice and decode the google.rpc.BadRequest
 //       from the grpc-status-details-bin trailer. One JSON line per step on stdout; exit 0
 //       when every step did what it should, 1 otherwise (the reason on stderr).
@@ -158,6 +159,33 @@ async function readInbound(stub, messageId) {
   });
 }
 
+// docs/partners.md shows this function (a test keeps the two the same).
+async function acknowledgeAll(stub, messages, batchSize) {
+  const totals = { acknowledged: 0, duplicates: 0, refused: [] };
+  for (let start = 0; start < messages.length; start += batchSize) {
+    const acknowledgements = messages
+      .slice(start, start + batchSize)
+      .map((message) => ({ messageId: message.messageId, origin: message.origin }));
+    let response;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await unary(stub, "AcknowledgeInboundMessages", { acknowledgements });
+        break;
+      } catch (error) {
+        const retry = [grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED].includes(error.code);
+        if (!retry || attempt === 4) throw error;  // the same call again: nothing is made twice
+        await new Promise((done) => setTimeout(done, 200 * 2 ** attempt));
+      }
+    }
+    for (const result of response.results) {
+      if (result.outcome === "BULK_OUTCOME_ACCEPTED") totals.acknowledged++;
+      else if (result.outcome === "BULK_OUTCOME_DUPLICATE") totals.duplicates++;
+      else totals.refused.push(result);  // result.refused: NOT_FOUND, or INVALID_ARGUMENT on origin
+    }
+  }
+  return totals;
+}
+
 async function scenario(configFile) {
   const config = readJson(configFile);
   const { api, root } = load(config.protos);
@@ -187,6 +215,17 @@ async function scenario(configFile) {
 
   const ack = await unary(recipient, "AcknowledgeInbound", { messageId: inbound.messageId });
   say("acknowledged", { node: config.recipient, ledgerIndex: ack.ledgerIndex, duplicate: !!ack.duplicate });
+
+  // The same message again and an id the node never received, in one bulk call: the first is a
+  // duplicate of the acknowledgement just made, the second is refused alone (NOT_FOUND).
+  const unknown = { messageId: require("node:crypto").randomUUID(), origin: inbound.origin };
+  const all = await acknowledgeAll(recipient, [inbound, unknown], 1000);
+  say("acknowledgedAll", {
+    node: config.recipient,
+    acknowledged: all.acknowledged,
+    duplicates: all.duplicates,
+    refused: all.refused.map((result) => ({ position: result.position, code: result.refused.code })),
+  });
 
   const invalid = request(root, "SubmitSeizureNotice", readJson(config.invalid));
   try {

@@ -121,6 +121,10 @@ def test_node_partner_submits_receives_acknowledges_and_decodes_bad_request(
         "kind": "MESSAGE_KIND_SEIZURE_NOTICE", "payload": "seizureNotice",
     }  # fmt: skip
     assert steps["acknowledged"]["duplicate"] is False
+    assert steps["acknowledgedAll"] == {
+        "step": "acknowledgedAll", "node": "CN", "acknowledged": 0, "duplicates": 1,
+        "refused": [{"position": 1, "code": 5}],  # NOT_FOUND, the unknown id alone
+    }  # fmt: skip
     fields = {v["field"] for v in steps["refused"]["fieldViolations"]}
     assert {"notice.container_numbers[0]", "notice.seized_at"} <= fields, fields
     assert steps["refused"]["code"] == "INVALID_ARGUMENT"

@@ -12,7 +12,7 @@ import grpc
 from customs.gateway.v1 import partner_pb2, partner_pb2_grpc
 from gateway.domain.kinds import KINDS
 from gateway.envelope import jurisdiction_of
-from gateway.errors import FieldViolation, InvalidArgumentError
+from gateway.errors import FieldViolation, GatewayError, InvalidArgumentError, to_status
 from gateway.exchange import _store as store
 from gateway.exchange.core import AMEND, END, NEW, PUBLISH, Exchange, Mode, SubmitRequest
 from gateway.exchange.watchlists import Watchlists
@@ -150,6 +150,40 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
         origin = jurisdiction_of(request.origin) if request.origin else None
         return self._exchange.acknowledge(request.message_id, current_caller(), origin)
 
+    def AcknowledgeInboundMessages(
+        self,
+        request: partner_pb2.AcknowledgeInboundMessagesRequest,
+        context: grpc.ServicerContext,
+    ) -> partner_pb2.AcknowledgeInboundMessagesResponse:
+        """Many acknowledgements, one result each, in order (ADR 0056); beyond the bulk limits
+        RESOURCE_EXHAUSTED, without any INVALID_ARGUMENT."""
+        field = "acknowledgements"
+        acks = request.acknowledgements
+        self._limits.check_bulk(field, len(acks), request.ByteSize())
+        if not acks:
+            problem = FieldViolation(
+                field, f"at least one is required, at most {self._limits.bulk_entries}"
+            )
+            raise InvalidArgumentError(str(problem), [problem])
+        wanted = [(a.message_id, jurisdiction_of(a.origin) if a.origin else None) for a in acks]
+        outcomes = self._exchange.acknowledge_many(wanted, current_caller())
+        response = partner_pb2.AcknowledgeInboundMessagesResponse()
+        for position, (ack, outcome) in enumerate(zip(acks, outcomes, strict=True)):
+            result = response.results.add(position=position, message_id=ack.message_id)
+            if isinstance(outcome, GatewayError):
+                result.outcome = partner_pb2.BULK_OUTCOME_REFUSED
+                result.refused.CopyFrom(to_status(_under(f"{field}[{position}]", outcome)))
+                response.refused += 1
+            else:
+                result.acknowledged.CopyFrom(outcome)
+                if outcome.duplicate:
+                    result.outcome = partner_pb2.BULK_OUTCOME_DUPLICATE
+                    response.duplicates += 1
+                else:
+                    result.outcome = partner_pb2.BULK_OUTCOME_ACCEPTED
+                    response.acknowledged += 1
+        return response
+
     def StreamInbound(
         self, request: partner_pb2.StreamInboundRequest, context: grpc.ServicerContext
     ) -> Iterator[partner_pb2.InboundMessage]:
@@ -187,3 +221,11 @@ class PartnerService(partner_pb2_grpc.PartnerGatewayServicer):  # type: ignore[m
                 message.envelope.payload
             )
         return message
+
+
+def _under(prefix: str, exc: GatewayError) -> GatewayError:
+    """``exc`` with its field paths under ``prefix`` (``acknowledgements[3].origin``)."""
+    if not isinstance(exc, InvalidArgumentError) or not exc.violations:
+        return exc
+    violations = [FieldViolation(f"{prefix}.{v.field}", v.description) for v in exc.violations]
+    return InvalidArgumentError(f"{prefix}: {exc}", violations)
