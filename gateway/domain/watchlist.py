@@ -169,9 +169,11 @@ class WatchlistView:
 
     Args:
         secret: the node's secret for page tokens (at least 16 bytes).
+        index: the screening index to keep (one in memory unless given; the node passes one
+            kept in its database, ADR 0038).
     """
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, index: ScreeningIndex | None = None) -> None:
         if len(secret) < 16:
             raise ValueError(f"page-token secret must be at least 16 bytes, got {len(secret)}")
         self._secret = secret
@@ -181,7 +183,7 @@ class WatchlistView:
         self._advanced_to = _EPOCH
         self._boundaries: list[tuple[dt.datetime, int, str, str]] = []  # min-heap
         self._changed: dict[tuple[int, str, str], _Record] = {}
-        self._index = ScreeningIndex()
+        self._index = ScreeningIndex() if index is None else index
         self._pages: OrderedDict[tuple[str, int, int], list[tuple[int, int, str]]] = OrderedDict()
 
     @property
@@ -216,9 +218,16 @@ class WatchlistView:
         return changed
 
     def restore(
-        self, records: list[StoredRecord], *, version: int, advanced_to: dt.datetime
+        self,
+        records: list[StoredRecord],
+        *,
+        version: int,
+        advanced_to: dt.datetime,
+        indexed: bool = False,
     ) -> None:
-        """Loads a stored view into this (empty) view.
+        """Loads a stored view into this (empty) view. With ``indexed``, the screening index
+        given at construction already holds these records (it is kept with them); otherwise
+        each is indexed here.
 
         Raises:
             ValueError: the view is not empty, or a record's version is above ``version``.
@@ -242,7 +251,7 @@ class WatchlistView:
             record.view_version = stored.view_version
             record.state = stored.state
             record.erased_version = stored.erased_version
-            self._put(record)
+            self._put(record, index=not indexed)
         self._version = version
         self._advanced_to = advanced_to
         for record in self._all():
@@ -251,11 +260,20 @@ class WatchlistView:
     def _all(self) -> list[_Record]:
         return [r for records in self._lists.values() for r in records.values()]
 
-    def _put(self, record: _Record) -> None:
+    def entry(self, key: tuple[int, str, str]) -> domain_pb2.WatchlistEntry | None:
+        """The latest content of an entry known by (origin, watchlist, entry_id), None if
+        unknown, erased or revoked before any version arrived."""
+        origin, watchlist, entry_id = key
+        record = self._lists.get(watchlist, {}).get((origin, entry_id))
+        return None if record is None else record.entry
+
+    def _put(self, record: _Record, *, index: bool = True) -> None:
         self._lists.setdefault(record.watchlist, {})[(record.origin, record.entry_id)] = record
         for message_id in (record.message_id, record.revocation_message_id):
             if message_id:
                 self._by_message[message_id] = record.key
+        if not index:
+            return
         if record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED:
             self._index.put(record.key, record.entry)
         else:

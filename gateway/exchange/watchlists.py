@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
@@ -29,6 +30,13 @@ from google.protobuf.message import Message
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.kinds import KINDS
 from gateway.domain.lenient import normalise_declaration
+from gateway.domain.screening import (
+    EntryKey,
+    Facts,
+    Posting,
+    ScreeningIndex,
+    facts_and_postings,
+)
 from gateway.domain.validate import ValidationError
 from gateway.domain.watchlist import StoredRecord, WatchlistView
 from gateway.envelope import Signer, proto_jurisdiction
@@ -36,7 +44,7 @@ from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
 from gateway.store import Connection, Database, Schema, ddl, ensure_schema
 
-__all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
+__all__ = ["WATCHLIST_KINDS", "StoredIndex", "ViewStore", "Watchlists"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +96,27 @@ _UPSERT = (
 )
 
 
+_SCREENING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS screening_entries (
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    PRIMARY KEY (origin, watchlist, entry_id)
+);
+CREATE TABLE IF NOT EXISTS screening_postings (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, origin, watchlist, entry_id)
+);
+CREATE INDEX IF NOT EXISTS screening_postings_by_entry
+    ON screening_postings (origin, watchlist, entry_id);
+"""
+
+
 def _create(conn: Connection) -> None:
     """Version 1: the view's tables and the trigger that keeps its version from decreasing."""
     for statement in _SCHEMA.split(";"):
@@ -97,7 +126,17 @@ def _create(conn: Connection) -> None:
         conn.execute(statement)
 
 
-VIEW_SCHEMA = Schema("watchlist_view", {1: _create})
+def _screening(conn: Connection) -> None:
+    """Version 2: the screening index's entries and postings (ADR 0038); filled from the view's
+    entries at the next start, in one transaction."""
+    for statement in _SCREENING_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
+VIEW_SCHEMA = Schema("watchlist_view", {1: _create, 2: _screening})
+FACTS_CACHE = 8192
+"""Facts of indexed entries kept in memory (computed again from the entry when evicted)."""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -125,6 +164,9 @@ class ViewStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
+        self._open = False  # a transaction begun by begin(), not yet ended
+        self._base: int | None = None  # the version a shared store must still have at writes
+        self._writing = False
         # PostgreSQL: replicas of the node share these tables (ADR 0070); each save checks
         # that no other replica saved since this one loaded, under the view_meta row lock.
         self.shared = conn.dialect == "postgresql"
@@ -136,6 +178,40 @@ class ViewStore:
             conn.execute("ROLLBACK")
             conn.close()
             raise
+
+    @property
+    def conn(self) -> Connection:
+        """The view's connection (used under the caller's lock)."""
+        return self._conn
+
+    def begin(self, base: int | None = None) -> None:
+        """Opens the transaction one call's changes are written in (the screening index writes
+        as it goes; :meth:`save` or :meth:`end` ends it). With ``base`` (a shared store), the
+        first write checks that the stored version is still ``base``."""
+        if not self._open:
+            self._conn.execute("BEGIN")
+            self._open, self._base, self._writing = True, base, False
+
+    def writing(self) -> None:
+        """Called before the open transaction's first write. On a shared store, takes the
+        view_meta row lock (replicas write one at a time, in one order: no deadlock) and
+        refuses with :class:`StaleViewError` if another replica saved since ``base``."""
+        if not self._open:
+            raise RuntimeError("a write to the view's store outside begin()")
+        if self._writing:
+            return
+        self._writing = True
+        if self._base is not None:
+            row = self._conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
+            found = row.fetchone()
+            if (0 if found is None else int(found[0])) != self._base:
+                raise StaleViewError(f"the stored view moved past version {self._base}")
+
+    def end(self) -> None:
+        """Ends the open transaction without saving (nothing was written, or it is dropped)."""
+        if self._open:
+            self._open = False
+            self._conn.execute("ROLLBACK")
 
     def load(self) -> tuple[list[StoredRecord], int, dt.datetime]:
         """Every stored record, the view version and the time the view had advanced to."""
@@ -160,21 +236,22 @@ class ViewStore:
         version: int,
         advanced_to: dt.datetime,
         base: int | None = None,
+        index: StoredIndex | None = None,
     ) -> None:
-        """Stores changed records with the view version, all or nothing, durably.
+        """Stores changed records with the view version and what ``index`` has pending, in
+        the transaction :meth:`begin` opened (one is opened here if none is), all or nothing,
+        durably; the transaction is ended either way.
 
         With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
         version is still ``base``: another replica saved since this view was loaded.
         """
         micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
         conn = self._conn
-        conn.execute(self._begin)
+        self.begin(base)
         try:
-            if base is not None:
-                row = conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
-                found = row.fetchone()
-                if (0 if found is None else int(found[0])) != base:
-                    raise StaleViewError(f"the stored view moved past version {base}")
+            self.writing()
+            if index is not None:
+                index.flush()
             conn.executemany(
                 _UPSERT,
                 [
@@ -192,13 +269,133 @@ class ViewStore:
                 (version, micros),
             )
             conn.execute("COMMIT")
+            self._open = False
         except BaseException:
-            conn.execute("ROLLBACK")
+            self.end()
             raise
 
     def close(self) -> None:
         """Closes the file."""
         self._conn.close()
+
+
+class StoredIndex:
+    """The screening index's storage in the view's tables (ADR 0038): postings and the set of
+    indexed entries in the database, written in the view's transaction (postings batched until
+    the next query or save); facts computed again from the entry (``entry_of``) and kept for
+    the :data:`FACTS_CACHE` most recently used entries. Memory does not grow with the number
+    of entries. Used under the caller's lock; one per loaded view (a rollback drops it)."""
+
+    def __init__(
+        self,
+        store: ViewStore,
+        entry_of: Callable[[EntryKey], domain_pb2.WatchlistEntry | None] | None = None,
+    ) -> None:
+        self._store = store
+        self._conn = store.conn
+        self.entry_of = entry_of
+        row = self._conn.execute("SELECT COUNT(*) FROM screening_entries").fetchone()
+        self._count = int(row[0])
+        self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
+        self._pending: dict[EntryKey, list[Posting]] = {}
+        self._stale: set[EntryKey] = set()
+
+    def count(self) -> int:
+        """How many entries are indexed."""
+        return self._count
+
+    def _remember(self, key: EntryKey, facts: Facts) -> None:
+        self._facts[key] = facts
+        self._facts.move_to_end(key)
+        while len(self._facts) > FACTS_CACHE:
+            self._facts.popitem(last=False)
+
+    def facts(self, key: EntryKey) -> Facts:
+        """The facts of an indexed entry, from the cache or computed from its entry."""
+        facts = self._facts.get(key)
+        if facts is not None:
+            self._facts.move_to_end(key)
+            return facts
+        entry = None if self.entry_of is None else self.entry_of(key)
+        if entry is None:
+            raise KeyError(key)
+        facts = facts_and_postings(entry)[0]
+        self._remember(key, facts)
+        return facts
+
+    def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
+        """The entries posted under ``key`` (by entry key) with their values."""
+        self.flush()
+        rows = self._conn.execute(
+            "SELECT origin, watchlist, entry_id, value FROM screening_postings "
+            "WHERE tbl = ? AND k = ? ORDER BY origin, watchlist, entry_id",
+            (table, key),
+        ).fetchall()
+        return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
+
+    def bucket_size(self, table: int, key: str, cap: int) -> int:
+        """How many entries are posted under ``key``, counted up to ``cap + 1`` (all with a
+        negative ``cap``)."""
+        self.flush()
+        if cap < 0:
+            sql = "SELECT COUNT(*) FROM screening_postings WHERE tbl = ? AND k = ?"
+            args: tuple[int, ...] = ()
+        else:
+            sql = (
+                "SELECT COUNT(*) FROM (SELECT 1 FROM screening_postings "
+                "WHERE tbl = ? AND k = ? LIMIT ?) AS b"
+            )
+            args = (cap + 1,)
+        return int(self._conn.execute(sql, (table, key, *args)).fetchone()[0])
+
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting]) -> None:
+        """Indexes an entry, replacing what it had."""
+        self._store.writing()
+        added = self._conn.execute(
+            "INSERT INTO screening_entries (origin, watchlist, entry_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            key,
+        ).rowcount
+        if added == 1:
+            self._count += 1
+        else:
+            self._stale.add(key)
+        self._pending[key] = postings
+        self._remember(key, facts)
+
+    def drop(self, key: EntryKey) -> None:
+        """Removes an entry's postings; nothing for an unknown key."""
+        self._store.writing()
+        gone = self._conn.execute(
+            "DELETE FROM screening_entries WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+            key,
+        ).rowcount
+        if gone:
+            self._count -= 1
+            self._stale.add(key)
+        self._pending.pop(key, None)
+        self._facts.pop(key, None)
+
+    def flush(self) -> None:
+        """Writes the pending postings (in the open transaction)."""
+        if self._stale:
+            self._conn.executemany(
+                "DELETE FROM screening_postings "
+                "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+                sorted(self._stale),
+            )
+            self._stale.clear()
+        if self._pending:
+            self._conn.executemany(
+                "INSERT INTO screening_postings (tbl, k, origin, watchlist, entry_id, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (table, index_key, *key, value)
+                    for key, postings in self._pending.items()
+                    for table, index_key, value in postings
+                ],
+            )
+            self._pending.clear()
 
 
 class Watchlists:
@@ -232,10 +429,17 @@ class Watchlists:
         self._lock = threading.Lock()
         self._clock = clock
         self._base = 0  # the stored version the view was loaded at or last saved
+        self._index: StoredIndex
         self._view = self._load()
 
     def _load(self) -> WatchlistView:
-        view = WatchlistView(self._secret)
+        """The stored view, with the screening index kept in the store beside it (built there
+        in one transaction when the store has none yet: a file from before ADR 0038)."""
+        self._store.end()
+        storage = StoredIndex(self._store)
+        self._index = storage
+        view = WatchlistView(self._secret, ScreeningIndex(storage))
+        storage.entry_of = view.entry
         records, version, advanced_to = self._store.load()
         self._base = version
         if version == 0 and not records and self._floor:
@@ -245,35 +449,61 @@ class Watchlists:
             # rebuilt entries come again in their deltas.
             version = self._floor
             log.warning("watchlist view rebuilt from the ledger; its versions start at %d", version)
-        view.restore(records, version=version, advanced_to=advanced_to)
+        indexable = any(
+            r.entry and r.state != partner_pb2.EntryState.ENTRY_STATE_REVOKED for r in records
+        )
+        if storage.count() or not indexable:
+            view.restore(records, version=version, advanced_to=advanced_to, indexed=True)
+            return view
+        self._store.begin(self._base if self._store.shared else None)
+        try:
+            view.restore(records, version=version, advanced_to=advanced_to)
+            self._store.save([], version, advanced_to, self._store_base(), storage)
+        finally:
+            self._store.end()
+        log.info("screening index built in the store for %d entries", storage.count())
         return view
 
+    def _store_base(self) -> int | None:
+        return self._base if self._store.shared else None
+
     def _commit(self) -> None:
-        """Stores what the view changed; if that fails, the view goes back to what is stored
-        (a change never shown is applied again from the ledger at the next start)."""
+        """Stores what the view changed (and the index's pending postings) and ends the
+        transaction; if that fails, the view goes back to what is stored (a change never shown
+        is applied again from the ledger at the next start)."""
         changes = self._view.take_changes()
         if not changes:
+            self._store.end()
             return
-        base = self._base if self._store.shared else None
         try:
-            self._store.save(changes, self._view.version, self._view.advanced_to, base)
+            self._store.save(
+                changes, self._view.version, self._view.advanced_to, self._store_base(),
+                self._index,
+            )  # fmt: skip
         except Exception:
             self._view = self._load()
             raise
         self._base = self._view.version
 
     def _changing(self, change: Callable[[], T]) -> T:
-        """Run ``change`` on the view and store what it changed (caller holds the lock).
+        """Run ``change`` on the view and store what it changed (caller holds the lock), in
+        one transaction of the view's store.
 
         On a shared store the view is first reloaded if another replica saved since, and a
-        save that loses the race to another replica is reloaded and run again once: every
+        change that loses the race to another replica is reloaded and run again once: every
         replica serves the one stored view, its versions never reused.
         """
         for attempt in (1, 2):
             if self._store.shared and self._store.stored_version() != self._base:
                 self._view = self._load()
+            self._store.begin(self._store_base())
             try:
                 result = change()
+            except StaleViewError:
+                self._view = self._load()
+                if attempt == 2:
+                    raise
+                continue
             except Exception:
                 self._commit()  # what the view changed before (time advanced), as before
                 raise
@@ -332,13 +562,21 @@ class Watchlists:
     ) -> None:
         """Exchange batch listener: :meth:`apply` for each payload, in order, stored in one
         commit (a bulk submit or a delivered batch costs one fsync of the view, not one each)."""
-        with self._lock:
-            for origin, kind, payload, message_id, at in told:
-                if kind not in WATCHLIST_KINDS:
-                    continue
+        wanted = [
+            (proto_jurisdiction(origin), payload, message_id, at)
+            for origin, kind, payload, message_id, at in told
+            if kind in WATCHLIST_KINDS
+        ]
+        if not wanted:
+            return
+
+        def apply_all() -> None:
+            for origin, payload, message_id, at in wanted:
                 merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
-                self._view.apply(proto_jurisdiction(origin), merged, message_id, received_at=at)
-            self._commit()
+                self._view.apply(origin, merged, message_id, received_at=at)
+
+        with self._lock:
+            self._changing(apply_all)
 
     def erased(self, kind: int, message_id: str) -> None:
         """Exchange erasure listener: the payload of ``message_id`` is gone."""
