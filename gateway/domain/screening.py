@@ -161,11 +161,14 @@ class IndexStorage(Protocol):
         """How many entries are posted under ``key``; with ``cap`` >= 0, any number above
         ``cap`` may be reported as ``cap + 1`` (exact with a negative ``cap``)."""
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting]) -> None:
-        """Indexes an entry (replacing what it had): ``postings`` are distinct (table, key)."""
+    def put(
+        self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool
+    ) -> None:
+        """Indexes an entry: ``postings`` are distinct (table, key); ``replacing`` says
+        whether the entry is indexed already (what it had is then replaced)."""
 
     def drop(self, key: EntryKey) -> None:
-        """Removes an entry's facts and postings; nothing for an unknown key."""
+        """Removes an indexed entry's facts and postings."""
 
 
 class MemoryIndexStorage:
@@ -192,8 +195,10 @@ class MemoryIndexStorage:
         """How many entries are posted under ``key`` (exactly)."""
         return len(self._tables[table].get(key, ()))
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting]) -> None:
-        """Indexes an entry, replacing what it had."""
+    def put(
+        self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool
+    ) -> None:
+        """Indexes an entry, replacing what it had (whatever ``replacing`` says)."""
         self.drop(key)
         for table, index_key, value in postings:
             self._tables[table].setdefault(index_key, {})[key] = value
@@ -374,13 +379,18 @@ class ScreeningIndex:
     def __len__(self) -> int:
         return self._storage.count()
 
-    def put(self, key: EntryKey, entry: domain_pb2.WatchlistEntry) -> None:
-        """Indexes ``entry`` (the latest version) under ``key``, replacing what was there."""
+    def put(
+        self, key: EntryKey, entry: domain_pb2.WatchlistEntry, *, replacing: bool = True
+    ) -> None:
+        """Indexes ``entry`` (the latest version) under ``key``, replacing what was there;
+        ``replacing=False`` promises nothing is indexed under ``key`` yet (a storage may then
+        skip removing it)."""
         facts, postings = facts_and_postings(entry)
-        self._storage.put(key, facts, postings)
+        self._storage.put(key, facts, postings, replacing=replacing)
 
     def drop(self, key: EntryKey) -> None:
-        """Removes every key ``key`` contributed; nothing happens for an unknown key."""
+        """Removes every key ``key`` contributed (a storage may require that it is indexed;
+        the in-memory one does nothing for an unknown key)."""
         self._storage.drop(key)
 
     def _name_candidates(self, kind: str, query: names.NameForm) -> list[EntryKey]:
