@@ -161,9 +161,7 @@ class IndexStorage(Protocol):
         """How many entries are posted under ``key``; with ``cap`` >= 0, any number above
         ``cap`` may be reported as ``cap + 1`` (exact with a negative ``cap``)."""
 
-    def put(
-        self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool
-    ) -> None:
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
         """Indexes an entry: ``postings`` are distinct (table, key); ``replacing`` says
         whether the entry is indexed already (what it had is then replaced)."""
 
@@ -195,9 +193,7 @@ class MemoryIndexStorage:
         """How many entries are posted under ``key`` (exactly)."""
         return len(self._tables[table].get(key, ()))
 
-    def put(
-        self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool
-    ) -> None:
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
         """Indexes an entry, replacing what it had (whatever ``replacing`` says)."""
         self.drop(key)
         for table, index_key, value in postings:
