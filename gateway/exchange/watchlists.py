@@ -652,16 +652,23 @@ class StoredIndex:
             # Each entry's row in screening_keys names its postings (one row per entry costs
             # less to write than an index of the postings by entry).
             stale = sorted(self._stale)
+            groups: dict[tuple[int, str], list[str]] = {}
+            for origin, watchlist, entry_id in stale:
+                groups.setdefault((origin, watchlist), []).append(entry_id)
             doomed = []
-            for key in stale:
-                row = self._conn.execute(
-                    "SELECT posted FROM screening_keys "
-                    "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
-                    key,
-                ).fetchone()
-                for posted in str(row[0]).split(_RS) if row is not None and row[0] else ():
-                    table, _, index_key = posted.partition(_US)
-                    doomed.append((int(table), index_key, *key))
+            for (origin, watchlist), ids in groups.items():
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    rows = self._conn.execute(
+                        "SELECT entry_id, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                        "WHERE origin = ? AND watchlist = ? "
+                        f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                        (origin, watchlist, *chunk),
+                    ).fetchall()
+                    for entry_id, posted_keys in rows:
+                        for posted in str(posted_keys).split(_RS) if posted_keys else ():
+                            table, _, index_key = posted.partition(_US)
+                            doomed.append((int(table), index_key, origin, watchlist, entry_id))
             self._conn.executemany(
                 "DELETE FROM screening_postings "
                 "WHERE tbl = ? AND k = ? AND origin = ? AND watchlist = ? AND entry_id = ?",
