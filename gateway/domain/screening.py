@@ -154,8 +154,9 @@ class IndexStorage(Protocol):
     def facts(self, key: EntryKey) -> Facts:
         """The facts of an indexed entry (KeyError if it is not indexed)."""
 
-    def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
-        """The entries posted under ``key`` with their values, in the order they were put."""
+    def bucket(self, table: int, key: str) -> Iterable[tuple[EntryKey, str]]:
+        """The entries posted under ``key`` with their values (not to be kept: a view of the
+        storage may change with it)."""
 
     def bucket_size(self, table: int, key: str, cap: int) -> int:
         """How many entries are posted under ``key``; with ``cap`` >= 0, any number above
@@ -185,9 +186,9 @@ class MemoryIndexStorage:
         """The facts of an indexed entry."""
         return self._facts[key]
 
-    def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
-        """The entries posted under ``key``, in the order they were put."""
-        return list(self._tables[table].get(key, {}).items())
+    def bucket(self, table: int, key: str) -> Iterable[tuple[EntryKey, str]]:
+        """The entries posted under ``key``, in the order they were put (a view)."""
+        return self._tables[table].get(key, {}).items()
 
     def bucket_size(self, table: int, key: str, cap: int) -> int:
         """How many entries are posted under ``key`` (exactly)."""
