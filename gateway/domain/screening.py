@@ -48,7 +48,7 @@ import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from rapidfuzz import fuzz, process
 
@@ -60,12 +60,20 @@ __all__ = [
     "BLOCKED",
     "BLOCK_LIMIT",
     "CANDIDATES",
+    "HS",
+    "IDS",
     "MATCH_AT",
+    "NAMES",
     "POSSIBLE_AT",
     "WEIGHTS",
     "EntryKey",
+    "Facts",
+    "IndexStorage",
+    "MemoryIndexStorage",
+    "Posting",
     "ScreeningIndex",
     "combined_score",
+    "facts_and_postings",
 ]
 
 MATCH_AT: Final = 0.97
@@ -107,17 +115,144 @@ def combined_score(kinds: Iterable[int], name_similarity: float = 1.0) -> float:
 
 
 @dataclass
-class _Facts:
-    """What an entry contributes to corroborating reasons, and where its keys are indexed."""
+class Facts:
+    """What an entry contributes to corroborating reasons and to the first cut of names; a
+    function of the entry alone (:func:`facts_and_postings`), so a storage may drop it and
+    compute it again."""
 
     entity_type: int
     hs: list[tuple[str, str]] = field(default_factory=list)  # (prefix, entry field)
     transit: dict[str, str] = field(default_factory=dict)  # country -> entry field
-    indexed: list[tuple[dict[object, dict[EntryKey, object]], object]] = field(default_factory=list)
     forms: list[tuple[str, names.NameForm]] = field(default_factory=list)  # (entry field, form)
     countries: list[str] = field(default_factory=list)
     date_of_birth: str = ""
     identifiers: list[tuple[int, str, str]] = field(default_factory=list)  # scheme, value, country
+    # Its names' cores joined and spaced, Latin and Han forms apart, for the first cut in C.
+    joined_latin: list[tuple[str, str]] = field(default_factory=list)
+    joined_han: list[tuple[str, str]] = field(default_factory=list)
+
+
+IDS: Final = 0
+"""Posting table of identifiers: key ``"<scheme>\x1f<value>"``, value ``"<field>\x1f<country>"``."""
+NAMES: Final = 1
+"""Posting table of name blocking keys: key ``"<kind>\x1f<block>"``, value empty."""
+HS: Final = 2
+"""Posting table of a COMMODITY entry's HS prefixes: key the prefix, value the entry field."""
+
+Posting = tuple[int, str, str]
+"""(table, key, value): one key an entry is found by, and what the match reports."""
+
+
+class IndexStorage(Protocol):
+    """Where a :class:`ScreeningIndex` keeps its postings and facts. In memory
+    (:class:`MemoryIndexStorage`) or in a database (the node's, ``gateway.exchange``), so that
+    the node's memory does not grow with the number of entries."""
+
+    def count(self) -> int:
+        """How many entries are indexed."""
+
+    def facts(self, key: EntryKey) -> Facts:
+        """The facts of an indexed entry (KeyError if it is not indexed)."""
+
+    def bucket(self, table: int, key: str) -> Iterable[tuple[EntryKey, str]]:
+        """The entries posted under ``key`` with their values (not to be kept: a view of the
+        storage may change with it)."""
+
+    def bucket_size(self, table: int, key: str, cap: int) -> int:
+        """How many entries are posted under ``key``; with ``cap`` >= 0, any number above
+        ``cap`` may be reported as ``cap + 1`` (exact with a negative ``cap``)."""
+
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
+        """Indexes an entry: ``postings`` are distinct (table, key); ``replacing`` says
+        whether the entry is indexed already (what it had is then replaced)."""
+
+    def drop(self, key: EntryKey) -> None:
+        """Removes an indexed entry's facts and postings."""
+
+
+class MemoryIndexStorage:
+    """:class:`IndexStorage` in dictionaries (tests, benches, pure use)."""
+
+    def __init__(self) -> None:
+        self._tables: tuple[dict[str, dict[EntryKey, str]], ...] = ({}, {}, {})
+        self._facts: dict[EntryKey, Facts] = {}
+        self._posted: dict[EntryKey, list[Posting]] = {}
+
+    def count(self) -> int:
+        """How many entries are indexed."""
+        return len(self._facts)
+
+    def facts(self, key: EntryKey) -> Facts:
+        """The facts of an indexed entry."""
+        return self._facts[key]
+
+    def bucket(self, table: int, key: str) -> Iterable[tuple[EntryKey, str]]:
+        """The entries posted under ``key``, in the order they were put (a view)."""
+        return self._tables[table].get(key, {}).items()
+
+    def bucket_size(self, table: int, key: str, cap: int) -> int:
+        """How many entries are posted under ``key`` (exactly)."""
+        return len(self._tables[table].get(key, ()))
+
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
+        """Indexes an entry, replacing what it had (whatever ``replacing`` says)."""
+        self.drop(key)
+        for table, index_key, value in postings:
+            self._tables[table].setdefault(index_key, {})[key] = value
+        self._facts[key] = facts
+        self._posted[key] = postings
+
+    def drop(self, key: EntryKey) -> None:
+        """Removes an entry's facts and postings."""
+        self._facts.pop(key, None)
+        for table, index_key, _ in self._posted.pop(key, ()):
+            bucket = self._tables[table].get(index_key)
+            if bucket is not None:
+                bucket.pop(key, None)
+                if not bucket:
+                    del self._tables[table][index_key]
+
+
+def facts_and_postings(entry: domain_pb2.WatchlistEntry) -> tuple[Facts, list[Posting]]:
+    """What ``entry`` contributes to the index: its facts, and its distinct postings (the
+    first value of a repeated key is kept)."""
+    facts = Facts(entity_type=entry.entity_type)
+    postings: dict[tuple[int, str], str] = {}
+    for i, ident in enumerate(entry.identifiers):
+        value = normalise_identifier(ident.scheme, ident.value)
+        if value:
+            postings.setdefault(
+                (IDS, f"{ident.scheme}\x1f{value}"),
+                f"identifiers[{i}].value\x1f{ident.issuing_country}",
+            )
+    kind = _NAME_KIND.get(entry.entity_type)
+    if kind is not None:
+        for i, name in enumerate(entry.names):
+            for attr in ("full_name", "latin_name"):
+                text = getattr(name, attr)
+                for form in names.forms(text, kind) if text else ():
+                    facts.forms.append((f"names[{i}].{attr}", form))
+                    joined = facts.joined_latin if form.latin else facts.joined_han
+                    joined.append(("".join(form.core), " ".join(form.core)))
+                    for block in names.blocking_keys(form):
+                        postings.setdefault((NAMES, f"{kind}\x1f{block}"), "")
+    facts.countries = list(entry.countries)
+    facts.date_of_birth = entry.date_of_birth
+    facts.identifiers = [
+        (ident.scheme, normalise_identifier(ident.scheme, ident.value), ident.issuing_country)
+        for ident in entry.identifiers
+    ]
+    for i, code in enumerate(entry.hs_codes):
+        facts.hs.append((code, f"hs_codes[{i}]"))
+    for i, category in enumerate(entry.categories):
+        for prefix in reference.CONTROLLED_HS_PREFIXES.get(category, ()):
+            facts.hs.append((prefix, f"categories[{i}]"))
+    if entry.entity_type == _E.ENTITY_TYPE_COMMODITY:
+        for prefix, entry_field in facts.hs:
+            postings.setdefault((HS, prefix), entry_field)
+    for i, country in enumerate(entry.flagged_transit_countries):
+        facts.transit.setdefault(country, f"flagged_transit_countries[{i}]")
+    return facts, [(table, key, value) for (table, key), value in postings.items()]
 
 
 @dataclass
@@ -178,7 +313,7 @@ def _text_at(declaration: domain_pb2.Declaration, path: str) -> str:
 
 
 def _corrections(
-    facts: _Facts, party: domain_pb2.Party | None, p: int
+    facts: Facts, party: domain_pb2.Party | None, p: int
 ) -> list[tuple[int, str, str, float, str]]:
     """What the party's country, date of birth and identifiers say about a name match."""
     out: list[tuple[int, str, str, float, str]] = []
@@ -228,119 +363,62 @@ def _corrections(
 
 class ScreeningIndex:
     """Index of the entries that may match: identifiers and HS prefixes (exact keys), names
-    (blocking keys, then similarity).
+    (blocking keys, then similarity), kept in ``storage`` (in memory unless given).
 
     :meth:`put` replaces what an entry contributed, :meth:`drop` removes it; both cost as much
     as the entry has keys. :meth:`find` returns candidate entries with their reasons; the
     caller decides which are in force.
     """
 
-    def __init__(self) -> None:
-        self._ids: dict[object, dict[EntryKey, object]] = {}
-        self._names: dict[object, dict[EntryKey, object]] = {}
-        self._hs: dict[object, dict[EntryKey, object]] = {}
-        self._facts: dict[EntryKey, _Facts] = {}
-        # Per entry, its names' cores joined and spaced, for the first cut in C.
-        self._joined_latin: dict[EntryKey, list[tuple[str, str]]] = {}
-        self._joined_han: dict[EntryKey, list[tuple[str, str]]] = {}
+    def __init__(self, storage: IndexStorage | None = None) -> None:
+        self._storage: IndexStorage = MemoryIndexStorage() if storage is None else storage
 
     def __len__(self) -> int:
-        return len(self._facts)
+        return self._storage.count()
 
-    def _index(
-        self,
-        facts: _Facts,
-        table: dict[object, dict[EntryKey, object]],
-        key: object,
-        entry_key: EntryKey,
-        value: object,
+    def put(
+        self, key: EntryKey, entry: domain_pb2.WatchlistEntry, *, replacing: bool = True
     ) -> None:
-        bucket = table.setdefault(key, {})
-        if entry_key not in bucket:
-            bucket[entry_key] = value
-            facts.indexed.append((table, key))
-
-    def put(self, key: EntryKey, entry: domain_pb2.WatchlistEntry) -> None:
-        """Indexes ``entry`` (the latest version) under ``key``, replacing what was there."""
-        self.drop(key)
-        facts = _Facts(entity_type=entry.entity_type)
-        for i, ident in enumerate(entry.identifiers):
-            value = normalise_identifier(ident.scheme, ident.value)
-            if value:
-                self._index(
-                    facts,
-                    self._ids,
-                    (ident.scheme, value),
-                    key,
-                    (f"identifiers[{i}].value", ident.issuing_country),
-                )
-        kind = _NAME_KIND.get(entry.entity_type)
-        if kind is not None:
-            for i, name in enumerate(entry.names):
-                for attr in ("full_name", "latin_name"):
-                    text = getattr(name, attr)
-                    for form in names.forms(text, kind) if text else ():
-                        facts.forms.append((f"names[{i}].{attr}", form))
-                        table = self._joined_latin if form.latin else self._joined_han
-                        table.setdefault(key, []).append(("".join(form.core), " ".join(form.core)))
-                        for block in names.blocking_keys(form):
-                            self._index(facts, self._names, (kind, block), key, None)
-        facts.countries = list(entry.countries)
-        facts.date_of_birth = entry.date_of_birth
-        facts.identifiers = [
-            (ident.scheme, normalise_identifier(ident.scheme, ident.value), ident.issuing_country)
-            for ident in entry.identifiers
-        ]
-        for i, code in enumerate(entry.hs_codes):
-            facts.hs.append((code, f"hs_codes[{i}]"))
-        for i, category in enumerate(entry.categories):
-            for prefix in reference.CONTROLLED_HS_PREFIXES.get(category, ()):
-                facts.hs.append((prefix, f"categories[{i}]"))
-        if entry.entity_type == _E.ENTITY_TYPE_COMMODITY:
-            for prefix, entry_field in facts.hs:
-                self._index(facts, self._hs, prefix, key, entry_field)
-        for i, country in enumerate(entry.flagged_transit_countries):
-            facts.transit.setdefault(country, f"flagged_transit_countries[{i}]")
-        self._facts[key] = facts
+        """Indexes ``entry`` (the latest version) under ``key``, replacing what was there;
+        ``replacing=False`` promises nothing is indexed under ``key`` yet (a storage may then
+        skip removing it)."""
+        facts, postings = facts_and_postings(entry)
+        self._storage.put(key, facts, postings, replacing=replacing)
 
     def drop(self, key: EntryKey) -> None:
-        """Removes every key ``key`` contributed; nothing happens for an unknown key."""
-        self._joined_latin.pop(key, None)
-        self._joined_han.pop(key, None)
-        facts = self._facts.pop(key, None)
-        if facts is None:
-            return
-        for table, index_key in facts.indexed:
-            bucket = table.get(index_key)
-            if bucket is not None:
-                bucket.pop(key, None)
-                if not bucket:
-                    del table[index_key]
+        """Removes every key ``key`` contributed (a storage may require that it is indexed;
+        the in-memory one does nothing for an unknown key)."""
+        self._storage.drop(key)
 
     def _name_candidates(self, kind: str, query: names.NameForm) -> list[EntryKey]:
         """The entries worth comparing with ``query`` in full (blocking, then a first cut)."""
+        storage = self._storage
         shared: dict[EntryKey, float] = {}
-        buckets = [
-            bucket
+        sizes = [
+            (index_key, size)
             for block in names.blocking_keys(query)
-            if (bucket := self._names.get((kind, block)))
+            if (
+                size := storage.bucket_size(NAMES, (index_key := f"{kind}\x1f{block}"), BLOCK_LIMIT)
+            )
         ]
-        usable = [b for b in buckets if len(b) <= BLOCK_LIMIT]
-        if not usable and buckets:  # every key common: the least common one
-            usable = [min(buckets, key=len)]
-        for bucket in usable:  # a rare key says more than a common one
-            weight = math.log(2.0 + len(self._facts) / len(bucket))
-            for key in bucket:
+        usable = [(k, size) for k, size in sizes if size <= BLOCK_LIMIT]
+        if not usable and sizes:  # every key common: the least common one
+            exact = [(k, storage.bucket_size(NAMES, k, -1)) for k, _ in sizes]
+            usable = [min(exact, key=lambda item: item[1])]
+        total = storage.count()
+        for index_key, size in usable:  # a rare key says more than a common one
+            weight = math.log(2.0 + total / size)
+            for key, _ in storage.bucket(NAMES, index_key):
                 shared[key] = shared.get(key, 0.0) + weight
         blocked = heapq.nlargest(BLOCKED, shared.items(), key=lambda item: item[1])
         # A first cut in C (rapidfuzz over the joined and the sorted names), the full
         # comparison after, on the best only.
-        table = self._joined_latin if query.latin else self._joined_han
         keys: list[EntryKey] = []
         joined: list[str] = []
         spaced: list[str] = []
         for key, _ in blocked:
-            for together, apart in table.get(key, ()):
+            facts = storage.facts(key)
+            for together, apart in facts.joined_latin if query.latin else facts.joined_han:
                 keys.append(key)
                 joined.append(together)
                 spaced.append(apart)
@@ -388,8 +466,8 @@ class ScreeningIndex:
                 )
         for scheme, raw, country, path in probes:
             value = normalise_identifier(scheme, raw)
-            for key, stored in self._ids.get((scheme, value), {}).items():
-                entry_field, entry_country = cast(tuple[str, str], stored)
+            for key, stored in self._storage.bucket(IDS, f"{scheme}\x1f{value}"):
+                entry_field, _, entry_country = stored.partition("\x1f")
                 if country and entry_country and country != entry_country:
                     continue
                 hit(key).add(_K.MATCH_KIND_IDENTIFIER, path, entry_field, f"identifier {value}")
@@ -414,13 +492,13 @@ class ScreeningIndex:
         for kind, text, path, party_index in name_probes:
             for query in names.forms(text, kind):
                 for key in self._name_candidates(kind, query):
-                    facts = self._facts[key]
+                    facts = self._storage.facts(key)
                     for entry_field, form in facts.forms:
                         alike = names.similarity(query, form, kind)
                         if alike >= POSSIBLE_AT - _MAX_BONUS and alike > best.get(key, (0.0,))[0]:
                             best[key] = (alike, path, entry_field, form.describe(), party_index)
         for key, (alike, path, entry_field, form_text, party_index) in best.items():
-            facts = self._facts[key]
+            facts = self._storage.facts(key)
             named = declaration.parties[party_index] if party_index >= 0 else None
             corrections = _corrections(facts, named, party_index)
             corrected = max(0.0, min(1.0, alike + sum(c[3] for c in corrections)))
@@ -442,7 +520,7 @@ class ScreeningIndex:
         for i, item in enumerate(declaration.items):
             code = item.hs_code
             for length in range(4, len(code) + 1):
-                for key, hs_field in self._hs.get(code[:length], {}).items():
+                for key, hs_field in self._storage.bucket(HS, code[:length]):
                     hit(key).add(
                         _K.MATCH_KIND_HS_CODE,
                         f"items[{i}].hs_code",
@@ -453,7 +531,7 @@ class ScreeningIndex:
         # Corroborating reasons for every candidate.
         transit = declaration.route.transit_countries
         for key, result in found.items():
-            facts = self._facts[key]
+            facts = self._storage.facts(key)
             for i, item in enumerate(declaration.items):
                 for prefix, entry_field in facts.hs:
                     if item.hs_code.startswith(prefix):
@@ -479,7 +557,7 @@ class ScreeningIndex:
                 _K.MATCH_KIND_IDENTIFIER in found_kinds
                 or (
                     _K.MATCH_KIND_HS_CODE in found_kinds
-                    and self._facts[key].entity_type == _E.ENTITY_TYPE_COMMODITY
+                    and self._storage.facts(key).entity_type == _E.ENTITY_TYPE_COMMODITY
                 )
                 or result.name_similarity >= MATCH_AT
             ):

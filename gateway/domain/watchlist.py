@@ -43,14 +43,25 @@ import hmac
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain.screening import ScreeningIndex
 from gateway.domain.validate import ValidationError
 from gateway.errors import FieldViolation
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "StoredRecord", "WatchlistView"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Boundary",
+    "MemoryRecordStorage",
+    "RecordStorage",
+    "StoredRecord",
+    "ViewRecord",
+    "WatchlistView",
+    "micros",
+    "validity",
+]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -78,10 +89,15 @@ class StoredRecord:
     view_version: int
     state: int
     erased_version: int
+    valid_from_us: int | None = None  # the entry's validity, microseconds since the epoch
+    valid_until_us: int | None = None
 
 
 @dataclass
-class _Record:
+class ViewRecord:
+    """One entry of the view in memory (its latest content parsed); what a
+    :class:`RecordStorage` hands out and takes back."""
+
     origin: int
     watchlist: str
     entry_id: str
@@ -94,6 +110,7 @@ class _Record:
     erased_version: int = 0  # the entry version whose payload was erased, 0 if none
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
+    indexed: bool = False  # whether the screening index holds it (not stored: derived)
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -121,7 +138,25 @@ class _Record:
             versions.append(self.revocation.version)
         return max(versions)
 
+    @classmethod
+    def from_stored(cls, stored: StoredRecord) -> ViewRecord:
+        """The record a stored one describes."""
+        record = cls(stored.origin, stored.watchlist, stored.entry_id)
+        if stored.entry:
+            record.entry = domain_pb2.WatchlistEntry.FromString(stored.entry)
+            record.valid_from, record.valid_until = validity(record.entry)
+        if stored.revocation:
+            record.revocation = domain_pb2.WatchlistRevocation.FromString(stored.revocation)
+        record.message_id = stored.message_id
+        record.revocation_message_id = stored.revocation_message_id
+        record.view_version = stored.view_version
+        record.state = stored.state
+        record.erased_version = stored.erased_version
+        record.indexed = record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED
+        return record
+
     def stored(self) -> StoredRecord:
+        """The record as the node stores it."""
         return StoredRecord(
             origin=self.origin,
             watchlist=self.watchlist,
@@ -133,10 +168,159 @@ class _Record:
             view_version=self.view_version,
             state=self.state,
             erased_version=self.erased_version,
+            valid_from_us=None if self.valid_from is None else micros(self.valid_from),
+            valid_until_us=None if self.valid_until is None else micros(self.valid_until),
         )
 
 
-def _validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.datetime | None]:
+_Record = ViewRecord
+Boundary = tuple[dt.datetime, int, str, str]
+"""(time, origin, watchlist, entry_id): an entry's valid_from or valid_until."""
+
+
+class RecordStorage(Protocol):
+    """Where a :class:`WatchlistView` keeps its records: in memory
+    (:class:`MemoryRecordStorage`) or in the node's database (``gateway.exchange``, ADR 0038),
+    so that the node's memory does not grow with the number of entries. Every change the view
+    makes to a record is followed by :meth:`put` of it; reads see what was put."""
+
+    def get(self, origin: int, watchlist: str, entry_id: str) -> ViewRecord | None:
+        """The record of an entry, None if unknown."""
+
+    def put(self, record: ViewRecord) -> None:
+        """Keeps ``record`` (new or changed)."""
+
+    def by_message(self, message_id: str) -> tuple[int, str, str] | None:
+        """The entry whose content came in ``message_id`` (it may have been replaced since:
+        the caller checks), None if none."""
+
+    def message_ids(self) -> set[str]:
+        """Every message id the records show (content or revocation)."""
+
+    def schedule(self, boundary: Boundary) -> None:
+        """An entry's validity boundary after the time the view has advanced to."""
+
+    def due(self, after: dt.datetime, upto: dt.datetime) -> list[Boundary]:
+        """The boundaries in (``after``, ``upto``] in time order (then origin, watchlist,
+        entry id); some may no longer be the entry's (the caller checks its state)."""
+
+    def next_boundary(self, after: dt.datetime) -> dt.datetime | None:
+        """The earliest boundary after ``after`` (or an earlier time: a hint), None if none."""
+
+    def page(
+        self,
+        watchlist: str,
+        since: int,
+        upto: int,
+        cursor: tuple[int, int, str] | None,
+        limit: int,
+    ) -> tuple[list[ViewRecord], bool]:
+        """Up to ``limit`` records of ``watchlist`` with view version in (``since``,
+        ``upto``] (not erased when ``since`` is 0), ordered by (view version, origin, entry id)
+        after ``cursor``; and whether more may follow."""
+
+    def watchlists(self) -> list[str]:
+        """Names of the watchlists with at least one record, sorted."""
+
+    def empty(self) -> bool:
+        """Whether no record is kept."""
+
+
+class MemoryRecordStorage:
+    """:class:`RecordStorage` in dictionaries and a heap of boundaries (tests, benches, pure
+    use)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, dict[tuple[int, str], ViewRecord]] = {}
+        self._by_message: dict[str, tuple[int, str, str]] = {}
+        self._boundaries: list[Boundary] = []  # min-heap
+        self._pages: OrderedDict[tuple[str, int, int], list[tuple[int, int, str]]] = OrderedDict()
+
+    def get(self, origin: int, watchlist: str, entry_id: str) -> ViewRecord | None:
+        """The record of an entry, None if unknown."""
+        return self._lists.get(watchlist, {}).get((origin, entry_id))
+
+    def put(self, record: ViewRecord) -> None:
+        """Keeps ``record``."""
+        self._lists.setdefault(record.watchlist, {})[(record.origin, record.entry_id)] = record
+        for message_id in (record.message_id, record.revocation_message_id):
+            if message_id:
+                self._by_message[message_id] = record.key
+
+    def by_message(self, message_id: str) -> tuple[int, str, str] | None:
+        """The entry a message id was last seen on."""
+        return self._by_message.pop(message_id, None)
+
+    def message_ids(self) -> set[str]:
+        """Every message id seen on the records (older versions' too)."""
+        return set(self._by_message)
+
+    def schedule(self, boundary: Boundary) -> None:
+        """Pushes a boundary on the heap."""
+        heapq.heappush(self._boundaries, boundary)
+
+    def due(self, after: dt.datetime, upto: dt.datetime) -> list[Boundary]:
+        """Pops the boundaries up to ``upto``."""
+        out = []
+        while self._boundaries and self._boundaries[0][0] <= upto:
+            out.append(heapq.heappop(self._boundaries))
+        return out
+
+    def next_boundary(self, after: dt.datetime) -> dt.datetime | None:
+        """The heap's first boundary."""
+        return self._boundaries[0][0] if self._boundaries else None
+
+    def page(
+        self,
+        watchlist: str,
+        since: int,
+        upto: int,
+        cursor: tuple[int, int, str] | None,
+        limit: int,
+    ) -> tuple[list[ViewRecord], bool]:
+        """One page, from the sorted candidates (cached for the 16 latest queries)."""
+        order = self._candidates(watchlist, since, upto)
+        position = 0 if cursor is None else bisect.bisect_right(order, cursor)
+        records = self._lists.get(watchlist, {})
+        out: list[ViewRecord] = []
+        while position < len(order) and len(out) < limit:
+            sort_key = order[position]
+            position += 1
+            record = records.get((sort_key[1], sort_key[2]))
+            if record is None or record.view_version > upto:
+                continue  # changed since the first page: the next delta carries it
+            out.append(record)
+        return out, position < len(order)
+
+    def _candidates(self, watchlist: str, since: int, upto: int) -> list[tuple[int, int, str]]:
+        cache_key = (watchlist, since, upto)
+        cached = self._pages.get(cache_key)
+        if cached is not None:
+            self._pages.move_to_end(cache_key)
+            return cached
+        order = [
+            record.sort_key()
+            for record in self._lists.get(watchlist, {}).values()
+            if record.view_version > since
+            and not (since == 0 and record.state == _S.ENTRY_STATE_ERASED)
+        ]
+        order.sort()
+        self._pages[cache_key] = order
+        while len(self._pages) > 16:
+            self._pages.popitem(last=False)
+        return order
+
+    def watchlists(self) -> list[str]:
+        """Names of the watchlists with at least one record, sorted."""
+        return sorted(self._lists)
+
+    def empty(self) -> bool:
+        """Whether no record is kept."""
+        return not self._lists
+
+
+def validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """An entry's valid_from and valid_until as aware times (None where not given)."""
     validity = entry.validity
     start = (
         validity.valid_from.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_from") else None
@@ -147,7 +331,8 @@ def _validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.
     return start, end
 
 
-def _micros(when: dt.datetime) -> int:
+def micros(when: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware time."""
     return (when - _EPOCH) // dt.timedelta(microseconds=1)
 
 
@@ -169,20 +354,27 @@ class WatchlistView:
 
     Args:
         secret: the node's secret for page tokens (at least 16 bytes).
+        index: the screening index to keep (one in memory unless given; the node passes one
+            kept in its database, ADR 0038).
+        records: where the records are kept (in memory unless given; the node passes its
+            database, ADR 0038).
     """
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        index: ScreeningIndex | None = None,
+        records: RecordStorage | None = None,
+    ) -> None:
         if len(secret) < 16:
             raise ValueError(f"page-token secret must be at least 16 bytes, got {len(secret)}")
         self._secret = secret
-        self._lists: dict[str, dict[tuple[int, str], _Record]] = {}
-        self._by_message: dict[str, tuple[int, str, str]] = {}
+        self._records: RecordStorage = MemoryRecordStorage() if records is None else records
         self._version = 0
         self._advanced_to = _EPOCH
-        self._boundaries: list[tuple[dt.datetime, int, str, str]] = []  # min-heap
-        self._changed: dict[tuple[int, str, str], _Record] = {}
-        self._index = ScreeningIndex()
-        self._pages: OrderedDict[tuple[str, int, int], list[tuple[int, int, str]]] = OrderedDict()
+        self._next: dt.datetime | None = None  # no boundary is due before this time
+        self._changed: dict[tuple[int, str, str], ViewRecord] = {}
+        self._index = ScreeningIndex() if index is None else index
 
     @property
     def version(self) -> int:
@@ -196,14 +388,17 @@ class WatchlistView:
 
     def watchlists(self) -> list[str]:
         """Names of the watchlists with at least one entry, sorted."""
-        return sorted(self._lists)
+        return self._records.watchlists()
+
+    def _get(self, origin: int, watchlist: str, entry_id: str) -> ViewRecord | None:
+        return self._records.get(origin, watchlist, entry_id)
 
     def last_version(self, origin: int, watchlist: str, entry_id: str) -> int | None:
         """The highest version known of an entry (entry, revocation or erased), None if unknown.
 
         Pass it to the validators as ``last_version`` for amendments and revocations.
         """
-        record = self._lists.get(watchlist, {}).get((origin, entry_id))
+        record = self._get(origin, watchlist, entry_id)
         return None if record is None else record.version()
 
     # --- durability ------------------------------------------------------------------------
@@ -216,14 +411,21 @@ class WatchlistView:
         return changed
 
     def restore(
-        self, records: list[StoredRecord], *, version: int, advanced_to: dt.datetime
+        self,
+        records: list[StoredRecord],
+        *,
+        version: int,
+        advanced_to: dt.datetime,
+        indexed: bool = False,
     ) -> None:
-        """Loads a stored view into this (empty) view.
+        """Loads a stored view into this (empty) view. With ``indexed``, the screening index
+        given at construction already holds these records (it is kept with them); otherwise
+        each is indexed here.
 
         Raises:
             ValueError: the view is not empty, or a record's version is above ``version``.
         """
-        if self._version or self._lists:
+        if self._version or not self._records.empty():
             raise ValueError("restore needs an empty view")
         for stored in records:
             if stored.view_version > version:
@@ -231,47 +433,52 @@ class WatchlistView:
                     f"stored entry {stored.entry_id} has view version {stored.view_version} "
                     f"above the stored view version {version}"
                 )
-            record = _Record(stored.origin, stored.watchlist, stored.entry_id)
-            if stored.entry:
-                record.entry = domain_pb2.WatchlistEntry.FromString(stored.entry)
-                record.valid_from, record.valid_until = _validity(record.entry)
-            if stored.revocation:
-                record.revocation = domain_pb2.WatchlistRevocation.FromString(stored.revocation)
-            record.message_id = stored.message_id
-            record.revocation_message_id = stored.revocation_message_id
-            record.view_version = stored.view_version
-            record.state = stored.state
-            record.erased_version = stored.erased_version
-            self._put(record)
+        restored = [ViewRecord.from_stored(stored) for stored in records]
+        for record in restored:
+            if not indexed:
+                record.indexed = False
+                self._put(record)
+            else:
+                self._records.put(record)
         self._version = version
         self._advanced_to = advanced_to
-        for record in self._all():
+        for record in restored:
             self._schedule(record)
 
-    def _all(self) -> list[_Record]:
-        return [r for records in self._lists.values() for r in records.values()]
+    def resume(self, *, version: int, advanced_to: dt.datetime) -> None:
+        """Takes up a view whose records its storage already holds (and the screening index
+        given at construction): only the version and the time advanced to are set here."""
+        self._version = version
+        self._advanced_to = advanced_to
+        self._next = self._records.next_boundary(advanced_to)
 
-    def _put(self, record: _Record) -> None:
-        self._lists.setdefault(record.watchlist, {})[(record.origin, record.entry_id)] = record
-        for message_id in (record.message_id, record.revocation_message_id):
-            if message_id:
-                self._by_message[message_id] = record.key
-        if record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED:
-            self._index.put(record.key, record.entry)
-        else:
+    def entry(self, key: tuple[int, str, str]) -> domain_pb2.WatchlistEntry | None:
+        """The latest content of an entry known by (origin, watchlist, entry_id), None if
+        unknown, erased or revoked before any version arrived."""
+        record = self._get(*key)
+        return None if record is None else record.entry
+
+    def _put(self, record: ViewRecord) -> None:
+        self._records.put(record)
+        indexable = record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED
+        if record.entry is not None and indexable:
+            self._index.put(record.key, record.entry, replacing=record.indexed)
+        elif record.indexed:
             self._index.drop(record.key)
+        record.indexed = indexable
 
-    def _schedule(self, record: _Record) -> None:
+    def _schedule(self, record: ViewRecord) -> None:
         for boundary in (record.valid_from, record.valid_until):
             if boundary is not None and boundary > self._advanced_to:
-                heapq.heappush(
-                    self._boundaries, (boundary, record.origin, record.watchlist, record.entry_id)
-                )
+                self._records.schedule((boundary, record.origin, record.watchlist, record.entry_id))
+                if self._next is None or boundary < self._next:
+                    self._next = boundary
 
-    def _bump(self, record: _Record) -> None:
+    def _bump(self, record: ViewRecord) -> None:
         self._version += 1
         record.view_version = self._version
         self._changed[record.key] = record
+        self._records.put(record)
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -279,16 +486,17 @@ class WatchlistView:
         """Applies every validity boundary passed by ``now``, in time order; returns how many
         entries changed state (each a new view version). A clock going back changes nothing."""
         changed = 0
-        while self._boundaries and self._boundaries[0][0] <= now:
-            boundary, origin, watchlist, entry_id = heapq.heappop(self._boundaries)
-            record = self._lists.get(watchlist, {}).get((origin, entry_id))
-            if record is None:
-                continue
-            state = record.state_at(boundary)
-            if state != record.state:
-                record.state = state
-                self._bump(record)
-                changed += 1
+        if self._next is not None and self._next <= now:
+            for boundary, origin, watchlist, entry_id in self._records.due(self._advanced_to, now):
+                record = self._get(origin, watchlist, entry_id)
+                if record is None:
+                    continue
+                state = record.state_at(boundary)
+                if state != record.state:
+                    record.state = state
+                    self._bump(record)
+                    changed += 1
+            self._next = self._records.next_boundary(max(now, self._advanced_to))
         if now > self._advanced_to:
             self._advanced_to = now
         return changed
@@ -322,10 +530,9 @@ class WatchlistView:
         if not payload.watchlist or not payload.entry_id or payload.version == 0:
             raise _bad("payload", "watchlist, entry_id and version are required to merge")
         self.advance(received_at)
-        records = self._lists.get(payload.watchlist, {})
-        record = records.get((origin, payload.entry_id))
+        record = self._get(origin, payload.watchlist, payload.entry_id)
         if record is None:
-            record = _Record(origin, payload.watchlist, payload.entry_id)
+            record = ViewRecord(origin, payload.watchlist, payload.entry_id)
         if isinstance(payload, domain_pb2.WatchlistRevocation):
             if record.revocation is not None and payload.version <= record.revocation.version:
                 return False
@@ -338,7 +545,7 @@ class WatchlistView:
                 return False
             record.entry = payload
             record.message_id = message_id
-            record.valid_from, record.valid_until = _validity(payload)
+            record.valid_from, record.valid_until = validity(payload)
             self._schedule(record)
         record.state = record.state_at(self._advanced_to)
         self._put(record)
@@ -354,11 +561,10 @@ class WatchlistView:
         Returns:
             True when the view changed.
         """
-        key = self._by_message.pop(message_id, None)
+        key = self._records.by_message(message_id)
         if key is None:
             return False
-        origin, watchlist, entry_id = key
-        record = self._lists.get(watchlist, {}).get((origin, entry_id))
+        record = self._get(*key)
         if record is None or record.entry is None or record.message_id != message_id:
             return False
         record.erased_version = max(record.erased_version, record.entry.version)
@@ -373,11 +579,11 @@ class WatchlistView:
     def message_ids(self) -> set[str]:
         """The message ids whose payloads back what the view holds (to reconcile erasures
         that happened while the view was not told, e.g. a crash between the two)."""
-        return set(self._by_message)
+        return self._records.message_ids()
 
     # --- queries ---------------------------------------------------------------------------
 
-    def _item(self, record: _Record) -> partner_pb2.WatchlistItem:
+    def _item(self, record: ViewRecord) -> partner_pb2.WatchlistItem:
         if record.entry is not None:
             entry = record.entry
         else:  # erased, or revoked before any version arrived here
@@ -397,7 +603,7 @@ class WatchlistView:
     ) -> partner_pb2.WatchlistItem | None:
         """One entry as a WatchlistItem in its state at ``now``, or None if unknown or erased."""
         self.advance(now)
-        record = self._lists.get(watchlist, {}).get((origin, entry_id))
+        record = self._get(origin, watchlist, entry_id)
         if record is None or record.state == _S.ENTRY_STATE_ERASED:
             return None
         return self._item(record)
@@ -433,23 +639,13 @@ class WatchlistView:
             first_version, cursor = self._open_token(request)
         else:
             first_version, cursor = self.version, None
-        order = self._candidates(request.watchlist, request.since_version, first_version)
-        start = 0 if cursor is None else bisect.bisect_right(order, cursor)
-        records = self._lists.get(request.watchlist, {})
-        items: list[partner_pb2.WatchlistItem] = []
-        last: tuple[int, int, str] | None = None
-        position = start
-        while position < len(order) and len(items) < page_size:
-            sort_key = order[position]
-            position += 1
-            record = records.get((sort_key[1], sort_key[2]))
-            if record is None or record.view_version > first_version:
-                continue  # changed since the first page: the next delta carries it
-            items.append(self._item(record))
-            last = sort_key
+        records, more = self._records.page(
+            request.watchlist, request.since_version, first_version, cursor, page_size
+        )
+        items = [self._item(record) for record in records]
         token = ""
-        if position < len(order) and last is not None:
-            token = self._make_token(request, first_version, last)
+        if more and records:
+            token = self._make_token(request, first_version, records[-1].sort_key())
         return partner_pb2.ListWatchlistResponse(
             items=items, next_page_token=token, view_version=first_version
         )
@@ -484,26 +680,6 @@ class WatchlistView:
             ),
             now=now,
         )
-
-    def _candidates(
-        self, watchlist: str, since: int, first_version: int
-    ) -> list[tuple[int, int, str]]:
-        cache_key = (watchlist, since, first_version)
-        cached = self._pages.get(cache_key)
-        if cached is not None:
-            self._pages.move_to_end(cache_key)
-            return cached
-        order = [
-            record.sort_key()
-            for record in self._lists.get(watchlist, {}).values()
-            if record.view_version > since
-            and not (since == 0 and record.state == _S.ENTRY_STATE_ERASED)
-        ]
-        order.sort()
-        self._pages[cache_key] = order
-        while len(self._pages) > 16:
-            self._pages.popitem(last=False)
-        return order
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, _TOKEN_DOMAIN + payload, hashlib.sha256).digest()[:16]
@@ -566,8 +742,8 @@ class WatchlistView:
             origin, watchlist, entry_id = key
             if wanted and watchlist not in wanted:
                 continue
-            record = self._lists[watchlist][(origin, entry_id)]
-            if record.entry is None or record.state != _S.ENTRY_STATE_ACTIVE:
+            record = self._get(origin, watchlist, entry_id)
+            if record is None or record.entry is None or record.state != _S.ENTRY_STATE_ACTIVE:
                 continue
             hits.append(
                 partner_pb2.ScreeningHit(

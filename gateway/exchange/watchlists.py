@@ -19,7 +19,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -29,14 +30,28 @@ from google.protobuf.message import Message
 from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.kinds import KINDS
 from gateway.domain.lenient import normalise_declaration
+from gateway.domain.screening import (
+    EntryKey,
+    Facts,
+    Posting,
+    ScreeningIndex,
+    facts_and_postings,
+)
 from gateway.domain.validate import ValidationError
-from gateway.domain.watchlist import StoredRecord, WatchlistView
+from gateway.domain.watchlist import (
+    Boundary,
+    StoredRecord,
+    ViewRecord,
+    WatchlistView,
+    micros,
+    validity,
+)
 from gateway.envelope import Signer, proto_jurisdiction
 from gateway.errors import FieldViolation, NotFoundError
 from gateway.pki.identity import Jurisdiction
 from gateway.store import Connection, Database, Schema, ddl, ensure_schema
 
-__all__ = ["WATCHLIST_KINDS", "ViewStore", "Watchlists"]
+__all__ = ["WATCHLIST_KINDS", "StoredIndex", "ViewStore", "Watchlists"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,13 +94,36 @@ _POSTGRES_TRIGGER = (
 )
 _UPSERT = (
     "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
-    "revocation_message_id, view_version, state, erased_version) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "revocation_message_id, view_version, state, erased_version, valid_from_us, "
+    "valid_until_us) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "valid_from_us = excluded.valid_from_us, valid_until_us = excluded.valid_until_us, "
     "entry = excluded.entry, revocation = excluded.revocation, "
     "message_id = excluded.message_id, revocation_message_id = excluded.revocation_message_id, "
     "view_version = excluded.view_version, state = excluded.state, "
     "erased_version = excluded.erased_version"
 )
+
+
+_SCREENING_SCHEMA = """
+ALTER TABLE view_meta ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS screening_postings (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, origin, watchlist, entry_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS screening_keys (
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    posted TEXT NOT NULL,
+    PRIMARY KEY (origin, watchlist, entry_id)
+) WITHOUT ROWID;
+"""
 
 
 def _create(conn: Connection) -> None:
@@ -97,7 +135,60 @@ def _create(conn: Connection) -> None:
         conn.execute(statement)
 
 
-VIEW_SCHEMA = Schema("watchlist_view", {1: _create})
+def _screening(conn: Connection) -> None:
+    """Version 2: the screening index's postings and its number of entries (ADR 0038); filled
+    from the view's entries at the next start, in one transaction."""
+    for statement in _SCREENING_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
+def _served_from_store(conn: Connection) -> None:
+    """Version 3: what the view is served by from its tables (ADR 0038): each entry's validity
+    (filled from the stored entries), and the indexes for boundaries, erasures and pages."""
+    for column in ("valid_from_us", "valid_until_us"):
+        conn.execute(f"ALTER TABLE view_entries ADD COLUMN {column} {ddl(conn, 'INTEGER')}")
+    rows = conn.execute(
+        "SELECT origin, watchlist, entry_id, entry FROM view_entries WHERE length(entry) > 0"
+    ).fetchall()
+    updates = []
+    for origin, watchlist, entry_id, entry in rows:
+        start, end = validity(domain_pb2.WatchlistEntry.FromString(bytes(entry)))
+        if start is not None or end is not None:
+            updates.append(
+                (
+                    None if start is None else micros(start),
+                    None if end is None else micros(end),
+                    origin,
+                    watchlist,
+                    entry_id,
+                )
+            )
+    conn.executemany(
+        "UPDATE view_entries SET valid_from_us = ?, valid_until_us = ? "
+        "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+        updates,
+    )
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS view_entries_from ON view_entries (valid_from_us)",
+        "CREATE INDEX IF NOT EXISTS view_entries_until ON view_entries (valid_until_us)",
+        "CREATE INDEX IF NOT EXISTS view_entries_message ON view_entries (message_id)",
+        "CREATE INDEX IF NOT EXISTS view_entries_page "
+        "ON view_entries (watchlist, view_version, origin, entry_id)",
+    ):
+        conn.execute(statement)
+
+
+VIEW_SCHEMA = Schema("watchlist_view", {1: _create, 2: _screening, 3: _served_from_store})
+_RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
+RECORDS_CACHE = 8192
+"""View records kept in memory (read again from the store when evicted)."""
+_COLUMNS = (
+    "origin, watchlist, entry_id, entry, revocation, message_id, revocation_message_id, "
+    "view_version, state, erased_version"
+)
+FACTS_CACHE = 8192
+"""Facts of indexed entries kept in memory (computed again from the entry when evicted)."""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -125,6 +216,9 @@ class ViewStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
+        self._open = False  # a transaction begun by begin(), not yet ended
+        self._base: int | None = None  # the version a shared store must still have at writes
+        self._writing = False
         # PostgreSQL: replicas of the node share these tables (ADR 0070); each save checks
         # that no other replica saved since this one loaded, under the view_meta row lock.
         self.shared = conn.dialect == "postgresql"
@@ -136,6 +230,40 @@ class ViewStore:
             conn.execute("ROLLBACK")
             conn.close()
             raise
+
+    @property
+    def conn(self) -> Connection:
+        """The view's connection (used under the caller's lock)."""
+        return self._conn
+
+    def begin(self, base: int | None = None) -> None:
+        """Opens the transaction one call's changes are written in (the screening index writes
+        as it goes; :meth:`save` or :meth:`end` ends it). With ``base`` (a shared store), the
+        first write checks that the stored version is still ``base``."""
+        if not self._open:
+            self._conn.execute("BEGIN")
+            self._open, self._base, self._writing = True, base, False
+
+    def writing(self) -> None:
+        """Called before the open transaction's first write. On a shared store, takes the
+        view_meta row lock (replicas write one at a time, in one order: no deadlock) and
+        refuses with :class:`StaleViewError` if another replica saved since ``base``."""
+        if not self._open:
+            raise RuntimeError("a write to the view's store outside begin()")
+        if self._writing:
+            return
+        self._writing = True
+        if self._base is not None:
+            row = self._conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
+            found = row.fetchone()
+            if (0 if found is None else int(found[0])) != self._base:
+                raise StaleViewError(f"the stored view moved past version {self._base}")
+
+    def end(self) -> None:
+        """Ends the open transaction without saving (nothing was written, or it is dropped)."""
+        if self._open:
+            self._open = False
+            self._conn.execute("ROLLBACK")
 
     def load(self) -> tuple[list[StoredRecord], int, dt.datetime]:
         """Every stored record, the view version and the time the view had advanced to."""
@@ -149,6 +277,45 @@ class ViewStore:
         records = [StoredRecord(*row) for row in rows]
         return records, int(meta[0]), _EPOCH + dt.timedelta(microseconds=int(meta[1]))
 
+    def meta(self) -> tuple[int, dt.datetime, int]:
+        """The stored view version, the time the view had advanced to and the number of
+        entries its screening index holds (0, the epoch and 0 before the first save)."""
+        row = self._conn.execute(
+            "SELECT version, advanced_to_us, indexed FROM view_meta"
+        ).fetchone()
+        if row is None:
+            return 0, _EPOCH, 0
+        return int(row[0]), _EPOCH + dt.timedelta(microseconds=int(row[1])), int(row[2])
+
+    def indexable(self) -> bool:
+        """Whether an entry is stored that the screening index would hold."""
+        row = self._conn.execute(
+            "SELECT 1 FROM view_entries WHERE length(entry) > 0 AND state <> ? LIMIT 1",
+            (int(partner_pb2.EntryState.ENTRY_STATE_REVOKED),),
+        ).fetchone()
+        return row is not None
+
+    def indexable_entries(
+        self, batch: int = 1000
+    ) -> Iterator[tuple[int, str, str, domain_pb2.WatchlistEntry]]:
+        """The entries the screening index holds (neither erased nor revoked), read in
+        batches by key."""
+        revoked = int(partner_pb2.EntryState.ENTRY_STATE_REVOKED)
+        after: tuple[int, str, str] = (-1, "", "")
+        while True:
+            rows = self._conn.execute(
+                "SELECT origin, watchlist, entry_id, entry, state FROM view_entries "
+                "WHERE (origin, watchlist, entry_id) > (?, ?, ?) "
+                "ORDER BY origin, watchlist, entry_id LIMIT ?",
+                (*after, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for origin, watchlist, entry_id, entry, state in rows:
+                after = (int(origin), str(watchlist), str(entry_id))
+                if entry and int(state) != revoked:
+                    yield (*after, domain_pb2.WatchlistEntry.FromString(bytes(entry)))
+
     def stored_version(self) -> int:
         """The view version stored now (0 before the first save)."""
         row = self._conn.execute("SELECT version FROM view_meta WHERE id = 1").fetchone()
@@ -160,45 +327,377 @@ class ViewStore:
         version: int,
         advanced_to: dt.datetime,
         base: int | None = None,
+        index: StoredIndex | None = None,
     ) -> None:
-        """Stores changed records with the view version, all or nothing, durably.
+        """Stores changed records with the view version and what ``index`` has pending, in
+        the transaction :meth:`begin` opened (one is opened here if none is), all or nothing,
+        durably; the transaction is ended either way.
 
         With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
         version is still ``base``: another replica saved since this view was loaded.
         """
-        micros = (advanced_to - _EPOCH) // dt.timedelta(microseconds=1)
+        advanced_us = micros(advanced_to)
         conn = self._conn
-        conn.execute(self._begin)
+        self.begin(base)
         try:
-            if base is not None:
-                row = conn.execute("SELECT version FROM view_meta WHERE id = 1 FOR UPDATE")
-                found = row.fetchone()
-                if (0 if found is None else int(found[0])) != base:
-                    raise StaleViewError(f"the stored view moved past version {base}")
-            conn.executemany(
-                _UPSERT,
-                [
-                    (
-                        r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
-                        r.revocation_message_id, r.view_version, r.state, r.erased_version,
-                    )
-                    for r in records
-                ],
-            )  # fmt: skip
+            self.writing()
+            if index is not None:
+                index.flush()
+            self.upsert(records)
             conn.execute(
-                "INSERT INTO view_meta (id, version, advanced_to_us) VALUES (1, ?, ?) "
+                "INSERT INTO view_meta (id, version, advanced_to_us, indexed) VALUES (1, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
-                "advanced_to_us = excluded.advanced_to_us",
-                (version, micros),
+                "advanced_to_us = excluded.advanced_to_us, indexed = excluded.indexed",
+                (version, advanced_us, self.meta()[2] if index is None else index.count()),
             )
             conn.execute("COMMIT")
+            self._open = False
         except BaseException:
-            conn.execute("ROLLBACK")
+            self.end()
             raise
+
+    def upsert(self, records: list[StoredRecord]) -> None:
+        """Writes records in the open transaction (after :meth:`writing`)."""
+        self._conn.executemany(
+            _UPSERT,
+            [
+                (
+                    r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
+                    r.revocation_message_id, r.view_version, r.state, r.erased_version,
+                    r.valid_from_us, r.valid_until_us,
+                )
+                for r in records
+            ],
+        )  # fmt: skip
 
     def close(self) -> None:
         """Closes the file."""
         self._conn.close()
+
+
+def _record(row: Sequence[object]) -> ViewRecord:
+    origin, watchlist, entry_id, entry, revocation, message_id, revoked_by, vv, state, erased = row
+    return ViewRecord.from_stored(
+        StoredRecord(
+            int(cast(int, origin)), str(watchlist), str(entry_id), bytes(cast(bytes, entry)),
+            bytes(cast(bytes, revocation)), str(message_id), str(revoked_by), int(cast(int, vv)),
+            int(cast(int, state)), int(cast(int, erased)),
+        )
+    )  # fmt: skip
+
+
+class StoredRecords:
+    """The view's records served from its tables (ADR 0038): read by key, by message, by
+    validity boundary and by page with indexed queries; what the view puts is kept pending
+    (written before the next query, and by :meth:`ViewStore.save` with the call's changes);
+    the :data:`RECORDS_CACHE` most recently used records are kept in memory. Memory does not
+    grow with the number of entries. Used under the caller's lock; one per loaded view."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self._store = store
+        self._conn = store.conn
+        self._cache: OrderedDict[tuple[int, str, str], ViewRecord] = OrderedDict()
+        self._pending: dict[tuple[int, str, str], ViewRecord] = {}
+        self._absent: set[tuple[int, str, str]] = set()  # known unknown, until the next save
+
+    def _remember(self, record: ViewRecord) -> None:
+        key = record.key
+        self._cache[key] = record
+        self._cache.move_to_end(key)
+        while len(self._cache) > RECORDS_CACHE:
+            self._cache.popitem(last=False)
+
+    def get(self, origin: int, watchlist: str, entry_id: str) -> ViewRecord | None:
+        """The record of an entry, None if unknown."""
+        key = (origin, watchlist, entry_id)
+        record = self._pending.get(key) or self._cache.get(key)
+        if record is not None:
+            return record
+        if key in self._absent:
+            return None
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM view_entries "  # noqa: S608 (constant column names)
+            "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        record = _record(row)
+        self._remember(record)
+        return record
+
+    def prefetch(self, keys: Sequence[tuple[int, str, str]]) -> None:
+        """Reads the records of ``keys`` into the cache in a few queries (a batch about to be
+        applied), and notes which are unknown, so :meth:`get` needs no query for them."""
+        self._absent.clear()
+        wanted: dict[tuple[int, str], set[tuple[int, str, str]]] = {}
+        for key in keys:
+            if key not in self._pending and key not in self._cache:
+                wanted.setdefault(key[:2], set()).add(key)
+        for (origin, watchlist), group in wanted.items():
+            ids = sorted({entry_id for _, _, entry_id in group})
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM view_entries WHERE origin = ? AND watchlist = ? "  # noqa: S608 (constant column names)
+                    f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                    (origin, watchlist, *chunk),
+                ).fetchall()
+                for row in rows:
+                    record = _record(row)
+                    self._remember(record)
+                    group.discard(record.key)
+            self._absent.update(group)  # what no row was found for
+
+    def put(self, record: ViewRecord) -> None:
+        """Keeps ``record`` pending until the next query or save."""
+        self._pending[record.key] = record
+        self._remember(record)
+
+    def flush(self) -> None:
+        """Writes the pending records (in the open transaction)."""
+        if self._pending:
+            self._store.writing()
+            self._store.upsert([record.stored() for record in self._pending.values()])
+            self._pending.clear()
+
+    def saved(self) -> None:
+        """The pending records were written by :meth:`ViewStore.save`."""
+        self._pending.clear()
+        self._absent.clear()
+
+    def by_message(self, message_id: str) -> tuple[int, str, str] | None:
+        """The entry whose content came in ``message_id``, None if none."""
+        self.flush()
+        row = self._conn.execute(
+            "SELECT origin, watchlist, entry_id FROM view_entries WHERE message_id = ? LIMIT 1",
+            (message_id,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def message_ids(self) -> set[str]:
+        """Every message id the records show (content or revocation)."""
+        self.flush()
+        held: set[str] = set()
+        for column in ("message_id", "revocation_message_id"):
+            rows = self._conn.execute(
+                f"SELECT {column} FROM view_entries WHERE {column} <> ''"  # noqa: S608 (constant column names)
+            ).fetchall()
+            held.update(str(row[0]) for row in rows)
+        return held
+
+    def schedule(self, boundary: Boundary) -> None:
+        """Nothing: the boundaries are the records' validity columns."""
+
+    def due(self, after: dt.datetime, upto: dt.datetime) -> list[Boundary]:
+        """The records' boundaries in (``after``, ``upto``], in time order."""
+        self.flush()
+        low, high = micros(after), micros(upto)
+        rows = self._conn.execute(
+            "SELECT valid_from_us AS t, origin, watchlist, entry_id FROM view_entries "
+            "WHERE valid_from_us > ? AND valid_from_us <= ? UNION ALL "
+            "SELECT valid_until_us AS t, origin, watchlist, entry_id FROM view_entries "
+            "WHERE valid_until_us > ? AND valid_until_us <= ? ORDER BY 1, 2, 3, 4",
+            (low, high, low, high),
+        ).fetchall()
+        return [
+            (_EPOCH + dt.timedelta(microseconds=int(t)), int(o), str(w), str(e))
+            for t, o, w, e in rows
+        ]
+
+    def next_boundary(self, after: dt.datetime) -> dt.datetime | None:
+        """The earliest boundary after ``after``, None if none."""
+        self.flush()
+        low = micros(after)
+        found = [
+            self._conn.execute(
+                f"SELECT MIN({column}) FROM view_entries WHERE {column} > ?",  # noqa: S608 (constant column names)
+                (low,),
+            ).fetchone()[0]
+            for column in ("valid_from_us", "valid_until_us")
+        ]
+        times = [int(t) for t in found if t is not None]
+        return _EPOCH + dt.timedelta(microseconds=min(times)) if times else None
+
+    def page(
+        self,
+        watchlist: str,
+        since: int,
+        upto: int,
+        cursor: tuple[int, int, str] | None,
+        limit: int,
+    ) -> tuple[list[ViewRecord], bool]:
+        """One page by (view version, origin, entry id), with one row more to tell if more
+        follow."""
+        self.flush()
+        sql = (
+            f"SELECT {_COLUMNS} FROM view_entries "  # noqa: S608 (constant column names)
+            "WHERE watchlist = ? AND view_version > ? AND view_version <= ?"
+        )
+        args: list[object] = [watchlist, since, upto]
+        if since == 0:
+            sql += " AND state <> ?"
+            args.append(int(partner_pb2.EntryState.ENTRY_STATE_ERASED))
+        if cursor is not None:
+            sql += " AND (view_version, origin, entry_id) > (?, ?, ?)"
+            args.extend(cursor)
+        sql += " ORDER BY view_version, origin, entry_id LIMIT ?"
+        args.append(limit + 1)
+        rows = self._conn.execute(sql, args).fetchall()
+        return [_record(row) for row in rows[:limit]], len(rows) > limit
+
+    def watchlists(self) -> list[str]:
+        """Names of the watchlists with at least one record, sorted."""
+        self.flush()
+        rows = self._conn.execute(
+            "SELECT DISTINCT watchlist FROM view_entries ORDER BY watchlist"
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def empty(self) -> bool:
+        """Whether no record is kept."""
+        self.flush()
+        return self._conn.execute("SELECT 1 FROM view_entries LIMIT 1").fetchone() is None
+
+
+class StoredIndex:
+    """The screening index's storage in the view's tables (ADR 0038): postings and the set of
+    indexed entries in the database, written in the view's transaction (postings batched until
+    the next query or save); facts computed again from the entry (``entry_of``) and kept for
+    the :data:`FACTS_CACHE` most recently used entries. Memory does not grow with the number
+    of entries. Used under the caller's lock; one per loaded view (a rollback drops it)."""
+
+    def __init__(
+        self,
+        store: ViewStore,
+        entry_of: Callable[[EntryKey], domain_pb2.WatchlistEntry | None] | None = None,
+    ) -> None:
+        self._store = store
+        self._conn = store.conn
+        self.entry_of = entry_of
+        self._count = store.meta()[2]
+        self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
+        self._pending: dict[EntryKey, list[Posting]] = {}
+        self._stale: set[EntryKey] = set()
+
+    def count(self) -> int:
+        """How many entries are indexed."""
+        return self._count
+
+    def _remember(self, key: EntryKey, facts: Facts) -> None:
+        self._facts[key] = facts
+        self._facts.move_to_end(key)
+        while len(self._facts) > FACTS_CACHE:
+            self._facts.popitem(last=False)
+
+    def facts(self, key: EntryKey) -> Facts:
+        """The facts of an indexed entry, from the cache or computed from its entry."""
+        facts = self._facts.get(key)
+        if facts is not None:
+            self._facts.move_to_end(key)
+            return facts
+        entry = None if self.entry_of is None else self.entry_of(key)
+        if entry is None:
+            raise KeyError(key)
+        facts = facts_and_postings(entry)[0]
+        self._remember(key, facts)
+        return facts
+
+    def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
+        """The entries posted under ``key`` (by entry key) with their values."""
+        self.flush()
+        rows = self._conn.execute(
+            "SELECT origin, watchlist, entry_id, value FROM screening_postings "
+            "WHERE tbl = ? AND k = ? ORDER BY origin, watchlist, entry_id",
+            (table, key),
+        ).fetchall()
+        return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
+
+    def bucket_size(self, table: int, key: str, cap: int) -> int:
+        """How many entries are posted under ``key``, counted up to ``cap + 1`` (all with a
+        negative ``cap``)."""
+        self.flush()
+        if cap < 0:
+            sql = "SELECT COUNT(*) FROM screening_postings WHERE tbl = ? AND k = ?"
+            args: tuple[int, ...] = ()
+        else:
+            sql = (
+                "SELECT COUNT(*) FROM (SELECT 1 FROM screening_postings "
+                "WHERE tbl = ? AND k = ? LIMIT ?) AS b"
+            )
+            args = (cap + 1,)
+        return int(self._conn.execute(sql, (table, key, *args)).fetchone()[0])
+
+    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
+        """Indexes an entry; what it had is removed first when ``replacing``."""
+        if replacing:
+            self._stale.add(key)
+        else:
+            self._count += 1
+        self._pending[key] = postings
+        self._remember(key, facts)
+
+    def drop(self, key: EntryKey) -> None:
+        """Removes an indexed entry's postings."""
+        self._count -= 1
+        self._stale.add(key)
+        self._pending.pop(key, None)
+        self._facts.pop(key, None)
+
+    def flush(self) -> None:
+        """Writes the pending postings (in the open transaction)."""
+        if self._stale or self._pending:
+            self._store.writing()
+        if self._stale:
+            # Each entry's row in screening_keys names its postings (one row per entry costs
+            # less to write than an index of the postings by entry).
+            stale = sorted(self._stale)
+            groups: dict[tuple[int, str], list[str]] = {}
+            for origin, watchlist, entry_id in stale:
+                groups.setdefault((origin, watchlist), []).append(entry_id)
+            doomed = []
+            for (origin, watchlist), ids in groups.items():
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    rows = self._conn.execute(
+                        "SELECT entry_id, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                        "WHERE origin = ? AND watchlist = ? "
+                        f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                        (origin, watchlist, *chunk),
+                    ).fetchall()
+                    for entry_id, posted_keys in rows:
+                        for posted in str(posted_keys).split(_RS) if posted_keys else ():
+                            table, _, index_key = posted.partition(_US)
+                            doomed.append((int(table), index_key, origin, watchlist, entry_id))
+            self._conn.executemany(
+                "DELETE FROM screening_postings "
+                "WHERE tbl = ? AND k = ? AND origin = ? AND watchlist = ? AND entry_id = ?",
+                doomed,
+            )
+            self._conn.executemany(
+                "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+                stale,
+            )
+            self._stale.clear()
+        if self._pending:
+            self._conn.executemany(
+                "INSERT INTO screening_postings (tbl, k, origin, watchlist, entry_id, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (table, index_key, *key, value)
+                    for key, postings in self._pending.items()
+                    for table, index_key, value in postings
+                ],
+            )
+            self._conn.executemany(
+                "INSERT INTO screening_keys (origin, watchlist, entry_id, posted) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (*key, _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings))
+                    for key, postings in self._pending.items()
+                ],
+            )
+            self._pending.clear()
 
 
 class Watchlists:
@@ -232,48 +731,91 @@ class Watchlists:
         self._lock = threading.Lock()
         self._clock = clock
         self._base = 0  # the stored version the view was loaded at or last saved
+        self._index: StoredIndex
+        self._records: StoredRecords
         self._view = self._load()
 
     def _load(self) -> WatchlistView:
-        view = WatchlistView(self._secret)
-        records, version, advanced_to = self._store.load()
+        """The stored view, served from the store: its records and screening index stay in
+        the database (ADR 0038); only the version and the time advanced to are read here. The
+        index is built there in one transaction when the store has none yet (a file from
+        before ADR 0038)."""
+        self._store.end()
+        records = StoredRecords(self._store)
+        index = StoredIndex(self._store)
+        view = WatchlistView(self._secret, ScreeningIndex(index), records)
+        index.entry_of = view.entry
+        self._records, self._index = records, index
+        version, advanced_to, _ = self._store.meta()
         self._base = version
-        if version == 0 and not records and self._floor:
+        if version == 0 and self._floor and records.empty():
             # A view file lost (or new) beside a ledger with history: versions start above any
             # this node can have shown (each ledger entry gives at most one change, an erasure
             # one more, validity two), so no partner's since_version meets a reused number;
             # rebuilt entries come again in their deltas.
             version = self._floor
             log.warning("watchlist view rebuilt from the ledger; its versions start at %d", version)
-        view.restore(records, version=version, advanced_to=advanced_to)
+        view.resume(version=version, advanced_to=advanced_to)
+        if index.count() == 0 and self._store.indexable():
+            self._build_index(ScreeningIndex(index), version, advanced_to)
         return view
 
+    def _build_index(self, index: ScreeningIndex, version: int, advanced_to: dt.datetime) -> None:
+        """Indexes every stored entry that is neither erased nor revoked, in one transaction."""
+        self._store.begin(self._store_base())
+        try:
+            self._store.writing()
+            for table in ("screening_postings", "screening_keys"):  # what a count of 0 left
+                self._store.conn.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
+            for origin, watchlist, entry_id, entry in self._store.indexable_entries():
+                index.put((origin, watchlist, entry_id), entry, replacing=False)
+            self._store.save([], version, advanced_to, self._store_base(), self._index)
+        finally:
+            self._store.end()
+        log.info("screening index built in the store for %d entries", self._index.count())
+
+    def _store_base(self) -> int | None:
+        return self._base if self._store.shared else None
+
     def _commit(self) -> None:
-        """Stores what the view changed; if that fails, the view goes back to what is stored
-        (a change never shown is applied again from the ledger at the next start)."""
+        """Stores what the view changed (and the index's pending postings) and ends the
+        transaction; if that fails, the view goes back to what is stored (a change never shown
+        is applied again from the ledger at the next start)."""
         changes = self._view.take_changes()
         if not changes:
+            self._store.end()
+            self._records.saved()
             return
-        base = self._base if self._store.shared else None
         try:
-            self._store.save(changes, self._view.version, self._view.advanced_to, base)
+            self._store.save(
+                changes, self._view.version, self._view.advanced_to, self._store_base(),
+                self._index,
+            )  # fmt: skip
         except Exception:
             self._view = self._load()
             raise
+        self._records.saved()
         self._base = self._view.version
 
     def _changing(self, change: Callable[[], T]) -> T:
-        """Run ``change`` on the view and store what it changed (caller holds the lock).
+        """Run ``change`` on the view and store what it changed (caller holds the lock), in
+        one transaction of the view's store.
 
         On a shared store the view is first reloaded if another replica saved since, and a
-        save that loses the race to another replica is reloaded and run again once: every
+        change that loses the race to another replica is reloaded and run again once: every
         replica serves the one stored view, its versions never reused.
         """
         for attempt in (1, 2):
             if self._store.shared and self._store.stored_version() != self._base:
                 self._view = self._load()
+            self._store.begin(self._store_base())
             try:
                 result = change()
+            except StaleViewError:
+                self._view = self._load()
+                if attempt == 2:
+                    raise
+                continue
             except Exception:
                 self._commit()  # what the view changed before (time advanced), as before
                 raise
@@ -332,13 +874,26 @@ class Watchlists:
     ) -> None:
         """Exchange batch listener: :meth:`apply` for each payload, in order, stored in one
         commit (a bulk submit or a delivered batch costs one fsync of the view, not one each)."""
+        wanted = [
+            (
+                proto_jurisdiction(origin),
+                cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload),
+                message_id,
+                at,
+            )
+            for origin, kind, payload, message_id, at in told
+            if kind in WATCHLIST_KINDS
+        ]
+        if not wanted:
+            return
+
+        def apply_all() -> None:
+            self._records.prefetch([(o, p.watchlist, p.entry_id) for o, p, _, _ in wanted])
+            for origin, payload, message_id, at in wanted:
+                self._view.apply(origin, payload, message_id, received_at=at)
+
         with self._lock:
-            for origin, kind, payload, message_id, at in told:
-                if kind not in WATCHLIST_KINDS:
-                    continue
-                merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
-                self._view.apply(proto_jurisdiction(origin), merged, message_id, received_at=at)
-            self._commit()
+            self._changing(apply_all)
 
     def erased(self, kind: int, message_id: str) -> None:
         """Exchange erasure listener: the payload of ``message_id`` is gone."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from customs.gateway.v1 import common_pb2, partner_pb2
-from gateway.domain.fixtures import seed_publish_request
+from gateway.domain.fixtures import seed_declaration, seed_publish_request, seed_revocation
 from gateway.exchange.watchlists import Watchlists
 from gateway.pki import Jurisdiction
 from gateway.server.config import load_config
@@ -60,6 +60,33 @@ def test_two_replicas_serve_one_view(world: World, tmp_path: Path, pg: Database)
         assert ids == {one.entry.entry_id, two.entry.entry_id}
         assert later > version  # versions only grow across replicas
         assert first.version == second.version == later
+    finally:
+        first.close()
+        second.close()
+
+
+def test_replicas_screen_against_one_stored_index(
+    world: World, tmp_path: Path, pg: Database
+) -> None:
+    """The screening index is kept in the shared database (ADR 0038): what one replica
+    publishes or revokes is what the other screens against, without reloading a view."""
+    config = load_config(world.write_config(Jurisdiction.CN, tmp_path / "cn"))
+    key = _load_signer(config)
+    first = Watchlists(key, lambda: NOW, pg)
+    second = Watchlists(key, lambda: NOW, pg)
+    try:
+        entry = _entry("strategic-minerals").entry
+        first.apply(Jurisdiction.HK, ENTRY, entry, str(uuid.uuid4()), NOW)
+        request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
+        assert [h.entry_id for h in second.screen(request).hits] == [entry.entry_id]
+        revocation = seed_revocation()
+        revocation.watchlist, revocation.entry_id = entry.watchlist, entry.entry_id
+        second.apply(
+            Jurisdiction.HK, common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION, revocation,
+            str(uuid.uuid4()), NOW,
+        )  # fmt: skip
+        assert first.screen(request).hits == []
+        assert first.version == second.version
     finally:
         first.close()
         second.close()

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from gateway.exchange._store import EXCHANGE_SCHEMA
+from gateway.exchange.watchlists import VIEW_SCHEMA
 from gateway.pki import Jurisdiction
 from gateway.server import Node, load_config
 from tests.failclosed.serving import assert_one_line_refusal, finish, start_serve
@@ -38,7 +39,7 @@ def test_a_node_starts_on_postgres_and_keeps_nothing_in_sqlite(
     assert names == {
         "ledger": 1,
         "exchange": EXCHANGE_SCHEMA.version,
-        "watchlist_view": 1,
+        "watchlist_view": VIEW_SCHEMA.version,
         "replicas": 1,
     }
     _made_by(world, tmp_path, postgres_url, CN)  # and again, on what it made
