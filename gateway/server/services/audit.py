@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
@@ -85,9 +87,15 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
     ) -> audit_pb2.GetEnvelopeResponse:
         reader = self._ledger.reader()
         origin = jurisdiction_of(request.origin) if request.origin else None
+        # Only UUIDs are ever stored as message ids; anything else (a NUL byte is not even a
+        # PostgreSQL text value) is simply not here, without a query.
         rows = [
             r
-            for r in store.MessageRow.with_id(reader, request.message_id)
+            for r in (
+                store.MessageRow.with_id(reader, request.message_id)
+                if _is_uuid(request.message_id)
+                else []
+            )
             if origin is None or r.origin == origin.value
         ]
         if not rows:
@@ -124,3 +132,11 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
         return audit_pb2.ListSigningCertificatesResponse(
             certificates=store.kept_certificates(self._ledger.reader())
         )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
