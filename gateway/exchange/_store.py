@@ -10,6 +10,7 @@ not at all. Reads use the ledger's per-thread read connections.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -584,6 +585,17 @@ class Received:
     message_id: str
     kind: int
     digest: bytes
+
+
+def is_stored_id(message_id: str) -> bool:
+    """Whether ``message_id`` could be stored at all: only UUIDs are (every submit and receive
+    checks), so anything else is answered as absent without a query (a NUL byte is not even a
+    PostgreSQL text value)."""
+    try:
+        uuid.UUID(message_id)
+    except ValueError:
+        return False
+    return True
 
 
 def received_with_ids(

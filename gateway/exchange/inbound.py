@@ -108,7 +108,9 @@ def acknowledge_many(
     origins = [j.value for j in Jurisdiction if j is not ex.jurisdiction]
     # Only UUIDs were ever received (receive checks): nothing else is looked up (a NUL byte
     # is not even a PostgreSQL text value); it answers NOT_FOUND below.
-    ids = list(dict.fromkeys(message_id for message_id, _ in wanted if _is_uuid(message_id)))
+    ids = list(
+        dict.fromkeys(message_id for message_id, _ in wanted if store.is_stored_id(message_id))
+    )
     for _ in range(_ATTEMPTS):
         reader = ex.ledger.reader()
         received: dict[str, list[store.Received]] = {}
@@ -158,14 +160,6 @@ def acknowledge_many(
 
 
 _IDS_PER_QUERY = 500
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _adding(rows: list[store.Received], who: str) -> Callable[[Connection, int], None]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import grpc
 
 from customs.gateway.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
@@ -93,7 +91,7 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
             r
             for r in (
                 store.MessageRow.with_id(reader, request.message_id)
-                if _is_uuid(request.message_id)
+                if store.is_stored_id(request.message_id)
                 else []
             )
             if origin is None or r.origin == origin.value
@@ -132,11 +130,3 @@ class AuditService(audit_pb2_grpc.LedgerAuditServicer):  # type: ignore[misc]  #
         return audit_pb2.ListSigningCertificatesResponse(
             certificates=store.kept_certificates(self._ledger.reader())
         )
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
