@@ -130,6 +130,42 @@ def test_retried_submit_is_idempotent_and_reused_id_is_refused(trio: Trio) -> No
     assert len(trio.entries(CN, Event.SENT)) == 1
 
 
+def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
+    """A new submit reads nothing before it writes (ADR 0076): copies of one request sent at
+    the same moment all reach the write. Exactly one is recorded; every other gets the
+    duplicate answer with its index, and a new message id for the same notice is refused."""
+    request = notice_request(CN, [HK])
+    answers: list[partner_pb2.SubmitResponse] = []
+    errors: list[grpc.RpcError] = []
+    start = threading.Barrier(8)
+
+    def submitter() -> None:
+        start.wait()
+        try:
+            answers.append(trio.partner(CN).SubmitSeizureNotice(request, timeout=10))
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submitter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(a.duplicate for a in answers) == [False] + [True] * 7
+    assert {(a.ledger_index, a.digest) for a in answers} == {
+        (answers[0].ledger_index, answers[0].digest)
+    }
+    assert len(trio.entries(CN, Event.SENT)) == 1
+    other = notice_request(CN, [HK])
+    other.notice.notice_id = request.notice.notice_id
+    with pytest.raises(grpc.RpcError) as info:
+        trio.partner(CN).SubmitSeizureNotice(other, timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "must be higher than the last version 1" in (info.value.details() or "")
+    assert len(trio.entries(CN, Event.SENT)) == 1
+
+
 def test_invalid_submit_leaves_no_ledger_entry(trio: Trio) -> None:
     request = notice_request(CN, [HK])
     request.notice.container_numbers[0] = "CSQU3054384"  # wrong check digit
