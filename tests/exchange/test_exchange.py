@@ -137,7 +137,7 @@ def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
     request = notice_request(CN, [HK])
     answers: list[partner_pb2.SubmitResponse] = []
     errors: list[grpc.RpcError] = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(4)  # the test node's calls_per_caller
 
     def submitter() -> None:
         start.wait()
@@ -146,13 +146,13 @@ def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
         except grpc.RpcError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=submitter) for _ in range(8)]
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(a.duplicate for a in answers) == [False] + [True] * 7
+    assert sorted(a.duplicate for a in answers) == [False] + [True] * 3
     assert {(a.ledger_index, a.digest) for a in answers} == {
         (answers[0].ledger_index, answers[0].digest)
     }
