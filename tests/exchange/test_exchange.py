@@ -133,7 +133,8 @@ def test_retried_submit_is_idempotent_and_reused_id_is_refused(trio: Trio) -> No
 def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
     """A new submit reads nothing before it writes (ADR 0076): copies of one request sent at
     the same moment all reach the write. Exactly one is recorded; every other gets the
-    duplicate answer with its index, and a new message id for the same notice is refused."""
+    duplicate answer with its index. (A new message id for a notice that exists: the states
+    table below, "new-notice-that-exists".)"""
     request = notice_request(CN, [HK])
     answers: list[partner_pb2.SubmitResponse] = []
     errors: list[grpc.RpcError] = []
@@ -156,13 +157,6 @@ def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
     assert {(a.ledger_index, a.digest) for a in answers} == {
         (answers[0].ledger_index, answers[0].digest)
     }
-    assert len(trio.entries(CN, Event.SENT)) == 1
-    other = notice_request(CN, [HK])
-    other.notice.notice_id = request.notice.notice_id
-    with pytest.raises(grpc.RpcError) as info:
-        trio.partner(CN).SubmitSeizureNotice(other, timeout=10)
-    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "must be higher than the last version 1" in (info.value.details() or "")
     assert len(trio.entries(CN, Event.SENT)) == 1
 
 
@@ -274,9 +268,14 @@ def test_stopped_peer_receives_everything_once_in_order(trio: Trio) -> None:
     assert mo.attempts >= 1
     assert "UNAVAILABLE" in mo.last_error
 
+    deliverer = trio.nodes[CN].deliverers[MO]
+    before = deliverer.batches
     trio.start(MO)
     got = read_stream(trio.partner(MO), expect=len(ids), timeout=30)
     assert [m.message_id for m in got] == ids  # once each, in submit order
+    # After failures the head goes alone as a probe; once it is through, the rest goes in one
+    # full batch, not one message per call (ADR 0076).
+    assert deliverer.batches - before <= 3  # 2, or 3 if the peer refused the probe while starting
     received = [r.entry.message_id for r in trio.entries(MO, Event.RECEIVED)]
     assert received == [uuid.UUID(m) for m in ids]
 
