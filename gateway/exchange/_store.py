@@ -338,19 +338,23 @@ def last_version(conn: Connection, origin: str, subject: str) -> tuple[int, bool
     return (int(row[0]), bool(row[1])) if row else None
 
 
+# Built once: the statement's text is also the key of the connection's statement cache.
+_MESSAGE_AND_VERSION = (
+    "SELECT v.version, v.final, "  # noqa: S608 - column names, no input
+    + ", ".join(f"m.{c.strip()}" for c in MessageRow._COLUMNS.split(","))
+    + " FROM (SELECT 1 AS one) AS one "
+    "LEFT JOIN exchange_messages m ON m.origin = ? AND m.message_id = ? "
+    "LEFT JOIN exchange_versions v ON v.origin = ? AND v.subject = ?"
+)
+
+
 def message_and_version(
     conn: Connection, origin: str, message_id: str, subject: str
 ) -> tuple[MessageRow | None, tuple[int, bool] | None]:
     """:meth:`MessageRow.get` of ``message_id`` and :func:`last_version` of ``subject``, both
     of ``origin``, in one statement: a single submit's reads in one round trip (on PostgreSQL
     one pooled connection and one snapshot, not two; ADR 0074)."""
-    columns = ", ".join(f"m.{c.strip()}" for c in MessageRow._COLUMNS.split(","))
-    row = conn.execute(
-        f"SELECT v.version, v.final, {columns} FROM (SELECT 1 AS one) AS one "  # noqa: S608
-        "LEFT JOIN exchange_messages m ON m.origin = ? AND m.message_id = ? "
-        "LEFT JOIN exchange_versions v ON v.origin = ? AND v.subject = ?",
-        (origin, message_id, origin, subject),
-    ).fetchone()
+    row = conn.execute(_MESSAGE_AND_VERSION, (origin, message_id, origin, subject)).fetchone()
     message = MessageRow(*row[2:]) if row[2] is not None else None
     return message, (int(row[0]), bool(row[1])) if row[0] is not None else None
 

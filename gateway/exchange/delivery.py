@@ -231,6 +231,13 @@ class Deliverer:
         self._backing_off = head.state == store.FAILING and head.next_attempt_ms > now_ms
         if self._backing_off:
             return (head.next_attempt_ms - now_ms) / 1000
+        # After a failed attempt the head goes alone, as a probe: a peer that is still down
+        # costs one message's read, parse and send per retry, not a whole batch's (up to
+        # BATCH_SIZE envelopes). A failure still marks every row read here, as a batch's did;
+        # once the head is through, the next batch is full again at once.
+        waiting = rows
+        if self._failures:
+            rows = rows[:1]
         messages = store.MessageRow.get_many(
             reader, self.exchange.jurisdiction.value, [row.message_id for row in rows]
         )
@@ -252,7 +259,7 @@ class Deliverer:
             )
         except grpc.RpcError as exc:
             self._reconnect()
-            return self._transport_failure(rows, f"{exc.code().name}: {exc.details()}")
+            return self._transport_failure(waiting, f"{exc.code().name}: {exc.details()}")
         self.batches += 1
         self.delivered += len(rows)
         if len(response.results) != len(rows):

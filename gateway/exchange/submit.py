@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING
 from customs.gateway.v1 import envelope_pb2, partner_pb2
 from gateway.domain.kinds import Kind, SubmitRequest, check_request, kind_of_request
 from gateway.envelope import (
-    envelope_digest,
     jurisdiction_of,
     proto_jurisdiction,
-    seal,
     seal_with_digest,
 )
 from gateway.errors import (
@@ -79,6 +77,26 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
         NotFoundError: amending or ending something this node never published.
         FailedPreconditionError: a new subject that exists, or one already ended.
     """
+    if mode is Mode.NEW:  # most submits: read nothing first, the write checks (ADR 0076)
+        answer = _submit(ex, request, mode, optimistic=True)
+        if answer is not None:
+            return answer
+    answer = _submit(ex, request, mode, optimistic=False)
+    assert answer is not None  # the careful path answers or raises
+    return answer
+
+
+def _submit(
+    ex: Exchange, request: SubmitRequest, mode: Mode, *, optimistic: bool
+) -> partner_pb2.SubmitResponse | None:
+    """One attempt at :func:`submit`.
+
+    ``optimistic`` (a new subject only): skip the read of the message id and the subject's
+    version and take both as absent. The write refuses if either is not (the message row's
+    key; ``advance_version`` with nothing known), so nothing is recorded twice; then, as on
+    any refusal in validation, None is returned and the caller goes the careful way, which
+    reads first and gives the duplicate answer or the error that names the stored version.
+    """
     # Whole milliseconds, as stored: a retry's answer (from created_ms) has the same
     # accepted_at, to the digit, as the first one (and the envelope's created_at).
     now = whole_ms(ex.now())
@@ -89,9 +107,11 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     reader = ex.ledger.reader()
     origin = ex.jurisdiction.value
     subject, version = row.subject(payload)
-    existing, known = store.message_and_version(reader, origin, addressing.message_id, subject)
-    if existing is not None:
-        return _same_request(existing, request_digest)
+    known: tuple[int, bool] | None = None
+    if not optimistic:
+        existing, known = store.message_and_version(reader, origin, addressing.message_id, subject)
+        if existing is not None:
+            return _same_request(existing, request_digest)
     try:
         check_request(  # first: a malformed request is INVALID_ARGUMENT, naming every field
             request,
@@ -105,6 +125,8 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
         if known is not None:
             _check_keeps_recipients(reader, origin, subject, addressing)
     except GatewayError as exc:  # another replica may have recorded this very id meanwhile
+        if optimistic:
+            return None
         return _same_request(
             winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
         )
@@ -117,8 +139,8 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
         created_at=timestamp(now),
         handling=addressing.handling,
     )
-    envelope = seal(header, payload.SerializeToString(), ex.signer)
-    digest = envelope_digest(envelope)
+    # The digest is hashed from the bytes just signed (ADR 0058), not read back out.
+    envelope, digest = seal_with_digest(header, payload.SerializeToString(), ex.signer)
     recipients = [jurisdiction_of(r) for r in addressing.recipients]
     names = [r.value for r in recipients if r is not None]
     message_uuid = uuid.UUID(addressing.message_id)
@@ -152,6 +174,8 @@ def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.Subm
     # The same id won a race (here or on another replica, ADR 0073), by its key or by moving
     # the subject's version first: answer as for a retry.
     except _race_lost() as exc:
+        if optimistic:
+            return None
         return _same_request(
             winner(ex.ledger.reader(), origin, addressing.message_id, exc), request_digest
         )

@@ -130,6 +130,36 @@ def test_retried_submit_is_idempotent_and_reused_id_is_refused(trio: Trio) -> No
     assert len(trio.entries(CN, Event.SENT)) == 1
 
 
+def test_the_same_new_submit_sent_at_once_is_recorded_once(trio: Trio) -> None:
+    """A new submit reads nothing before it writes (ADR 0076): copies of one request sent at
+    the same moment all reach the write. Exactly one is recorded; every other gets the
+    duplicate answer with its index. (A new message id for a notice that exists: the states
+    table below, "new-notice-that-exists".)"""
+    request = notice_request(CN, [HK])
+    answers: list[partner_pb2.SubmitResponse] = []
+    errors: list[grpc.RpcError] = []
+    start = threading.Barrier(4)  # the test node's calls_per_caller
+
+    def submitter() -> None:
+        start.wait()
+        try:
+            answers.append(trio.partner(CN).SubmitSeizureNotice(request, timeout=10))
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(a.duplicate for a in answers) == [False] + [True] * 3
+    assert {(a.ledger_index, a.digest) for a in answers} == {
+        (answers[0].ledger_index, answers[0].digest)
+    }
+    assert len(trio.entries(CN, Event.SENT)) == 1
+
+
 def test_invalid_submit_leaves_no_ledger_entry(trio: Trio) -> None:
     request = notice_request(CN, [HK])
     request.notice.container_numbers[0] = "CSQU3054384"  # wrong check digit
@@ -238,9 +268,14 @@ def test_stopped_peer_receives_everything_once_in_order(trio: Trio) -> None:
     assert mo.attempts >= 1
     assert "UNAVAILABLE" in mo.last_error
 
+    deliverer = trio.nodes[CN].deliverers[MO]
+    before = deliverer.batches
     trio.start(MO)
     got = read_stream(trio.partner(MO), expect=len(ids), timeout=30)
     assert [m.message_id for m in got] == ids  # once each, in submit order
+    # After failures the head goes alone as a probe; once it is through, the rest goes in one
+    # full batch, not one message per call (ADR 0076).
+    assert deliverer.batches - before <= 3  # 2, or 3 if the peer refused the probe while starting
     received = [r.entry.message_id for r in trio.entries(MO, Event.RECEIVED)]
     assert received == [uuid.UUID(m) for m in ids]
 
