@@ -179,7 +179,47 @@ def _served_from_store(conn: Connection) -> None:
         conn.execute(statement)
 
 
-VIEW_SCHEMA = Schema("watchlist_view", {1: _create, 2: _screening, 3: _served_from_store})
+_POSTINGS_IN_ORDER = """
+DROP TABLE screening_postings;
+DROP TABLE screening_keys;
+ALTER TABLE view_meta ADD COLUMN posted INTEGER NOT NULL DEFAULT 0;
+UPDATE view_meta SET indexed = 0;
+CREATE TABLE screening_postings (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, n)
+) WITHOUT ROWID;
+CREATE TABLE screening_keys (
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    posted TEXT NOT NULL,
+    PRIMARY KEY (origin, watchlist, entry_id)
+) WITHOUT ROWID;
+"""
+
+
+def _postings_in_order(conn: Connection) -> None:
+    """Version 4: postings keyed by (table, key, the entry's indexing number) instead of the
+    entry's key (ADR 0059): a new entry's postings go at the end of each bucket, so a batch
+    dirties a few pages per key instead of one page per posting, and a bucket reads in the
+    order its entries were indexed (as the in-memory storage's). The index is built again
+    at the next start (its count is set to 0)."""
+    for statement in _POSTINGS_IN_ORDER.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
+VIEW_SCHEMA = Schema(
+    "watchlist_view",
+    {1: _create, 2: _screening, 3: _served_from_store, 4: _postings_in_order},
+)
 _RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
 """View records kept in memory (read again from the store when evicted)."""
@@ -287,6 +327,11 @@ class ViewStore:
             return 0, _EPOCH, 0
         return int(row[0]), _EPOCH + dt.timedelta(microseconds=int(row[1])), int(row[2])
 
+    def posted(self) -> int:
+        """The last indexing number the screening index gave an entry (0 before any)."""
+        row = self._conn.execute("SELECT posted FROM view_meta").fetchone()
+        return 0 if row is None else int(row[0])
+
     def indexable(self) -> bool:
         """Whether an entry is stored that the screening index would hold."""
         row = self._conn.execute(
@@ -344,11 +389,16 @@ class ViewStore:
             if index is not None:
                 index.flush()
             self.upsert(records)
+            indexed, posted = (
+                (self.meta()[2], self.posted()) if index is None else (index.count(), index.posted)
+            )
             conn.execute(
-                "INSERT INTO view_meta (id, version, advanced_to_us, indexed) VALUES (1, ?, ?, ?) "
+                "INSERT INTO view_meta (id, version, advanced_to_us, indexed, posted) "
+                "VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
-                "advanced_to_us = excluded.advanced_to_us, indexed = excluded.indexed",
-                (version, advanced_us, self.meta()[2] if index is None else index.count()),
+                "advanced_to_us = excluded.advanced_to_us, indexed = excluded.indexed, "
+                "posted = excluded.posted",
+                (version, advanced_us, indexed, posted),
             )
             conn.execute("COMMIT")
             self._open = False
@@ -576,8 +626,9 @@ class StoredIndex:
         self._conn = store.conn
         self.entry_of = entry_of
         self._count = store.meta()[2]
+        self.posted = store.posted()  # the last indexing number given (kept in view_meta)
         self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
-        self._pending: dict[EntryKey, list[Posting]] = {}
+        self._pending: dict[EntryKey, tuple[int, list[Posting]]] = {}
         self._stale: set[EntryKey] = set()
 
     def count(self) -> int:
@@ -604,11 +655,12 @@ class StoredIndex:
         return facts
 
     def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
-        """The entries posted under ``key`` (by entry key) with their values."""
+        """The entries posted under ``key`` with their values, in the order they were
+        indexed (as :class:`MemoryIndexStorage`)."""
         self.flush()
         rows = self._conn.execute(
             "SELECT origin, watchlist, entry_id, value FROM screening_postings "
-            "WHERE tbl = ? AND k = ? ORDER BY origin, watchlist, entry_id",
+            "WHERE tbl = ? AND k = ? ORDER BY n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -634,7 +686,8 @@ class StoredIndex:
             self._stale.add(key)
         else:
             self._count += 1
-        self._pending[key] = postings
+        self.posted += 1
+        self._pending[key] = (self.posted, postings)
         self._remember(key, facts)
 
     def drop(self, key: EntryKey) -> None:
@@ -660,19 +713,17 @@ class StoredIndex:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
                     rows = self._conn.execute(
-                        "SELECT entry_id, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                        "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
                         "WHERE origin = ? AND watchlist = ? "
                         f"AND entry_id IN ({', '.join('?' * len(chunk))})",
                         (origin, watchlist, *chunk),
                     ).fetchall()
-                    for entry_id, posted_keys in rows:
+                    for n, posted_keys in rows:
                         for posted in str(posted_keys).split(_RS) if posted_keys else ():
                             table, _, index_key = posted.partition(_US)
-                            doomed.append((int(table), index_key, origin, watchlist, entry_id))
+                            doomed.append((int(table), index_key, int(n)))
             self._conn.executemany(
-                "DELETE FROM screening_postings "
-                "WHERE tbl = ? AND k = ? AND origin = ? AND watchlist = ? AND entry_id = ?",
-                doomed,
+                "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
             )
             self._conn.executemany(
                 "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
@@ -680,21 +731,27 @@ class StoredIndex:
             )
             self._stale.clear()
         if self._pending:
+            # In indexing order: each bucket grows at its end.
+            pending = sorted(self._pending.items(), key=lambda item: item[1][0])
             self._conn.executemany(
-                "INSERT INTO screening_postings (tbl, k, origin, watchlist, entry_id, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (table, index_key, *key, value)
-                    for key, postings in self._pending.items()
+                    (table, index_key, n, *key, value)
+                    for key, (n, postings) in pending
                     for table, index_key, value in postings
                 ],
             )
             self._conn.executemany(
-                "INSERT INTO screening_keys (origin, watchlist, entry_id, posted) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [
-                    (*key, _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings))
-                    for key, postings in self._pending.items()
+                    (
+                        *key,
+                        n,
+                        _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
+                    )
+                    for key, (n, postings) in pending
                 ],
             )
             self._pending.clear()
