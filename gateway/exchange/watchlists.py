@@ -230,6 +230,11 @@ _COLUMNS = (
 FACTS_CACHE = 8192
 """Facts of indexed entries kept in memory (computed again from the entry when evicted)."""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+QUEUED_ENTRIES = 4000
+"""Payloads a deferred view lets wait (:class:`Watchlists`); past that, telling it waits."""
+_Wanted = tuple[
+    int, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, str, dt.datetime
+]  # (origin, payload, message id, received at), as the view applies them
 
 
 class StaleViewError(Exception):
@@ -766,6 +771,15 @@ class Watchlists:
 
     Page tokens are authenticated with a key derived from the node's signing key, so they stay
     valid across restarts of the same node and cannot be forged by callers.
+
+    With ``deferred`` (the node), :meth:`apply_many` only queues what it is told and returns: a
+    thread of the view applies the queued batches in order, several in one transaction, after
+    the call that recorded them has answered (ADR 0059). Every query of the view (and every
+    other change) first waits until what was queued before it is applied, so an answer of the
+    view never misses a payload already told; a payload that is in the ledger but not yet in
+    the stored view when the process dies is applied at the next start by the replay of
+    stored payloads (ADR 0035). At most :data:`QUEUED_ENTRIES` payloads wait: past that,
+    :meth:`apply_many` waits for the view to catch up.
     """
 
     def __init__(
@@ -775,6 +789,8 @@ class Watchlists:
         path: Path | Database,
         reader: Callable[[], Connection] | None = None,
         ledger_size: int = 0,
+        *,
+        deferred: bool = False,
     ) -> None:
         raw = signer.private_key.private_bytes(
             serialization.Encoding.Raw,
@@ -791,6 +807,20 @@ class Watchlists:
         self._index: StoredIndex
         self._records: StoredRecords
         self._view = self._load()
+        # Deferred application (the node): batches told and not yet applied, how many were
+        # told and applied (a query waits for the count told before it), and the thread.
+        self._queued = threading.Condition()
+        self._queue: list[list[_Wanted]] = []
+        self._waiting = 0  # payloads in _queue
+        self._told = 0
+        self._applied = 0
+        self._closing = False
+        self._applier: threading.Thread | None = None
+        if deferred:
+            self._applier = threading.Thread(
+                target=self._apply_queued, name="watchlist-view", daemon=True
+            )
+            self._applier.start()
 
     def _load(self) -> WatchlistView:
         """The stored view, served from the store: its records and screening index stay in
@@ -905,9 +935,42 @@ class Watchlists:
         )
         return header.handling
 
+    def caught_up(self) -> None:
+        """Returns once every payload told before this call is applied (at once when not
+        deferred)."""
+        if self._applier is None:
+            return
+        with self._queued:
+            told = self._told
+            while self._applied < told:
+                self._queued.wait()
+
+    def _apply_queued(self) -> None:
+        """The applier thread: applies what is queued, in order, several batches in one
+        transaction (each batch alone again if that fails), until closed and drained."""
+        while True:
+            with self._queued:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                if not self._queue:
+                    return
+                batches, self._queue, self._waiting = self._queue, [], 0
+                self._queued.notify_all()  # room for callers waiting to queue
+            try:
+                try:
+                    self._apply_group([item for batch in batches for item in batch])
+                except Exception:  # each batch alone: what was applied already changes nothing
+                    for batch in batches:
+                        self._apply_logged(batch)
+            finally:
+                with self._queued:
+                    self._applied += len(batches)
+                    self._queued.notify_all()
+
     @property
     def version(self) -> int:
         """The view version now."""
+        self.caught_up()
         with self._lock:
             return self._view.version
 
@@ -919,6 +982,7 @@ class Watchlists:
             return
         # The table's watchlist kinds carry exactly these payload types (tests/domain/test_kinds).
         merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
+        self.caught_up()
         with self._lock:
             self._changing(
                 lambda: self._view.apply(
@@ -931,7 +995,7 @@ class Watchlists:
     ) -> None:
         """Exchange batch listener: :meth:`apply` for each payload, in order, stored in one
         commit (a bulk submit or a delivered batch costs one fsync of the view, not one each)."""
-        wanted = [
+        wanted: list[_Wanted] = [
             (
                 proto_jurisdiction(origin),
                 cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload),
@@ -943,19 +1007,41 @@ class Watchlists:
         ]
         if not wanted:
             return
+        if self._applier is None:
+            with self._lock:
+                self._changing(lambda: self._apply_all(wanted))
+            return
+        with self._queued:
+            while self._waiting >= QUEUED_ENTRIES and not self._closing:
+                self._queued.wait()
+            self._queue.append(wanted)
+            self._waiting += len(wanted)
+            self._told += 1
+            self._queued.notify_all()
 
-        def apply_all() -> None:
-            self._records.prefetch([(o, p.watchlist, p.entry_id) for o, p, _, _ in wanted])
-            for origin, payload, message_id, at in wanted:
-                self._view.apply(origin, payload, message_id, received_at=at)
+    def _apply_logged(self, wanted: list[_Wanted]) -> None:
+        try:
+            self._apply_group(wanted)
+        except Exception:  # a view must never fail the write that already happened
+            log.exception(
+                "watchlist view failed to apply %d payload(s) from %s", len(wanted), wanted[0][2]
+            )
 
+    def _apply_group(self, wanted: list[_Wanted]) -> None:
         with self._lock:
-            self._changing(apply_all)
+            self._changing(lambda: self._apply_all(wanted))
+
+    def _apply_all(self, wanted: Sequence[_Wanted]) -> None:
+        """Applies ``wanted`` in order (caller holds the lock, in :meth:`_changing`)."""
+        self._records.prefetch([(o, p.watchlist, p.entry_id) for o, p, _, _ in wanted])
+        for origin, payload, message_id, at in wanted:
+            self._view.apply(origin, payload, message_id, received_at=at)
 
     def erased(self, kind: int, message_id: str) -> None:
         """Exchange erasure listener: the payload of ``message_id`` is gone."""
         if kind not in WATCHLIST_KINDS:
             return
+        self.caught_up()
         with self._lock:
             self._changing(lambda: self._view.erase(message_id))
 
@@ -969,11 +1055,13 @@ class Watchlists:
             gone = held - still_stored(held)
             return sum(self._view.erase(message_id) for message_id in sorted(gone))
 
+        self.caught_up()
         with self._lock:
             return self._changing(erase_gone)
 
     def list(self, request: partner_pb2.ListWatchlistRequest) -> partner_pb2.ListWatchlistResponse:
         """A snapshot or delta page of one watchlist."""
+        self.caught_up()
         with self._lock:
             return self._changing(lambda: self._view.list_watchlist(request, now=self._clock()))
 
@@ -993,6 +1081,7 @@ class Watchlists:
             problems.append(FieldViolation("entry_id", "required"))
         if problems:
             raise ValidationError(problems)
+        self.caught_up()
         with self._lock:
             item = self._changing(
                 lambda: self._view.get(
@@ -1026,6 +1115,7 @@ class Watchlists:
             problems = [FieldViolation("declaration", "required")]
         if problems:
             raise ValidationError(problems)
+        self.caught_up()
         with self._lock:
             response = self._changing(
                 lambda: self._view.screen(
@@ -1040,6 +1130,11 @@ class Watchlists:
         return response
 
     def close(self) -> None:
-        """Closes the view's file."""
+        """Applies what is queued, then closes the view's file."""
+        if self._applier is not None:
+            with self._queued:
+                self._closing = True
+                self._queued.notify_all()
+            self._applier.join()
         with self._lock:
             self._store.close()

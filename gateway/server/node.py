@@ -257,6 +257,7 @@ class Node:
             config.data_dir / "watchlist-view.db" if config.storage.url is None else self.database,
             reader=self.ledger.reader,
             ledger_size=self.ledger.size(),
+            deferred=True,  # applied after the answer; queries wait for it (ADR 0059)
         )
         self.exchange.on_payloads(self.watchlists.apply_many)
         self.exchange.on_erased(self.watchlists.erased)
