@@ -159,7 +159,7 @@ def node_split(n: int, callers: int, record: str = "") -> None:
             if record:
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                     "-r", "400", "-t", "--gil", "-f", "raw", "-o", record],
+                     "-r", "400", "-t", "-f", "raw", "-o", record],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(2)
