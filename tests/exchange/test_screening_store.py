@@ -125,17 +125,24 @@ def test_stored_index_survives_restart_and_follows_revocations(
     assert _count(path, "screening_postings") == 0
 
 
-def test_a_view_without_its_index_gets_it_built_at_start(world: World, tmp_path: Path) -> None:
-    path = tmp_path / "watchlist-view.db"
-    request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
+def _screened_and_closed(
+    world: World, tmp_path: Path, request: partner_pb2.ScreenDeclarationRequest
+) -> tuple[list[tuple[str, float, int]], int]:
+    """Applies the test entries to a new view, screens ``request``, closes it: the hits and
+    the view version."""
     first = _open(world, tmp_path)
     try:
         for entry in _entries():
             first.apply(Jurisdiction.HK, ENTRY, entry, str(uuid.uuid4()), NOW)
-        hits = _hits(first.screen(request))
-        version = first.version
+        return _hits(first.screen(request)), first.version
     finally:
         first.close()
+
+
+def test_a_view_without_its_index_gets_it_built_at_start(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "watchlist-view.db"
+    request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
+    hits, version = _screened_and_closed(world, tmp_path, request)
     with sqlite3.connect(path) as conn:  # as a file written before ADR 0038 has it
         conn.execute("DELETE FROM screening_postings")
         conn.execute("UPDATE view_meta SET indexed = 0")
@@ -201,14 +208,7 @@ def test_a_view_file_of_schema_3_gets_ordered_postings_and_its_index_rebuilt(
     before it has its postings dropped and built again at start, screening as before."""
     path = tmp_path / "watchlist-view.db"
     request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
-    first = _open(world, tmp_path)
-    try:
-        for entry in _entries():
-            first.apply(Jurisdiction.HK, ENTRY, entry, str(uuid.uuid4()), NOW)
-        hits = _hits(first.screen(request))
-        version = first.version
-    finally:
-        first.close()
+    hits, version = _screened_and_closed(world, tmp_path, request)
     with sqlite3.connect(path) as conn:  # back to schema 3's tables, as an older node left them
         conn.execute("DROP TABLE screening_postings")
         conn.execute("DROP TABLE screening_keys")
