@@ -45,6 +45,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from google.protobuf import timestamp_pb2
+
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain.screening import ScreeningIndex
 from gateway.domain.validate import ValidationError
@@ -323,18 +325,23 @@ class MemoryRecordStorage:
 def validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.datetime | None]:
     """An entry's valid_from and valid_until as aware times (None where not given)."""
     validity = entry.validity
-    start = (
-        validity.valid_from.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_from") else None
-    )
-    end = (
-        validity.valid_until.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_until") else None
-    )
+    start = _aware(validity.valid_from) if validity.HasField("valid_from") else None
+    end = _aware(validity.valid_until) if validity.HasField("valid_until") else None
     return start, end
+
+
+def _aware(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
+    """``stamp.ToDatetime(tzinfo=dt.UTC)`` for a valid timestamp (nanos in [0, 1e9)), without
+    its checks and time-zone conversion (UTC to UTC)."""
+    return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def micros(when: dt.datetime) -> int:
     """Microseconds since the epoch of an aware time."""
-    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def _b64(data: bytes) -> str:
