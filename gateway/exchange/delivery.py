@@ -5,10 +5,7 @@ verified receipt in the ledger.
   ``DeliverBatch`` call, so throughput is not one round trip per message; a bulk submit's
   thousand entries travel in one or two calls (ADR 0054).
 - A transport failure (peer down, deadline) backs off exponentially with full jitter and retries
-  the same head of the queue, so order per origin is kept. Until a batch succeeds again, each
-  retry sends the head alone (the messages behind it stay as they were: queued, or failing
-  from the batch that failed first), so a peer that stays down does not cost a batch's reads,
-  parses and writes per retry.
+  the same head of the queue, so order per origin is kept.
 - A peer's refusal of one envelope (bad signature, not releasable, replay) is final for that
   envelope: it is marked ``REFUSED`` and logged, and the ones after it go on.
 - A receipt is verified (signer, signature, message id, digest, recipient) before its ``receipt``
@@ -226,10 +223,7 @@ class Deliverer:
             return self._backoff.delay(self._failures)
         reader = self.exchange.ledger.reader()
         after = 0 if self._saving is None else self._saving_through
-        # After a failure the head of the queue goes alone: a peer still unreachable costs
-        # one envelope read, parsed and marked per retry, not a whole batch (ADR 0059).
-        limit = 1 if self._failures else self._batch_size
-        rows = store.pending(reader, self.peer.value, limit, after)
+        rows = store.pending(reader, self.peer.value, self._batch_size, after)
         if not rows:
             return 1.0  # or sooner: a submit wakes this thread through on_outbox
         now_ms = int(time.time() * 1000)
