@@ -237,6 +237,10 @@ def _publish_client(client: Client, load: Load, out: Any) -> None:
     barrier.wait()
     for t in threads:
         t.join()
+    if not failures:
+        # The node applies its watchlist view after answering (ADR 0059) and answers a query of
+        # the view once it is caught up: the run ends when the view shows the last entry.
+        _view_shows(channel, load)
     seconds = time.monotonic() - started
     cpu = _own_cpu() - cpu_before
     channel.close()
@@ -244,6 +248,28 @@ def _publish_client(client: Client, load: Load, out: Any) -> None:
         out.put(f"{len(failures)} caller(s) failed, first: {failures[0]!r}")
         return
     out.put(Published(sum(accepted), started, seconds, cpu))
+
+
+def _view_shows(channel: Any, load: Load) -> None:
+    """Ask the node's view for the load's last entry: the answer waits until every payload
+    the node had recorded before it is applied to the view."""
+    last = load.start + load.n - 1
+    get = channel.unary_unary(
+        "/customs.gateway.v1.PartnerGateway/GetWatchlistEntry",
+        request_serializer=partner_pb2.GetWatchlistEntryRequest.SerializeToString,
+        response_deserializer=partner_pb2.WatchlistItem.FromString,
+    )
+    item = get(
+        partner_pb2.GetWatchlistEntryRequest(
+            origin=PROTO[Jurisdiction.HK],
+            watchlist=WATCHLIST,
+            entry_id=_entry_id(load.namespace, last),
+        ),
+        timeout=600,
+    )
+    revoked = item.state == partner_pb2.ENTRY_STATE_REVOKED
+    if revoked != load.revoke:
+        raise RuntimeError(f"the view shows the last entry in state {item.state}")
 
 
 class _Publishing:

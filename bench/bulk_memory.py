@@ -16,11 +16,9 @@ from tests.support import make_world
 def main() -> int:
     """Runs the memory row; its RSS after each 100,000 entries goes to standard error."""
     load_before = os.getloadavg()[0]
-    bulk_rpc = bulk.has_bulk()
-    how = "bulk RPC" if bulk_rpc else "single-entry RPC: no bulk RPC in this tree"
     with tempfile.TemporaryDirectory(prefix="bench-bulk-memory-") as tmp:
         root = Path(tmp)
-        row = bulk._memory(make_world(root / "pki"), root / "memory", bulk_rpc, how)
+        row = bulk._memory(make_world(root / "pki"), root / "memory")
     print(
         render(
             [

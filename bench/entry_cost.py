@@ -165,9 +165,7 @@ def node_split(n: int, callers: int, record: str = "") -> None:
                 time.sleep(2)
             before = _task_cpu(pid)
             load_before = os.getloadavg()[0]
-            done = _Publishing(client, Load(n, callers, (CN, MO), str(uuid.uuid4())), True).result(
-                600
-            )
+            done = _Publishing(client, Load(n, callers, (CN, MO), str(uuid.uuid4()))).result(600)
             after = _task_cpu(pid)
             names = _python_names(pid)
             if spy is not None:

@@ -261,14 +261,18 @@ def _fold_roman(token: str) -> str:
     return token
 
 
-def _is_han(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+# Han characters (CJK Unified Ideographs, Extension A, Compatibility Ideographs), and the
+# others, matched in whole strings at once.
+_HAN: Final = re.compile("[\u3400-\u9fff\uf900-\ufaff]")
+_NOT_HAN: Final = re.compile("[^\u3400-\u9fff\uf900-\ufaff]+")
+_PARENS: Final = re.compile(r"\((.*?)\)")
+_NOT_TOKEN: Final = re.compile(r"[^a-z0-9/']+")
 
 
 def _latin_tokens(text: str, kind: str) -> tuple[list[str], list[str]]:
     text = ascii_text(text).casefold().replace("&", " and ")
-    text = re.sub(r"\((.*?)\)", r" \1 ", text)
-    raw = [t for t in re.split(r"[^a-z0-9/']+", text) if t]
+    text = _PARENS.sub(r" \1 ", text)
+    raw = [t for t in _NOT_TOKEN.split(text) if t]
     tokens: list[str] = []
     for i, token in enumerate(raw):
         if kind == "vessel" and i == 0 and token.replace(".", "") in _VESSEL_PREFIXES:
@@ -316,7 +320,7 @@ def _romanised(
 
 def _han_forms(text: str, kind: str) -> list[NameForm]:
     simplified = _opencc("t2s").convert(unicodedata.normalize("NFKC", text))
-    han = "".join(ch for ch in simplified if _is_han(ch))
+    han = _NOT_HAN.sub("", simplified)
     if kind == "org":
         for suffix in _ZH_LEGAL:
             if han.endswith(suffix) and len(han) > len(suffix):
@@ -362,9 +366,9 @@ def forms(text: str, kind: str) -> list[NameForm]:
     """
     text = unicodedata.normalize("NFKC", text)
     out: list[NameForm] = []
-    if any(_is_han(ch) for ch in text):
+    if _HAN.search(text):
         out.extend(_han_forms(text, kind))
-        text = "".join(" " if _is_han(ch) else ch for ch in text)
+        text = _HAN.sub(" ", text)
     core, generic = _latin_tokens(text, kind)
     if core:
         out.append(NameForm("latin", tuple(core), tuple(generic)))

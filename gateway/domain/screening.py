@@ -87,17 +87,16 @@ EntryKey = tuple[int, str, str]
 
 _K = partner_pb2.MatchKind
 WEIGHTS: Final[dict[int, float]] = {
-    _K.MATCH_KIND_IDENTIFIER: 1.0,
-    _K.MATCH_KIND_NAME: 0.8,
-    _K.MATCH_KIND_HS_CODE: 0.5,
-    _K.MATCH_KIND_TRANSIT_COUNTRY: 0.3,
+    partner_pb2.MATCH_KIND_IDENTIFIER: 1.0,
+    partner_pb2.MATCH_KIND_NAME: 0.8,
+    partner_pb2.MATCH_KIND_HS_CODE: 0.5,
+    partner_pb2.MATCH_KIND_TRANSIT_COUNTRY: 0.3,
 }
 
-_E = common_pb2.EntityType
 _NAME_KIND: Final = {
-    _E.ENTITY_TYPE_PERSON: "person",
-    _E.ENTITY_TYPE_ORGANISATION: "org",
-    _E.ENTITY_TYPE_VESSEL: "vessel",
+    common_pb2.ENTITY_TYPE_PERSON: "person",
+    common_pb2.ENTITY_TYPE_ORGANISATION: "org",
+    common_pb2.ENTITY_TYPE_VESSEL: "vessel",
 }
 
 
@@ -108,7 +107,7 @@ def combined_score(kinds: Iterable[int], name_similarity: float = 1.0) -> float:
     miss = 1.0
     for kind in set(kinds):
         weight = WEIGHTS.get(kind, 0.0)
-        if kind == _K.MATCH_KIND_NAME:
+        if kind == partner_pb2.MATCH_KIND_NAME:
             weight *= name_similarity
         miss *= 1.0 - weight
     return round(1.0 - miss, 6)
@@ -247,7 +246,7 @@ def facts_and_postings(entry: domain_pb2.WatchlistEntry) -> tuple[Facts, list[Po
     for i, category in enumerate(entry.categories):
         for prefix in reference.CONTROLLED_HS_PREFIXES.get(category, ()):
             facts.hs.append((prefix, f"categories[{i}]"))
-    if entry.entity_type == _E.ENTITY_TYPE_COMMODITY:
+    if entry.entity_type == common_pb2.ENTITY_TYPE_COMMODITY:
         for prefix, entry_field in facts.hs:
             postings.setdefault((HS, prefix), entry_field)
     for i, country in enumerate(entry.flagged_transit_countries):
@@ -323,12 +322,12 @@ def _corrections(
         if party.country in facts.countries:
             i = facts.countries.index(party.country)
             out.append(
-                (_K.MATCH_KIND_COUNTRY, f"parties[{p}].country", f"countries[{i}]", 0.03,
+                (partner_pb2.MATCH_KIND_COUNTRY, f"parties[{p}].country", f"countries[{i}]", 0.03,
                  f"country {party.country} agrees")
             )  # fmt: skip
         else:
             out.append(
-                (_K.MATCH_KIND_COUNTRY, f"parties[{p}].country", "countries", -0.10,
+                (partner_pb2.MATCH_KIND_COUNTRY, f"parties[{p}].country", "countries", -0.10,
                  f"country {party.country} is not the entry's {', '.join(facts.countries)}")
             )  # fmt: skip
     if party.date_of_birth and facts.date_of_birth:
@@ -470,14 +469,17 @@ class ScreeningIndex:
                 entry_field, _, entry_country = stored.partition("\x1f")
                 if country and entry_country and country != entry_country:
                     continue
-                hit(key).add(_K.MATCH_KIND_IDENTIFIER, path, entry_field, f"identifier {value}")
+                hit(key).add(
+                    partner_pb2.MATCH_KIND_IDENTIFIER, path, entry_field, f"identifier {value}"
+                )
 
         # Names: parties by their entity type, the vessel by the conveyance name.
         name_probes: list[tuple[str, str, str, int]] = []  # kind, text, path, party index
         for p, party in enumerate(declaration.parties):
             kinds = (
                 [_NAME_KIND[party.entity_type]]
-                if party.entity_type in (_E.ENTITY_TYPE_PERSON, _E.ENTITY_TYPE_ORGANISATION)
+                if party.entity_type
+                in (common_pb2.ENTITY_TYPE_PERSON, common_pb2.ENTITY_TYPE_ORGANISATION)
                 else ["person", "org"]
             )
             for i, name in enumerate(party.names):
@@ -507,7 +509,7 @@ class ScreeningIndex:
             result = hit(key)
             result.name_similarity = corrected
             result.add(
-                _K.MATCH_KIND_NAME,
+                partner_pb2.MATCH_KIND_NAME,
                 path,
                 entry_field,
                 f"name {_text_at(declaration, path)!r} is {alike:.2f} alike to {form_text!r}",
@@ -522,7 +524,7 @@ class ScreeningIndex:
             for length in range(4, len(code) + 1):
                 for key, hs_field in self._storage.bucket(HS, code[:length]):
                     hit(key).add(
-                        _K.MATCH_KIND_HS_CODE,
+                        partner_pb2.MATCH_KIND_HS_CODE,
                         f"items[{i}].hs_code",
                         str(hs_field),
                         f"HS {code} under {code[:length]}",
@@ -536,7 +538,7 @@ class ScreeningIndex:
                 for prefix, entry_field in facts.hs:
                     if item.hs_code.startswith(prefix):
                         result.add(
-                            _K.MATCH_KIND_HS_CODE,
+                            partner_pb2.MATCH_KIND_HS_CODE,
                             f"items[{i}].hs_code",
                             entry_field,
                             f"HS {item.hs_code} under {prefix}",
@@ -545,7 +547,7 @@ class ScreeningIndex:
                 transit_field = facts.transit.get(country)
                 if transit_field is not None:
                     result.add(
-                        _K.MATCH_KIND_TRANSIT_COUNTRY,
+                        partner_pb2.MATCH_KIND_TRANSIT_COUNTRY,
                         f"route.transit_countries[{i}]",
                         transit_field,
                         f"transit through {country}",
@@ -554,10 +556,10 @@ class ScreeningIndex:
         for key, result in found.items():
             found_kinds = result.kinds
             if (
-                _K.MATCH_KIND_IDENTIFIER in found_kinds
+                partner_pb2.MATCH_KIND_IDENTIFIER in found_kinds
                 or (
-                    _K.MATCH_KIND_HS_CODE in found_kinds
-                    and self._storage.facts(key).entity_type == _E.ENTITY_TYPE_COMMODITY
+                    partner_pb2.MATCH_KIND_HS_CODE in found_kinds
+                    and self._storage.facts(key).entity_type == common_pb2.ENTITY_TYPE_COMMODITY
                 )
                 or result.name_similarity >= MATCH_AT
             ):

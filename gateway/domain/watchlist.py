@@ -45,6 +45,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from google.protobuf import timestamp_pb2
+
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain.screening import ScreeningIndex
 from gateway.domain.validate import ValidationError
@@ -66,7 +68,6 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-_S = partner_pb2.EntryState
 _TOKEN_DOMAIN = b"customs-gateway/watchlist-page-token/v2\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -106,7 +107,7 @@ class ViewRecord:
     message_id: str = ""
     revocation_message_id: str = ""
     view_version: int = 0
-    state: int = _S.ENTRY_STATE_UNSPECIFIED
+    state: int = partner_pb2.ENTRY_STATE_UNSPECIFIED
     erased_version: int = 0  # the entry version whose payload was erased, 0 if none
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
@@ -118,14 +119,14 @@ class ViewRecord:
 
     def state_at(self, now: dt.datetime) -> int:
         if self.revocation is not None:
-            return _S.ENTRY_STATE_REVOKED
+            return partner_pb2.ENTRY_STATE_REVOKED
         if self.entry is None:
-            return _S.ENTRY_STATE_ERASED
+            return partner_pb2.ENTRY_STATE_ERASED
         if self.valid_from is not None and now < self.valid_from:
-            return _S.ENTRY_STATE_NOT_YET_VALID
+            return partner_pb2.ENTRY_STATE_NOT_YET_VALID
         if self.valid_until is not None and now >= self.valid_until:
-            return _S.ENTRY_STATE_EXPIRED
-        return _S.ENTRY_STATE_ACTIVE
+            return partner_pb2.ENTRY_STATE_EXPIRED
+        return partner_pb2.ENTRY_STATE_ACTIVE
 
     def sort_key(self) -> tuple[int, int, str]:
         return (self.view_version, self.origin, self.entry_id)
@@ -152,7 +153,9 @@ class ViewRecord:
         record.view_version = stored.view_version
         record.state = stored.state
         record.erased_version = stored.erased_version
-        record.indexed = record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED
+        record.indexed = (
+            record.entry is not None and record.state != partner_pb2.ENTRY_STATE_REVOKED
+        )
         return record
 
     def stored(self) -> StoredRecord:
@@ -302,7 +305,7 @@ class MemoryRecordStorage:
             record.sort_key()
             for record in self._lists.get(watchlist, {}).values()
             if record.view_version > since
-            and not (since == 0 and record.state == _S.ENTRY_STATE_ERASED)
+            and not (since == 0 and record.state == partner_pb2.ENTRY_STATE_ERASED)
         ]
         order.sort()
         self._pages[cache_key] = order
@@ -322,18 +325,23 @@ class MemoryRecordStorage:
 def validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.datetime | None]:
     """An entry's valid_from and valid_until as aware times (None where not given)."""
     validity = entry.validity
-    start = (
-        validity.valid_from.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_from") else None
-    )
-    end = (
-        validity.valid_until.ToDatetime(tzinfo=dt.UTC) if validity.HasField("valid_until") else None
-    )
+    start = _aware(validity.valid_from) if validity.HasField("valid_from") else None
+    end = _aware(validity.valid_until) if validity.HasField("valid_until") else None
     return start, end
+
+
+def _aware(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
+    """``stamp.ToDatetime(tzinfo=dt.UTC)`` for a valid timestamp (nanos in [0, 1e9)), without
+    its checks and time-zone conversion (UTC to UTC)."""
+    return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def micros(when: dt.datetime) -> int:
     """Microseconds since the epoch of an aware time."""
-    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def _b64(data: bytes) -> str:
@@ -460,7 +468,7 @@ class WatchlistView:
 
     def _put(self, record: ViewRecord) -> None:
         self._records.put(record)
-        indexable = record.entry is not None and record.state != _S.ENTRY_STATE_REVOKED
+        indexable = record.entry is not None and record.state != partner_pb2.ENTRY_STATE_REVOKED
         if record.entry is not None and indexable:
             self._index.put(record.key, record.entry, replacing=record.indexed)
         elif record.indexed:
@@ -604,7 +612,7 @@ class WatchlistView:
         """One entry as a WatchlistItem in its state at ``now``, or None if unknown or erased."""
         self.advance(now)
         record = self._get(origin, watchlist, entry_id)
-        if record is None or record.state == _S.ENTRY_STATE_ERASED:
+        if record is None or record.state == partner_pb2.ENTRY_STATE_ERASED:
             return None
         return self._item(record)
 
@@ -743,7 +751,11 @@ class WatchlistView:
             if wanted and watchlist not in wanted:
                 continue
             record = self._get(origin, watchlist, entry_id)
-            if record is None or record.entry is None or record.state != _S.ENTRY_STATE_ACTIVE:
+            if (
+                record is None
+                or record.entry is None
+                or record.state != partner_pb2.ENTRY_STATE_ACTIVE
+            ):
                 continue
             hits.append(
                 partner_pb2.ScreeningHit(

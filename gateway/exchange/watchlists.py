@@ -179,7 +179,47 @@ def _served_from_store(conn: Connection) -> None:
         conn.execute(statement)
 
 
-VIEW_SCHEMA = Schema("watchlist_view", {1: _create, 2: _screening, 3: _served_from_store})
+_POSTINGS_IN_ORDER = """
+DROP TABLE screening_postings;
+DROP TABLE screening_keys;
+ALTER TABLE view_meta ADD COLUMN posted INTEGER NOT NULL DEFAULT 0;
+UPDATE view_meta SET indexed = 0;
+CREATE TABLE screening_postings (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, n)
+) WITHOUT ROWID;
+CREATE TABLE screening_keys (
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    posted TEXT NOT NULL,
+    PRIMARY KEY (origin, watchlist, entry_id)
+) WITHOUT ROWID;
+"""
+
+
+def _postings_in_order(conn: Connection) -> None:
+    """Version 4: postings keyed by (table, key, the entry's indexing number) instead of the
+    entry's key (ADR 0059): a new entry's postings go at the end of each bucket, so a batch
+    dirties a few pages per key instead of one page per posting, and a bucket reads in the
+    order its entries were indexed (as the in-memory storage's). The index is built again
+    at the next start (its count is set to 0)."""
+    for statement in _POSTINGS_IN_ORDER.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
+VIEW_SCHEMA = Schema(
+    "watchlist_view",
+    {1: _create, 2: _screening, 3: _served_from_store, 4: _postings_in_order},
+)
 _RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
 """View records kept in memory (read again from the store when evicted)."""
@@ -190,6 +230,11 @@ _COLUMNS = (
 FACTS_CACHE = 8192
 """Facts of indexed entries kept in memory (computed again from the entry when evicted)."""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+QUEUED_ENTRIES = 4000
+"""Payloads a deferred view lets wait (:class:`Watchlists`); past that, telling it waits."""
+_Wanted = tuple[
+    int, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, str, dt.datetime
+]  # (origin, payload, message id, received at), as the view applies them
 
 
 class StaleViewError(Exception):
@@ -287,6 +332,11 @@ class ViewStore:
             return 0, _EPOCH, 0
         return int(row[0]), _EPOCH + dt.timedelta(microseconds=int(row[1])), int(row[2])
 
+    def posted(self) -> int:
+        """The last indexing number the screening index gave an entry (0 before any)."""
+        row = self._conn.execute("SELECT posted FROM view_meta").fetchone()
+        return 0 if row is None else int(row[0])
+
     def indexable(self) -> bool:
         """Whether an entry is stored that the screening index would hold."""
         row = self._conn.execute(
@@ -344,11 +394,16 @@ class ViewStore:
             if index is not None:
                 index.flush()
             self.upsert(records)
+            indexed, posted = (
+                (self.meta()[2], self.posted()) if index is None else (index.count(), index.posted)
+            )
             conn.execute(
-                "INSERT INTO view_meta (id, version, advanced_to_us, indexed) VALUES (1, ?, ?, ?) "
+                "INSERT INTO view_meta (id, version, advanced_to_us, indexed, posted) "
+                "VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
-                "advanced_to_us = excluded.advanced_to_us, indexed = excluded.indexed",
-                (version, advanced_us, self.meta()[2] if index is None else index.count()),
+                "advanced_to_us = excluded.advanced_to_us, indexed = excluded.indexed, "
+                "posted = excluded.posted",
+                (version, advanced_us, indexed, posted),
             )
             conn.execute("COMMIT")
             self._open = False
@@ -576,8 +631,9 @@ class StoredIndex:
         self._conn = store.conn
         self.entry_of = entry_of
         self._count = store.meta()[2]
+        self.posted = store.posted()  # the last indexing number given (kept in view_meta)
         self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
-        self._pending: dict[EntryKey, list[Posting]] = {}
+        self._pending: dict[EntryKey, tuple[int, list[Posting]]] = {}
         self._stale: set[EntryKey] = set()
 
     def count(self) -> int:
@@ -604,11 +660,12 @@ class StoredIndex:
         return facts
 
     def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
-        """The entries posted under ``key`` (by entry key) with their values."""
+        """The entries posted under ``key`` with their values, in the order they were
+        indexed (as :class:`MemoryIndexStorage`)."""
         self.flush()
         rows = self._conn.execute(
             "SELECT origin, watchlist, entry_id, value FROM screening_postings "
-            "WHERE tbl = ? AND k = ? ORDER BY origin, watchlist, entry_id",
+            "WHERE tbl = ? AND k = ? ORDER BY n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -634,7 +691,8 @@ class StoredIndex:
             self._stale.add(key)
         else:
             self._count += 1
-        self._pending[key] = postings
+        self.posted += 1
+        self._pending[key] = (self.posted, postings)
         self._remember(key, facts)
 
     def drop(self, key: EntryKey) -> None:
@@ -660,19 +718,17 @@ class StoredIndex:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
                     rows = self._conn.execute(
-                        "SELECT entry_id, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                        "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
                         "WHERE origin = ? AND watchlist = ? "
                         f"AND entry_id IN ({', '.join('?' * len(chunk))})",
                         (origin, watchlist, *chunk),
                     ).fetchall()
-                    for entry_id, posted_keys in rows:
+                    for n, posted_keys in rows:
                         for posted in str(posted_keys).split(_RS) if posted_keys else ():
                             table, _, index_key = posted.partition(_US)
-                            doomed.append((int(table), index_key, origin, watchlist, entry_id))
+                            doomed.append((int(table), index_key, int(n)))
             self._conn.executemany(
-                "DELETE FROM screening_postings "
-                "WHERE tbl = ? AND k = ? AND origin = ? AND watchlist = ? AND entry_id = ?",
-                doomed,
+                "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
             )
             self._conn.executemany(
                 "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
@@ -680,21 +736,27 @@ class StoredIndex:
             )
             self._stale.clear()
         if self._pending:
+            # In indexing order: each bucket grows at its end.
+            pending = sorted(self._pending.items(), key=lambda item: item[1][0])
             self._conn.executemany(
-                "INSERT INTO screening_postings (tbl, k, origin, watchlist, entry_id, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (table, index_key, *key, value)
-                    for key, postings in self._pending.items()
+                    (table, index_key, n, *key, value)
+                    for key, (n, postings) in pending
                     for table, index_key, value in postings
                 ],
             )
             self._conn.executemany(
-                "INSERT INTO screening_keys (origin, watchlist, entry_id, posted) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [
-                    (*key, _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings))
-                    for key, postings in self._pending.items()
+                    (
+                        *key,
+                        n,
+                        _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
+                    )
+                    for key, (n, postings) in pending
                 ],
             )
             self._pending.clear()
@@ -709,6 +771,15 @@ class Watchlists:
 
     Page tokens are authenticated with a key derived from the node's signing key, so they stay
     valid across restarts of the same node and cannot be forged by callers.
+
+    With ``deferred`` (the node), :meth:`apply_many` only queues what it is told and returns: a
+    thread of the view applies the queued batches in order, several in one transaction, after
+    the call that recorded them has answered (ADR 0059). Every query of the view (and every
+    other change) first waits until what was queued before it is applied, so an answer of the
+    view never misses a payload already told; a payload that is in the ledger but not yet in
+    the stored view when the process dies is applied at the next start by the replay of
+    stored payloads (ADR 0035). At most :data:`QUEUED_ENTRIES` payloads wait: past that,
+    :meth:`apply_many` waits for the view to catch up.
     """
 
     def __init__(
@@ -718,6 +789,8 @@ class Watchlists:
         path: Path | Database,
         reader: Callable[[], Connection] | None = None,
         ledger_size: int = 0,
+        *,
+        deferred: bool = False,
     ) -> None:
         raw = signer.private_key.private_bytes(
             serialization.Encoding.Raw,
@@ -734,6 +807,20 @@ class Watchlists:
         self._index: StoredIndex
         self._records: StoredRecords
         self._view = self._load()
+        # Deferred application (the node): batches told and not yet applied, how many were
+        # told and applied (a query waits for the count told before it), and the thread.
+        self._queued = threading.Condition()
+        self._queue: list[list[_Wanted]] = []
+        self._waiting = 0  # payloads in _queue
+        self._told = 0
+        self._applied = 0
+        self._closing = False
+        self._applier: threading.Thread | None = None
+        if deferred:
+            self._applier = threading.Thread(
+                target=self._apply_queued, name="watchlist-view", daemon=True
+            )
+            self._applier.start()
 
     def _load(self) -> WatchlistView:
         """The stored view, served from the store: its records and screening index stay in
@@ -848,9 +935,42 @@ class Watchlists:
         )
         return header.handling
 
+    def caught_up(self) -> None:
+        """Returns once every payload told before this call is applied (at once when not
+        deferred)."""
+        if self._applier is None:
+            return
+        with self._queued:
+            told = self._told
+            while self._applied < told:
+                self._queued.wait()
+
+    def _apply_queued(self) -> None:
+        """The applier thread: applies what is queued, in order, several batches in one
+        transaction (each batch alone again if that fails), until closed and drained."""
+        while True:
+            with self._queued:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                if not self._queue:
+                    return
+                batches, self._queue, self._waiting = self._queue, [], 0
+                self._queued.notify_all()  # room for callers waiting to queue
+            try:
+                try:
+                    self._apply_group([item for batch in batches for item in batch])
+                except Exception:  # each batch alone: what was applied already changes nothing
+                    for batch in batches:
+                        self._apply_logged(batch)
+            finally:
+                with self._queued:
+                    self._applied += len(batches)
+                    self._queued.notify_all()
+
     @property
     def version(self) -> int:
         """The view version now."""
+        self.caught_up()
         with self._lock:
             return self._view.version
 
@@ -862,6 +982,7 @@ class Watchlists:
             return
         # The table's watchlist kinds carry exactly these payload types (tests/domain/test_kinds).
         merged = cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload)
+        self.caught_up()
         with self._lock:
             self._changing(
                 lambda: self._view.apply(
@@ -874,7 +995,7 @@ class Watchlists:
     ) -> None:
         """Exchange batch listener: :meth:`apply` for each payload, in order, stored in one
         commit (a bulk submit or a delivered batch costs one fsync of the view, not one each)."""
-        wanted = [
+        wanted: list[_Wanted] = [
             (
                 proto_jurisdiction(origin),
                 cast(domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, payload),
@@ -886,19 +1007,41 @@ class Watchlists:
         ]
         if not wanted:
             return
+        if self._applier is None:
+            with self._lock:
+                self._changing(lambda: self._apply_all(wanted))
+            return
+        with self._queued:
+            while self._waiting >= QUEUED_ENTRIES and not self._closing:
+                self._queued.wait()
+            self._queue.append(wanted)
+            self._waiting += len(wanted)
+            self._told += 1
+            self._queued.notify_all()
 
-        def apply_all() -> None:
-            self._records.prefetch([(o, p.watchlist, p.entry_id) for o, p, _, _ in wanted])
-            for origin, payload, message_id, at in wanted:
-                self._view.apply(origin, payload, message_id, received_at=at)
+    def _apply_logged(self, wanted: list[_Wanted]) -> None:
+        try:
+            self._apply_group(wanted)
+        except Exception:  # a view must never fail the write that already happened
+            log.exception(
+                "watchlist view failed to apply %d payload(s) from %s", len(wanted), wanted[0][2]
+            )
 
+    def _apply_group(self, wanted: list[_Wanted]) -> None:
         with self._lock:
-            self._changing(apply_all)
+            self._changing(lambda: self._apply_all(wanted))
+
+    def _apply_all(self, wanted: Sequence[_Wanted]) -> None:
+        """Applies ``wanted`` in order (caller holds the lock, in :meth:`_changing`)."""
+        self._records.prefetch([(o, p.watchlist, p.entry_id) for o, p, _, _ in wanted])
+        for origin, payload, message_id, at in wanted:
+            self._view.apply(origin, payload, message_id, received_at=at)
 
     def erased(self, kind: int, message_id: str) -> None:
         """Exchange erasure listener: the payload of ``message_id`` is gone."""
         if kind not in WATCHLIST_KINDS:
             return
+        self.caught_up()
         with self._lock:
             self._changing(lambda: self._view.erase(message_id))
 
@@ -912,11 +1055,13 @@ class Watchlists:
             gone = held - still_stored(held)
             return sum(self._view.erase(message_id) for message_id in sorted(gone))
 
+        self.caught_up()
         with self._lock:
             return self._changing(erase_gone)
 
     def list(self, request: partner_pb2.ListWatchlistRequest) -> partner_pb2.ListWatchlistResponse:
         """A snapshot or delta page of one watchlist."""
+        self.caught_up()
         with self._lock:
             return self._changing(lambda: self._view.list_watchlist(request, now=self._clock()))
 
@@ -936,6 +1081,7 @@ class Watchlists:
             problems.append(FieldViolation("entry_id", "required"))
         if problems:
             raise ValidationError(problems)
+        self.caught_up()
         with self._lock:
             item = self._changing(
                 lambda: self._view.get(
@@ -969,6 +1115,7 @@ class Watchlists:
             problems = [FieldViolation("declaration", "required")]
         if problems:
             raise ValidationError(problems)
+        self.caught_up()
         with self._lock:
             response = self._changing(
                 lambda: self._view.screen(
@@ -983,6 +1130,11 @@ class Watchlists:
         return response
 
     def close(self) -> None:
-        """Closes the view's file."""
+        """Applies what is queued, then closes the view's file."""
+        if self._applier is not None:
+            with self._queued:
+                self._closing = True
+                self._queued.notify_all()
+            self._applier.join()
         with self._lock:
             self._store.close()

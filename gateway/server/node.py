@@ -257,6 +257,9 @@ class Node:
             config.data_dir / "watchlist-view.db" if config.storage.url is None else self.database,
             reader=self.ledger.reader,
             ledger_size=self.ledger.size(),
+            # Applied after the answer, queries wait for it (ADR 0059); not where replicas
+            # share the view: another replica's query would not wait for this one's queue.
+            deferred=config.storage.url is None,
         )
         self.exchange.on_payloads(self.watchlists.apply_many)
         self.exchange.on_erased(self.watchlists.erased)
