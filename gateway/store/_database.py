@@ -98,6 +98,12 @@ def _to_format(sql: str) -> str:
     return _TOKEN.sub(replace, sql)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_plain_insert(sql: str) -> bool:
+    """An ``INSERT`` that returns no rows (no ``RETURNING``): its cursor is never read."""
+    return sql.lstrip()[:6].upper() == "INSERT" and "RETURNING" not in sql.upper()
+
+
 class PostgresConnection:
     """A psycopg connection in autocommit mode that takes portable SQL.
 
@@ -105,13 +111,14 @@ class PostgresConnection:
     SQLite side, so the ledger's transaction code is the same text on both.
     """
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_inserts", "_pool")
 
     def __init__(
         self, conn: psycopg.Connection[Any], pool: psycopg_pool.ConnectionPool | None = None
     ) -> None:
         self._conn = conn
         self._pool = pool
+        self._inserts: psycopg.Cursor[Any] | None = None
 
     @property
     def dialect(self) -> Dialect:
@@ -133,16 +140,32 @@ class PostgresConnection:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement; see :class:`Connection`."""
         if parameters:
+            if _is_plain_insert(sql):
+                return self._insert_cursor().execute(_to_format(sql), parameters)
             return self._conn.execute(_to_format(sql), parameters)
         return self._conn.execute(sql)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Run one statement per row, pipelined (one round trip for the lot)."""
+        if _is_plain_insert(sql):
+            self._insert_cursor().executemany(_to_format(sql), parameters)
+            return
         with self._conn.cursor() as cur:
             cur.executemany(_to_format(sql), parameters)
 
+    def _insert_cursor(self) -> psycopg.Cursor[Any]:
+        """One cursor kept for every INSERT without RETURNING (ADR 0075): such a statement
+        answers no rows and no caller reads its row count, so nothing is lost when the next one
+        reuses the cursor, and the cursor's adapters stay resolved instead of being looked up
+        again for each new cursor (in a writer's commit, a quarter of its Python time)."""
+        cur = self._inserts
+        if cur is None or cur.closed:
+            cur = self._inserts = self._conn.cursor()
+        return cur
+
     def close(self) -> None:
         """Give the connection back to its pool, or close it."""
+        self._inserts = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             if self.in_transaction:
