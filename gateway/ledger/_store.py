@@ -234,6 +234,14 @@ def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
     return raw.pipeline() if raw is not None else contextlib.nullcontext()
 
 
+def _deferring(conn: Connection) -> contextlib.AbstractContextManager[object]:
+    """PostgreSQL: the requests' plain INSERTs of one group commit go as one statement per
+    table (:meth:`PostgresConnection.deferring`, ADR 0075); a no-op context on SQLite, where a
+    statement costs no round trip."""
+    deferring = getattr(conn, "deferring", None)
+    return deferring() if deferring is not None else contextlib.nullcontext()
+
+
 # Rows up to this many go in one multi-row INSERT, more in an executemany: one statement text
 # per row count, so a handful of texts for the usual requests (one entry per recipient).
 _ROWS_PER_STATEMENT = 8
@@ -429,9 +437,10 @@ class Ledger:
         which isolates the failing one. (Requests are database writes: running one again after
         a rollback has the effect of running it once.)
         """
-        if self._shared and self._uncontended:  # one round trip, the usual case (ADR 0075)
-            if self._commit_once(batch, savepoints=False, guarded=True) is not None:
-                return
+        # One round trip, the usual case on a shared store (ADR 0075); None: run it again locked.
+        guarded = self._shared and self._uncontended
+        if guarded and self._commit_once(batch, savepoints=False, guarded=True) is not None:
+            return
         if not self._commit_once(batch, savepoints=False):
             self._commit_once(batch, savepoints=True)
 
@@ -451,11 +460,13 @@ class Ledger:
             if not savepoints:
                 try:
                     # PostgreSQL: statements go out without waiting for answers, the whole
-                    # transaction in two round trips (the tree row's lock, then the rest with
-                    # the COMMIT; ADR 0074). A failure surfaces here at the latest.
-                    with _pipeline(conn):
+                    # transaction in one round trip when guarded (ADR 0075), else two (the tree
+                    # row's lock, then the rest with the COMMIT; ADR 0074), the requests' plain
+                    # INSERTs merged per table. A failure surfaces here at the latest.
+                    with _pipeline(conn), _deferring(conn):
                         if guarded:
-                            stored = self._guard_tree(conn, batch)
+                            self._guard_tree(conn, batch)
+                            stored = None  # the guard moved the tree-state row already
                         else:
                             stored, last_time = self._lock_tree(conn, last_time)
                         stamp = max(self._clock(), last_time)
