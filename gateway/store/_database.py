@@ -14,6 +14,7 @@ import functools
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -32,6 +33,7 @@ __all__ = [
     "Dialect",
     "PooledReader",
     "PostgresConnection",
+    "Rows",
     "SqliteConnection",
     "check_url",
     "open_database",
@@ -261,28 +263,69 @@ class PostgresConnection:
             self._conn.close()
 
 
+class Rows:
+    """A read's whole result, already fetched: what :class:`PooledReader` returns."""
+
+    __slots__ = ("_at", "_rows")
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+        self._at = 0
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        rows = self._rows[self._at :] if self._at else self._rows
+        self._at = len(self._rows)
+        return rows
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        """Up to ``size`` more rows."""
+        rows = self._rows[self._at : self._at + size]
+        self._at += len(rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
 class PooledReader:
     """Autocommit reads on PostgreSQL, each statement on a connection borrowed from the pool
-    for that statement only. A psycopg client cursor holds its whole result, so the connection
-    goes back before the caller fetches: any number of threads read through at most the
-    pool's connections (one kept connection per reading thread would exhaust the server's)."""
+    for that statement only, its rows fetched before the connection goes back: any number of
+    threads read through at most the pool's connections (one kept connection per reading
+    thread would exhaust the server's). Each pooled connection keeps one cursor for these
+    reads, so its adapters are resolved once, not for every statement (ADR 0075)."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_cursors", "_pool")
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
         self._pool = pool
+        self._cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]]
+        self._cursors = weakref.WeakKeyDictionary()
 
     @property
     def dialect(self) -> Dialect:
         """Always ``"postgresql"``."""
         return "postgresql"
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        """Run one read; the returned cursor holds every row."""
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        """Run one read; the result holds every row."""
         with self._pool.connection() as conn:
+            cur = self._cursors.get(conn)  # the connection is this thread's until it goes back
+            if cur is None or cur.closed:
+                cur = self._cursors[conn] = conn.cursor()
             if parameters:
-                return conn.execute(_to_format(sql), parameters)
-            return conn.execute(sql)
+                cur.execute(_to_format(sql), parameters)
+            else:
+                cur.execute(sql)
+            return Rows(cur.fetchall() if cur.description is not None else [])
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Readers do not write."""
