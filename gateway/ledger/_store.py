@@ -234,6 +234,14 @@ def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
     return raw.pipeline() if raw is not None else contextlib.nullcontext()
 
 
+def _deferring(conn: Connection) -> contextlib.AbstractContextManager[object]:
+    """PostgreSQL: the requests' plain INSERTs of one group commit go as one statement per
+    table (:meth:`PostgresConnection.deferring`, ADR 0075); a no-op context on SQLite, where a
+    statement costs no round trip."""
+    deferring = getattr(conn, "deferring", None)
+    return deferring() if deferring is not None else contextlib.nullcontext()
+
+
 # Rows up to this many go in one multi-row INSERT, more in an executemany: one statement text
 # per row count, so a handful of texts for the usual requests (one entry per recipient).
 _ROWS_PER_STATEMENT = 8
@@ -303,6 +311,9 @@ class Ledger:
         self._local = threading.local()
         self._readers: list[Connection] = []
         self._pooled: Connection | None = None
+        # Shared store: no other replica appended at the last look, so the next commit checks
+        # the tree-state row in its first write rather than reading it first (ADR 0075).
+        self._uncontended = True
         self._readers_lock = threading.Lock()
         self._writer = threading.Thread(
             target=self._run, name=f"ledger-writer:{origin}", daemon=True
@@ -426,12 +437,21 @@ class Ledger:
         which isolates the failing one. (Requests are database writes: running one again after
         a rollback has the effect of running it once.)
         """
+        # One round trip, the usual case on a shared store (ADR 0075); None: run it again locked.
+        guarded = self._shared and self._uncontended
+        if guarded and self._commit_once(batch, savepoints=False, guarded=True) is not None:
+            return
         if not self._commit_once(batch, savepoints=False):
             self._commit_once(batch, savepoints=True)
 
-    def _commit_once(self, batch: list[_Append | _Task], *, savepoints: bool) -> bool:
+    def _commit_once(
+        self, batch: list[_Append | _Task], *, savepoints: bool, guarded: bool = False
+    ) -> bool | None:
         """One attempt; False (all rolled back, nobody answered) if a request failed without
-        savepoints, else True with every caller answered."""
+        savepoints, else True with every caller answered. ``guarded`` (shared store, no
+        savepoints): the tree-state row is locked and checked by the batch's first write instead
+        of a read answered before the writes (ADR 0075); None if that attempt failed for any
+        reason (all rolled back, nobody answered): the caller runs the batch again locked."""
         conn = self._wconn
         at_start = self._frontier.copy()
         last_time = self._last_time
@@ -440,10 +460,15 @@ class Ledger:
             if not savepoints:
                 try:
                     # PostgreSQL: statements go out without waiting for answers, the whole
-                    # transaction in two round trips (the tree row's lock, then the rest with
-                    # the COMMIT; ADR 0074). A failure surfaces here at the latest.
-                    with _pipeline(conn):
-                        stored, last_time = self._lock_tree(conn, last_time)
+                    # transaction in one round trip when guarded (ADR 0075), else two (the tree
+                    # row's lock, then the rest with the COMMIT; ADR 0074), the requests' plain
+                    # INSERTs merged per table. A failure surfaces here at the latest.
+                    with _pipeline(conn), _deferring(conn):
+                        if guarded:
+                            self._guard_tree(conn, batch)
+                            stored = None  # the guard moved the tree-state row already
+                        else:
+                            stored, last_time = self._lock_tree(conn, last_time)
                         stamp = max(self._clock(), last_time)
                         for job in batch:
                             value = (
@@ -462,6 +487,8 @@ class Ledger:
                     conn.execute("ROLLBACK")
                     self._frontier = at_start
                     self._upper.truncate(at_start.size)
+                    if guarded:
+                        return None
                     return False
                 _check_committed(committed)
             else:
@@ -516,7 +543,23 @@ class Ledger:
         # (ADR 0071) The tree-state row, locked until COMMIT: one writer at a time over every
         # replica; what another replica appended is read, never assumed.
         (stored,) = conn.execute("SELECT size FROM ledger_tree WHERE id = 1 FOR UPDATE").fetchone()
+        self._uncontended = stored == self._frontier.size  # else guarded commits would fail
         return stored, self._catch_up(conn, stored, last_time)
+
+    def _guard_tree(self, conn: Connection, batch: list[_Append | _Task]) -> None:
+        """Begin the writing transaction and, in its first statement, lock the tree-state row
+        and move it to the size this batch will make, if it still holds this writer's size
+        (ADR 0075). If another replica appended meanwhile, the CASE gives NULL, the NOT NULL
+        column refuses it and the whole transaction fails: nothing of it commits, and the batch
+        runs again under :meth:`_lock_tree`. Nothing is waited for here (pipeline): the writes
+        follow at once, in the same round trip as the COMMIT."""
+        _begin(conn)
+        size = self._frontier.size
+        end = size + sum(len(job.entries) for job in batch if isinstance(job, _Append))
+        conn.execute(
+            "UPDATE ledger_tree SET size = CASE WHEN size = ? THEN ? END WHERE id = 1",
+            (size, end),
+        )
 
     def _store_size(self, conn: Connection, stored: int | None) -> None:
         """On a shared store, move the tree-state row to this writer's size."""

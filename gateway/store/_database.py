@@ -9,11 +9,13 @@ except behind :attr:`Connection.dialect`. A :class:`Database` hands out connecti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ __all__ = [
     "Dialect",
     "PooledReader",
     "PostgresConnection",
+    "Rows",
     "SqliteConnection",
     "check_url",
     "open_database",
@@ -98,6 +101,40 @@ def _to_format(sql: str) -> str:
     return _TOKEN.sub(replace, sql)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_plain_insert(sql: str) -> bool:
+    """An ``INSERT`` that returns no rows (no ``RETURNING``): its cursor is never read."""
+    return sql.lstrip()[:6].upper() == "INSERT" and "RETURNING" not in sql.upper()
+
+
+# A plain multi-row INSERT of the project's SQL: the text up to VALUES, then one placeholder
+# tuple repeated (no ON CONFLICT, no RETURNING): rows of the same text can be sent as one.
+_MERGEABLE = re.compile(
+    r"(INSERT\s+INTO\s+(\w+)\s*\([^()]*\)\s*VALUES)\s*(\((?:\s*\?\s*,)*\s*\?\s*\))"
+    r"(?:\s*,\s*\3)*\s*",
+    re.IGNORECASE,
+)
+_INSERT_INTO = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+_MAX_PARAMETERS = 30_000  # per merged statement (PostgreSQL takes at most 65,535)
+
+
+@functools.lru_cache(maxsize=1024)
+def _mergeable(sql: str) -> tuple[str, str, int] | None:
+    """(the text up to VALUES, one placeholder tuple, its placeholders) of a plain multi-row
+    INSERT, else None."""
+    m = _MERGEABLE.fullmatch(sql)
+    if m is None:
+        return None
+    return f"{m.group(1)} ", m.group(3), m.group(3).count("?")
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_target(sql: str) -> str | None:
+    """The table an INSERT writes, else None (any other statement)."""
+    m = _INSERT_INTO.match(sql)
+    return m.group(1).lower() if m else None
+
+
 class PostgresConnection:
     """A psycopg connection in autocommit mode that takes portable SQL.
 
@@ -105,13 +142,16 @@ class PostgresConnection:
     SQLite side, so the ledger's transaction code is the same text on both.
     """
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_deferred", "_inserts", "_pool")
 
     def __init__(
         self, conn: psycopg.Connection[Any], pool: psycopg_pool.ConnectionPool | None = None
     ) -> None:
         self._conn = conn
         self._pool = pool
+        self._inserts: psycopg.Cursor[Any] | None = None
+        # While deferring: plain INSERTs' rows by (text up to VALUES, placeholder tuple).
+        self._deferred: dict[tuple[str, str, int], list[Any]] | None = None
 
     @property
     def dialect(self) -> Dialect:
@@ -132,17 +172,88 @@ class PostgresConnection:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         """Run one statement; see :class:`Connection`."""
+        if self._deferred is not None:
+            shape = _mergeable(sql) if parameters else None
+            if shape is not None:
+                self._deferred.setdefault(shape, []).extend(parameters)
+                return self._insert_cursor()
+            self._flush_before(sql)
         if parameters:
+            if _is_plain_insert(sql):
+                return self._insert_cursor().execute(_to_format(sql), parameters)
             return self._conn.execute(_to_format(sql), parameters)
         return self._conn.execute(sql)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Run one statement per row, pipelined (one round trip for the lot)."""
+        if self._deferred is not None:
+            shape = _mergeable(sql)
+            if shape is not None:
+                rows = self._deferred.setdefault(shape, [])
+                for row in parameters:
+                    rows.extend(row)
+                return
+            self._flush_before(sql)
+        if _is_plain_insert(sql):
+            self._insert_cursor().executemany(_to_format(sql), parameters)
+            return
         with self._conn.cursor() as cur:
             cur.executemany(_to_format(sql), parameters)
 
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Within the block, plain multi-row INSERTs (no ON CONFLICT, no RETURNING) are held
+        back and sent as one INSERT per statement text, rows in the order given, just before
+        the next statement that is not such an INSERT (a read, an UPDATE, COMMIT; an upsert
+        only if its table has rows held back) or when the block ends (ADR 0075).
+
+        For a writer's group commit: requests of the same kind then cost one statement in all
+        instead of one each. Statements run in another order than written, so it is only for a
+        transaction that is run again statement by statement if it fails (the ledger's writer
+        does, with a savepoint per request); no row count or result of a held-back INSERT can
+        be read. On an exception the held-back rows are dropped (the caller rolls back).
+        """
+        self._deferred = {}
+        try:
+            yield
+            self._flush()
+        finally:
+            self._deferred = None
+
+    def _flush_before(self, sql: str) -> None:
+        """Send held-back rows that ``sql`` may depend on: all of them, unless ``sql`` is an
+        INSERT into a table none of them is for."""
+        deferred = self._deferred
+        if not deferred:
+            return
+        target = _insert_target(sql)
+        if target is None or any(_insert_target(text) == target for text, _, _ in deferred):
+            self._flush()
+
+    def _flush(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        if not deferred:
+            return
+        cur = self._insert_cursor()
+        for (head, row, width), values in deferred.items():
+            step = max(1, _MAX_PARAMETERS // width) * width
+            for start in range(0, len(values), step):
+                chunk = values[start : start + step]
+                cur.execute(_to_format(head + ",".join([row] * (len(chunk) // width))), chunk)
+
+    def _insert_cursor(self) -> psycopg.Cursor[Any]:
+        """One cursor kept for every INSERT without RETURNING (ADR 0075): such a statement
+        answers no rows and no caller reads its row count, so nothing is lost when the next one
+        reuses the cursor, and the cursor's adapters stay resolved instead of being looked up
+        again for each new cursor (in a writer's commit, a quarter of its Python time)."""
+        cur = self._inserts
+        if cur is None or cur.closed:
+            cur = self._inserts = self._conn.cursor()
+        return cur
+
     def close(self) -> None:
         """Give the connection back to its pool, or close it."""
+        self._inserts = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             if self.in_transaction:
@@ -152,28 +263,69 @@ class PostgresConnection:
             self._conn.close()
 
 
+class Rows:
+    """A read's whole result, already fetched: what :class:`PooledReader` returns."""
+
+    __slots__ = ("_at", "_rows")
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+        self._at = 0
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        rows = self._rows[self._at :] if self._at else self._rows
+        self._at = len(self._rows)
+        return rows
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        """Up to ``size`` more rows."""
+        rows = self._rows[self._at : self._at + size]
+        self._at += len(rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
 class PooledReader:
     """Autocommit reads on PostgreSQL, each statement on a connection borrowed from the pool
-    for that statement only. A psycopg client cursor holds its whole result, so the connection
-    goes back before the caller fetches: any number of threads read through at most the
-    pool's connections (one kept connection per reading thread would exhaust the server's)."""
+    for that statement only, its rows fetched before the connection goes back: any number of
+    threads read through at most the pool's connections (one kept connection per reading
+    thread would exhaust the server's). Each pooled connection keeps one cursor for these
+    reads, so its adapters are resolved once, not for every statement (ADR 0075)."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_cursors", "_pool")
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
         self._pool = pool
+        self._cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]]
+        self._cursors = weakref.WeakKeyDictionary()
 
     @property
     def dialect(self) -> Dialect:
         """Always ``"postgresql"``."""
         return "postgresql"
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        """Run one read; the returned cursor holds every row."""
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        """Run one read; the result holds every row."""
         with self._pool.connection() as conn:
+            cur = self._cursors.get(conn)  # the connection is this thread's until it goes back
+            if cur is None or cur.closed:
+                cur = self._cursors[conn] = conn.cursor()
             if parameters:
-                return conn.execute(_to_format(sql), parameters)
-            return conn.execute(sql)
+                cur.execute(_to_format(sql), parameters)
+            else:
+                cur.execute(sql)
+            return Rows(cur.fetchall() if cur.description is not None else [])
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Readers do not write."""

@@ -249,3 +249,78 @@ def test_readers_share_the_pool_whatever_the_threads(pg: Database, signer: NoteS
             thread.join()
         assert len(seen) == 40
         assert max(seen) <= 16 + 1  # the pool's, and the writer's
+
+
+def test_a_stale_writer_commits_after_the_guard_refuses_its_size(
+    pg: Database, signer: NoteSigner
+) -> None:
+    """A writer's commit checks the tree-state row in its first write (ADR 0075): when another
+    replica appended meanwhile, that attempt fails whole, and the batch runs again locked, after
+    the entries it had not seen; nothing is lost or written twice."""
+    first = Ledger.open(pg, origin=ORIGIN, signer=signer)
+    second = Ledger.open(pg, origin=ORIGIN, signer=signer)
+    try:
+        assert first.append(make_entry(0)).index == 0
+        assert second.append(make_entry(1)).index == 1  # its guard expected size 0
+        assert first.append(make_entry(2)).index == 2  # and this one expected 1
+        assert second.append(make_entry(3)).index == 3
+        (stored,) = pg.dedicated().execute("SELECT size FROM ledger_tree").fetchone()
+        assert stored == 4
+        assert [r.entry for r in second.entries(0, 4)] == [make_entry(i) for i in range(4)]
+        expected = MemoryTree(leaf for _, leaf in first.leaves(0, 4)).root()
+        assert first.root(4) == second.root(4) == expected
+    finally:
+        first.close()
+        second.close()
+
+
+def test_held_back_inserts_go_before_whatever_may_read_them(pg: Database) -> None:
+    """While deferring, plain INSERTs are merged per statement text, and sent before a read, an
+    UPDATE or an upsert of their table; the transaction's result is what the statements in the
+    written order give."""
+    conn = pg.dedicated()
+    try:
+        conn.execute("CREATE TABLE held_a (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        conn.execute("CREATE TABLE held_b (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        deferring = conn.deferring  # type: ignore[attr-defined]
+        with deferring():
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO held_a (k, v) VALUES (?, ?)", (1, "a1"))
+            conn.execute("INSERT INTO held_b (k, v) VALUES (?, ?),(?, ?)", (1, "b1", 2, "b2"))
+            conn.executemany("INSERT INTO held_a (k, v) VALUES (?, ?)", [(2, "a2"), (3, "a3")])
+            # an upsert of another table goes at once; of held_a only after held_a's rows
+            conn.execute(
+                "INSERT INTO held_b (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = 'up'",
+                (9, "b9"),
+            )
+            conn.execute(
+                "INSERT INTO held_a (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = 'up'",
+                (3, "x"),
+            )
+            assert conn.execute("SELECT count(*) FROM held_b").fetchone() == (3,)
+            conn.execute("INSERT INTO held_b (k, v) VALUES (?, ?)", (4, "b4"))
+            conn.execute("UPDATE held_b SET v = 'changed' WHERE k = 4")
+            conn.execute("COMMIT")
+        assert conn.execute("SELECT k, v FROM held_a ORDER BY k").fetchall() == [
+            (1, "a1"),
+            (2, "a2"),
+            (3, "up"),
+        ]
+        assert conn.execute("SELECT k, v FROM held_b ORDER BY k").fetchall() == [
+            (1, "b1"),
+            (2, "b2"),
+            (4, "changed"),
+            (9, "b9"),
+        ]
+        with deferring():  # a duplicate merged into one statement: refused when sent
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO held_a (k, v) VALUES (?, ?)", (7, "x"))
+            conn.execute("INSERT INTO held_a (k, v) VALUES (?, ?)", (7, "y"))
+            with pytest.raises(psycopg.IntegrityError):
+                conn.execute("COMMIT")
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM held_a WHERE k = 7").fetchone() == (0,)
+    finally:
+        conn.execute("DROP TABLE IF EXISTS held_a")
+        conn.execute("DROP TABLE IF EXISTS held_b")
+        conn.close()
