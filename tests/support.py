@@ -228,7 +228,7 @@ def serve_process(
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.startswith("listening on 127.0.0.1:"), log.read_text()
+    assert line.startswith("listening on 127.0.0.1:"), log.read_text()[-3000:]
     address = line.split()[-1]
     assert address == (loaded.data_dir / LISTEN_ADDRESS_FILE).read_text().strip()
     return proc, address
