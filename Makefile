@@ -18,8 +18,8 @@ $(BIN)/python:
 
 # The generated `customs` package must exist before the editable install maps the packages.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet 'grpcio-tools>=1.70,<2' 'googleapis-common-protos>=1.60,<2'
+	$(BIN)/python -m pip install --quiet --upgrade pip 'grpcio-tools>=1.70,<2' \
+		'googleapis-common-protos>=1.60,<2'
 	$(BIN)/python protos/generate.py
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
@@ -45,15 +45,20 @@ interop: $(INTEROP)
 # Tests marked sqlite_files handle CN's SQLite files themselves and are deselected there
 # (tests/conftest.py). Without a server at CUSTOMS_TEST_POSTGRES the pass is skipped in one line;
 # under CI=true it runs anyway, and the missing server fails it.
+# Both passes spread the tests over one process per core (pytest-xdist, ADR 0017); a whole
+# file goes to one worker (--dist loadfile), so a module-scoped fixture (a node, the start-up
+# table's forty processes) is made once. Serial: `make test XDIST=-n0`.
+XDIST ?= -n auto --dist loadfile
 PG_TESTS ?= tests/access tests/exchange tests/failclosed tests/interop tests/operator tests/server
 PG_REACHABLE := import os, psycopg; psycopg.connect(os.environ.get("CUSTOMS_TEST_POSTGRES", \
 	"postgresql://postgres@127.0.0.1:5432/test"), connect_timeout=3).close()
 
 test: $(GEN) $(INTEROP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 	@if [ "$$CI" = "true" ] || $(BIN)/python -c '$(PG_REACHABLE)' 2>/dev/null; then \
 		echo "second pass: CN's node on PostgreSQL (CUSTOMS_TEST_STORE=postgresql)"; \
-		CUSTOMS_TEST_STORE=postgresql $(BIN)/python -m pytest -q $(PG_TESTS) $(PG_PYTEST_ARGS); \
+		CUSTOMS_TEST_STORE=postgresql $(BIN)/python -m pytest -q $(XDIST) $(PG_TESTS) \
+			$(PG_PYTEST_ARGS); \
 	else \
 		echo "second pass with CN's node on PostgreSQL skipped: no server at CUSTOMS_TEST_POSTGRES"; \
 	fi

@@ -9,6 +9,8 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +36,7 @@ from gateway.pki import (
 )
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.pem import certificate_pem, write_private_key, write_public_file
-from gateway.server import Node, load_config
+from gateway.server import LISTEN_ADDRESS_FILE, Node, load_config
 from gateway.transport import ClientIdentity, secure_channel
 
 T = TypeVar("T")
@@ -204,6 +206,32 @@ def running_node(config: Path) -> Iterator[Node]:
         yield node
     finally:
         node.stop(grace=0.5)
+
+
+def serve_process(
+    config: Path, log: Path, jurisdiction: Jurisdiction
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``serve --config config`` as a real process of its own (one a test can SIGKILL),
+    its stderr appended to ``log``; return the process and the address it bound.
+
+    Returns once the node reported ``listening on HOST:PORT``, and guarantees that the config
+    is ``jurisdiction``'s and that its address file (which peers read) names that address.
+    """
+    loaded = load_config(config)
+    assert loaded.jurisdiction is jurisdiction, f"{config} is {loaded.jurisdiction}'s config"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=log.open("a"),
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on 127.0.0.1:"), log.read_text()[-3000:]
+    address = line.split()[-1]
+    assert address == (loaded.data_dir / LISTEN_ADDRESS_FILE).read_text().strip()
+    return proc, address
 
 
 def channel_to(world: World, node: Node, cred: Credential) -> grpc.Channel:

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import collections
-import os
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -23,27 +20,13 @@ from gateway.ledger import Event
 from gateway.pki import Role
 from gateway.server import load_config
 from gateway.transport import secure_channel
-from tests.exchange.conftest import CN, HK, Trio, address_file, entry_request, write_trio_configs
-from tests.support import World
+from tests.exchange.conftest import CN, HK, Trio, entry_request, write_trio_configs
+from tests.support import World, serve_process
 
 pytestmark = pytest.mark.slow
 
 BATCHES, PER_BATCH = 10, 100
 OUTCOME = partner_pb2.BulkOutcome
-
-
-def _serve(config: Path, log: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=log.open("a"),
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("listening on 127.0.0.1:"), log.read_text()
-    return proc
 
 
 def test_bulk_publish_killed_mid_call_and_retried_creates_no_duplicate(
@@ -70,8 +53,8 @@ def test_bulk_publish_killed_mid_call_and_retried_creates_no_duplicate(
                 answered.append(number)
                 first_answer.set()
 
-    proc = _serve(hk_config, tmp_path / "hk.log")
-    thread = threading.Thread(target=publisher, args=(address_file(tmp_path, HK).read_text(),))
+    proc, address = serve_process(hk_config, tmp_path / "hk.log", HK)
+    thread = threading.Thread(target=publisher, args=(address,))
     thread.start()
     try:
         assert first_answer.wait(60), "no bulk call was answered"
@@ -86,10 +69,10 @@ def test_bulk_publish_killed_mid_call_and_retried_creates_no_duplicate(
     # HK restarts; the partner retries every batch, the same requests: what was recorded
     # (every answered batch, and maybe the one in flight) answers as duplicates.
     trio.start(CN)
-    proc = _serve(hk_config, tmp_path / "hk.log")
+    proc, address = serve_process(hk_config, tmp_path / "hk.log", HK)
     outcomes: collections.Counter[int] = collections.Counter()
     try:
-        with secure_channel(address_file(tmp_path, HK).read_text(), identity, hk.identity) as ch:
+        with secure_channel(address, identity, hk.identity) as ch:
             stub = partner_pb2_grpc.PartnerGatewayStub(ch)
             for number, batch in enumerate(batches):
                 response = stub.PublishWatchlistEntries(

@@ -3,10 +3,7 @@ them once it is back (real process, real SIGKILL)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -26,38 +23,20 @@ from tests.exchange.conftest import (
     CN,
     HK,
     Trio,
-    address_file,
     notice_request,
     write_trio_configs,
 )
-from tests.support import World, ledger_file
+from tests.support import World, ledger_file, serve_process
 
 pytestmark = pytest.mark.slow
 
 UNWITNESSED = WitnessPolicy.unwitnessed()  # these tests check the log, not witnessing
 
 
-def _serve(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
-    """Start ``serve`` on port 0; return the process and the address it reports it bound."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=log.open("a"),
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("listening on 127.0.0.1:"), log.read_text()
-    address = line.split()[-1]
-    assert address == address_file(config.parent, CN).read_text().strip()
-    return proc, address
-
-
 def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path: Path) -> None:
     trio = Trio(world, tmp_path, write_trio_configs(world, tmp_path))
     cn_config = trio.configs[CN]
-    proc, cn_address = _serve(cn_config, tmp_path / "cn.log")
+    proc, cn_address = serve_process(cn_config, tmp_path / "cn.log", CN)
     acked: list[str] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -95,7 +74,9 @@ def test_sigkill_after_acknowledged_submits_loses_nothing(world: World, tmp_path
 
     # HK comes up, CN restarts: every acknowledged message is delivered, exactly once.
     trio.start(HK)
-    proc, _ = _serve(cn_config, tmp_path / "cn.log")  # a new port: HK reads it from the file
+    proc, _ = serve_process(
+        cn_config, tmp_path / "cn.log", CN
+    )  # a new port: HK reads it from the file
     try:
         # Messages committed but not yet acknowledged when the node died may arrive too; read
         # until every acknowledged one has, and check that nothing comes twice.

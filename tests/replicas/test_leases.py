@@ -179,7 +179,7 @@ def _waiting_on_lock(url: str) -> bool:
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE 'INSERT INTO gateway_leases%%'"
+            "AND query LIKE 'INSERT INTO gateway_leases%%' AND datname = current_database()"
         ).fetchone()
     return bool(row and row[0])
 

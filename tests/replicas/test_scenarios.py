@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +34,7 @@ from gateway.pki import Jurisdiction, Role
 from gateway.server import LISTEN_ADDRESS_FILE, load_config
 from gateway.transport import secure_channel
 from tests.exchange.conftest import notice_request
-from tests.support import World, wait_for
+from tests.support import World, serve_process, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -90,19 +88,11 @@ class Cluster:
             )
 
     def serve(self, name: str) -> None:
-        log = self.root / f"{name}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.configs[name])],
-            stdout=subprocess.PIPE,
-            stderr=log.open("a"),
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        proc, address = serve_process(
+            self.configs[name], self.root / f"{name}.log", JURISDICTION[name]
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on 127.0.0.1:"), log.read_text()[-3000:]
         self.procs[name] = proc
-        self.addresses[name] = line.split()[-1]
+        self.addresses[name] = address
 
     def stub(self, j: Jurisdiction, *names: str) -> partner_pb2_grpc.PartnerGatewayStub:
         identity = self.world.client_identity(self.world.cred(j, Role.PARTNER))
