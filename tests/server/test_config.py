@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.cli.serve import YOUNG_COLLECTION_THRESHOLD
 from gateway.pki import Jurisdiction
 from gateway.server import ConfigError, load_config
 from tests.support import World
@@ -222,6 +223,8 @@ def test_serve_process_stops_cleanly_on_sigterm(good_config: Path) -> None:
         frozen = [json.loads(x) for x in logs.splitlines() if '"heap_frozen"' in x]
         assert frozen
         assert frozen[0]["frozen_objects"] > 10_000  # the start-up heap, not a few objects
+        # A bulk call's short-lived objects die young: not collected every 700 allocations.
+        assert frozen[0]["young_collection_threshold"] == YOUNG_COLLECTION_THRESHOLD
     finally:
         if proc.poll() is None:
             proc.kill()
