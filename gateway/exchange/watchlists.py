@@ -668,6 +668,7 @@ class StoredIndex:
         self._store = store
         self._conn = store.conn
         self.entry_of = entry_of
+        self.facts_at_put = False
         self._count = store.meta()[2]
         self.posted = store.posted()  # the last indexing number given (kept in view_meta)
         self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
@@ -743,15 +744,21 @@ class StoredIndex:
             args = (cap + 1,)
         return int(self._conn.execute(sql, (table, key, *args)).fetchone()[0])
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
-        """Indexes an entry; what it had is removed first when ``replacing``."""
+    def put(
+        self, key: EntryKey, facts: Facts | None, postings: list[Posting], *, replacing: bool
+    ) -> None:
+        """Indexes an entry; what it had is removed first when ``replacing``. Its facts are
+        computed when first asked for (:attr:`facts_at_put` is False: a bulk publish does
+        not pay for facts no screen may need)."""
         if replacing:
             self._stale.add(key)
+            self._facts.pop(key, None)
         else:
             self._count += 1
         self.posted += 1
         self._pending[key] = (self.posted, postings)
-        self._remember(key, facts)
+        if facts is not None:
+            self._remember(key, facts)
 
     def drop(self, key: EntryKey) -> None:
         """Removes an indexed entry's postings."""
