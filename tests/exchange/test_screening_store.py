@@ -407,3 +407,31 @@ def test_drops_in_small_batches_never_leave_a_capped_key_short(view_store: ViewS
         pair.found("Bench Front")
     assert pair.counted("SELECT COUNT(*) FROM screening_counts") == 0  # 800 or so left
     pair.found("Bench Front Company 0002000 Limited")
+
+
+def test_facts_of_a_replaced_entry_are_its_new_versions(world: World, tmp_path: Path) -> None:
+    """ADR 0079: the stored index takes no facts at put; a screen computes them from the
+    entry, and a new version drops what was cached of the old one."""
+    memory = WatchlistView(b"screening-store-test-secret-0000")
+    stored = _open(world, tmp_path)
+    try:
+        first = _entries()[1]  # Golden Dragon Mining Limited
+        second = domain_pb2.WatchlistEntry()
+        second.CopyFrom(first)
+        second.version = 2
+        second.names[0].full_name = "Silver Crane Logistics"
+        old, new = _declarations()[1], _declarations()[6]
+        for entry in (first, second):
+            message_id = str(uuid.uuid4())
+            memory.apply(common_pb2.JURISDICTION_HK, entry, message_id, received_at=NOW)
+            stored.apply(Jurisdiction.HK, ENTRY, entry, message_id, NOW)
+            for declaration in (old, new):  # facts cached after the first version
+                expected = _hits(memory.screen(declaration, now=NOW))
+                request = partner_pb2.ScreenDeclarationRequest(declaration=declaration)
+                assert _hits(stored.screen(request)) == expected
+        request = partner_pb2.ScreenDeclarationRequest(declaration=new)
+        assert [h[0] for h in _hits(stored.screen(request))] == [first.entry_id]
+        reasons = [r.detail for h in stored.screen(request).hits for r in h.reasons]
+        assert any("silver crane" in detail.lower() for detail in reasons)
+    finally:
+        stored.close()
