@@ -10,7 +10,12 @@ from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
 from customs.gateway.v1 import partner_pb2 as p
 from gateway.domain import fixtures, names
-from gateway.domain.screening import MemoryIndexStorage, combined_score, facts_and_postings, postings
+from gateway.domain.screening import (
+    MemoryIndexStorage,
+    combined_score,
+    facts_and_postings,
+    postings,
+)
 from gateway.domain.watchlist import WatchlistView
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
