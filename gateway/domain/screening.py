@@ -74,6 +74,7 @@ __all__ = [
     "ScreeningIndex",
     "combined_score",
     "facts_and_postings",
+    "postings",
 ]
 
 MATCH_AT: Final = 0.97
@@ -147,6 +148,10 @@ class IndexStorage(Protocol):
     (:class:`MemoryIndexStorage`) or in a database (the node's, ``gateway.exchange``), so that
     the node's memory does not grow with the number of entries."""
 
+    facts_at_put: bool
+    """Whether :meth:`put` is given the entry's facts (else None: the storage computes them
+    when :meth:`facts` asks, from the entry)."""
+
     def count(self) -> int:
         """How many entries are indexed."""
 
@@ -161,9 +166,12 @@ class IndexStorage(Protocol):
         """How many entries are posted under ``key``; with ``cap`` >= 0, any number above
         ``cap`` may be reported as ``cap + 1`` (exact with a negative ``cap``)."""
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
+    def put(
+        self, key: EntryKey, facts: Facts | None, postings: list[Posting], *, replacing: bool
+    ) -> None:
         """Indexes an entry: ``postings`` are distinct (table, key); ``replacing`` says
-        whether the entry is indexed already (what it had is then replaced)."""
+        whether the entry is indexed already (what it had is then replaced); ``facts`` is
+        None unless :attr:`facts_at_put`."""
 
     def drop(self, key: EntryKey) -> None:
         """Removes an indexed entry's facts and postings."""
@@ -171,6 +179,8 @@ class IndexStorage(Protocol):
 
 class MemoryIndexStorage:
     """:class:`IndexStorage` in dictionaries (tests, benches, pure use)."""
+
+    facts_at_put = True
 
     def __init__(self) -> None:
         self._tables: tuple[dict[str, dict[EntryKey, str]], ...] = ({}, {}, {})
@@ -193,8 +203,12 @@ class MemoryIndexStorage:
         """How many entries are posted under ``key`` (exactly)."""
         return len(self._tables[table].get(key, ()))
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
+    def put(
+        self, key: EntryKey, facts: Facts | None, postings: list[Posting], *, replacing: bool
+    ) -> None:
         """Indexes an entry, replacing what it had (whatever ``replacing`` says)."""
+        if facts is None:
+            raise ValueError("the in-memory storage keeps the facts it is given")
         self.drop(key)
         for table, index_key, value in postings:
             self._tables[table].setdefault(index_key, {})[key] = value
@@ -216,6 +230,17 @@ def facts_and_postings(entry: domain_pb2.WatchlistEntry) -> tuple[Facts, list[Po
     """What ``entry`` contributes to the index: its facts, and its distinct postings (the
     first value of a repeated key is kept)."""
     facts = Facts(entity_type=entry.entity_type)
+    return facts, _contributions(entry, facts)
+
+
+def postings(entry: domain_pb2.WatchlistEntry) -> list[Posting]:
+    """``entry``'s postings alone, as :func:`facts_and_postings` gives them (for a storage that
+    computes facts when they are asked for)."""
+    return _contributions(entry, None)
+
+
+def _contributions(entry: domain_pb2.WatchlistEntry, facts: Facts | None) -> list[Posting]:
+    """``entry``'s distinct postings; its facts filled into ``facts`` unless None."""
     postings: dict[tuple[int, str], str] = {}
     for i, ident in enumerate(entry.identifiers):
         value = normalise_identifier(ident.scheme, ident.value)
@@ -230,28 +255,35 @@ def facts_and_postings(entry: domain_pb2.WatchlistEntry) -> tuple[Facts, list[Po
             for attr in ("full_name", "latin_name"):
                 text = getattr(name, attr)
                 for form in names.forms(text, kind) if text else ():
-                    facts.forms.append((f"names[{i}].{attr}", form))
-                    joined = facts.joined_latin if form.latin else facts.joined_han
-                    joined.append(("".join(form.core), " ".join(form.core)))
+                    if facts is not None:
+                        facts.forms.append((f"names[{i}].{attr}", form))
+                        joined = facts.joined_latin if form.latin else facts.joined_han
+                        joined.append(("".join(form.core), " ".join(form.core)))
                     for block in names.blocking_keys(form):
                         postings.setdefault((NAMES, f"{kind}\x1f{block}"), "")
-    facts.countries = list(entry.countries)
-    facts.date_of_birth = entry.date_of_birth
-    facts.identifiers = [
-        (ident.scheme, normalise_identifier(ident.scheme, ident.value), ident.issuing_country)
-        for ident in entry.identifiers
-    ]
-    for i, code in enumerate(entry.hs_codes):
-        facts.hs.append((code, f"hs_codes[{i}]"))
-    for i, category in enumerate(entry.categories):
-        for prefix in reference.CONTROLLED_HS_PREFIXES.get(category, ()):
-            facts.hs.append((prefix, f"categories[{i}]"))
-    if entry.entity_type == common_pb2.ENTITY_TYPE_COMMODITY:
-        for prefix, entry_field in facts.hs:
-            postings.setdefault((HS, prefix), entry_field)
-    for i, country in enumerate(entry.flagged_transit_countries):
-        facts.transit.setdefault(country, f"flagged_transit_countries[{i}]")
-    return facts, [(table, key, value) for (table, key), value in postings.items()]
+    commodity = entry.entity_type == common_pb2.ENTITY_TYPE_COMMODITY
+    if facts is not None or commodity:
+        hs: list[tuple[str, str]] = []
+        for i, code in enumerate(entry.hs_codes):
+            hs.append((code, f"hs_codes[{i}]"))
+        for i, category in enumerate(entry.categories):
+            for prefix in reference.CONTROLLED_HS_PREFIXES.get(category, ()):
+                hs.append((prefix, f"categories[{i}]"))
+        if commodity:
+            for prefix, entry_field in hs:
+                postings.setdefault((HS, prefix), entry_field)
+        if facts is not None:
+            facts.hs = hs
+    if facts is not None:
+        facts.countries = list(entry.countries)
+        facts.date_of_birth = entry.date_of_birth
+        facts.identifiers = [
+            (ident.scheme, normalise_identifier(ident.scheme, ident.value), ident.issuing_country)
+            for ident in entry.identifiers
+        ]
+        for i, country in enumerate(entry.flagged_transit_countries):
+            facts.transit.setdefault(country, f"flagged_transit_countries[{i}]")
+    return [(table, key, value) for (table, key), value in postings.items()]
 
 
 @dataclass
@@ -381,8 +413,11 @@ class ScreeningIndex:
         """Indexes ``entry`` (the latest version) under ``key``, replacing what was there;
         ``replacing=False`` promises nothing is indexed under ``key`` yet (a storage may then
         skip removing it)."""
-        facts, postings = facts_and_postings(entry)
-        self._storage.put(key, facts, postings, replacing=replacing)
+        if self._storage.facts_at_put:
+            facts, posted = facts_and_postings(entry)
+            self._storage.put(key, facts, posted, replacing=replacing)
+        else:
+            self._storage.put(key, None, postings(entry), replacing=replacing)
 
     def drop(self, key: EntryKey) -> None:
         """Removes every key ``key`` contributed (a storage may require that it is indexed;

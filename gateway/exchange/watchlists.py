@@ -31,6 +31,8 @@ from customs.gateway.v1 import common_pb2, domain_pb2, envelope_pb2, partner_pb2
 from gateway.domain.kinds import KINDS
 from gateway.domain.lenient import normalise_declaration
 from gateway.domain.screening import (
+    BLOCK_LIMIT,
+    NAMES,
     EntryKey,
     Facts,
     Posting,
@@ -216,9 +218,29 @@ def _postings_in_order(conn: Connection) -> None:
             conn.execute(ddl(conn, statement))
 
 
+_CAPPED_KEYS = """
+CREATE TABLE IF NOT EXISTS screening_counts (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    kept INTEGER NOT NULL,
+    last_n INTEGER NOT NULL,
+    PRIMARY KEY (tbl, k)
+) WITHOUT ROWID
+"""
+
+
+def _capped_keys(conn: Connection) -> None:
+    """Version 5: the name keys whose postings are capped (ADR 0079), with how many entries
+    carry each (``total``), how many postings are kept (``kept``) and the indexing number of
+    the last kept one (``last_n``). A key without a row keeps every posting, as every key of a
+    file from before did: nothing to build again."""
+    conn.execute(ddl(conn, _CAPPED_KEYS))
+
+
 VIEW_SCHEMA = Schema(
     "watchlist_view",
-    {1: _create, 2: _screening, 3: _served_from_store, 4: _postings_in_order},
+    {1: _create, 2: _screening, 3: _served_from_store, 4: _postings_in_order, 5: _capped_keys},
 )
 _RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
@@ -232,6 +254,14 @@ FACTS_CACHE = 8192
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 QUEUED_ENTRIES = 4000
 """Payloads a deferred view lets wait (:class:`Watchlists`); past that, telling it waits."""
+POSTINGS_KEPT = 2 * BLOCK_LIMIT
+"""Postings a name key keeps once more entries carry it (ADR 0079): the first ones in indexing
+order. Never fewer than ``BLOCK_LIMIT + 1`` are kept (the bucket is filled again from
+``screening_keys`` when drops bring it there), so a capped key is past the limit, and the
+least common key of a query whose keys all are gives the same first entries as a full one."""
+CAPPING_FROM = 16
+"""Postings a name key must get in one flush before it is looked at for capping (a count
+query): keys that grow slower keep every posting, which is always correct."""
 _Wanted = tuple[
     int, domain_pb2.WatchlistEntry | domain_pb2.WatchlistRevocation, str, dt.datetime
 ]  # (origin, payload, message id, received at), as the view applies them
@@ -620,7 +650,15 @@ class StoredIndex:
     indexed entries in the database, written in the view's transaction (postings batched until
     the next query or save); facts computed again from the entry (``entry_of``) and kept for
     the :data:`FACTS_CACHE` most recently used entries. Memory does not grow with the number
-    of entries. Used under the caller's lock; one per loaded view (a rollback drops it)."""
+    of entries. Used under the caller's lock; one per loaded view (a rollback drops it).
+
+    A name key carried by more than :data:`POSTINGS_KEPT` entries is capped (ADR 0079): its
+    bucket keeps the postings of the first entries in indexing order (at least
+    ``BLOCK_LIMIT + 1`` of them, filled again from ``screening_keys`` when drops bring it
+    lower), and ``screening_counts`` counts its entries exactly. Every other key keeps every
+    posting. :meth:`bucket_size` is exact for a capped key; :meth:`bucket` gives its kept
+    prefix, which is all a query reads of a key past ``BLOCK_LIMIT``
+    (``ScreeningIndex._name_candidates``): screening answers as with every posting kept."""
 
     def __init__(
         self,
@@ -630,15 +668,34 @@ class StoredIndex:
         self._store = store
         self._conn = store.conn
         self.entry_of = entry_of
+        self.facts_at_put = False
         self._count = store.meta()[2]
         self.posted = store.posted()  # the last indexing number given (kept in view_meta)
         self._facts: OrderedDict[EntryKey, Facts] = OrderedDict()
         self._pending: dict[EntryKey, tuple[int, list[Posting]]] = {}
         self._stale: set[EntryKey] = set()
+        # Capped name keys: [entries carrying it, postings kept, indexing number of the last
+        # kept], as in screening_counts (few: a key needs POSTINGS_KEPT entries).
+        self._capped: dict[str, list[int]] = {
+            str(k): [int(total), int(kept), int(last_n)]
+            for k, total, kept, last_n in self._conn.execute(
+                "SELECT k, total, kept, last_n FROM screening_counts WHERE tbl = ?", (NAMES,)
+            ).fetchall()
+        }
 
     def count(self) -> int:
         """How many entries are indexed."""
         return self._count
+
+    def clear(self) -> None:
+        """Removes every posting, entry and count (in the open transaction), before the index
+        is built again."""
+        self._store.writing()
+        for table in ("screening_postings", "screening_keys", "screening_counts"):
+            self._conn.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
+        self._capped.clear()
+        self._pending.clear()
+        self._stale.clear()
 
     def _remember(self, key: EntryKey, facts: Facts) -> None:
         self._facts[key] = facts
@@ -661,7 +718,7 @@ class StoredIndex:
 
     def bucket(self, table: int, key: str) -> list[tuple[EntryKey, str]]:
         """The entries posted under ``key`` with their values, in the order they were
-        indexed (as :class:`MemoryIndexStorage`)."""
+        indexed (as :class:`MemoryIndexStorage`); of a capped key, the kept first ones."""
         self.flush()
         rows = self._conn.execute(
             "SELECT origin, watchlist, entry_id, value FROM screening_postings "
@@ -672,8 +729,10 @@ class StoredIndex:
 
     def bucket_size(self, table: int, key: str, cap: int) -> int:
         """How many entries are posted under ``key``, counted up to ``cap + 1`` (all with a
-        negative ``cap``)."""
+        negative ``cap``); exactly for a capped key."""
         self.flush()
+        if table == NAMES and (state := self._capped.get(key)) is not None:
+            return state[0]
         if cap < 0:
             sql = "SELECT COUNT(*) FROM screening_postings WHERE tbl = ? AND k = ?"
             args: tuple[int, ...] = ()
@@ -685,15 +744,21 @@ class StoredIndex:
             args = (cap + 1,)
         return int(self._conn.execute(sql, (table, key, *args)).fetchone()[0])
 
-    def put(self, key: EntryKey, facts: Facts, postings: list[Posting], *, replacing: bool) -> None:
-        """Indexes an entry; what it had is removed first when ``replacing``."""
+    def put(
+        self, key: EntryKey, facts: Facts | None, postings: list[Posting], *, replacing: bool
+    ) -> None:
+        """Indexes an entry; what it had is removed first when ``replacing``. Its facts are
+        computed when first asked for (:attr:`facts_at_put` is False: a bulk publish does
+        not pay for facts no screen may need)."""
         if replacing:
             self._stale.add(key)
+            self._facts.pop(key, None)
         else:
             self._count += 1
         self.posted += 1
         self._pending[key] = (self.posted, postings)
-        self._remember(key, facts)
+        if facts is not None:
+            self._remember(key, facts)
 
     def drop(self, key: EntryKey) -> None:
         """Removes an indexed entry's postings."""
@@ -704,62 +769,152 @@ class StoredIndex:
 
     def flush(self) -> None:
         """Writes the pending postings (in the open transaction)."""
-        if self._stale or self._pending:
-            self._store.writing()
+        if not (self._stale or self._pending):
+            return
+        self._store.writing()
+        changed: set[str] = set()  # capped keys whose count changed
         if self._stale:
-            # Each entry's row in screening_keys names its postings (one row per entry costs
-            # less to write than an index of the postings by entry).
-            stale = sorted(self._stale)
-            groups: dict[tuple[int, str], list[str]] = {}
-            for origin, watchlist, entry_id in stale:
-                groups.setdefault((origin, watchlist), []).append(entry_id)
-            doomed = []
-            for (origin, watchlist), ids in groups.items():
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    rows = self._conn.execute(
-                        "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
-                        "WHERE origin = ? AND watchlist = ? "
-                        f"AND entry_id IN ({', '.join('?' * len(chunk))})",
-                        (origin, watchlist, *chunk),
-                    ).fetchall()
-                    for n, posted_keys in rows:
-                        for posted in str(posted_keys).split(_RS) if posted_keys else ():
-                            table, _, index_key = posted.partition(_US)
-                            doomed.append((int(table), index_key, int(n)))
-            self._conn.executemany(
-                "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
-            )
-            self._conn.executemany(
-                "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
-                stale,
-            )
-            self._stale.clear()
+            self._remove_stale(changed)
         if self._pending:
-            # In indexing order: each bucket grows at its end.
-            pending = sorted(self._pending.items(), key=lambda item: item[1][0])
-            self._conn.executemany(
-                "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (table, index_key, n, *key, value)
-                    for key, (n, postings) in pending
-                    for table, index_key, value in postings
-                ],
-            )
-            self._conn.executemany(
-                "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        *key,
-                        n,
-                        _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
-                    )
-                    for key, (n, postings) in pending
-                ],
-            )
-            self._pending.clear()
+            self._insert_pending(changed)
+        for index_key in sorted(changed):
+            state = self._capped.get(index_key)
+            if state is not None and state[1] <= BLOCK_LIMIT:
+                self._refill(index_key)
+        self._conn.executemany(
+            "DELETE FROM screening_counts WHERE tbl = ? AND k = ?",
+            [(NAMES, k) for k in sorted(changed) if k not in self._capped],
+        )
+        self._conn.executemany(
+            "INSERT INTO screening_counts (tbl, k, total, kept, last_n) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (tbl, k) DO UPDATE SET total = excluded.total, kept = excluded.kept, "
+            "last_n = excluded.last_n",
+            [(NAMES, k, *self._capped[k]) for k in sorted(changed) if k in self._capped],
+        )
+
+    def _remove_stale(self, changed: set[str]) -> None:
+        # Each entry's row in screening_keys names its postings (one row per entry costs
+        # less to write than an index of the postings by entry).
+        capped = self._capped
+        stale = sorted(self._stale)
+        groups: dict[tuple[int, str], list[str]] = {}
+        for origin, watchlist, entry_id in stale:
+            groups.setdefault((origin, watchlist), []).append(entry_id)
+        doomed = []
+        for (origin, watchlist), ids in groups.items():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                    "WHERE origin = ? AND watchlist = ? "
+                    f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                    (origin, watchlist, *chunk),
+                ).fetchall()
+                for n, posted_keys in rows:
+                    for posted in str(posted_keys).split(_RS) if posted_keys else ():
+                        table, _, index_key = posted.partition(_US)
+                        if capped and int(table) == NAMES and index_key in capped:
+                            state = capped[index_key]
+                            state[0] -= 1
+                            changed.add(index_key)
+                            if int(n) > state[2]:
+                                continue  # never kept
+                            state[1] -= 1
+                        doomed.append((int(table), index_key, int(n)))
+        self._conn.executemany(
+            "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
+        )
+        self._conn.executemany(
+            "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+            stale,
+        )
+        self._stale.clear()
+
+    def _insert_pending(self, changed: set[str]) -> None:
+        # In indexing order: each bucket grows at its end.
+        capped = self._capped
+        pending = sorted(self._pending.items(), key=lambda item: item[1][0])
+        arriving: dict[str, int] = {}
+        for _, (_, postings) in pending:
+            for table, index_key, _ in postings:
+                if table == NAMES:
+                    arriving[index_key] = arriving.get(index_key, 0) + 1
+        room: dict[str, int] = {}  # capped keys: how many of their postings are still kept
+        for index_key, more in arriving.items():
+            state = capped.get(index_key)
+            if state is None and more >= CAPPING_FROM:
+                kept, last_n = self._conn.execute(
+                    "SELECT COUNT(*), MAX(n) FROM screening_postings WHERE tbl = ? AND k = ?",
+                    (NAMES, index_key),
+                ).fetchone()
+                if int(kept) + more <= POSTINGS_KEPT:
+                    continue
+                state = capped[index_key] = [int(kept), int(kept), int(last_n or 0)]
+                room[index_key] = max(0, POSTINGS_KEPT - int(kept))
+            if state is not None:
+                state[0] += more
+                changed.add(index_key)
+                room.setdefault(index_key, 0)
+        rows = []
+        for key, (n, postings) in pending:
+            for table, index_key, value in postings:
+                if room and table == NAMES and index_key in room:
+                    left = room[index_key]
+                    if not left:
+                        continue
+                    room[index_key] = left - 1
+                    state = capped[index_key]
+                    state[1] += 1
+                    state[2] = n
+                rows.append((table, index_key, n, *key, value))
+        self._conn.executemany(
+            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._conn.executemany(
+            "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    *key,
+                    n,
+                    _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
+                )
+                for key, (n, postings) in pending
+            ],
+        )
+        self._pending.clear()
+
+    def _refill(self, index_key: str) -> None:
+        """Builds a capped key's bucket again from ``screening_keys`` (drops brought its kept
+        postings to ``BLOCK_LIMIT``): the first :data:`POSTINGS_KEPT` entries carrying it in
+        indexing order, every one (and no longer capped) if no more carry it."""
+        element = f"{NAMES}{_US}{index_key}"
+        escaped = element.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        rows = self._conn.execute(
+            "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys "
+            "WHERE posted LIKE ? ESCAPE '!'",
+            (f"%{escaped}%",),
+        ).fetchall()
+        carrying = sorted(
+            (int(n), int(o), str(w), str(e))
+            for n, o, w, e, posted in rows
+            if element in str(posted).split(_RS)  # LIKE may match more (case, a longer key)
+        )
+        kept = carrying[:POSTINGS_KEPT]
+        self._conn.execute(
+            "DELETE FROM screening_postings WHERE tbl = ? AND k = ?", (NAMES, index_key)
+        )
+        self._conn.executemany(
+            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, '')",
+            [(NAMES, index_key, *row) for row in kept],
+        )
+        if len(carrying) <= POSTINGS_KEPT:
+            del self._capped[index_key]
+        else:
+            self._capped[index_key] = [len(carrying), len(kept), kept[-1][0]]
 
 
 class Watchlists:
@@ -851,9 +1006,7 @@ class Watchlists:
         """Indexes every stored entry that is neither erased nor revoked, in one transaction."""
         self._store.begin(self._store_base())
         try:
-            self._store.writing()
-            for table in ("screening_postings", "screening_keys"):  # what a count of 0 left
-                self._store.conn.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
+            self._index.clear()  # what a count of 0 left
             for origin, watchlist, entry_id, entry in self._store.indexable_entries():
                 index.put((origin, watchlist, entry_id), entry, replacing=False)
             self._store.save([], version, advanced_to, self._store_base(), self._index)

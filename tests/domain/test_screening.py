@@ -10,7 +10,12 @@ from customs.gateway.v1 import common_pb2 as c
 from customs.gateway.v1 import domain_pb2 as d
 from customs.gateway.v1 import partner_pb2 as p
 from gateway.domain import fixtures, names
-from gateway.domain.screening import combined_score
+from gateway.domain.screening import (
+    MemoryIndexStorage,
+    combined_score,
+    facts_and_postings,
+    postings,
+)
 from gateway.domain.watchlist import WatchlistView
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -309,3 +314,16 @@ def test_combined_score() -> None:
         0.65
     )
     assert combined_score([K.MATCH_KIND_NAME, K.MATCH_KIND_NAME]) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("listed", [VESSEL, CONTAINER, COMMODITY, PERSON])
+def test_postings_alone_are_the_postings_with_facts(listed: d.WatchlistEntry) -> None:
+    """ADR 0079: a storage that computes facts on demand gets the same postings at put."""
+    assert postings(listed) == facts_and_postings(listed)[1]
+
+
+def test_the_memory_storage_keeps_the_facts_it_is_given() -> None:
+    storage = MemoryIndexStorage()
+    assert storage.facts_at_put
+    with pytest.raises(ValueError, match="facts"):
+        storage.put((1, "w", "e"), None, postings(VESSEL), replacing=False)

@@ -8,19 +8,23 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain.fixtures import seed_declaration, seed_revocation, seed_watchlist_entry
+from gateway.domain.screening import BLOCK_LIMIT, EntryKey, ScreeningIndex
+from gateway.domain.screening import NAMES as NAME_KEYS
 from gateway.domain.watchlist import WatchlistView
 from gateway.exchange import watchlists as watchlists_module
-from gateway.exchange.watchlists import Watchlists
+from gateway.exchange.watchlists import POSTINGS_KEPT, StoredIndex, ViewStore, Watchlists
 from gateway.pki import Jurisdiction
 from gateway.server.config import load_config
 from gateway.server.node import _load_signer
-from tests.support import World
+from gateway.store import open_database
+from tests.support import TEST_STORE, World, postgres_database, postgres_server_url
 
 ENTRY = common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY
 REVOCATION = common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION
@@ -232,3 +236,202 @@ def test_a_view_file_of_schema_3_gets_ordered_postings_and_its_index_rebuilt(
         assert again.version == version
     finally:
         again.close()
+
+
+# --- capped name keys (ADR 0079) -------------------------------------------------------------
+
+
+@pytest.fixture
+def view_store(tmp_path: Path) -> Iterator[ViewStore]:
+    """The view's tables on this run's store: a SQLite file, or a PostgreSQL database of its own
+    (``CUSTOMS_TEST_STORE=postgresql``)."""
+    if TEST_STORE != "postgresql":
+        store = ViewStore(tmp_path / "watchlist-view.db")
+        yield store
+        store.close()
+        return
+    with postgres_database(postgres_server_url()) as url:
+        database = open_database(url, Path("unused"))
+        store = ViewStore(database)
+        try:
+            yield store
+        finally:
+            store.close()
+            database.close()
+
+
+def _listed_entry(i: int) -> domain_pb2.WatchlistEntry:
+    """Entry ``i`` of a list whose names share "Bench Front Company" (the bulk bench's); one in
+    400 is named "Bench Front Limited", which a query of only common words finds."""
+    entry = seed_watchlist_entry(NOW)
+    entry.entry_id = f"listed-{i:05d}"
+    del entry.names[:]
+    name = "Bench Front Limited" if i % 400 == 5 else f"Bench Front Company {i:07d} Limited"
+    entry.names.add(full_name=name)
+    entry.identifiers[0].value = f"{(i * 7919) % 100_000_000:08d}"
+    return entry
+
+
+class _Pair:
+    """The same entries in a stored index and an in-memory one, changed in batches (one
+    transaction and one flush each, as the view's applier writes them)."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self.entries: dict[EntryKey, domain_pb2.WatchlistEntry] = {}
+        self.memory = ScreeningIndex()
+        self._open()
+
+    def _open(self) -> None:
+        self.storage = StoredIndex(self.store, self.entries.get)
+        self.stored = ScreeningIndex(self.storage)
+
+    def reopen(self) -> None:
+        """A new stored index on the same tables (the capped keys read back)."""
+        self._open()
+
+    def batch(self, put: Sequence[int] = (), drop: Sequence[int] = ()) -> None:
+        self.store.begin()
+        for i in put:
+            key = (common_pb2.JURISDICTION_HK, "listed", f"listed-{i:05d}")
+            replacing = key in self.entries
+            self.entries[key] = _listed_entry(i)
+            for index in (self.memory, self.stored):
+                index.put(key, self.entries[key], replacing=replacing)
+        for i in drop:
+            key = (common_pb2.JURISDICTION_HK, "listed", f"listed-{i:05d}")
+            del self.entries[key]
+            for index in (self.memory, self.stored):
+                index.drop(key)
+        self.store.save([], 1, NOW, None, self.storage)
+
+    def found(self, name: str) -> dict[EntryKey, tuple[float, int, list[tuple[int, str, float]]]]:
+        """What each index finds for a declaration naming ``name``; asserts they agree."""
+        declaration = seed_declaration()
+        del declaration.parties[0].names[:]
+        declaration.parties[0].names.add(full_name=name)
+        del declaration.parties[0].identifiers[:]
+        answers = []
+        for index in (self.memory, self.stored):
+            self.store.begin()
+            try:
+                answers.append(
+                    {
+                        key: (
+                            c.score,
+                            c.tier,
+                            [(r.kind, r.entry_field, r.similarity) for r in c.reasons],
+                        )
+                        for key, c in index.find(declaration).items()
+                    }
+                )
+            finally:
+                self.store.end()
+        assert answers[1] == answers[0]
+        return answers[0]
+
+    def counted(self, sql: str) -> int:
+        return int(self.store.conn.execute(sql).fetchone()[0])
+
+
+def _ids(found: dict[EntryKey, object]) -> set[int]:
+    return {int(key[2].removeprefix("listed-")) for key in found}
+
+
+def test_a_key_past_the_cap_keeps_its_first_postings_and_screens_as_before(
+    view_store: ViewStore,
+) -> None:
+    """A name key carried by more than POSTINGS_KEPT entries keeps only the first postings and
+    counts the rest; a query of only common words (every key past BLOCK_LIMIT) finds what the
+    in-memory index finds (the least common key's first entries), and so does a query of one
+    entry's name, new or old."""
+    pair = _Pair(view_store)
+    total = POSTINGS_KEPT + 700
+    for start in range(0, total, 900):
+        pair.batch(put=range(start, min(total, start + 900)))
+    capped = pair.counted("SELECT COUNT(*) FROM screening_counts")
+    assert capped >= 5  # "p:ben", "p:fro", "2:bench|front", ... every entry has them
+    assert pair.counted("SELECT MAX(total) FROM screening_counts") == total
+    assert pair.counted("SELECT MAX(kept) FROM screening_counts") == POSTINGS_KEPT
+    assert len(pair.storage.bucket(NAME_KEYS, "org\x1fp:fro")) == POSTINGS_KEPT
+    common = pair.found("Bench Front")
+    assert _ids(common) == {5}  # every key past the limit: the first entries in indexing order
+    for i in (0, 7, POSTINGS_KEPT + 6, total - 1):
+        assert i in _ids(pair.found(f"Bench Front Company {i:07d} Limited"))
+    pair.reopen()  # the counts are read back from the store
+    assert pair.found("Bench Front") == common
+    assert pair.storage.bucket_size(NAME_KEYS, "org\x1fp:fro", BLOCK_LIMIT) == total
+
+
+def test_a_capped_key_is_refilled_when_drops_bring_it_back(view_store: ViewStore) -> None:
+    """Revoking the entries a capped key kept refills its bucket from the entries left (the
+    first ones in indexing order), and once BLOCK_LIMIT or fewer carry it, the key holds every
+    one of them again: each is found by a query of common words, as in memory."""
+    pair = _Pair(view_store)
+    total = POSTINGS_KEPT + 1500
+    for start in range(0, total, 1000):
+        pair.batch(put=range(start, min(total, start + 1000)))
+    # Revoke the kept prefix and more: the key falls to BLOCK_LIMIT kept and is refilled.
+    pair.batch(drop=range(0, POSTINGS_KEPT - BLOCK_LIMIT + 10))
+    assert pair.counted("SELECT MIN(kept) FROM screening_counts") > BLOCK_LIMIT
+    assert _ids(pair.found("Bench Front")) == {1205}  # 1010 to 1309 now come first
+    # Entries put again go to the end of every bucket, as in memory.
+    pair.batch(put=[1205, *range(total - 5, total)])
+    assert _ids(pair.found("Bench Front")) == set()
+    # Down to fewer than BLOCK_LIMIT entries: no key is capped, every entry is found.
+    left = range(total - BLOCK_LIMIT + 100, total)
+    pair.batch(drop=[i for i in range(POSTINGS_KEPT - BLOCK_LIMIT + 10, total) if i not in left])
+    assert pair.counted("SELECT COUNT(*) FROM screening_counts") == 0
+    assert pair.storage.bucket_size(NAME_KEYS, "org\x1fp:fro", -1) == len(left)
+    assert _ids(pair.found("Bench Front")) == {2805}  # the first BLOCKED of equal weight
+    for i in (left[0], left[-1], left[len(left) // 2 + 1]):
+        assert i in _ids(pair.found(f"Bench Front Company {i:07d} Limited"))
+
+
+def test_drops_in_small_batches_never_leave_a_capped_key_short(view_store: ViewStore) -> None:
+    """Revocations one batch at a time, of old and new entries, keep every capped key at more
+    than BLOCK_LIMIT kept postings (or uncapped and complete): the stored index answers as the
+    in-memory one after each batch."""
+    pair = _Pair(view_store)
+    total = POSTINGS_KEPT + 400
+    for start in range(0, total, 800):
+        pair.batch(put=range(start, min(total, start + 800)))
+    dropped = 0
+    for step in range(6):
+        doomed = list(range(dropped, dropped + 300))
+        doomed.append(total - 1 - step)  # one of the newest (never kept) too
+        pair.batch(drop=doomed)
+        dropped += 300
+        kept = pair.counted("SELECT COALESCE(MIN(kept), 1001) FROM screening_counts")
+        assert kept > BLOCK_LIMIT
+        pair.found("Bench Front")
+    assert pair.counted("SELECT COUNT(*) FROM screening_counts") == 0  # 800 or so left
+    pair.found("Bench Front Company 0002000 Limited")
+
+
+def test_facts_of_a_replaced_entry_are_its_new_versions(world: World, tmp_path: Path) -> None:
+    """ADR 0079: the stored index takes no facts at put; a screen computes them from the
+    entry, and a new version drops what was cached of the old one."""
+    memory = WatchlistView(b"screening-store-test-secret-0000")
+    stored = _open(world, tmp_path)
+    try:
+        first = _entries()[1]  # Golden Dragon Mining Limited
+        second = domain_pb2.WatchlistEntry()
+        second.CopyFrom(first)
+        second.version = 2
+        second.names[0].full_name = "Silver Crane Logistics"
+        old, new = _declarations()[1], _declarations()[6]
+        for entry in (first, second):
+            message_id = str(uuid.uuid4())
+            memory.apply(common_pb2.JURISDICTION_HK, entry, message_id, received_at=NOW)
+            stored.apply(Jurisdiction.HK, ENTRY, entry, message_id, NOW)
+            for declaration in (old, new):  # facts cached after the first version
+                expected = _hits(memory.screen(declaration, now=NOW))
+                request = partner_pb2.ScreenDeclarationRequest(declaration=declaration)
+                assert _hits(stored.screen(request)) == expected
+        request = partner_pb2.ScreenDeclarationRequest(declaration=new)
+        assert [h[0] for h in _hits(stored.screen(request))] == [first.entry_id]
+        reasons = [r.detail for h in stored.screen(request).hits for r in h.reasons]
+        assert any("silver crane" in detail.lower() for detail in reasons)
+    finally:
+        stored.close()
