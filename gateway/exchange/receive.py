@@ -57,64 +57,13 @@ Outcome = tuple[str, envelope_pb2.SignedReceipt | None, status_pb2.Status | None
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A received envelope checked and ready to record: its ``received`` entry and what the
-    rows that go with it hold (see :meth:`within`)."""
+    """A received envelope checked and ready to record: its ``received`` entry and the rows
+    that go with it (``within``)."""
 
     opened: OpenedEnvelope
     received_at: dt.datetime
     entry: Entry
-    subject: str
-    version: int
-    final: bool
-    retain_until_ms: int | None
-
-    def message_row(self, index: int) -> store.MessageRow:
-        """The message's row, recorded at ledger ``index``."""
-        header = self.opened.header
-        return store.MessageRow(
-            header.message_id,
-            "in",
-            self.opened.origin.value,
-            header.kind,
-            self.subject,
-            self.version,
-            self.opened.digest,
-            None,
-            self.opened.envelope.SerializeToString(),
-            index,
-            ms(self.received_at),
-            None,  # the receipt is signed after the commit (ADR 0054)
-        )
-
-    def within(self, conn: Connection, index: int) -> None:
-        """Record the message's rows, its entry at ledger ``index``: the message, its version,
-        and its place in the partner streams."""
-        origin, header = self.opened.origin.value, self.opened.header
-        self.message_row(index).insert(conn, self.retain_until_ms)
-        store.record_version(conn, origin, self.subject, self.version, self.final)
-        store.add_inbound(conn, origin, header.message_id, header.kind)
-
-
-def _rows_of(prepared: list[_Prepared]) -> Callable[[Connection, int], None]:
-    """The ledger callback recording the rows of ``prepared`` (entries from ``first`` on, in
-    order): what each one's :meth:`_Prepared.within` records, the messages and the versions
-    each in one ``executemany``, as a bulk submit's commit does."""
-    by_origin: dict[str, list[tuple[str, int, bool]]] = {}
-    for p in prepared:
-        by_origin.setdefault(p.opened.origin.value, []).append((p.subject, p.version, p.final))
-
-    def within(conn: Connection, first: int) -> None:
-        store.MessageRow.insert_many(
-            conn,
-            [(p.message_row(first + n), p.retain_until_ms) for n, p in enumerate(prepared)],
-        )
-        for origin, versions in by_origin.items():
-            store.record_versions(conn, origin, versions)
-        for p in prepared:
-            header = p.opened.header
-            store.add_inbound(conn, p.opened.origin.value, header.message_id, header.kind)
-
-    return within
+    within: Callable[[Connection, int], None]
 
 
 @dataclass(frozen=True)
@@ -256,8 +205,14 @@ def _record(ex: Exchange, prepared: list[_Prepared]) -> list[_Receiving]:
     is recorded and each entry is queued again on its own, as before: the one that lost
     answers with the winner's receipt."""
     if len(prepared) > 1:
+        parts = [p.within for p in prepared]
+
+        def within(conn: Connection, first: int) -> None:
+            for offset, part in enumerate(parts):
+                part(conn, first + offset)
+
         try:
-            records = ex.ledger.append_many([p.entry for p in prepared], _rows_of(prepared))
+            records = ex.ledger.append_many([p.entry for p in prepared], within)
         except integrity_errors():
             pass  # each on its own, below
         else:
@@ -292,9 +247,27 @@ def _accept(
         )
     # Whole milliseconds, as stored: the receipt can be signed again, the same, from the row.
     received_at = whole_ms(ex.now())
+
+    def within(conn: Connection, index: int) -> None:
+        store.MessageRow(
+            header.message_id,
+            "in",
+            origin,
+            kind,
+            subject,
+            version,
+            opened.digest,
+            None,
+            opened.envelope.SerializeToString(),
+            index,
+            ms(received_at),
+            None,  # the receipt is signed after the commit (ADR 0054)
+        ).insert(conn, retain_until_ms(opened.payload))
+        store.record_version(conn, origin, subject, version, row.final)
+        store.add_inbound(conn, origin, header.message_id, kind)
+
     entry = Entry(Event.RECEIVED, uuid.UUID(header.message_id), row.name, origin, (opened.digest,))
-    retain = retain_until_ms(opened.payload)
-    return _Prepared(opened, received_at, entry, subject, version, row.final, retain)
+    return _Prepared(opened, received_at, entry, within)
 
 
 def _received(ex: Exchange, receiving: _Receiving, told: list[Told]) -> envelope_pb2.SignedReceipt:
