@@ -68,12 +68,14 @@ class _Prepared:
 
 @dataclass(frozen=True)
 class _Receiving:
-    """A received envelope whose ledger entry is committed or queued (its receipt is signed
-    after the commit, outside the ledger writer: ADR 0054)."""
+    """A received envelope whose ledger entry is committed (``record``) or queued (``future``,
+    exactly one of the two set); its receipt is signed after the commit, outside the ledger
+    writer (ADR 0054)."""
 
     opened: OpenedEnvelope
     received_at: dt.datetime
-    future: Future[list[Record]]
+    record: Record | None
+    future: Future[list[Record]] | None = None
 
 
 def receive(
@@ -214,20 +216,16 @@ def _record(ex: Exchange, prepared: list[_Prepared]) -> list[_Receiving]:
         except integrity_errors():
             pass  # each on its own, below
         else:
+            # Committed: the records as they are, not a Future each (a Future costs a
+            # Condition and an RLock per entry).
             return [
-                _Receiving(p.opened, p.received_at, _done([record]))
+                _Receiving(p.opened, p.received_at, record)
                 for p, record in zip(prepared, records, strict=True)
             ]
     return [
-        _Receiving(p.opened, p.received_at, ex.ledger.queue_append([p.entry], p.within))
+        _Receiving(p.opened, p.received_at, None, ex.ledger.queue_append([p.entry], p.within))
         for p in prepared
     ]
-
-
-def _done(records: list[Record]) -> Future[list[Record]]:
-    future: Future[list[Record]] = Future()
-    future.set_result(records)
-    return future
 
 
 def _accept(
@@ -277,15 +275,16 @@ def _received(ex: Exchange, receiving: _Receiving, told: list[Told]) -> envelope
     (outside the ledger writer), and add the payload to ``told``."""
     opened = receiving.opened
     header, kind = opened.header, opened.header.kind
-    try:
-        records = receiving.future.result()
-    except integrity_errors() as exc:  # delivered twice at once: the other one won
-        return _known(
-            ex, winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
-        )
-    receipt = _receipt(
-        ex, header.message_id, opened.digest, records[0].index, receiving.received_at
-    )
+    record = receiving.record
+    if record is None:
+        assert receiving.future is not None
+        try:
+            record = receiving.future.result()[0]
+        except integrity_errors() as exc:  # delivered twice at once: the other one won
+            return _known(
+                ex, winner(ex.ledger.reader(), opened.origin.value, header.message_id, exc), opened
+            )
+    receipt = _receipt(ex, header.message_id, opened.digest, record.index, receiving.received_at)
     log.info(
         "received %s %s from %s",
         KINDS[kind].name,
