@@ -425,6 +425,9 @@ def _refuse(result: partner_pb2.BulkEntryResult, exc: GatewayError, prefix: str)
     result.refused.CopyFrom(to_status(exc))
 
 
+_LEDGER_INDEX = 9  # the ledger index's position in a message row's values (MessageRow)
+
+
 def _commit(
     ex: Exchange,
     prepared: list[_Prepared],
@@ -444,40 +447,38 @@ def _commit(
     created_ms = ms(now)
     subjects = sorted({item.subject for item in prepared})
     expected = {s: v for s in subjects if (v := read[s]) is not None}
+    # Every row's values made here, in the caller's thread: the writer (one for the node, the
+    # GIL held) only puts each message's ledger index in (column _LEDGER_INDEX) and inserts.
+    # One executemany per table for the whole call (ADR 0074), rows in request order.
+    messages: list[list[object]] = [
+        [
+            item.request.addressing.message_id,
+            "out",
+            origin,
+            item.kind.kind,
+            item.subject,
+            item.version,
+            item.digest,
+            item.request_digest,
+            item.envelope.SerializeToString(),
+            offset,  # plus the first index, in ``within``
+            created_ms,
+            None,
+            retain_until_ms(item.kind.payload_of(item.request)),
+        ]
+        for item, offset in zip(prepared, offsets, strict=True)
+    ]
+    versions = [(item.subject, item.version, item.kind.final) for item in prepared]
+    queued = [(item.request.addressing.message_id, item.names) for item in prepared]
 
     def within(conn: Connection, first: int) -> None:
         if store.last_versions(conn, origin, subjects) != expected:
             raise _Moved("a subject of this call was changed by another call")
-        # One executemany per table for the whole call (ADR 0074), rows in request order.
-        store.MessageRow.insert_many(
-            conn,
-            [
-                (
-                    store.MessageRow(
-                        item.request.addressing.message_id,
-                        "out",
-                        origin,
-                        item.kind.kind,
-                        item.subject,
-                        item.version,
-                        item.digest,
-                        item.request_digest,
-                        item.envelope.SerializeToString(),
-                        first + offset,
-                        created_ms,
-                        None,
-                    ),
-                    retain_until_ms(item.kind.payload_of(item.request)),
-                )
-                for item, offset in zip(prepared, offsets, strict=True)
-            ],
-        )
-        store.record_versions(
-            conn, origin, [(item.subject, item.version, item.kind.final) for item in prepared]
-        )
-        store.enqueue_many(
-            conn, [(item.request.addressing.message_id, item.names) for item in prepared]
-        )
+        for row, offset in zip(messages, offsets, strict=True):
+            row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
+        store.MessageRow.insert_values(conn, messages)
+        store.record_versions(conn, origin, versions)
+        store.enqueue_many(conn, queued)
 
     try:
         records = ex.ledger.append_many(entries, within)
