@@ -65,6 +65,9 @@ class Mode(enum.Enum):
 NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
 
 
+_LEDGER_INDEX = 9  # the ledger index's position in a message row's values (MessageRow)
+
+
 def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.SubmitResponse:
     """Validate, sign, ledger (``sent``, one entry per recipient) and queue a partner's message.
 
@@ -145,6 +148,23 @@ def _submit(
     names = [r.value for r in recipients if r is not None]
     message_uuid = uuid.UUID(addressing.message_id)
     entries = [Entry(Event.SENT, message_uuid, row.name, r, (digest,)) for r in names]
+    # The message row's values made here, not in the ledger writer (which holds the GIL for
+    # every caller of a group commit): ``within`` only puts the ledger index in.
+    message: list[object] = [
+        addressing.message_id,
+        "out",
+        origin,
+        kind,
+        subject,
+        version,
+        digest,
+        request_digest,
+        envelope.SerializeToString(),
+        None,  # the ledger index, in ``within``
+        ms(now),
+        None,
+        retain_until_ms(payload),
+    ]
 
     def within(conn: Connection, first_index: int) -> None:
         try:  # the version read above is checked by its write (ADR 0074)
@@ -153,20 +173,8 @@ def _submit(
             raise FailedPreconditionError(
                 f"{subject} changed while this request was processed; retry with a new version"
             ) from exc
-        store.MessageRow(
-            addressing.message_id,
-            "out",
-            origin,
-            kind,
-            subject,
-            version,
-            digest,
-            request_digest,
-            envelope.SerializeToString(),
-            first_index,
-            ms(now),
-            None,
-        ).insert(conn, retain_until_ms(payload))
+        message[_LEDGER_INDEX] = first_index
+        store.MessageRow.insert_value_row(conn, message)
         store.enqueue(conn, addressing.message_id, names)
 
     try:
@@ -423,9 +431,6 @@ def _refuse(result: partner_pb2.BulkEntryResult, exc: GatewayError, prefix: str)
         exc = InvalidArgumentError(f"{prefix}: {exc}", violations)
     result.outcome = partner_pb2.BULK_OUTCOME_REFUSED
     result.refused.CopyFrom(to_status(exc))
-
-
-_LEDGER_INDEX = 9  # the ledger index's position in a message row's values (MessageRow)
 
 
 def _commit(
