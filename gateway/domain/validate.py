@@ -19,6 +19,7 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from typing import Final
 
@@ -79,6 +80,17 @@ _NAMED_ENTITIES: Final = frozenset(
     {_E.ENTITY_TYPE_PERSON, _E.ENTITY_TYPE_ORGANISATION, _E.ENTITY_TYPE_VESSEL}
 )
 _PARTY_ENTITIES: Final = frozenset({_E.ENTITY_TYPE_PERSON, _E.ENTITY_TYPE_ORGANISATION})
+_CATEGORY: Final = common_pb2.ControlledCategory.DESCRIPTOR
+_TYPOLOGY: Final = common_pb2.Typology.DESCRIPTOR
+
+
+def _known(enum: EnumDescriptor) -> frozenset[int]:
+    """The values of ``enum`` that :meth:`_Collector.enum` (required) accepts: known, not 0."""
+    return frozenset(number for number in enum.values_by_number if number != 0)
+
+
+_KNOWN_CATEGORIES: Final = _known(_CATEGORY)
+_KNOWN_TYPOLOGIES: Final = _known(_TYPOLOGY)
 
 
 class ValidationError(InvalidArgumentError):
@@ -138,6 +150,22 @@ class _Collector:
             return
         if value not in enum.values_by_number:
             self.add(path, f"{value} is not a known {enum.name}")
+
+    def enums(
+        self, path: str, values: Sequence[int], enum: EnumDescriptor, known: frozenset[int]
+    ) -> None:
+        """:meth:`enum` (required) of each of ``values`` at ``path[i]``; ``known`` is
+        :func:`_known` of ``enum``. An item's path is built only for a violation."""
+        for i, value in enumerate(values):
+            if value not in known:
+                self.enum(f"{path}[{i}]", value, enum)
+
+    def hs_codes(self, path: str, codes: Sequence[str], *, min_digits: int) -> None:
+        """:meth:`hs` of each of ``codes`` at ``path[i]``, the path built only for a violation."""
+        for i, code in enumerate(codes):
+            problem = identifiers.hs_code_problem(code, min_digits=min_digits)
+            if problem is not None:
+                self.add(f"{path}[{i}]", problem)
 
     def listed(self, path: str, items: Sequence[object], *, required: bool = False) -> None:
         if required and not items:
@@ -206,7 +234,7 @@ class _Collector:
             return None
         # What Timestamp.ToDatetime(tzinfo=UTC) returns for a valid value, without its checks
         # made again and its conversion to UTC from UTC (a tenth of an entry's validation).
-        return _EPOCH + dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
+        return _EPOCH + dt.timedelta(0, seconds, nanos // 1000)  # (days, seconds, µs)
 
     def not_future(self, path: str, when: dt.datetime | None) -> None:
         assert self.now is not None
@@ -253,8 +281,12 @@ class _Collector:
         if need_primary and not any(not n.alias for n in names):
             self.add(path, "required; at least one name that is not an alias")
         for i, name in enumerate(names):
-            self.text(f"{path}[{i}].full_name", name.full_name, max_len=300, required=True)
-            self.text(f"{path}[{i}].latin_name", name.latin_name, max_len=300, required=False)
+            # What :meth:`text` accepts without a word, checked before its paths are built.
+            full, latin = name.full_name, name.latin_name
+            if not (full and len(full) <= 300 and full.isprintable() and not full.isspace()):
+                self.text(f"{path}[{i}].full_name", full, max_len=300, required=True)
+            if latin and not (len(latin) <= 300 and latin.isprintable() and not latin.isspace()):
+                self.text(f"{path}[{i}].latin_name", latin, max_len=300, required=False)
 
     def identifiers(self, path: str, ids: Sequence[common_pb2.Identifier]) -> None:
         self.listed(path, ids)
@@ -334,8 +366,11 @@ def validate_watchlist_entry(
         All violations, in field order; empty when the entry is valid.
     """
     c = _Collector(now)
-    c.watchlist_name(f"{path}.watchlist", entry.watchlist)
-    c.uuid(f"{path}.entry_id", entry.entry_id)
+    watchlist, entry_id = entry.watchlist, entry.entry_id
+    if not (watchlist and _WATCHLIST_NAME.fullmatch(watchlist)):  # else nothing to report
+        c.watchlist_name(f"{path}.watchlist", watchlist)
+    if not (entry_id and _UUID.fullmatch(entry_id)):  # else nothing to report
+        c.uuid(f"{path}.entry_id", entry_id)
     c.version(f"{path}.version", entry.version, last_version, final=False)
     entity_type = entry.entity_type
     c.enum(f"{path}.entity_type", entity_type, common_pb2.EntityType.DESCRIPTOR)
@@ -348,15 +383,13 @@ def validate_watchlist_entry(
     if entity_type == _COMMODITY and not (entry.hs_codes or entry.categories):
         c.add(f"{path}.hs_codes", "a COMMODITY entry needs HS codes or controlled categories")
     c.countries(f"{path}.countries", entry.countries)
-    c.listed(f"{path}.categories", entry.categories)
-    for i, category in enumerate(entry.categories):
-        c.enum(f"{path}.categories[{i}]", category, common_pb2.ControlledCategory.DESCRIPTOR)
-    c.listed(f"{path}.hs_codes", entry.hs_codes)
-    for i, code in enumerate(entry.hs_codes):
-        c.hs(f"{path}.hs_codes[{i}]", code, min_digits=4)
-    c.listed(f"{path}.typologies", entry.typologies)
-    for i, typology in enumerate(entry.typologies):
-        c.enum(f"{path}.typologies[{i}]", typology, common_pb2.Typology.DESCRIPTOR)
+    categories, hs_codes, typologies = entry.categories, entry.hs_codes, entry.typologies
+    c.listed(f"{path}.categories", categories)
+    c.enums(f"{path}.categories", categories, _CATEGORY, _KNOWN_CATEGORIES)
+    c.listed(f"{path}.hs_codes", hs_codes)
+    c.hs_codes(f"{path}.hs_codes", hs_codes, min_digits=4)
+    c.listed(f"{path}.typologies", typologies)
+    c.enums(f"{path}.typologies", typologies, _TYPOLOGY, _KNOWN_TYPOLOGIES)
     c.countries(f"{path}.flagged_transit_countries", entry.flagged_transit_countries)
     c.enum(f"{path}.risk_level", entry.risk_level, domain_pb2.RiskLevel.DESCRIPTOR)
     c.text(f"{path}.reason", entry.reason, max_len=2000, required=True, multiline=True)
@@ -507,8 +540,7 @@ def validate_seizure_notice(
     for i, party in enumerate(notice.parties):
         c.party(f"{path}.parties[{i}]", party, strict=True)
     c.listed(f"{path}.typologies", notice.typologies, required=True)
-    for i, typology in enumerate(notice.typologies):
-        c.enum(f"{path}.typologies[{i}]", typology, common_pb2.Typology.DESCRIPTOR)
+    c.enums(f"{path}.typologies", notice.typologies, _TYPOLOGY, _KNOWN_TYPOLOGIES)
     c.text(f"{path}.narrative", notice.narrative, max_len=10000, required=False, multiline=True)
     c.listed(f"{path}.attachments", notice.attachments)
     for i, att in enumerate(notice.attachments):
@@ -559,25 +591,47 @@ def validate_addressing(
     listed in ``handling.releasable_to`` (itself non-empty, known, without the origin).
     """
     c = _Collector()
-    c.uuid(f"{path}.message_id", addressing.message_id)
-    releasable: set[int] = set()
+    message_id = addressing.message_id
+    if not (message_id and _UUID.fullmatch(message_id)):  # else :meth:`uuid` finds nothing
+        c.uuid(f"{path}.message_id", message_id)
+    releasable: AbstractSet[int] = frozenset()
     has_handling = addressing.HasField("handling")
     if has_handling:
         h = f"{path}.handling"
         handling = addressing.handling
-        c.listed(f"{h}.releasable_to", handling.releasable_to, required=True)
-        for i, j in enumerate(handling.releasable_to):
-            _jurisdiction(c, f"{h}.releasable_to", i, j, origin, releasable)
+        releasable_to = handling.releasable_to
+        c.listed(f"{h}.releasable_to", releasable_to, required=True)
+        unique = set(releasable_to)
+        if _good_jurisdictions(unique, len(releasable_to), origin):
+            releasable = unique  # what the loop below would collect, finding nothing
+        else:
+            collected: set[int] = set()
+            for i, j in enumerate(releasable_to):
+                _jurisdiction(c, f"{h}.releasable_to", i, j, origin, collected)
+            releasable = collected
         c.text(f"{h}.caveat", handling.caveat, max_len=200, required=False)
     else:
         c.add(f"{path}.handling", "required")
-    c.listed(f"{path}.recipients", addressing.recipients, required=True)
+    recipients = addressing.recipients
+    c.listed(f"{path}.recipients", recipients, required=True)
+    unique = set(recipients)
+    if _good_jurisdictions(unique, len(recipients), origin) and (
+        not has_handling or unique <= releasable
+    ):
+        return c.violations  # the loop below would find nothing
     seen: set[int] = set()
-    for i, j in enumerate(addressing.recipients):
+    for i, j in enumerate(recipients):
         fresh = _jurisdiction(c, f"{path}.recipients", i, j, origin, seen)
         if fresh and has_handling and j not in releasable:
             c.add(f"{path}.recipients[{i}]", f"{_jname(j)} is not in handling.releasable_to")
     return c.violations
+
+
+def _good_jurisdictions(unique: AbstractSet[int], listed: int, origin: int) -> bool:
+    """Whether a list of ``listed`` jurisdictions whose set is ``unique`` passes
+    :func:`_jurisdiction` item by item: each known, not ``origin``, none twice."""
+    known = reference.KNOWN_JURISDICTIONS
+    return len(unique) == listed and origin not in unique and unique <= known
 
 
 def _jname(j: int) -> str:

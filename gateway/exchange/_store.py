@@ -233,6 +233,18 @@ class MessageRow:
         """Insert each (row, retain until) in one ``executemany`` (a bulk call's commit)."""
         conn.executemany(cls._INSERT, [row._values(retain) for row, retain in rows])
 
+    @classmethod
+    def insert_value_row(cls, conn: Connection, row: Sequence[object]) -> None:
+        """:meth:`insert_values` of one row (raises one of ``integrity_errors()`` if the id
+        exists)."""
+        conn.execute(cls._INSERT, row)
+
+    @classmethod
+    def insert_values(cls, conn: Connection, rows: Sequence[Sequence[object]]) -> None:
+        """Insert rows given as their values, in one ``executemany``: each is what
+        :meth:`_values` gives (the fields in order, then the retention end); no row objects."""
+        conn.executemany(cls._INSERT, rows)
+
     def _values(self, retain_until_ms: int | None) -> tuple[object, ...]:
         return (
             self.message_id,

@@ -65,6 +65,9 @@ class Mode(enum.Enum):
 NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
 
 
+_LEDGER_INDEX = 9  # the ledger index's position in a message row's values (MessageRow)
+
+
 def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.SubmitResponse:
     """Validate, sign, ledger (``sent``, one entry per recipient) and queue a partner's message.
 
@@ -145,6 +148,23 @@ def _submit(
     names = [r.value for r in recipients if r is not None]
     message_uuid = uuid.UUID(addressing.message_id)
     entries = [Entry(Event.SENT, message_uuid, row.name, r, (digest,)) for r in names]
+    # The message row's values made here, not in the ledger writer (which holds the GIL for
+    # every caller of a group commit): ``within`` only puts the ledger index in.
+    message: list[object] = [
+        addressing.message_id,
+        "out",
+        origin,
+        kind,
+        subject,
+        version,
+        digest,
+        request_digest,
+        envelope.SerializeToString(),
+        None,  # the ledger index, in ``within``
+        ms(now),
+        None,
+        retain_until_ms(payload),
+    ]
 
     def within(conn: Connection, first_index: int) -> None:
         try:  # the version read above is checked by its write (ADR 0074)
@@ -153,20 +173,8 @@ def _submit(
             raise FailedPreconditionError(
                 f"{subject} changed while this request was processed; retry with a new version"
             ) from exc
-        store.MessageRow(
-            addressing.message_id,
-            "out",
-            origin,
-            kind,
-            subject,
-            version,
-            digest,
-            request_digest,
-            envelope.SerializeToString(),
-            first_index,
-            ms(now),
-            None,
-        ).insert(conn, retain_until_ms(payload))
+        message[_LEDGER_INDEX] = first_index
+        store.MessageRow.insert_value_row(conn, message)
         store.enqueue(conn, addressing.message_id, names)
 
     try:
@@ -444,40 +452,38 @@ def _commit(
     created_ms = ms(now)
     subjects = sorted({item.subject for item in prepared})
     expected = {s: v for s in subjects if (v := read[s]) is not None}
+    # Every row's values made here, in the caller's thread: the writer (one for the node, the
+    # GIL held) only puts each message's ledger index in (column _LEDGER_INDEX) and inserts.
+    # One executemany per table for the whole call (ADR 0074), rows in request order.
+    messages: list[list[object]] = [
+        [
+            item.request.addressing.message_id,
+            "out",
+            origin,
+            item.kind.kind,
+            item.subject,
+            item.version,
+            item.digest,
+            item.request_digest,
+            item.envelope.SerializeToString(),
+            offset,  # plus the first index, in ``within``
+            created_ms,
+            None,
+            retain_until_ms(item.kind.payload_of(item.request)),
+        ]
+        for item, offset in zip(prepared, offsets, strict=True)
+    ]
+    versions = [(item.subject, item.version, item.kind.final) for item in prepared]
+    queued = [(item.request.addressing.message_id, item.names) for item in prepared]
 
     def within(conn: Connection, first: int) -> None:
         if store.last_versions(conn, origin, subjects) != expected:
             raise _Moved("a subject of this call was changed by another call")
-        # One executemany per table for the whole call (ADR 0074), rows in request order.
-        store.MessageRow.insert_many(
-            conn,
-            [
-                (
-                    store.MessageRow(
-                        item.request.addressing.message_id,
-                        "out",
-                        origin,
-                        item.kind.kind,
-                        item.subject,
-                        item.version,
-                        item.digest,
-                        item.request_digest,
-                        item.envelope.SerializeToString(),
-                        first + offset,
-                        created_ms,
-                        None,
-                    ),
-                    retain_until_ms(item.kind.payload_of(item.request)),
-                )
-                for item, offset in zip(prepared, offsets, strict=True)
-            ],
-        )
-        store.record_versions(
-            conn, origin, [(item.subject, item.version, item.kind.final) for item in prepared]
-        )
-        store.enqueue_many(
-            conn, [(item.request.addressing.message_id, item.names) for item in prepared]
-        )
+        for row, offset in zip(messages, offsets, strict=True):
+            row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
+        store.MessageRow.insert_values(conn, messages)
+        store.record_versions(conn, origin, versions)
+        store.enqueue_many(conn, queued)
 
     try:
         records = ex.ledger.append_many(entries, within)

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.ledger import _schema
 from gateway.ledger._entry import Entry, Record, decode_record, encode_many
@@ -64,6 +64,7 @@ from gateway.store import Connection, Database, database_errors, ensure_schema
 
 log = logging.getLogger("gateway.ledger")
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 Within = Callable[[Connection, int], None]
 Clock = Callable[[], int]  # milliseconds since the epoch
 MAX_BATCH_ENTRIES = 20_000
@@ -90,17 +91,58 @@ class SignedCheckpoint:
         return self.checkpoint.root_hash
 
 
+class _Reply(Protocol[T_contra]):
+    """Where the writer puts a job's outcome: a :class:`Future` or a :class:`_Waiter`."""
+
+    def set_result(self, result: T_contra, /) -> None: ...
+
+    def set_exception(self, exception: BaseException | None, /) -> None: ...
+
+
+class _Waiter(Generic[T]):
+    """A one-shot reply for one blocked caller: a lock the writer releases once.
+
+    Cheaper than a :class:`Future` on both sides (no Condition, no waiter list, no callbacks):
+    the writer's wake is one C-level lock release, which matters because the writer wakes every
+    caller of a group commit while holding the GIL. Only the thread that made it may wait.
+    """
+
+    __slots__ = ("_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._error: BaseException | None = None
+
+    def set_result(self, result: T, /) -> None:
+        """Give the caller ``result`` (called once, by the writer)."""
+        self._value = result
+        self._lock.release()
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        """Make the caller raise ``exception`` (called once, by the writer)."""
+        self._error = exception
+        self._lock.release()
+
+    def result(self) -> T:
+        """Block until the writer answered; return the result or raise the exception."""
+        self._lock.acquire()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass
 class _Append:
     entries: list[Entry]
     within: Within | None
-    future: Future[list[Record]]
+    future: _Reply[list[Record]]
 
 
 @dataclass
 class _Task:
     fn: Callable[[Connection], Any]
-    future: Future[Any]
+    future: _Reply[Any]
 
 
 @dataclass
@@ -455,7 +497,7 @@ class Ledger:
         conn = self._wconn
         at_start = self._frontier.copy()
         last_time = self._last_time
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        outcomes: list[tuple[_Reply[Any], Any, BaseException | None]] = []
         try:
             if not savepoints:
                 try:
@@ -684,7 +726,11 @@ class Ledger:
 
         ``within`` receives the index of the first entry.
         """
-        return self.queue_append(entries, within).result()
+        if not entries:
+            return []
+        waiter: _Waiter[list[Record]] = _Waiter()
+        self._submit(_Append(list(entries), within, waiter))
+        return waiter.result()
 
     def queue_append(
         self, entries: Sequence[Entry], within: Within | None = None
@@ -708,9 +754,9 @@ class Ledger:
         For other components' rows that go with no ledger entry. Returns after the commit is
         durable; an exception from ``fn`` rolls back only ``fn``'s writes and is raised here.
         """
-        future: Future[T] = Future()
-        self._submit(_Task(fn, future))
-        return future.result()
+        waiter: _Waiter[T] = _Waiter()
+        self._submit(_Task(fn, waiter))
+        return waiter.result()
 
     # -- reading -------------------------------------------------------------------------------
 

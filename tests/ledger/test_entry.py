@@ -106,3 +106,30 @@ def test_encode_many_gives_the_bytes_each_record_encodes() -> None:
         EntryFormatError, match=r"indexes 18446744073709551615\.\.18446744073709551616"
     ):
         encode_many(2**64 - 1, 0, entries[:2])
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"event": 1}, "not an Event"),
+        ({"message_id": "0f043c67-cd1c-4760-9ca8-e78878669abd"}, "not a UUID"),
+        ({"digests": (b"x" * 31,)}, "digest 0 is not 32 bytes"),
+        ({"digests": [b"x" * 32] * 9}, "9 digests, at most 8"),
+        ({"digests": (b"x" * 32,) * 9}, "9 digests, at most 8"),
+        ({"digests": ("x" * 32,)}, "digest 0 is not 32 bytes"),
+    ],
+)
+def test_a_known_good_kind_and_counterpart_does_not_excuse_the_rest(
+    fields: dict[str, object], match: str
+) -> None:
+    """Entries with a (kind, counterpart) already seen good skip only the name checks (ADR 0080)."""
+    good: dict[str, object] = {
+        "event": Event.SENT,
+        "message_id": uuid.uuid4(),
+        "kind": "WATCHLIST_ENTRY",
+        "counterpart": "CN",
+        "digests": (b"x" * 32,),
+    }
+    Entry(**good)  # type: ignore[arg-type]
+    with pytest.raises(EntryFormatError, match=match):
+        Entry(**{**good, **fields})  # type: ignore[arg-type]
