@@ -498,8 +498,8 @@ class StoredRecords:
         record = self._pending.get(key) or self._cache.get(key)
         if record is not None:
             return record
-        if key in self._absent:
-            return None
+        if key in self._absent or "\x00" in watchlist + entry_id:
+            return None  # no stored entry has a NUL (validated; PostgreSQL text refuses it)
         row = self._conn.execute(
             f"SELECT {_COLUMNS} FROM view_entries "  # noqa: S608 (constant column names)
             "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
@@ -614,6 +614,8 @@ class StoredRecords:
     ) -> tuple[list[ViewRecord], bool]:
         """One page by (view version, origin, entry id), with one row more to tell if more
         follow."""
+        if "\x00" in watchlist:
+            return [], False  # no stored entry has a NUL (validated; PostgreSQL refuses it)
         self.flush()
         sql = (
             f"SELECT {_COLUMNS} FROM view_entries "  # noqa: S608 (constant column names)

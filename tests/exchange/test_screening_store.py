@@ -5,6 +5,7 @@ index built at the next start."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import uuid
@@ -18,12 +19,13 @@ from gateway.domain.fixtures import seed_declaration, seed_revocation, seed_watc
 from gateway.domain.screening import BLOCK_LIMIT, EntryKey, ScreeningIndex
 from gateway.domain.screening import NAMES as NAME_KEYS
 from gateway.domain.watchlist import WatchlistView
+from gateway.errors import NotFoundError
 from gateway.exchange import watchlists as watchlists_module
 from gateway.exchange.watchlists import POSTINGS_KEPT, StoredIndex, ViewStore, Watchlists
 from gateway.pki import Jurisdiction
 from gateway.server.config import load_config
 from gateway.server.node import _load_signer
-from gateway.store import open_database
+from gateway.store import Database, open_database
 from tests.support import TEST_STORE, World, postgres_database, postgres_server_url
 
 ENTRY = common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY
@@ -435,3 +437,32 @@ def test_facts_of_a_replaced_entry_are_its_new_versions(world: World, tmp_path: 
         assert any("silver crane" in detail.lower() for detail in reasons)
     finally:
         stored.close()
+
+
+def test_a_key_with_a_nul_is_not_found_on_either_store(world: World, tmp_path: Path) -> None:
+    """No stored entry has a NUL in its watchlist or id (entries are validated, PostgreSQL
+    text refuses it): a get or a list naming one answers as for any unknown entry on both
+    stores (on PostgreSQL the query itself used to fail: an internal error to the caller)."""
+    config = load_config(world.write_config(Jurisdiction.CN, tmp_path / "cn"))
+    with contextlib.ExitStack() as stack:
+        where: Path | Database = tmp_path / "watchlist-view.db"
+        if TEST_STORE == "postgresql":
+            database = open_database(
+                stack.enter_context(postgres_database(postgres_server_url())), Path("unused")
+            )
+            stack.callback(database.close)
+            where = database
+        view = Watchlists(_load_signer(config), lambda: NOW, where)
+        stack.callback(view.close)
+        entry = seed_watchlist_entry(NOW)
+        view.apply(Jurisdiction.HK, ENTRY, entry, str(uuid.uuid4()), NOW)
+        for watchlist, entry_id in ((entry.watchlist, "a\x00b"), ("w\x00", entry.entry_id)):
+            with pytest.raises(NotFoundError):
+                view.get(
+                    partner_pb2.GetWatchlistEntryRequest(
+                        origin=common_pb2.JURISDICTION_HK, watchlist=watchlist, entry_id=entry_id
+                    )
+                )
+        listed = view.list(partner_pb2.ListWatchlistRequest(watchlist="w\x00"))
+        assert list(listed.items) == []
+        assert len(view.list(partner_pb2.ListWatchlistRequest(watchlist=entry.watchlist)).items)
