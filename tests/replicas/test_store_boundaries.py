@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Database
-from gateway.store._database import _to_format
+from gateway.store._database import WAL_AUTOCHECKPOINT, _to_format
 
 PURE_CORE = (
     "gateway.merkle",
@@ -57,6 +57,30 @@ def test_sqlite_database_gives_sqlite_connections(tmp_path: Path) -> None:
     try:
         assert conn.dialect == "sqlite"
         assert conn.execute("SELECT ? + 1", (1,)).fetchone() == (2,)
+    finally:
+        conn.close()
+
+
+def test_sqlite_wal_is_checkpointed_past_wal_autocheckpoint_pages(tmp_path: Path) -> None:
+    """ADR 0083: a commit of 2,000-7,000 pages (a bulk call into a large store) stays in the WAL
+    until it holds WAL_AUTOCHECKPOINT pages, committed and readable by a new connection."""
+    db = Database("sqlite", path=tmp_path / "x.db")
+    conn = db.dedicated()
+    try:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_AUTOCHECKPOINT,)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (v BLOB)")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (zeroblob(3000))", [()] * 2000)
+        conn.execute("COMMIT")
+        wal = (tmp_path / "x.db-wal").stat().st_size
+        assert 2000 * 4096 < wal < WAL_AUTOCHECKPOINT * 4096  # past SQLite's default of 1,000
+        reader = db.dedicated(read_only=True)
+        try:
+            assert reader.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+        finally:
+            reader.close()
     finally:
         conn.close()
 
