@@ -29,6 +29,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,13 +128,19 @@ def _task_cpu(pid: int) -> dict[int, tuple[str, float]]:
     return out
 
 
+def _spy() -> str:
+    """py-spy's path: ``$PY_SPY``, beside this interpreter, or on ``$PATH`` ("" if none)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = os.environ.get("PY_SPY") or (str(beside) if beside.exists() else None)
+    return found or shutil.which("py-spy") or ""
+
+
 def _python_names(pid: int) -> dict[int, str]:
     """tid -> Python thread name of process ``pid``, from ``py-spy dump`` (when installed)."""
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
+    if not _spy():
         return {}
     text = subprocess.run(
-        [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
+        [_spy(), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
     ).stdout
     names: dict[int, str] = {}
     for match in re.finditer(r'Thread (0x[0-9A-Fa-f]+|\d+) \([^)]*\): "([^"]*)"', text):
@@ -158,7 +165,7 @@ def node_split(n: int, callers: int, record: str = "") -> None:
             spy = None
             if record:
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                    [_spy(), "record", "--pid", str(pid),
                      "-r", "400", "-t", "-f", "raw", "-o", record],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip

@@ -15,42 +15,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from bench.bulk import Load, _AckingReader, _Publishing
-from bench.entry_cost import _task_cpu
+from bench.entry_cost import _python_names, _spy, _task_cpu
 from bench.exchange import _partner, _pid, _running
 from gateway.pki import Jurisdiction
 from tests.support import make_world
 
 CN, HK, MO = Jurisdiction.CN, Jurisdiction.HK, Jurisdiction.MO
-
-
-def _spy() -> str:
-    """py-spy's path: ``$PY_SPY``, beside this interpreter, or on ``$PATH`` ("" if none)."""
-    beside = Path(sys.executable).with_name("py-spy")
-    found = os.environ.get("PY_SPY") or (str(beside) if beside.exists() else None)
-    return found or shutil.which("py-spy") or ""
-
-
-def _python_names(pid: int) -> dict[int, str]:
-    """tid -> Python thread name of process ``pid``, from ``py-spy dump`` (when installed)."""
-    if not _spy():
-        return {}
-    text = subprocess.run(
-        [_spy(), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
-    ).stdout
-    names: dict[int, str] = {}
-    for match in re.finditer(r'Thread (0x[0-9A-Fa-f]+|\d+) \([^)]*\): "([^"]*)"', text):
-        tid = match.group(1)
-        names[int(tid, 16) if tid.startswith("0x") else int(tid)] = match.group(2)
-    return names
 
 
 def main() -> None:
