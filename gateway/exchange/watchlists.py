@@ -238,10 +238,26 @@ def _capped_keys(conn: Connection) -> None:
     conn.execute(ddl(conn, _CAPPED_KEYS))
 
 
+def _keys_in_order(conn: Connection) -> None:
+    """Version 6: ``screening_keys`` indexed by indexing number, so that refilling a capped
+    key reads the entries after its last kept one in order and stops once it has enough,
+    instead of every row (ADR 0079: a bulk revoke of a capped key's oldest entries)."""
+    conn.execute("CREATE INDEX IF NOT EXISTS screening_keys_n ON screening_keys (n)")
+
+
 VIEW_SCHEMA = Schema(
     "watchlist_view",
-    {1: _create, 2: _screening, 3: _served_from_store, 4: _postings_in_order, 5: _capped_keys},
+    {
+        1: _create,
+        2: _screening,
+        3: _served_from_store,
+        4: _postings_in_order,
+        5: _capped_keys,
+        6: _keys_in_order,
+    },
 )
+_REFILL_READ = 2000
+"""Rows of ``screening_keys`` a refill reads at a time (in indexing order)."""
 _RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
 """View records kept in memory (read again from the store when evicted)."""
@@ -889,34 +905,41 @@ class StoredIndex:
         self._pending.clear()
 
     def _refill(self, index_key: str) -> None:
-        """Builds a capped key's bucket again from ``screening_keys`` (drops brought its kept
-        postings to ``BLOCK_LIMIT``): the first :data:`POSTINGS_KEPT` entries carrying it in
-        indexing order, every one (and no longer capped) if no more carry it."""
+        """Tops a capped key's bucket up from ``screening_keys`` (drops brought its kept
+        postings to ``BLOCK_LIMIT``) to the first :data:`POSTINGS_KEPT` entries carrying it in
+        indexing order: every one (and the key no longer capped) if no more carry it.
+
+        The postings still kept are those of every entry carrying the key up to ``last_n``
+        (a drop there removed its posting), so only entries after ``last_n`` are read, in
+        indexing order, until enough are found."""
+        total, kept, last_n = self._capped[index_key]
         element = f"{NAMES}{_US}{index_key}"
         escaped = element.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-        rows = self._conn.execute(
-            "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys "
-            "WHERE posted LIKE ? ESCAPE '!'",
-            (f"%{escaped}%",),
-        ).fetchall()
-        carrying = sorted(
-            (int(n), int(o), str(w), str(e))
-            for n, o, w, e, posted in rows
-            if element in str(posted).split(_RS)  # LIKE may match more (case, a longer key)
-        )
-        kept = carrying[:POSTINGS_KEPT]
-        self._conn.execute(
-            "DELETE FROM screening_postings WHERE tbl = ? AND k = ?", (NAMES, index_key)
-        )
+        wanted = POSTINGS_KEPT - kept
+        added: list[tuple[int, int, str, str]] = []
+        after = last_n
+        while len(added) < wanted:
+            rows = self._conn.execute(
+                "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys "
+                "WHERE n > ? AND posted LIKE ? ESCAPE '!' ORDER BY n LIMIT ?",
+                (after, f"%{escaped}%", _REFILL_READ),
+            ).fetchall()
+            for n, o, w, e, posted in rows:
+                # LIKE may match more (case, a longer key): the exact test is here.
+                if element in str(posted).split(_RS) and len(added) < wanted:
+                    added.append((int(n), int(o), str(w), str(e)))
+            if len(rows) < _REFILL_READ:
+                break
+            after = int(rows[-1][0])
         self._conn.executemany(
             "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
             "VALUES (?, ?, ?, ?, ?, ?, '')",
-            [(NAMES, index_key, *row) for row in kept],
+            [(NAMES, index_key, *row) for row in added],
         )
-        if len(carrying) <= POSTINGS_KEPT:
+        if total <= POSTINGS_KEPT:
             del self._capped[index_key]
         else:
-            self._capped[index_key] = [len(carrying), len(kept), kept[-1][0]]
+            self._capped[index_key] = [total, kept + len(added), added[-1][0] if added else last_n]
 
 
 class Watchlists:
