@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway.errors import FailedPreconditionError
 from gateway.store import Connection, Schema, append_only, ddl, ensure_schema
@@ -179,6 +180,8 @@ class MessageRow:
         "message_id, direction, origin, kind, subject, version, digest, request_digest, "
         "envelope, ledger_index, created_ms, receipt"
     )
+    LEDGER_INDEX: ClassVar[int] = [c.strip() for c in _COLUMNS.split(",")].index("ledger_index")
+    """The ledger index's position in a row's values (:meth:`insert_values`)."""
 
     @classmethod
     def get(cls, conn: Connection, origin: str, message_id: str) -> MessageRow | None:

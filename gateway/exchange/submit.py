@@ -65,7 +65,7 @@ class Mode(enum.Enum):
 NEW, AMEND, END, PUBLISH = Mode.NEW, Mode.AMEND, Mode.END, Mode.PUBLISH
 
 
-_LEDGER_INDEX = 9  # the ledger index's position in a message row's values (MessageRow)
+_LEDGER_INDEX = store.MessageRow.LEDGER_INDEX  # its position in a message row's values
 
 
 def submit(ex: Exchange, request: SubmitRequest, mode: Mode) -> partner_pb2.SubmitResponse:
