@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from gateway.pki import Jurisdiction
-from gateway.server.affinity import CpuPinner, choose, cpu_times, supported
+from gateway.server.affinity import (
+    CpuPinner,
+    choose,
+    cpu_times,
+    first_cpu,
+    pinned_processes,
+    supported,
+)
 from gateway.server.config import load_config
 from tests.support import World
 
@@ -52,6 +59,40 @@ def test_choose(current: int, busy: dict[int, float], own: float, expected: int)
     assert choose(current, busy, own, margin=0.25) == expected
 
 
+@pytest.mark.parametrize(
+    ("pinned", "running_on", "expected"),
+    [
+        pytest.param({}, 1, 1, id="none-pinned-stays-where-it-runs"),
+        # a second node on the machine takes the other CPU, wherever it runs
+        pytest.param({1: 1}, 1, 0, id="second-node-spreads"),
+        pytest.param({0: 1, 1: 1}, 1, 1, id="third-node-among-equals"),
+        pytest.param({0: 2, 1: 1, 2: 1}, 0, 1, id="fewest-then-lowest"),
+        pytest.param({5: 3}, 5, 0, id="not-allowed-cpus-ignored"),
+    ],
+)
+def test_first_cpu(pinned: dict[int, int], running_on: int, expected: int) -> None:
+    allowed = {0, 1, 2} if 2 in pinned else {0, 1}
+    assert first_cpu(allowed, pinned, running_on) == expected
+
+
+def test_pinned_processes_counts_user_processes_pinned_to_one_cpu(tmp_path: Path) -> None:
+    def process(pid: int, allowed: str, kernel: bool = False) -> None:
+        (tmp_path / str(pid)).mkdir()
+        vm = "" if kernel else "VmSize:\t   48308 kB\n"
+        text = f"Name:\tx\nKthread:\t{int(kernel)}\n{vm}Cpus_allowed_list:\t{allowed}\n"
+        (tmp_path / str(pid) / "status").write_text(text)
+
+    process(10, "1")  # another node
+    process(11, "1")
+    process(12, "0-1")  # free
+    process(13, "0,1")
+    process(14, "0", kernel=True)  # a per-CPU kernel thread
+    process(os.getpid(), "0")  # this process itself
+    (tmp_path / "15").mkdir()  # ended before its status was read
+    (tmp_path / "self").mkdir()
+    assert pinned_processes(tmp_path) == {1: 2}
+
+
 class _Machine:
     """A fake machine: CPU ticks advanced by hand, threads, and the affinities set."""
 
@@ -85,6 +126,7 @@ class _Machine:
             all_threads=lambda: self.python | self.native | {99},
             set_affinity=self.set_affinity,
             current_cpu=lambda: 1,
+            pinned=lambda: {},
             clock=lambda: self.now,
         )
 
