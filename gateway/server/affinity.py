@@ -20,7 +20,7 @@ Which CPU: the allowed CPUs are the process's affinity at start (an operator's `
 cpuset holds). The threads start on the allowed CPU that the fewest other processes are pinned
 to (:func:`first_cpu`: nodes started one after another on one machine, as the demo and the
 benchmarks run three, take different CPUs; three nodes that shared one CPU of two delivered
-1,200-1,300 entries/s where spread they delivered 1,500-2,000), the one the process runs on
+1,180-1,330 bulk arrivals/s where spread they delivered 1,500-2,000), the one the process runs on
 among equals. Then every :data:`INTERVAL` seconds :func:`choose` moves them to another allowed
 CPU when that one was idler, over the last interval, than the current one would have been
 without this process, by at least :data:`MARGIN` of a CPU (so a node moves off a CPU that
