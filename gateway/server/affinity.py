@@ -24,8 +24,9 @@ benchmarks run three, take different CPUs; three nodes that shared one CPU of tw
 among equals. Then every :data:`INTERVAL` seconds :func:`choose` moves them to another allowed
 CPU when that one was idler, over the last interval, than the current one would have been
 without this process, by at least :data:`MARGIN` of a CPU (so a node moves off a CPU that
-others crowd, and two nodes do not chase each other). Linux only: elsewhere
-:func:`supported` is false and nothing is pinned.
+others crowd). After a move it stays :data:`HOLD` rounds, and each node's rounds come at
+slightly random times, so two nodes that crowd one CPU do not move together and chase each
+other back and forth. Linux only: elsewhere :func:`supported` is false and nothing is pinned.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 __all__ = [
+    "HOLD",
     "INTERVAL",
     "MARGIN",
     "CpuPinner",
@@ -53,6 +56,7 @@ log = logging.getLogger("gateway.server")
 
 INTERVAL = 1.0  # seconds between two looks at how busy each CPU was
 MARGIN = 0.25  # of a CPU: how much idler another CPU must have been to move there
+HOLD = 3  # rounds after a move before the next choice (the others' moves show by then)
 
 # cpu -> (busy, total) clock ticks since boot
 CpuTimes = Mapping[int, tuple[int, int]]
@@ -191,6 +195,7 @@ class CpuPinner:
         self._clock = clock
         self.cpu = first_cpu(self.allowed, pinned(), current_cpu())
         self._last: tuple[CpuTimes, float, float] | None = None
+        self._hold = 0  # rounds left before the next choice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -215,7 +220,7 @@ class CpuPinner:
             self._pin(tid, self.allowed)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._interval * random.uniform(0.75, 1.25)):  # noqa: S311
             try:
                 self.round()
             except Exception:  # a machine that stops answering must not end the node
@@ -225,7 +230,9 @@ class CpuPinner:
         """Re-choose the CPU from the last interval's use (not on the first round), then pin
         every Python thread to it and free every other thread."""
         now = (self._read_cpus(), self._own_seconds(), self._clock())
-        if self._last is not None:
+        if self._hold > 0:
+            self._hold -= 1
+        elif self._last is not None:
             busy, own = _shares(self._last, now, self.allowed)
             cpu = choose(self.cpu, busy, own, self._margin)
             if cpu != self.cpu:
@@ -236,6 +243,7 @@ class CpuPinner:
                     extra={"event": "cpu-pin", "cpu": cpu, "busy": busy, "own": round(own, 3)},
                 )
                 self.cpu = cpu
+                self._hold = HOLD
         self._last = now
         python = self._python_threads()
         for tid in self._all_threads():

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.pki import Jurisdiction
 from gateway.server.affinity import (
+    HOLD,
     CpuPinner,
     choose,
     cpu_times,
@@ -158,9 +159,29 @@ def test_the_threads_move_when_others_crowd_their_cpu(caplog: pytest.LogCaptureF
     moved = [r for r in caplog.records if getattr(r, "event", None) == "cpu-pin"]
     assert [r.getMessage() for r in moved] == ["Python threads moved from CPU 1 to CPU 0"]
     # the node now busy on CPU 0 by itself: it stays there
-    machine.spend({0: 95, 1: 0}, own=0.9)
+    for _ in range(HOLD + 2):
+        machine.spend({0: 95, 1: 0}, own=0.9)
+        pinner.round()
+        assert pinner.cpu == 0
+
+
+def test_after_a_move_the_threads_stay_a_while() -> None:
+    """Two nodes crowding one CPU may both move at once; each then waits HOLD rounds, so
+    they do not chase each other back and forth every second."""
+    machine = _Machine()
+    pinner = machine.pinner()
+    pinner.round()
+    machine.spend({0: 5, 1: 100}, own=0.5)
     pinner.round()
     assert pinner.cpu == 0
+    for _ in range(HOLD):  # CPU 0 now crowded by the other node that moved too
+        machine.spend({0: 100, 1: 5}, own=0.5)
+        pinner.round()
+        assert pinner.cpu == 0
+    machine.spend({0: 100, 1: 5}, own=0.5)  # still so after the hold: move
+    pinner.round()
+    assert pinner.cpu == 1
+    assert machine.pinned[11] == {1}
 
 
 def test_stop_frees_every_thread() -> None:
