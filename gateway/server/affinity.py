@@ -179,7 +179,7 @@ class CpuPinner:
         own_seconds: Callable[[], float] = _own_seconds,
         python_threads: Callable[[], set[int]] = _python_threads,
         all_threads: Callable[[], set[int]] = _all_threads,
-        set_affinity: Callable[[int, Collection[int]], None] = os.sched_setaffinity,
+        set_affinity: Callable[[int, Collection[int]], None] | None = None,
         current_cpu: Callable[[], int] = _current_cpu,
         pinned: Callable[[], Mapping[int, int]] = pinned_processes,
         clock: Callable[[], float] = time.monotonic,
@@ -191,7 +191,8 @@ class CpuPinner:
         self._own_seconds = own_seconds
         self._python_threads = python_threads
         self._all_threads = all_threads
-        self._set_affinity = set_affinity
+        # Looked up here, not as a default: the module imports where they do not exist.
+        self._set_affinity = set_affinity or os.sched_setaffinity
         self._clock = clock
         self.cpu = first_cpu(self.allowed, pinned(), current_cpu())
         self._last: tuple[CpuTimes, float, float] | None = None

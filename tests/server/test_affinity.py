@@ -277,3 +277,18 @@ def _cpu_list(cpus: set[int]) -> str:
         else:
             runs.append([cpu])
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def test_where_threads_cannot_be_pinned_serve_still_imports_and_pins_nothing() -> None:
+    """macOS and Windows have no ``os.sched_setaffinity``: nothing may need it at import."""
+    program = (
+        "import os\n"
+        "del os.sched_setaffinity, os.sched_getaffinity\n"
+        "import gateway.cli.serve\n"
+        "from gateway.server.affinity import supported\n"
+        "print(supported())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
