@@ -97,6 +97,10 @@ def example_config(
             "how often expired payloads are erased",
         ),
         line(f"lease_seconds = {d.lease_seconds}", "replicas: a dead one's work moves after this"),
+        line(
+            f"pin_python_threads = {str(d.pin_python_threads).lower()}",
+            "Python threads on one CPU at a time",
+        ),
         "",
         line("[delivery]", "optional; the defaults are shown"),
         line(f"retry_base_seconds = {dd.retry_base_seconds}", "first retry, doubling (jitter)"),

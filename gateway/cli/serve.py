@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.cli._base import EXIT_OK, CliError
 from gateway.server import Node, load_config
+from gateway.server.affinity import CpuPinner, supported
 from gateway.server.config import NodeConfig
 from gateway.server.logs import configure_logging, route_native_stderr
 from gateway.store import database_errors
@@ -60,6 +61,10 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     frozen = _freeze_startup_heap()  # before serving: the collection it runs takes tens of ms
     node.start()  # a failure gives the node up: ledger closed, data directory unlocked
+    # After start: gRPC's native threads exist by now, and only the Python ones are pinned.
+    pinner = CpuPinner() if config.server.pin_python_threads and supported() else None
+    if pinner is not None:
+        pinner.start()
     # Logged once serving: a node that refuses to start says so in one line, nothing else.
     log.info(
         "start-up heap frozen: %d objects left out of garbage collection, young generation "
@@ -74,6 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     print(f"listening on {node.address}", flush=True)
     stop.wait()
+    if pinner is not None:
+        pinner.stop()
     node.stop()
     return EXIT_OK
 

@@ -33,6 +33,7 @@ the config file)::
     tls_reload_seconds = 2.0          # how often TLS files and CRLs are checked for changes
     retention_sweep_seconds = 60.0    # how often payloads past retain_until are erased
     lease_seconds = 5.0               # replicas: a dead one's singletons move after this
+    pin_python_threads = true         # Python threads on one CPU at a time (ADR 0086)
 
     [delivery]                        # optional, defaults shown (docs/operations.md)
     retry_base_seconds = 0.05         # first retry after a failure, doubling each time...
@@ -153,6 +154,7 @@ class ServerSettings:
     lease_seconds: float = (
         5.0  # replicas on PostgreSQL: a dead replica's singletons move after this
     )
+    pin_python_threads: bool = True  # ``customs-gateway serve``: one CPU at a time (ADR 0086)
 
 
 @dataclass(frozen=True)
@@ -442,6 +444,7 @@ def load_config(path: str | Path) -> NodeConfig:
             "retention_sweep_seconds", float, defaults.retention_sweep_seconds
         ),
         lease_seconds=srv.take("lease_seconds", float, defaults.lease_seconds),
+        pin_python_threads=srv.take("pin_python_threads", bool, defaults.pin_python_threads),
     )
     for key in ("checkpoint_interval_seconds", "retention_sweep_seconds", "lease_seconds"):
         if getattr(settings, key) <= 0:

@@ -37,6 +37,8 @@ class _JsonFormatter(logging.Formatter):
     def __init__(self, node: str) -> None:
         super().__init__()
         self._node = node
+        # What json.dumps(doc, default=str, ensure_ascii=False) builds anew for every line.
+        self._encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
     def format(self, record: logging.LogRecord) -> str:
         try:
@@ -55,7 +57,7 @@ class _JsonFormatter(logging.Formatter):
         doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        return self._encode(doc)
 
 
 class _QueueHandler(logging.Handler):

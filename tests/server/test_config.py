@@ -75,6 +75,12 @@ CASES = [
         r"key 'server.grace_seconds': must be a number, not true or false$",
     ),
     (
+        "wrong-type-boolean",
+        "grace_seconds = 1.0",
+        "grace_seconds = 1.0\npin_python_threads = 1",
+        r"key 'server.pin_python_threads': must be true or false, not an integer$",
+    ),
+    (
         "misspelt-required-key",
         'listen = "127.0.0.1:0"',
         'listne = "127.0.0.1:0"',

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.pki import Jurisdiction
+from gateway.server import logs
 from tests.support import World
 
 _PROGRAM = textwrap.dedent(
@@ -214,3 +217,22 @@ def test_paced_lines_share_writes_and_a_flush_does_not_wait_for_the_linger() -> 
     bursts = report["elapsed"] / report["linger"] + 2
     assert report["writes"] <= bursts < 200, report  # one write per burst, far fewer than lines
     assert report["flush"] < report["linger"], report
+
+
+def test_a_line_keeps_non_ascii_text_and_writes_other_values_as_text() -> None:
+    """Names in any script stay readable in the log; an extra that JSON cannot hold (a path, a
+    time) is written as its text, not refused."""
+    formatter = logs._JsonFormatter("spiffe://mo.customs-exchange/node/gateway")
+    record = logging.LogRecord(
+        "gateway.test", logging.INFO, __file__, 1, "實體 %s", ("Ünal",), None
+    )
+    record.where = Path("/data/ledger.db")
+    record.at = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
+    line = formatter.format(record)
+    assert "實體 Ünal" in line  # as written, not \\u escapes
+    doc = json.loads(line)
+    assert doc["message"] == "實體 Ünal"
+    assert doc["where"] == "/data/ledger.db"
+    assert doc["at"] == "2026-12-03 10:00:00+00:00"
+    assert doc["node"] == "spiffe://mo.customs-exchange/node/gateway"
+    assert doc["level"] == "info"
