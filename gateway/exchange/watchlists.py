@@ -245,6 +245,43 @@ def _keys_in_order(conn: Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS screening_keys_n ON screening_keys (n)")
 
 
+_NARROW = """
+CREATE TABLE screening_keys_7 (
+    n INTEGER PRIMARY KEY,
+    origin INTEGER NOT NULL,
+    watchlist TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    posted TEXT NOT NULL
+);
+INSERT INTO screening_keys_7 (n, origin, watchlist, entry_id, posted)
+SELECT n, origin, watchlist, entry_id, posted FROM screening_keys ORDER BY n;
+DROP TABLE screening_keys;
+ALTER TABLE screening_keys_7 RENAME TO screening_keys;
+CREATE UNIQUE INDEX screening_keys_entry ON screening_keys (origin, watchlist, entry_id);
+CREATE TABLE screening_postings_7 (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, n)
+) WITHOUT ROWID;
+INSERT INTO screening_postings_7 (tbl, k, n, value)
+SELECT tbl, k, n, value FROM screening_postings;
+DROP TABLE screening_postings;
+ALTER TABLE screening_postings_7 RENAME TO screening_postings
+"""
+
+
+def _narrow_keys(conn: Connection) -> None:
+    """Version 7: ``screening_keys`` keyed by indexing number (SQLite: its rowid), found by
+    entry through a narrow unique index, and postings that name their entry by indexing
+    number alone (ADR 0084). Each random-keyed b-tree a bulk call writes into is narrower, so
+    a call rewrites fewer of its pages; the rows are copied, nothing is built again."""
+    for statement in _NARROW.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
 VIEW_SCHEMA = Schema(
     "watchlist_view",
     {
@@ -254,6 +291,7 @@ VIEW_SCHEMA = Schema(
         4: _postings_in_order,
         5: _capped_keys,
         6: _keys_in_order,
+        7: _narrow_keys,
     },
 )
 _REFILL_READ = 2000
@@ -739,8 +777,8 @@ class StoredIndex:
         indexed (as :class:`MemoryIndexStorage`); of a capped key, the kept first ones."""
         self.flush()
         rows = self._conn.execute(
-            "SELECT origin, watchlist, entry_id, value FROM screening_postings "
-            "WHERE tbl = ? AND k = ? ORDER BY n",
+            "SELECT e.origin, e.watchlist, e.entry_id, p.value FROM screening_postings AS p "
+            "JOIN screening_keys AS e ON e.n = p.n WHERE p.tbl = ? AND p.k = ? ORDER BY p.n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -819,6 +857,7 @@ class StoredIndex:
         for origin, watchlist, entry_id in stale:
             groups.setdefault((origin, watchlist), []).append(entry_id)
         doomed = []
+        gone = []  # indexing numbers of the entries' rows
         for (origin, watchlist), ids in groups.items():
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -829,6 +868,7 @@ class StoredIndex:
                     (origin, watchlist, *chunk),
                 ).fetchall()
                 for n, posted_keys in rows:
+                    gone.append((n,))
                     for posted in str(posted_keys).split(_RS) if posted_keys else ():
                         table, _, index_key = posted.partition(_US)
                         if capped and int(table) == NAMES and index_key in capped:
@@ -842,10 +882,7 @@ class StoredIndex:
         self._conn.executemany(
             "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
         )
-        self._conn.executemany(
-            "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
-            stale,
-        )
+        self._conn.executemany("DELETE FROM screening_keys WHERE n = ?", gone)
         self._stale.clear()
 
     def _insert_pending(self, changed: set[str]) -> None:
@@ -874,7 +911,7 @@ class StoredIndex:
                 changed.add(index_key)
                 room.setdefault(index_key, 0)
         rows = []
-        for key, (n, postings) in pending:
+        for _, (n, postings) in pending:
             for table, index_key, value in postings:
                 if room and table == NAMES and index_key in room:
                     left = room[index_key]
@@ -884,19 +921,17 @@ class StoredIndex:
                     state = capped[index_key]
                     state[1] += 1
                     state[2] = n
-                rows.append((table, index_key, n, *key, value))
+                rows.append((table, index_key, n, value))
         self._conn.executemany(
-            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, ?)", rows
         )
         self._conn.executemany(
-            "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
+            "INSERT INTO screening_keys (n, origin, watchlist, entry_id, posted) "
             "VALUES (?, ?, ?, ?, ?)",
             [
                 (
-                    *key,
                     n,
+                    *key,
                     _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
                 )
                 for key, (n, postings) in pending
@@ -916,30 +951,29 @@ class StoredIndex:
         element = f"{NAMES}{_US}{index_key}"
         escaped = element.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         wanted = POSTINGS_KEPT - kept
-        added: list[tuple[int, int, str, str]] = []
+        added: list[int] = []
         after = last_n
         while len(added) < wanted:
             rows = self._conn.execute(
-                "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys "
+                "SELECT n, posted FROM screening_keys "
                 "WHERE n > ? AND posted LIKE ? ESCAPE '!' ORDER BY n LIMIT ?",
                 (after, f"%{escaped}%", _REFILL_READ),
             ).fetchall()
-            for n, o, w, e, posted in rows:
+            for n, posted in rows:
                 # LIKE may match more (case, a longer key): the exact test is here.
                 if element in str(posted).split(_RS) and len(added) < wanted:
-                    added.append((int(n), int(o), str(w), str(e)))
+                    added.append(int(n))
             if len(rows) < _REFILL_READ:
                 break
             after = int(rows[-1][0])
         self._conn.executemany(
-            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, '')",
-            [(NAMES, index_key, *row) for row in added],
+            "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, '')",
+            [(NAMES, index_key, n) for n in added],
         )
         if total <= POSTINGS_KEPT:
             del self._capped[index_key]
         else:
-            self._capped[index_key] = [total, kept + len(added), added[-1][0] if added else last_n]
+            self._capped[index_key] = [total, kept + len(added), added[-1] if added else last_n]
 
 
 class Watchlists:

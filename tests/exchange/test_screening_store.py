@@ -240,6 +240,75 @@ def test_a_view_file_of_schema_3_gets_ordered_postings_and_its_index_rebuilt(
         again.close()
 
 
+def test_a_view_file_of_schema_6_gets_narrow_keys_with_its_rows_copied(
+    world: World, tmp_path: Path
+) -> None:
+    """ADR 0084: version 7 keys ``screening_keys`` by indexing number and postings name their
+    entry by it; a file of version 6 has its rows copied into the new tables (the same
+    indexing numbers, nothing built again) and screens as before."""
+    path = tmp_path / "watchlist-view.db"
+    request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
+    hits, version = _screened_and_closed(world, tmp_path, request)
+    with sqlite3.connect(path) as conn:
+        keys = conn.execute(
+            "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys ORDER BY n"
+        ).fetchall()
+        postings = conn.execute(
+            "SELECT p.tbl, p.k, p.n, e.origin, e.watchlist, e.entry_id, p.value "
+            "FROM screening_postings AS p JOIN screening_keys AS e ON e.n = p.n ORDER BY 1, 2, 3"
+        ).fetchall()
+        # Back to schema 6's tables, as an older node left them.
+        conn.execute("DROP TABLE screening_postings")
+        conn.execute("DROP TABLE screening_keys")
+        conn.execute(
+            "CREATE TABLE screening_postings (tbl INTEGER NOT NULL, k TEXT NOT NULL, "
+            "n INTEGER NOT NULL, origin INTEGER NOT NULL, watchlist TEXT NOT NULL, "
+            "entry_id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (tbl, k, n)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "CREATE TABLE screening_keys (origin INTEGER NOT NULL, watchlist TEXT NOT NULL, "
+            "entry_id TEXT NOT NULL, n INTEGER NOT NULL, posted TEXT NOT NULL, "
+            "PRIMARY KEY (origin, watchlist, entry_id)) WITHOUT ROWID"
+        )
+        conn.execute("CREATE INDEX screening_keys_n ON screening_keys (n)")
+        conn.executemany("INSERT INTO screening_postings VALUES (?, ?, ?, ?, ?, ?, ?)", postings)
+        conn.executemany(
+            "INSERT INTO screening_keys (n, origin, watchlist, entry_id, posted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            keys,
+        )
+        conn.execute("UPDATE store_schema SET version = 6 WHERE name = 'watchlist_view'")
+    assert len(keys) == len(_entries())
+    assert len(postings) > len(keys)
+    again = _open(world, tmp_path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert (
+                conn.execute(
+                    "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys ORDER BY n"
+                ).fetchall()
+                == keys
+            )
+            assert (
+                conn.execute(
+                    "SELECT p.tbl, p.k, p.n, e.origin, e.watchlist, e.entry_id, p.value "
+                    "FROM screening_postings AS p JOIN screening_keys AS e ON e.n = p.n "
+                    "ORDER BY 1, 2, 3"
+                ).fetchall()
+                == postings
+            )
+            assert [c[1] for c in conn.execute("PRAGMA table_info(screening_postings)")] == [
+                "tbl", "k", "n", "value",
+            ]  # fmt: skip
+            assert conn.execute(
+                "SELECT version FROM store_schema WHERE name = 'watchlist_view'"
+            ).fetchone() == (watchlists_module.VIEW_SCHEMA.version,)
+        assert _hits(again.screen(request)) == hits
+        assert again.version == version
+    finally:
+        again.close()
+
+
 # --- capped name keys (ADR 0079) -------------------------------------------------------------
 
 
