@@ -94,16 +94,12 @@ _POSTGRES_TRIGGER = (
     "CREATE TRIGGER view_version_never_decreases BEFORE UPDATE OF version ON view_meta "
     "FOR EACH ROW EXECUTE FUNCTION view_version_never_decreases()",
 )
+# A StoredRecord is the row: its fields name the columns, in order.
 _UPSERT = (
-    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
-    "revocation_message_id, view_version, state, erased_version, valid_from_us, "
-    "valid_until_us) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
-    "valid_from_us = excluded.valid_from_us, valid_until_us = excluded.valid_until_us, "
-    "entry = excluded.entry, revocation = excluded.revocation, "
-    "message_id = excluded.message_id, revocation_message_id = excluded.revocation_message_id, "
-    "view_version = excluded.view_version, state = excluded.state, "
-    "erased_version = excluded.erased_version"
+    f"INSERT INTO view_entries ({', '.join(StoredRecord._fields)}) "  # noqa: S608 (constant names)
+    f"VALUES ({', '.join('?' * len(StoredRecord._fields))}) "
+    "ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in StoredRecord._fields[3:])
 )
 
 
@@ -496,18 +492,9 @@ class ViewStore:
             raise
 
     def upsert(self, records: list[StoredRecord]) -> None:
-        """Writes records in the open transaction (after :meth:`writing`)."""
-        self._conn.executemany(
-            _UPSERT,
-            [
-                (
-                    r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
-                    r.revocation_message_id, r.view_version, r.state, r.erased_version,
-                    r.valid_from_us, r.valid_until_us,
-                )
-                for r in records
-            ],
-        )  # fmt: skip
+        """Writes records in the open transaction (after :meth:`writing`): each record is the
+        row (its fields are in the order of ``_UPSERT``'s columns)."""
+        self._conn.executemany(_UPSERT, records)
 
     def close(self) -> None:
         """Closes the file."""
@@ -932,7 +919,7 @@ class StoredIndex:
                 (
                     n,
                     *key,
-                    _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
+                    _RS.join([f"{table}{_US}{index_key}" for table, index_key, _ in postings]),
                 )
                 for key, (n, postings) in pending
             ],
