@@ -333,7 +333,7 @@ def validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.d
 def _aware(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
     """``stamp.ToDatetime(tzinfo=dt.UTC)`` for a valid timestamp (nanos in [0, 1e9)), without
     its checks and time-zone conversion (UTC to UTC)."""
-    return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    return _EPOCH + dt.timedelta(0, stamp.seconds, stamp.nanos // 1000)  # positional: faster
 
 
 _MICROSECOND = dt.timedelta(microseconds=1)
