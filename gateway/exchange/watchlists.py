@@ -241,19 +241,19 @@ def _keys_in_order(conn: Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS screening_keys_n ON screening_keys (n)")
 
 
-_NARROW = """
-CREATE TABLE screening_keys_7 (
-    n INTEGER PRIMARY KEY,
-    origin INTEGER NOT NULL,
-    watchlist TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    posted TEXT NOT NULL
-);
-INSERT INTO screening_keys_7 (n, origin, watchlist, entry_id, posted)
-SELECT n, origin, watchlist, entry_id, posted FROM screening_keys ORDER BY n;
-DROP TABLE screening_keys;
-ALTER TABLE screening_keys_7 RENAME TO screening_keys;
-CREATE UNIQUE INDEX screening_keys_entry ON screening_keys (origin, watchlist, entry_id);
+_SCREENING_IN_ENTRIES = """
+ALTER TABLE view_entries ADD COLUMN screening_n INTEGER;
+ALTER TABLE view_entries ADD COLUMN screening_posted TEXT;
+UPDATE view_entries SET
+    screening_n = (SELECT k.n FROM screening_keys AS k WHERE k.origin = view_entries.origin
+        AND k.watchlist = view_entries.watchlist AND k.entry_id = view_entries.entry_id),
+    screening_posted = (SELECT k.posted FROM screening_keys AS k
+        WHERE k.origin = view_entries.origin AND k.watchlist = view_entries.watchlist
+        AND k.entry_id = view_entries.entry_id)
+WHERE EXISTS (SELECT 1 FROM screening_keys AS k WHERE k.origin = view_entries.origin
+    AND k.watchlist = view_entries.watchlist AND k.entry_id = view_entries.entry_id);
+CREATE INDEX view_entries_screening
+ON view_entries (screening_n, origin, watchlist, entry_id) WHERE screening_n IS NOT NULL;
 CREATE TABLE screening_postings_7 (
     tbl INTEGER NOT NULL,
     k TEXT NOT NULL,
@@ -262,18 +262,21 @@ CREATE TABLE screening_postings_7 (
     PRIMARY KEY (tbl, k, n)
 ) WITHOUT ROWID;
 INSERT INTO screening_postings_7 (tbl, k, n, value)
-SELECT tbl, k, n, value FROM screening_postings;
+SELECT p.tbl, p.k, p.n, p.value FROM screening_postings AS p
+JOIN view_entries AS e ON e.screening_n = p.n;
 DROP TABLE screening_postings;
-ALTER TABLE screening_postings_7 RENAME TO screening_postings
+ALTER TABLE screening_postings_7 RENAME TO screening_postings;
+DROP TABLE screening_keys
 """
 
 
-def _narrow_keys(conn: Connection) -> None:
-    """Version 7: ``screening_keys`` keyed by indexing number (SQLite: its rowid), found by
-    entry through a narrow unique index, and postings that name their entry by indexing
-    number alone (ADR 0084). Each random-keyed b-tree a bulk call writes into is narrower, so
-    a call rewrites fewer of its pages; the rows are copied, nothing is built again."""
-    for statement in _NARROW.split(";"):
+def _screening_in_entries(conn: Connection) -> None:
+    """Version 7 (ADR 0084): an indexed entry's indexing number and posted keys are columns of
+    its ``view_entries`` row (``screening_n``, ``screening_posted``), found by the view's own
+    key, and in indexing order through a partial index; postings name their entry by indexing
+    number alone. ``screening_keys`` (a second b-tree keyed by the entry, rewritten almost
+    whole by each bulk call) is gone. The rows are copied, nothing is built again."""
+    for statement in _SCREENING_IN_ENTRIES.split(";"):
         if statement.strip():
             conn.execute(ddl(conn, statement))
 
@@ -287,7 +290,7 @@ VIEW_SCHEMA = Schema(
         4: _postings_in_order,
         5: _capped_keys,
         6: _keys_in_order,
-        7: _narrow_keys,
+        7: _screening_in_entries,
     },
 )
 CACHE_KIB = 32768
@@ -296,8 +299,16 @@ dirties about 2.6 pages per entry at 100,000 stored (ADR 0084); with a cache sma
 that, SQLite evicts and reads again pages the call still writes, and spills dirty pages to
 the WAL before the commit. Bounded: the view's memory still does not grow with its entries."""
 _REFILL_READ = 2000
-"""Rows of ``screening_keys`` a refill reads at a time (in indexing order)."""
-_RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
+"""Entries a refill reads at a time (in indexing order)."""
+_SCREENING_COLUMNS = (
+    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
+    "revocation_message_id, view_version, state, erased_version, screening_n, "
+    "screening_posted) VALUES (?, ?, ?, ?, ?, '', '', 0, 0, 0, ?, ?) "
+    "ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "screening_n = excluded.screening_n, screening_posted = excluded.screening_posted"
+)
+"""An indexed entry's indexing number and posted keys, into its row (ADR 0084)."""
+_RS, _US = "\x1e", "\x1f"  # separators of view_entries.screening_posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
 """View records kept in memory (read again from the store when evicted)."""
 _COLUMNS = (
@@ -312,7 +323,7 @@ QUEUED_ENTRIES = 4000
 POSTINGS_KEPT = 2 * BLOCK_LIMIT
 """Postings a name key keeps once more entries carry it (ADR 0079): the first ones in indexing
 order. Never fewer than ``BLOCK_LIMIT + 1`` are kept (the bucket is filled again from
-``screening_keys`` when drops bring it there), so a capped key is past the limit, and the
+the entries' rows when drops bring it there), so a capped key is past the limit, and the
 least common key of a query whose keys all are gives the same first entries as a full one."""
 CAPPING_FROM = 16
 """Postings a name key must get in one flush before it is looked at for capping (a count
@@ -477,9 +488,9 @@ class ViewStore:
         self.begin(base)
         try:
             self.writing()
+            self.upsert(records)  # first: the index writes its columns into these rows
             if index is not None:
                 index.flush()
-            self.upsert(records)
             indexed, posted = (
                 (self.meta()[2], self.posted()) if index is None else (index.count(), index.posted)
             )
@@ -703,7 +714,7 @@ class StoredIndex:
 
     A name key carried by more than :data:`POSTINGS_KEPT` entries is capped (ADR 0079): its
     bucket keeps the postings of the first entries in indexing order (at least
-    ``BLOCK_LIMIT + 1`` of them, filled again from ``screening_keys`` when drops bring it
+    ``BLOCK_LIMIT + 1`` of them, filled again from the entries' rows when drops bring it
     lower), and ``screening_counts`` counts its entries exactly. Every other key keeps every
     posting. :meth:`bucket_size` is exact for a capped key; :meth:`bucket` gives its kept
     prefix, which is all a query reads of a key past ``BLOCK_LIMIT``
@@ -740,8 +751,12 @@ class StoredIndex:
         """Removes every posting, entry and count (in the open transaction), before the index
         is built again."""
         self._store.writing()
-        for table in ("screening_postings", "screening_keys", "screening_counts"):
+        for table in ("screening_postings", "screening_counts"):
             self._conn.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
+        self._conn.execute(
+            "UPDATE view_entries SET screening_n = NULL, screening_posted = NULL "
+            "WHERE screening_n IS NOT NULL"
+        )
         self._capped.clear()
         self._pending.clear()
         self._stale.clear()
@@ -771,7 +786,8 @@ class StoredIndex:
         self.flush()
         rows = self._conn.execute(
             "SELECT e.origin, e.watchlist, e.entry_id, p.value FROM screening_postings AS p "
-            "JOIN screening_keys AS e ON e.n = p.n WHERE p.tbl = ? AND p.k = ? ORDER BY p.n",
+            "JOIN view_entries AS e ON e.screening_n = p.n "
+            "WHERE p.tbl = ? AND p.k = ? AND e.screening_n IS NOT NULL ORDER BY p.n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -842,26 +858,27 @@ class StoredIndex:
         )
 
     def _remove_stale(self, changed: set[str]) -> None:
-        # Each entry's row in screening_keys names its postings (one row per entry costs
-        # less to write than an index of the postings by entry).
+        # Each indexed entry's view_entries row names its postings (screening_posted): the
+        # row is written anyway, an index of the postings by entry would be another b-tree.
         capped = self._capped
         stale = sorted(self._stale)
         groups: dict[tuple[int, str], list[str]] = {}
         for origin, watchlist, entry_id in stale:
             groups.setdefault((origin, watchlist), []).append(entry_id)
         doomed = []
-        gone = []  # indexing numbers of the entries' rows
+        gone = []  # the entries whose rows name postings
         for (origin, watchlist), ids in groups.items():
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = self._conn.execute(
-                    "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                    "SELECT entry_id, screening_n, screening_posted FROM view_entries "  # noqa: S608 (placeholders only)
                     "WHERE origin = ? AND watchlist = ? "
-                    f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                    f"AND entry_id IN ({', '.join('?' * len(chunk))}) "
+                    "AND screening_n IS NOT NULL",
                     (origin, watchlist, *chunk),
                 ).fetchall()
-                for n, posted_keys in rows:
-                    gone.append((n,))
+                for entry_id, n, posted_keys in rows:
+                    gone.append((origin, watchlist, entry_id))
                     for posted in str(posted_keys).split(_RS) if posted_keys else ():
                         table, _, index_key = posted.partition(_US)
                         if capped and int(table) == NAMES and index_key in capped:
@@ -875,7 +892,11 @@ class StoredIndex:
         self._conn.executemany(
             "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
         )
-        self._conn.executemany("DELETE FROM screening_keys WHERE n = ?", gone)
+        self._conn.executemany(
+            "UPDATE view_entries SET screening_n = NULL, screening_posted = NULL "
+            "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+            gone,
+        )
         self._stale.clear()
 
     def _insert_pending(self, changed: set[str]) -> None:
@@ -918,13 +939,16 @@ class StoredIndex:
         self._conn.executemany(
             "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, ?)", rows
         )
+        # Into the entry's row, written before (ViewStore.save); a row is made when there is
+        # none (the index used alone, as its property test does).
         self._conn.executemany(
-            "INSERT INTO screening_keys (n, origin, watchlist, entry_id, posted) "
-            "VALUES (?, ?, ?, ?, ?)",
+            _SCREENING_COLUMNS,
             [
                 (
-                    n,
                     *key,
+                    b"",
+                    b"",
+                    n,
                     _RS.join([f"{table}{_US}{index_key}" for table, index_key, _ in postings]),
                 )
                 for key, (n, postings) in pending
@@ -933,7 +957,7 @@ class StoredIndex:
         self._pending.clear()
 
     def _refill(self, index_key: str) -> None:
-        """Tops a capped key's bucket up from ``screening_keys`` (drops brought its kept
+        """Tops a capped key's bucket up from the entries' rows (drops brought its kept
         postings to ``BLOCK_LIMIT``) to the first :data:`POSTINGS_KEPT` entries carrying it in
         indexing order: every one (and the key no longer capped) if no more carry it.
 
@@ -948,8 +972,9 @@ class StoredIndex:
         after = last_n
         while len(added) < wanted:
             rows = self._conn.execute(
-                "SELECT n, posted FROM screening_keys "
-                "WHERE n > ? AND posted LIKE ? ESCAPE '!' ORDER BY n LIMIT ?",
+                "SELECT screening_n, screening_posted FROM view_entries "
+                "WHERE screening_n > ? AND screening_posted LIKE ? ESCAPE '!' "
+                "ORDER BY screening_n LIMIT ?",
                 (after, f"%{escaped}%", _REFILL_READ),
             ).fetchall()
             for n, posted in rows:
