@@ -476,9 +476,9 @@ class ViewStore:
         base: int | None = None,
         index: StoredIndex | None = None,
     ) -> None:
-        """Stores changed records with the view version and what ``index`` has pending, in
-        the transaction :meth:`begin` opened (one is opened here if none is), all or nothing,
-        durably; the transaction is ended either way.
+        """Stores changed records, then what ``index`` has pending (into the same rows), with
+        the view version, in the transaction :meth:`begin` opened (one is opened here if none
+        is), all or nothing, durably; the transaction is ended either way.
 
         With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
         version is still ``base``: another replica saved since this view was loaded.
@@ -706,11 +706,13 @@ class StoredRecords:
 
 
 class StoredIndex:
-    """The screening index's storage in the view's tables (ADR 0038): postings and the set of
-    indexed entries in the database, written in the view's transaction (postings batched until
-    the next query or save); facts computed again from the entry (``entry_of``) and kept for
-    the :data:`FACTS_CACHE` most recently used entries. Memory does not grow with the number
-    of entries. Used under the caller's lock; one per loaded view (a rollback drops it).
+    """The screening index's storage in the view's tables (ADR 0038): postings, and each
+    indexed entry's indexing number and posted keys in two columns of its ``view_entries`` row
+    (ADR 0084: written after the records, by :meth:`ViewStore.save`), in the view's
+    transaction (batched until the next query or save); facts computed again from the entry
+    (``entry_of``) and kept for the :data:`FACTS_CACHE` most recently used entries. Memory does
+    not grow with the number of entries. Used under the caller's lock; one per loaded view (a
+    rollback drops it).
 
     A name key carried by more than :data:`POSTINGS_KEPT` entries is capped (ADR 0079): its
     bucket keeps the postings of the first entries in indexing order (at least
