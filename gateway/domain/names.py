@@ -252,6 +252,8 @@ _ROMAN_FOLDS: Final = (
 
 
 def _fold_roman(token: str) -> str:
+    if token.isdigit():
+        return token  # the folds are of letters (a bulk list numbers its names)
     for spelling, folded in _ROMAN_FOLDS:
         token = token.replace(spelling, folded)
     if token.endswith("ee") and len(token) > 2:  # Lee, Yee, Chee
@@ -271,7 +273,8 @@ _NOT_TOKEN: Final = re.compile(r"[^a-z0-9/']+")
 
 def _latin_tokens(text: str, kind: str) -> tuple[list[str], list[str]]:
     text = ascii_text(text).casefold().replace("&", " and ")
-    text = _PARENS.sub(r" \1 ", text)
+    if "(" in text:
+        text = _PARENS.sub(r" \1 ", text)
     raw = [t for t in _NOT_TOKEN.split(text) if t]
     tokens: list[str] = []
     for i, token in enumerate(raw):

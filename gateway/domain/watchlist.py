@@ -43,7 +43,7 @@ import hmac
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from google.protobuf import timestamp_pb2
 
@@ -72,12 +72,12 @@ _TOKEN_DOMAIN = b"customs-gateway/watchlist-page-token/v2\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-@dataclass(frozen=True)
-class StoredRecord:
+class StoredRecord(NamedTuple):
     """One entry of the view as the node stores it (bytes, so the store needs no protobuf).
 
     ``entry`` is empty for a tombstone (erased) or for an entry revoked before any version
-    arrived; ``revocation`` is empty unless revoked.
+    arrived; ``revocation`` is empty unless revoked. A tuple in the order of the store's
+    columns: the store writes it as it is (a bulk publish stores thousands a call).
     """
 
     origin: int
@@ -161,18 +161,18 @@ class ViewRecord:
     def stored(self) -> StoredRecord:
         """The record as the node stores it."""
         return StoredRecord(
-            origin=self.origin,
-            watchlist=self.watchlist,
-            entry_id=self.entry_id,
-            entry=b"" if self.entry is None else self.entry.SerializeToString(),
-            revocation=b"" if self.revocation is None else self.revocation.SerializeToString(),
-            message_id=self.message_id,
-            revocation_message_id=self.revocation_message_id,
-            view_version=self.view_version,
-            state=self.state,
-            erased_version=self.erased_version,
-            valid_from_us=None if self.valid_from is None else micros(self.valid_from),
-            valid_until_us=None if self.valid_until is None else micros(self.valid_until),
+            self.origin,
+            self.watchlist,
+            self.entry_id,
+            b"" if self.entry is None else self.entry.SerializeToString(),
+            b"" if self.revocation is None else self.revocation.SerializeToString(),
+            self.message_id,
+            self.revocation_message_id,
+            self.view_version,
+            self.state,
+            self.erased_version,
+            None if self.valid_from is None else micros(self.valid_from),
+            None if self.valid_until is None else micros(self.valid_until),
         )
 
 
@@ -333,7 +333,7 @@ def validity(entry: domain_pb2.WatchlistEntry) -> tuple[dt.datetime | None, dt.d
 def _aware(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
     """``stamp.ToDatetime(tzinfo=dt.UTC)`` for a valid timestamp (nanos in [0, 1e9)), without
     its checks and time-zone conversion (UTC to UTC)."""
-    return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    return _EPOCH + dt.timedelta(0, stamp.seconds, stamp.nanos // 1000)  # positional: faster
 
 
 _MICROSECOND = dt.timedelta(microseconds=1)

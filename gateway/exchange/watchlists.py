@@ -94,16 +94,12 @@ _POSTGRES_TRIGGER = (
     "CREATE TRIGGER view_version_never_decreases BEFORE UPDATE OF version ON view_meta "
     "FOR EACH ROW EXECUTE FUNCTION view_version_never_decreases()",
 )
+# A StoredRecord is the row: its fields name the columns, in order.
 _UPSERT = (
-    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
-    "revocation_message_id, view_version, state, erased_version, valid_from_us, "
-    "valid_until_us) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
-    "valid_from_us = excluded.valid_from_us, valid_until_us = excluded.valid_until_us, "
-    "entry = excluded.entry, revocation = excluded.revocation, "
-    "message_id = excluded.message_id, revocation_message_id = excluded.revocation_message_id, "
-    "view_version = excluded.view_version, state = excluded.state, "
-    "erased_version = excluded.erased_version"
+    f"INSERT INTO view_entries ({', '.join(StoredRecord._fields)}) "  # noqa: S608 (constant names)
+    f"VALUES ({', '.join('?' * len(StoredRecord._fields))}) "
+    "ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in StoredRecord._fields[3:])
 )
 
 
@@ -245,6 +241,46 @@ def _keys_in_order(conn: Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS screening_keys_n ON screening_keys (n)")
 
 
+_SCREENING_IN_ENTRIES = """
+ALTER TABLE view_entries ADD COLUMN screening_n INTEGER;
+ALTER TABLE view_entries ADD COLUMN screening_posted TEXT;
+UPDATE view_entries SET
+    screening_n = (SELECT k.n FROM screening_keys AS k WHERE k.origin = view_entries.origin
+        AND k.watchlist = view_entries.watchlist AND k.entry_id = view_entries.entry_id),
+    screening_posted = (SELECT k.posted FROM screening_keys AS k
+        WHERE k.origin = view_entries.origin AND k.watchlist = view_entries.watchlist
+        AND k.entry_id = view_entries.entry_id)
+WHERE EXISTS (SELECT 1 FROM screening_keys AS k WHERE k.origin = view_entries.origin
+    AND k.watchlist = view_entries.watchlist AND k.entry_id = view_entries.entry_id);
+CREATE INDEX view_entries_screening
+ON view_entries (screening_n, origin, watchlist, entry_id) WHERE screening_n IS NOT NULL;
+CREATE TABLE screening_postings_7 (
+    tbl INTEGER NOT NULL,
+    k TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tbl, k, n)
+) WITHOUT ROWID;
+INSERT INTO screening_postings_7 (tbl, k, n, value)
+SELECT p.tbl, p.k, p.n, p.value FROM screening_postings AS p
+JOIN view_entries AS e ON e.screening_n = p.n;
+DROP TABLE screening_postings;
+ALTER TABLE screening_postings_7 RENAME TO screening_postings;
+DROP TABLE screening_keys
+"""
+
+
+def _screening_in_entries(conn: Connection) -> None:
+    """Version 7 (ADR 0084): an indexed entry's indexing number and posted keys are columns of
+    its ``view_entries`` row (``screening_n``, ``screening_posted``), found by the view's own
+    key, and in indexing order through a partial index; postings name their entry by indexing
+    number alone. ``screening_keys`` (a second b-tree keyed by the entry, rewritten almost
+    whole by each bulk call) is gone. The rows are copied, nothing is built again."""
+    for statement in _SCREENING_IN_ENTRIES.split(";"):
+        if statement.strip():
+            conn.execute(ddl(conn, statement))
+
+
 VIEW_SCHEMA = Schema(
     "watchlist_view",
     {
@@ -254,11 +290,25 @@ VIEW_SCHEMA = Schema(
         4: _postings_in_order,
         5: _capped_keys,
         6: _keys_in_order,
+        7: _screening_in_entries,
     },
 )
+CACHE_KIB = 32768
+"""SQLite page cache of the view's connection (KiB; SQLite's default is 2,000): a bulk call
+dirties about 2.6 pages per entry at 100,000 stored (ADR 0084); with a cache smaller than
+that, SQLite evicts and reads again pages the call still writes, and spills dirty pages to
+the WAL before the commit. Bounded: the view's memory still does not grow with its entries."""
 _REFILL_READ = 2000
-"""Rows of ``screening_keys`` a refill reads at a time (in indexing order)."""
-_RS, _US = "\x1e", "\x1f"  # separators of screening_keys.posted (keys hold \x1f themselves)
+"""Entries a refill reads at a time (in indexing order)."""
+_SCREENING_COLUMNS = (
+    "INSERT INTO view_entries (origin, watchlist, entry_id, entry, revocation, message_id, "
+    "revocation_message_id, view_version, state, erased_version, screening_n, "
+    "screening_posted) VALUES (?, ?, ?, ?, ?, '', '', 0, 0, 0, ?, ?) "
+    "ON CONFLICT (origin, watchlist, entry_id) DO UPDATE SET "
+    "screening_n = excluded.screening_n, screening_posted = excluded.screening_posted"
+)
+"""An indexed entry's indexing number and posted keys, into its row (ADR 0084)."""
+_RS, _US = "\x1e", "\x1f"  # separators of view_entries.screening_posted (keys hold \x1f themselves)
 RECORDS_CACHE = 8192
 """View records kept in memory (read again from the store when evicted)."""
 _COLUMNS = (
@@ -273,7 +323,7 @@ QUEUED_ENTRIES = 4000
 POSTINGS_KEPT = 2 * BLOCK_LIMIT
 """Postings a name key keeps once more entries carry it (ADR 0079): the first ones in indexing
 order. Never fewer than ``BLOCK_LIMIT + 1`` are kept (the bucket is filled again from
-``screening_keys`` when drops bring it there), so a capped key is past the limit, and the
+the entries' rows when drops bring it there), so a capped key is past the limit, and the
 least common key of a query whose keys all are gives the same first entries as a full one."""
 CAPPING_FROM = 16
 """Postings a name key must get in one flush before it is looked at for capping (a count
@@ -306,6 +356,7 @@ class ViewStore:
         if conn.dialect == "sqlite":
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self._begin = "BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN"
         self._open = False  # a transaction begun by begin(), not yet ended
         self._base: int | None = None  # the version a shared store must still have at writes
@@ -425,9 +476,9 @@ class ViewStore:
         base: int | None = None,
         index: StoredIndex | None = None,
     ) -> None:
-        """Stores changed records with the view version and what ``index`` has pending, in
-        the transaction :meth:`begin` opened (one is opened here if none is), all or nothing,
-        durably; the transaction is ended either way.
+        """Stores changed records, then what ``index`` has pending (into the same rows), with
+        the view version, in the transaction :meth:`begin` opened (one is opened here if none
+        is), all or nothing, durably; the transaction is ended either way.
 
         With ``base`` (a shared store), refuses with :class:`StaleViewError` unless the stored
         version is still ``base``: another replica saved since this view was loaded.
@@ -437,9 +488,9 @@ class ViewStore:
         self.begin(base)
         try:
             self.writing()
+            self.upsert(records)  # first: the index writes its columns into these rows
             if index is not None:
                 index.flush()
-            self.upsert(records)
             indexed, posted = (
                 (self.meta()[2], self.posted()) if index is None else (index.count(), index.posted)
             )
@@ -458,18 +509,9 @@ class ViewStore:
             raise
 
     def upsert(self, records: list[StoredRecord]) -> None:
-        """Writes records in the open transaction (after :meth:`writing`)."""
-        self._conn.executemany(
-            _UPSERT,
-            [
-                (
-                    r.origin, r.watchlist, r.entry_id, r.entry, r.revocation, r.message_id,
-                    r.revocation_message_id, r.view_version, r.state, r.erased_version,
-                    r.valid_from_us, r.valid_until_us,
-                )
-                for r in records
-            ],
-        )  # fmt: skip
+        """Writes records in the open transaction (after :meth:`writing`): each record is the
+        row (its fields are in the order of ``_UPSERT``'s columns)."""
+        self._conn.executemany(_UPSERT, records)
 
     def close(self) -> None:
         """Closes the file."""
@@ -664,15 +706,17 @@ class StoredRecords:
 
 
 class StoredIndex:
-    """The screening index's storage in the view's tables (ADR 0038): postings and the set of
-    indexed entries in the database, written in the view's transaction (postings batched until
-    the next query or save); facts computed again from the entry (``entry_of``) and kept for
-    the :data:`FACTS_CACHE` most recently used entries. Memory does not grow with the number
-    of entries. Used under the caller's lock; one per loaded view (a rollback drops it).
+    """The screening index's storage in the view's tables (ADR 0038): postings, and each
+    indexed entry's indexing number and posted keys in two columns of its ``view_entries`` row
+    (ADR 0084: written after the records, by :meth:`ViewStore.save`), in the view's
+    transaction (batched until the next query or save); facts computed again from the entry
+    (``entry_of``) and kept for the :data:`FACTS_CACHE` most recently used entries. Memory does
+    not grow with the number of entries. Used under the caller's lock; one per loaded view (a
+    rollback drops it).
 
     A name key carried by more than :data:`POSTINGS_KEPT` entries is capped (ADR 0079): its
     bucket keeps the postings of the first entries in indexing order (at least
-    ``BLOCK_LIMIT + 1`` of them, filled again from ``screening_keys`` when drops bring it
+    ``BLOCK_LIMIT + 1`` of them, filled again from the entries' rows when drops bring it
     lower), and ``screening_counts`` counts its entries exactly. Every other key keeps every
     posting. :meth:`bucket_size` is exact for a capped key; :meth:`bucket` gives its kept
     prefix, which is all a query reads of a key past ``BLOCK_LIMIT``
@@ -709,8 +753,12 @@ class StoredIndex:
         """Removes every posting, entry and count (in the open transaction), before the index
         is built again."""
         self._store.writing()
-        for table in ("screening_postings", "screening_keys", "screening_counts"):
+        for table in ("screening_postings", "screening_counts"):
             self._conn.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
+        self._conn.execute(
+            "UPDATE view_entries SET screening_n = NULL, screening_posted = NULL "
+            "WHERE screening_n IS NOT NULL"
+        )
         self._capped.clear()
         self._pending.clear()
         self._stale.clear()
@@ -739,8 +787,9 @@ class StoredIndex:
         indexed (as :class:`MemoryIndexStorage`); of a capped key, the kept first ones."""
         self.flush()
         rows = self._conn.execute(
-            "SELECT origin, watchlist, entry_id, value FROM screening_postings "
-            "WHERE tbl = ? AND k = ? ORDER BY n",
+            "SELECT e.origin, e.watchlist, e.entry_id, p.value FROM screening_postings AS p "
+            "JOIN view_entries AS e ON e.screening_n = p.n "
+            "WHERE p.tbl = ? AND p.k = ? AND e.screening_n IS NOT NULL ORDER BY p.n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -811,24 +860,27 @@ class StoredIndex:
         )
 
     def _remove_stale(self, changed: set[str]) -> None:
-        # Each entry's row in screening_keys names its postings (one row per entry costs
-        # less to write than an index of the postings by entry).
+        # Each indexed entry's view_entries row names its postings (screening_posted): the
+        # row is written anyway, an index of the postings by entry would be another b-tree.
         capped = self._capped
         stale = sorted(self._stale)
         groups: dict[tuple[int, str], list[str]] = {}
         for origin, watchlist, entry_id in stale:
             groups.setdefault((origin, watchlist), []).append(entry_id)
         doomed = []
+        gone = []  # the entries whose rows name postings
         for (origin, watchlist), ids in groups.items():
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = self._conn.execute(
-                    "SELECT n, posted FROM screening_keys "  # noqa: S608 (placeholders only)
+                    "SELECT entry_id, screening_n, screening_posted FROM view_entries "  # noqa: S608 (placeholders only)
                     "WHERE origin = ? AND watchlist = ? "
-                    f"AND entry_id IN ({', '.join('?' * len(chunk))})",
+                    f"AND entry_id IN ({', '.join('?' * len(chunk))}) "
+                    "AND screening_n IS NOT NULL",
                     (origin, watchlist, *chunk),
                 ).fetchall()
-                for n, posted_keys in rows:
+                for entry_id, n, posted_keys in rows:
+                    gone.append((origin, watchlist, entry_id))
                     for posted in str(posted_keys).split(_RS) if posted_keys else ():
                         table, _, index_key = posted.partition(_US)
                         if capped and int(table) == NAMES and index_key in capped:
@@ -843,8 +895,9 @@ class StoredIndex:
             "DELETE FROM screening_postings WHERE tbl = ? AND k = ? AND n = ?", doomed
         )
         self._conn.executemany(
-            "DELETE FROM screening_keys WHERE origin = ? AND watchlist = ? AND entry_id = ?",
-            stale,
+            "UPDATE view_entries SET screening_n = NULL, screening_posted = NULL "
+            "WHERE origin = ? AND watchlist = ? AND entry_id = ?",
+            gone,
         )
         self._stale.clear()
 
@@ -874,7 +927,7 @@ class StoredIndex:
                 changed.add(index_key)
                 room.setdefault(index_key, 0)
         rows = []
-        for key, (n, postings) in pending:
+        for _, (n, postings) in pending:
             for table, index_key, value in postings:
                 if room and table == NAMES and index_key in room:
                     left = room[index_key]
@@ -884,20 +937,21 @@ class StoredIndex:
                     state = capped[index_key]
                     state[1] += 1
                     state[2] = n
-                rows.append((table, index_key, n, *key, value))
+                rows.append((table, index_key, n, value))
         self._conn.executemany(
-            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, ?)", rows
         )
+        # Into the entry's row, written before (ViewStore.save); a row is made when there is
+        # none (the index used alone, as its property test does).
         self._conn.executemany(
-            "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
-            "VALUES (?, ?, ?, ?, ?)",
+            _SCREENING_COLUMNS,
             [
                 (
                     *key,
+                    b"",
+                    b"",
                     n,
-                    _RS.join(f"{table}{_US}{index_key}" for table, index_key, _ in postings),
+                    _RS.join([f"{table}{_US}{index_key}" for table, index_key, _ in postings]),
                 )
                 for key, (n, postings) in pending
             ],
@@ -905,7 +959,7 @@ class StoredIndex:
         self._pending.clear()
 
     def _refill(self, index_key: str) -> None:
-        """Tops a capped key's bucket up from ``screening_keys`` (drops brought its kept
+        """Tops a capped key's bucket up from the entries' rows (drops brought its kept
         postings to ``BLOCK_LIMIT``) to the first :data:`POSTINGS_KEPT` entries carrying it in
         indexing order: every one (and the key no longer capped) if no more carry it.
 
@@ -916,30 +970,30 @@ class StoredIndex:
         element = f"{NAMES}{_US}{index_key}"
         escaped = element.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         wanted = POSTINGS_KEPT - kept
-        added: list[tuple[int, int, str, str]] = []
+        added: list[int] = []
         after = last_n
         while len(added) < wanted:
             rows = self._conn.execute(
-                "SELECT n, origin, watchlist, entry_id, posted FROM screening_keys "
-                "WHERE n > ? AND posted LIKE ? ESCAPE '!' ORDER BY n LIMIT ?",
+                "SELECT screening_n, screening_posted FROM view_entries "
+                "WHERE screening_n > ? AND screening_posted LIKE ? ESCAPE '!' "
+                "ORDER BY screening_n LIMIT ?",
                 (after, f"%{escaped}%", _REFILL_READ),
             ).fetchall()
-            for n, o, w, e, posted in rows:
+            for n, posted in rows:
                 # LIKE may match more (case, a longer key): the exact test is here.
                 if element in str(posted).split(_RS) and len(added) < wanted:
-                    added.append((int(n), int(o), str(w), str(e)))
+                    added.append(int(n))
             if len(rows) < _REFILL_READ:
                 break
             after = int(rows[-1][0])
         self._conn.executemany(
-            "INSERT INTO screening_postings (tbl, k, n, origin, watchlist, entry_id, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, '')",
-            [(NAMES, index_key, *row) for row in added],
+            "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, '')",
+            [(NAMES, index_key, n) for n in added],
         )
         if total <= POSTINGS_KEPT:
             del self._capped[index_key]
         else:
-            self._capped[index_key] = [total, kept + len(added), added[-1][0] if added else last_n]
+            self._capped[index_key] = [total, kept + len(added), added[-1] if added else last_n]
 
 
 class Watchlists:

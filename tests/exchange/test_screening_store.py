@@ -217,7 +217,9 @@ def test_a_view_file_of_schema_3_gets_ordered_postings_and_its_index_rebuilt(
     hits, version = _screened_and_closed(world, tmp_path, request)
     with sqlite3.connect(path) as conn:  # back to schema 3's tables, as an older node left them
         conn.execute("DROP TABLE screening_postings")
-        conn.execute("DROP TABLE screening_keys")
+        conn.execute("DROP INDEX view_entries_screening")
+        conn.execute("ALTER TABLE view_entries DROP COLUMN screening_n")
+        conn.execute("ALTER TABLE view_entries DROP COLUMN screening_posted")
         conn.execute(
             "CREATE TABLE screening_postings (tbl INTEGER NOT NULL, k TEXT NOT NULL, "
             "origin INTEGER NOT NULL, watchlist TEXT NOT NULL, entry_id TEXT NOT NULL, "
@@ -233,9 +235,84 @@ def test_a_view_file_of_schema_3_gets_ordered_postings_and_its_index_rebuilt(
     again = _open(world, tmp_path)
     try:
         assert _count(path, f"view_meta WHERE indexed = {len(_entries())}") == 1
-        assert _count(path, "screening_keys") == len(_entries())
+        assert _count(path, "view_entries WHERE screening_n IS NOT NULL") == len(_entries())
         assert _hits(again.screen(request)) == hits
         assert again.version == version
+    finally:
+        again.close()
+
+
+def test_a_view_file_of_schema_6_gets_its_screening_keys_copied_into_the_entries(
+    world: World, tmp_path: Path
+) -> None:
+    """ADR 0084: version 7 keeps an indexed entry's indexing number and posted keys in its
+    ``view_entries`` row, and postings name their entry by that number; a file of version 6
+    has its rows copied (the same indexing numbers, nothing built again) and screens as
+    before, and what is published after the upgrade is indexed as before."""
+    path = tmp_path / "watchlist-view.db"
+    request = partner_pb2.ScreenDeclarationRequest(declaration=seed_declaration())
+    hits, version = _screened_and_closed(world, tmp_path, request)
+    entries_query = (
+        "SELECT screening_n, origin, watchlist, entry_id, screening_posted FROM view_entries "
+        "WHERE screening_n IS NOT NULL ORDER BY screening_n"
+    )
+    postings_query = (
+        "SELECT p.tbl, p.k, p.n, e.origin, e.watchlist, e.entry_id, p.value "
+        "FROM screening_postings AS p JOIN view_entries AS e ON e.screening_n = p.n "
+        "ORDER BY 1, 2, 3"
+    )
+    with sqlite3.connect(path) as conn:
+        keys = conn.execute(entries_query).fetchall()
+        postings = conn.execute(postings_query).fetchall()
+        # Back to schema 6's tables, as an older node left them.
+        conn.execute("DROP INDEX view_entries_screening")
+        conn.execute("ALTER TABLE view_entries DROP COLUMN screening_n")
+        conn.execute("ALTER TABLE view_entries DROP COLUMN screening_posted")
+        conn.execute("DROP TABLE screening_postings")
+        conn.execute(
+            "CREATE TABLE screening_postings (tbl INTEGER NOT NULL, k TEXT NOT NULL, "
+            "n INTEGER NOT NULL, origin INTEGER NOT NULL, watchlist TEXT NOT NULL, "
+            "entry_id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (tbl, k, n)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "CREATE TABLE screening_keys (origin INTEGER NOT NULL, watchlist TEXT NOT NULL, "
+            "entry_id TEXT NOT NULL, n INTEGER NOT NULL, posted TEXT NOT NULL, "
+            "PRIMARY KEY (origin, watchlist, entry_id)) WITHOUT ROWID"
+        )
+        conn.execute("CREATE INDEX screening_keys_n ON screening_keys (n)")
+        conn.executemany("INSERT INTO screening_postings VALUES (?, ?, ?, ?, ?, ?, ?)", postings)
+        conn.executemany(
+            "INSERT INTO screening_keys (n, origin, watchlist, entry_id, posted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            keys,
+        )
+        conn.execute("UPDATE store_schema SET version = 6 WHERE name = 'watchlist_view'")
+    assert len(keys) == len(_entries())
+    assert len(postings) > len(keys)
+    again = _open(world, tmp_path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute(entries_query).fetchall() == keys
+            assert conn.execute(postings_query).fetchall() == postings
+            assert [c[1] for c in conn.execute("PRAGMA table_info(screening_postings)")] == [
+                "tbl", "k", "n", "value",
+            ]  # fmt: skip
+            assert (
+                conn.execute(
+                    "SELECT name FROM sqlite_master WHERE name = 'screening_keys'"
+                ).fetchall()
+                == []
+            )
+            assert conn.execute(
+                "SELECT version FROM store_schema WHERE name = 'watchlist_view'"
+            ).fetchone() == (watchlists_module.VIEW_SCHEMA.version,)
+        assert _hits(again.screen(request)) == hits
+        assert again.version == version
+        late = seed_watchlist_entry(NOW)
+        late.entry_id = "published-after-the-upgrade"
+        again.apply(Jurisdiction.HK, ENTRY, late, str(uuid.uuid4()), NOW)
+        found = {h[0] for h in _hits(again.screen(request))}
+        assert found == {h[0] for h in hits} | {late.entry_id}
     finally:
         again.close()
 

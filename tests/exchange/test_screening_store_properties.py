@@ -5,11 +5,12 @@ every query exactly as the in-memory reference fed the same operations, on this 
 Random interleavings of puts (new entries, new versions with other names), drops, flushes
 mid-transaction, commits, reopenings (a new ``StoredIndex`` on the same tables), a second
 replica writing the same tables, and an upgrade from a view file of schema 4 (every posting
-kept, no counts), with small limits (module constants set for the test, nothing mocked) so
-that keys are capped, refilled and uncapped within a few operations. After each query: the
-candidates of ``find`` agree, every name key's stored bucket is a prefix of the reference's of
-at least ``min(size, BLOCK_LIMIT + 1)`` entries with the exact size, and every indexed
-entry's facts are those of its latest version.
+kept, no counts, postings naming their entry, keys in a table of their own), with small
+limits (module constants set for the test, nothing mocked) so that keys are capped, refilled
+and uncapped within a few operations. After each query: the candidates of ``find`` agree,
+every name key's stored bucket is a prefix of the reference's of at least
+``min(size, BLOCK_LIMIT + 1)`` entries with the exact size, and every indexed entry's facts
+are those of its latest version.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from gateway.exchange.watchlists import StoredIndex, ViewStore, Watchlists
 from gateway.pki import Jurisdiction
 from gateway.server.config import load_config
 from gateway.server.node import _load_signer
-from gateway.store import Database, open_database
+from gateway.store import Database, ddl, open_database
 from gateway.store._schema import SCHEMA_TABLE
 from tests.support import TEST_STORE, World, postgres_database, postgres_server_url
 
@@ -49,7 +50,27 @@ BENCH_FRONT = ("Bench", "Front")
 ENTRIES = 10  # entries 0..9: more than POSTINGS_KEPT may share a key
 ENTRY_KIND = common_pb2.MESSAGE_KIND_WATCHLIST_ENTRY
 REVOCATION_KIND = common_pb2.MESSAGE_KIND_WATCHLIST_REVOCATION
-_VIEW_TABLES = ("screening_postings", "screening_keys", "screening_counts", "view_meta")
+_VIEW_TABLES = ("screening_postings", "view_entries", "screening_counts", "view_meta")
+_BACK_TO_SCHEMA_4 = (  # the screening tables as a node of view schema 4 left them
+    "CREATE TABLE postings_4 (tbl INTEGER NOT NULL, k TEXT NOT NULL, n INTEGER NOT NULL, "
+    "origin INTEGER NOT NULL, watchlist TEXT NOT NULL, entry_id TEXT NOT NULL, "
+    "value TEXT NOT NULL, PRIMARY KEY (tbl, k, n)) WITHOUT ROWID",
+    "INSERT INTO postings_4 (tbl, k, n, origin, watchlist, entry_id, value) "
+    "SELECT p.tbl, p.k, p.n, e.origin, e.watchlist, e.entry_id, p.value "
+    "FROM screening_postings AS p JOIN view_entries AS e ON e.screening_n = p.n",
+    "CREATE TABLE screening_keys (origin INTEGER NOT NULL, watchlist TEXT NOT NULL, "
+    "entry_id TEXT NOT NULL, n INTEGER NOT NULL, posted TEXT NOT NULL, "
+    "PRIMARY KEY (origin, watchlist, entry_id)) WITHOUT ROWID",
+    "INSERT INTO screening_keys (origin, watchlist, entry_id, n, posted) "
+    "SELECT origin, watchlist, entry_id, screening_n, screening_posted FROM view_entries "
+    "WHERE screening_n IS NOT NULL",
+    "DROP INDEX view_entries_screening",
+    "ALTER TABLE view_entries DROP COLUMN screening_n",
+    "ALTER TABLE view_entries DROP COLUMN screening_posted",
+    "DROP TABLE screening_postings",
+    "DROP TABLE screening_counts",
+    "ALTER TABLE postings_4 RENAME TO screening_postings",
+)
 
 
 def _entry(i: int, words: tuple[str, ...], unique: bool, variant: int) -> domain_pb2.WatchlistEntry:
@@ -167,14 +188,16 @@ class _Run:
             self._load(replica)
 
     def upgrade(self) -> None:
-        """Commits, then makes the tables a view file of schema 4 (no counts) and opens them
-        again: the migration to 5 runs."""
+        """Commits, then makes the tables a view file of schema 4 (no counts, postings naming
+        their entry, keys in a table of their own) and opens them again: the migrations to 5, 6
+        and 7 run."""
         self.commit()
         for replica in self.replicas:
             replica.store.close()
         conn = self.database.dedicated()
         conn.execute("BEGIN")
-        conn.execute("DROP TABLE screening_counts")
+        for statement in _BACK_TO_SCHEMA_4:
+            conn.execute(ddl(conn, statement))
         conn.execute(
             f"UPDATE {SCHEMA_TABLE} SET version = 4 WHERE name = ?",
             (watchlists_module.VIEW_SCHEMA.name,),
@@ -391,7 +414,8 @@ def test_an_upgraded_view_file_answers_as_the_memory_index(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Operations on a view of schema 4 (no key capped, however many entries carry it), the
-    upgrade to 5, then more operations: keys already past the cap are capped from then on."""
+    upgrades to 5, 6 and 7 (rows copied into the entries' rows, nothing built again), then
+    more operations: keys already past the cap are capped from then on."""
     monkeypatch.setattr(watchlists_module, "CAPPING_FROM", 10**9)
     run = _Run(fresh_database())
     try:
