@@ -45,7 +45,9 @@ __all__ = [
     "raise_if_invalid",
     "to_bad_request",
     "validate_addressing",
+    "validate_addressing_but_id",
     "validate_declaration",
+    "validate_message_id",
     "validate_revocation",
     "validate_seizure_notice",
     "validate_watchlist_entry",
@@ -590,10 +592,29 @@ def validate_addressing(
     Recipients: at least one, each a known jurisdiction, not the origin, not repeated, and each
     listed in ``handling.releasable_to`` (itself non-empty, known, without the origin).
     """
+    found = validate_message_id(addressing.message_id, path=f"{path}.message_id")
+    return found + validate_addressing_but_id(addressing, origin=origin, path=path)
+
+
+def validate_message_id(
+    message_id: str, *, path: str = "addressing.message_id"
+) -> list[FieldViolation]:
+    """Every violation of an Addressing's message id: what :func:`validate_addressing` reports
+    first."""
+    if message_id and _UUID.fullmatch(message_id):  # else :meth:`uuid` finds nothing
+        return []
     c = _Collector()
-    message_id = addressing.message_id
-    if not (message_id and _UUID.fullmatch(message_id)):  # else :meth:`uuid` finds nothing
-        c.uuid(f"{path}.message_id", message_id)
+    c.uuid(path, message_id)
+    return c.violations
+
+
+def validate_addressing_but_id(
+    addressing: partner_pb2.Addressing, *, origin: int, path: str = "addressing"
+) -> list[FieldViolation]:
+    """Every violation of an Addressing but of its message id: what :func:`validate_addressing`
+    reports after it. It depends on the recipients and the handling only, so a bulk call's
+    entries, which mostly share both, need it once per distinct pair (ADR 0085)."""
+    c = _Collector()
     releasable: AbstractSet[int] = frozenset()
     has_handling = addressing.HasField("handling")
     if has_handling:
