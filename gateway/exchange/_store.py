@@ -151,7 +151,28 @@ def _index_subjects(conn: Connection) -> None:
     )
 
 
-EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects})
+def _recipients_by_subject(conn: Connection) -> None:
+    """Version 3: who was sent a subject is kept in its version row (``recipients``, the
+    jurisdiction codes joined by commas; NULL for a subject of another origin), which a submit
+    reads and writes anyway, so messages need no index by subject (version 2's), one b-tree
+    fewer rewritten per bulk call with uuid-keyed subjects (ADR 0085). Filled here from the
+    outbox rows of each subject's messages, as :func:`recipients_of` read them until now."""
+    conn.execute("ALTER TABLE exchange_versions ADD COLUMN recipients TEXT")
+    codes = (
+        "group_concat(DISTINCT o.recipient)"
+        if conn.dialect == "sqlite"
+        else "string_agg(DISTINCT o.recipient, ',')"
+    )
+    conn.execute(
+        f"UPDATE exchange_versions SET recipients = (SELECT {codes} "  # noqa: S608
+        "FROM exchange_outbox o JOIN exchange_messages m ON m.message_id = o.message_id "
+        "AND m.origin = exchange_versions.origin AND m.direction = 'out' "
+        "WHERE m.subject = exchange_versions.subject)"
+    )
+    conn.execute("DROP INDEX IF EXISTS exchange_messages_subject")
+
+
+EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects, 3: _recipients_by_subject})
 
 
 def create_schema(conn: Connection) -> None:
@@ -381,9 +402,12 @@ def advance_version(
     known: tuple[int, bool] | None,
     version: int,
     final: bool,
+    recipients: Sequence[str],
 ) -> None:
-    """Record ``version`` (higher than ``known``'s) of ``subject`` if its stored state is still
-    ``known`` (None: never recorded): the check and the write in one statement (ADR 0074).
+    """Record ``version`` (higher than ``known``'s) of ``subject``, sent to ``recipients``, if
+    its stored state is still ``known`` (None: never recorded): the check and the write in one
+    statement (ADR 0074). ``recipients`` include every earlier version's (the submit checked
+    that, against this very state), so they replace the stored ones.
 
     Raises:
         one of ``integrity_errors()`` (the version's NOT NULL) when another submit moved the
@@ -392,41 +416,79 @@ def advance_version(
     """
     was, was_final = known if known is not None else (None, None)
     conn.execute(
-        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
+        "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
+        "VALUES (?,?,?,?,?) "
         "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
         "exchange_versions.version = ? AND exchange_versions.final = ? "
-        "THEN excluded.version END, final = excluded.final",
-        (origin, subject, version, int(final), was, None if was_final is None else int(was_final)),
+        "THEN excluded.version END, final = excluded.final, recipients = excluded.recipients",
+        (
+            origin,
+            subject,
+            version,
+            int(final),
+            _codes(recipients),
+            was,
+            None if was_final is None else int(was_final),
+        ),
     )
+
+
+def _codes(recipients: Sequence[str]) -> str:
+    """Jurisdiction codes as a version row keeps them: sorted, joined by commas."""
+    return ",".join(sorted(set(recipients)))
 
 
 def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
     """Every jurisdiction that was sent a version of ``subject`` by ``origin`` (this node)."""
-    rows = conn.execute(
-        "SELECT DISTINCT o.recipient FROM exchange_outbox o JOIN exchange_messages m "
-        "ON m.message_id = o.message_id AND m.origin = ? WHERE m.subject = ?",
+    row = conn.execute(
+        "SELECT recipients FROM exchange_versions WHERE origin = ? AND subject = ?",
         (origin, subject),
-    )
-    return {r[0] for r in rows}
+    ).fetchone()
+    return set(row[0].split(",")) if row is not None and row[0] else set()
 
 
 def record_version(conn: Connection, origin: str, subject: str, version: int, final: bool) -> None:
-    """Remember the highest version of ``subject`` (never lowers it)."""
+    """Remember the highest version of ``subject`` of another origin (never lowers it)."""
     conn.execute(_RECORD_VERSION, (origin, subject, version, int(final)))
 
 
-def record_versions(
-    conn: Connection, origin: str, versions: Sequence[tuple[str, int, bool]]
-) -> None:
-    """:func:`record_version` of each (subject, version, final), in order, in one
-    ``executemany`` (a bulk call's commit)."""
-    conn.executemany(_RECORD_VERSION, [(origin, s, v, int(f)) for s, v, f in versions])
+def sent_version_rows(
+    origin: str, versions: Sequence[tuple[str, int, bool, Sequence[str]]]
+) -> list[tuple[object, ...]]:
+    """The values :func:`record_versions` inserts for each (subject, version, final,
+    recipients) of ``origin`` (this node): made by the caller, outside the ledger writer."""
+    codes: dict[tuple[str, ...], str] = {}
+    rows: list[tuple[object, ...]] = []
+    for subject, version, final, recipients in versions:
+        key = tuple(recipients)
+        text = codes.get(key)
+        if text is None:
+            text = codes[key] = _codes(recipients)
+        rows.append((origin, subject, version, int(final), text))
+    return rows
+
+
+def record_versions(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Remember each version of :func:`sent_version_rows`, in order, in one ``executemany``
+    (a bulk call's commit): as :func:`advance_version` without its check (the caller checked
+    the versions it read), never lowering a version."""
+    conn.executemany(_RECORD_SENT_VERSION, rows)
 
 
 _RECORD_VERSION = (
     "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
     "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
     "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
+    "version = CASE WHEN excluded.version > exchange_versions.version "
+    "THEN excluded.version ELSE exchange_versions.version END"
+)
+_RECORD_SENT_VERSION = (
+    "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
+    "VALUES (?,?,?,?,?) "
+    "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
+    "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
+    "recipients = CASE WHEN excluded.version > exchange_versions.version "
+    "THEN excluded.recipients ELSE exchange_versions.recipients END, "
     "version = CASE WHEN excluded.version > exchange_versions.version "
     "THEN excluded.version ELSE exchange_versions.version END"
 )

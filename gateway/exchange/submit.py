@@ -177,7 +177,7 @@ def _submit(
 
     def within(conn: Connection, first_index: int) -> None:
         try:  # the version read above is checked by its write (ADR 0074)
-            store.advance_version(conn, origin, subject, known, version, row.final)
+            store.advance_version(conn, origin, subject, known, version, row.final, names)
         except integrity_errors() as exc:  # a concurrent submit moved the subject on
             raise FailedPreconditionError(
                 f"{subject} changed while this request was processed; retry with a new version"
@@ -466,7 +466,7 @@ def _commit(
     # GIL held) only puts each message's ledger index in (column _LEDGER_INDEX) and inserts.
     # One executemany per table for the whole call (ADR 0074), rows in request order.
     messages: list[list[object]] = []
-    versions: list[tuple[str, int, bool]] = []
+    versions: list[tuple[str, int, bool, list[str]]] = []
     queued: list[tuple[str, list[str]]] = []
     sent = Event.SENT
     for item in prepared:
@@ -493,8 +493,9 @@ def _commit(
                 retain_until_ms(item.payload),
             ]
         )
-        versions.append((item.subject, item.version, kind.final))
+        versions.append((item.subject, item.version, kind.final, names))
         queued.append((message_id, names))
+    version_rows = store.sent_version_rows(origin, versions)
     subjects = sorted({item.subject for item in prepared})
     expected = {s: v for s in subjects if (v := read[s]) is not None}
 
@@ -504,7 +505,7 @@ def _commit(
         for row, offset in zip(messages, offsets, strict=True):
             row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
         store.MessageRow.insert_values(conn, messages)
-        store.record_versions(conn, origin, versions)
+        store.record_versions(conn, version_rows)
         store.enqueue_many(conn, queued)
 
     try:

@@ -1,41 +1,133 @@
-"""The exchange's tables are versioned: an older store is upgraded in place at open."""
+"""The exchange's tables are versioned: an older store is upgraded in place at open.
+
+On SQLite, and on PostgreSQL too in the suite's second pass (``CUSTOMS_TEST_STORE=postgresql``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from gateway.exchange import _store as store
-from gateway.store import Schema, ensure_schema, open_database, schema_version
+from gateway.store import Connection, Schema, ensure_schema, open_database, schema_version
+from tests.support import TEST_STORE, postgres_database, postgres_server_url
 
 
-def test_version_1_is_upgraded_to_find_messages_by_subject(tmp_path: Path) -> None:
-    """An update or revocation asks who was sent the subject before: with the index that
-    question reads the subject's rows only, not every message (a bulk revoke of a large list
-    otherwise slowed with the size of the list)."""
-    db = open_database(None, tmp_path / "ledger.db")
-    conn = db.dedicated()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        ensure_schema(conn, Schema("exchange", {1: store.EXCHANGE_SCHEMA.steps[1]}))
-        conn.execute("COMMIT")
-        assert schema_version(conn, "exchange") == 1
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[Connection]:
+    """A connection to an empty store of this run's kind."""
+    if TEST_STORE != "postgresql":
+        db = open_database(None, tmp_path / "ledger.db")
+        conn = db.dedicated()
+        try:
+            yield conn
+        finally:
+            conn.close()
+            db.close()
+        return
+    with postgres_database(postgres_server_url()) as url:
+        db = open_database(url, Path("unused"))
+        conn = db.dedicated()
+        try:
+            yield conn
+        finally:
+            conn.close()
+            db.close()
 
-        conn.execute("BEGIN IMMEDIATE")
-        store.create_schema(conn)
-        conn.execute("COMMIT")
 
-        assert schema_version(conn, "exchange") == store.EXCHANGE_SCHEMA.version == 2
-        plan = " ".join(
-            str(row[-1])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT DISTINCT o.recipient FROM exchange_outbox o "
-                "JOIN exchange_messages m ON m.message_id = o.message_id AND m.origin = ? "
-                "WHERE m.subject = ?",
-                ("CN", "watchlist/x/y"),
-            )
+def _at_version(conn: Connection, version: int) -> None:
+    steps = {n: store.EXCHANGE_SCHEMA.steps[n] for n in range(1, version + 1)}
+    conn.execute("BEGIN")
+    ensure_schema(conn, Schema("exchange", steps))
+    conn.execute("COMMIT")
+    assert schema_version(conn, "exchange") == version
+
+
+def _upgrade(conn: Connection) -> None:
+    conn.execute("BEGIN")
+    store.create_schema(conn)
+    conn.execute("COMMIT")
+    assert schema_version(conn, "exchange") == store.EXCHANGE_SCHEMA.version == 3
+
+
+def _indexes(conn: Connection) -> set[str]:
+    if conn.dialect == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    else:
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    return {str(row[0]) for row in conn.execute(sql)}
+
+
+def _message(conn: Connection, message_id: str, direction: str, origin: str, subject: str) -> None:
+    conn.execute(
+        "INSERT INTO exchange_messages (message_id, direction, origin, kind, subject, version, "
+        "digest, ledger_index, created_ms) VALUES (?, ?, ?, 1, ?, 1, ?, 0, 0)",
+        (message_id, direction, origin, subject, b"\x00" * 32),
+    )
+
+
+def _queued(conn: Connection, message_id: str, *recipients: str) -> None:
+    for recipient in recipients:
+        conn.execute(
+            "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?, ?, 1)",
+            (message_id, recipient),
         )
-        assert "exchange_messages_subject" in plan
-        assert store.recipients_of(conn, "CN", "watchlist/x/y") == set()
-    finally:
-        conn.close()
-        db.close()
+
+
+def _version(conn: Connection, origin: str, subject: str) -> None:
+    conn.execute(
+        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?, ?, 2, 0)",
+        (origin, subject),
+    )
+
+
+def test_version_2_keeps_who_was_sent_each_subject_in_its_version_row(conn: Connection) -> None:
+    """Version 3 fills each subject's recipients from the outbox rows of its messages (every
+    version's: CN and MO, though the second version went to CN only), leaves a subject of
+    another origin without any (even one whose message id is also one of this node's), and
+    drops the messages' index by subject, which nothing reads any more (ADR 0085)."""
+    _at_version(conn, 2)
+    assert "exchange_messages_subject" in _indexes(conn)
+    conn.execute("BEGIN")
+    _message(conn, "m1", "out", "HK", "watchlist:a/1")
+    _queued(conn, "m1", "CN", "MO")
+    _message(conn, "m2", "out", "HK", "watchlist:a/1")
+    _queued(conn, "m2", "CN")
+    _version(conn, "HK", "watchlist:a/1")
+    _message(conn, "m3", "out", "HK", "watchlist:a/2")
+    _queued(conn, "m3", "MO")
+    _version(conn, "HK", "watchlist:a/2")
+    _message(conn, "m3", "in", "CN", "watchlist:b/1")  # a peer's message, the same id
+    _version(conn, "CN", "watchlist:b/1")
+    conn.execute("COMMIT")
+
+    _upgrade(conn)
+
+    assert "exchange_messages_subject" not in _indexes(conn)
+    assert store.recipients_of(conn, "HK", "watchlist:a/1") == {"CN", "MO"}
+    assert store.recipients_of(conn, "HK", "watchlist:a/2") == {"MO"}
+    assert store.recipients_of(conn, "CN", "watchlist:b/1") == set()
+    assert store.recipients_of(conn, "HK", "watchlist:never/sent") == set()
+    assert store.last_version(conn, "HK", "watchlist:a/1") == (2, False)
+
+
+def test_a_new_store_is_made_at_the_latest_version(conn: Connection) -> None:
+    _upgrade(conn)
+    assert "exchange_messages_subject" not in _indexes(conn)
+    conn.execute("BEGIN")
+    store.advance_version(conn, "HK", "watchlist:a/1", None, 1, False, ["MO", "CN"])
+    conn.execute("COMMIT")
+    assert store.recipients_of(conn, "HK", "watchlist:a/1") == {"CN", "MO"}
+    conn.execute("BEGIN")
+    store.record_versions(
+        conn,
+        store.sent_version_rows(
+            "HK", [("watchlist:a/1", 2, True, ["CN", "MO", "HK"]), ("watchlist:a/1", 1, False, [])]
+        ),
+    )
+    conn.execute("COMMIT")
+    # The higher version's recipients; a lower version changes nothing.
+    assert store.recipients_of(conn, "HK", "watchlist:a/1") == {"CN", "HK", "MO"}
+    assert store.last_version(conn, "HK", "watchlist:a/1") == (2, True)
