@@ -280,15 +280,20 @@ class _Collector:
 
     def names(self, path: str, names: Sequence[common_pb2.Name], *, need_primary: bool) -> None:
         self.listed(path, names)
-        if need_primary and not any(not n.alias for n in names):
-            self.add(path, "required; at least one name that is not an alias")
+        at = len(self.violations)  # the missing primary name goes here, before the names'
+        primary = not need_primary  # found one that is not an alias (or none is needed)
         for i, name in enumerate(names):
+            if not primary and not name.alias:
+                primary = True
             # What :meth:`text` accepts without a word, checked before its paths are built.
             full, latin = name.full_name, name.latin_name
             if not (full and len(full) <= 300 and full.isprintable() and not full.isspace()):
                 self.text(f"{path}[{i}].full_name", full, max_len=300, required=True)
             if latin and not (len(latin) <= 300 and latin.isprintable() and not latin.isspace()):
                 self.text(f"{path}[{i}].latin_name", latin, max_len=300, required=False)
+        if not primary:
+            problem = FieldViolation(path, "required; at least one name that is not an alias")
+            self.violations.insert(at, problem)
 
     def identifiers(self, path: str, ids: Sequence[common_pb2.Identifier]) -> None:
         self.listed(path, ids)
