@@ -414,23 +414,47 @@ def advance_version(
         subject on meanwhile: nothing is written. On PostgreSQL inside a pipeline the error
         comes when the pipeline is synchronised.
     """
-    was, was_final = known if known is not None else (None, None)
     conn.execute(
-        "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
-        "VALUES (?,?,?,?,?) "
-        "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
-        "exchange_versions.version = ? AND exchange_versions.final = ? "
-        "THEN excluded.version END, final = excluded.final, recipients = excluded.recipients",
-        (
-            origin,
-            subject,
-            version,
-            int(final),
-            _codes(recipients),
-            was,
-            None if was_final is None else int(was_final),
-        ),
+        _ADVANCE_VERSION, advance_rows(origin, [(subject, known, version, final, recipients)])[0]
     )
+
+
+def advance_versions(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """:func:`advance_version` of each row of :func:`advance_rows`, in order, in one
+    ``executemany`` (a bulk call's commit): each subject's stored state is checked by its
+    write, a subject of the call against the state its earlier row left (ADR 0085).
+
+    Raises:
+        one of ``integrity_errors()``, as :func:`advance_version`.
+    """
+    conn.executemany(_ADVANCE_VERSION, rows)
+
+
+def advance_rows(
+    origin: str,
+    versions: Sequence[tuple[str, tuple[int, bool] | None, int, bool, Sequence[str]]],
+) -> list[tuple[object, ...]]:
+    """The values :func:`advance_versions` writes for each (subject, known, version, final,
+    recipients) of ``origin`` (this node): made by the caller, outside the ledger writer."""
+    codes: dict[tuple[str, ...], str] = {}
+    rows: list[tuple[object, ...]] = []
+    for subject, known, version, final, recipients in versions:
+        key = tuple(recipients)
+        text = codes.get(key)
+        if text is None:
+            text = codes[key] = _codes(recipients)
+        was, was_final = (known[0], int(known[1])) if known is not None else (None, None)
+        rows.append((origin, subject, version, int(final), text, was, was_final))
+    return rows
+
+
+_ADVANCE_VERSION = (
+    "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
+    "VALUES (?,?,?,?,?) "
+    "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
+    "exchange_versions.version = ? AND exchange_versions.final = ? "
+    "THEN excluded.version END, final = excluded.final, recipients = excluded.recipients"
+)
 
 
 def _codes(recipients: Sequence[str]) -> str:
@@ -452,43 +476,10 @@ def record_version(conn: Connection, origin: str, subject: str, version: int, fi
     conn.execute(_RECORD_VERSION, (origin, subject, version, int(final)))
 
 
-def sent_version_rows(
-    origin: str, versions: Sequence[tuple[str, int, bool, Sequence[str]]]
-) -> list[tuple[object, ...]]:
-    """The values :func:`record_versions` inserts for each (subject, version, final,
-    recipients) of ``origin`` (this node): made by the caller, outside the ledger writer."""
-    codes: dict[tuple[str, ...], str] = {}
-    rows: list[tuple[object, ...]] = []
-    for subject, version, final, recipients in versions:
-        key = tuple(recipients)
-        text = codes.get(key)
-        if text is None:
-            text = codes[key] = _codes(recipients)
-        rows.append((origin, subject, version, int(final), text))
-    return rows
-
-
-def record_versions(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """Remember each version of :func:`sent_version_rows`, in order, in one ``executemany``
-    (a bulk call's commit): as :func:`advance_version` without its check (the caller checked
-    the versions it read), never lowering a version."""
-    conn.executemany(_RECORD_SENT_VERSION, rows)
-
-
 _RECORD_VERSION = (
     "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
     "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
     "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
-    "version = CASE WHEN excluded.version > exchange_versions.version "
-    "THEN excluded.version ELSE exchange_versions.version END"
-)
-_RECORD_SENT_VERSION = (
-    "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
-    "VALUES (?,?,?,?,?) "
-    "ON CONFLICT (origin, subject) DO UPDATE SET final = CASE WHEN excluded.version > "
-    "exchange_versions.version THEN excluded.final ELSE exchange_versions.final END, "
-    "recipients = CASE WHEN excluded.version > exchange_versions.version "
-    "THEN excluded.recipients ELSE exchange_versions.recipients END, "
     "version = CASE WHEN excluded.version > exchange_versions.version "
     "THEN excluded.version ELSE exchange_versions.version END"
 )

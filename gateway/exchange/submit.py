@@ -286,6 +286,7 @@ class _Prepared:
     kind: Kind
     payload: Message
     subject: str
+    known: tuple[int, bool] | None  # the subject's state before it, checked by its write
     version: int
     request_digest: bytes
     envelope: bytes
@@ -344,8 +345,7 @@ def _attempt(
     repeats: list[partner_pb2.BulkEntryResult] = []  # of an entry accepted earlier in the call
     first_use: dict[str, int] = {}  # message id -> position of its accepted entry
     digests: dict[str, bytes] = {}
-    # The subjects' state as read (checked again inside the commit) and as this call leaves it.
-    read: dict[str, tuple[int, bool] | None] = {}
+    # The subjects' state as this call leaves it (each entry's write checks the state before).
     pending: dict[str, tuple[int, bool] | None] = {}
     pending_recipients: dict[str, set[str]] = {}
     for position, request in enumerate(requests):
@@ -373,7 +373,7 @@ def _attempt(
                 repeats.append(result)
                 continue
             if subject not in pending:
-                read[subject] = pending[subject] = stored.get(subject)
+                pending[subject] = stored.get(subject)
             known = pending[subject]
             # first: a malformed request is INVALID_ARGUMENT, naming every field
             wire, handling = checks.check(
@@ -415,6 +415,7 @@ def _attempt(
                 kind,
                 payload,
                 subject,
+                known,
                 version,
                 request_digest,
                 envelope,
@@ -425,7 +426,7 @@ def _attempt(
         pending[subject] = (version, kind.final)
         pending_recipients.setdefault(subject, set()).update(names)
     if prepared:
-        indexes = _commit(ex, prepared, read, now)
+        indexes = _commit(ex, prepared, now)
         _answer(ex, prepared, indexes, results, now)
         response.accepted = len(prepared)
     for result in repeats:  # a repeat of an accepted entry of this call: its answer again
@@ -454,7 +455,6 @@ def _refuse(result: partner_pb2.BulkEntryResult, exc: GatewayError, prefix: str)
 def _commit(
     ex: Exchange,
     prepared: list[_Prepared],
-    read: dict[str, tuple[int, bool] | None],
     now: dt.datetime,
 ) -> list[int]:
     """Record every prepared entry in one transaction; return each one's first ledger index."""
@@ -466,7 +466,7 @@ def _commit(
     # GIL held) only puts each message's ledger index in (column _LEDGER_INDEX) and inserts.
     # One executemany per table for the whole call (ADR 0074), rows in request order.
     messages: list[list[object]] = []
-    versions: list[tuple[str, int, bool, list[str]]] = []
+    versions: list[tuple[str, tuple[int, bool] | None, int, bool, list[str]]] = []
     queued: list[tuple[str, list[str]]] = []
     sent = Event.SENT
     for item in prepared:
@@ -493,24 +493,22 @@ def _commit(
                 retain_until_ms(item.payload),
             ]
         )
-        versions.append((item.subject, item.version, kind.final, names))
+        versions.append((item.subject, item.known, item.version, kind.final, names))
         queued.append((message_id, names))
-    version_rows = store.sent_version_rows(origin, versions)
-    subjects = sorted({item.subject for item in prepared})
-    expected = {s: v for s in subjects if (v := read[s]) is not None}
+    version_rows = store.advance_rows(origin, versions)
 
     def within(conn: Connection, first: int) -> None:
-        if store.last_versions(conn, origin, subjects) != expected:
-            raise _Moved("a subject of this call was changed by another call")
         for row, offset in zip(messages, offsets, strict=True):
             row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
         store.MessageRow.insert_values(conn, messages)
-        store.record_versions(conn, version_rows)
+        store.advance_versions(conn, version_rows)  # refuses a subject moved meanwhile
         store.enqueue_many(conn, queued)
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except integrity_errors() as exc:  # a message id of this call was recorded meanwhile
+    # A message id or a subject of this call was recorded meanwhile (by the id's key, or by a
+    # version write finding another state than this call read): nothing of it was recorded.
+    except integrity_errors() as exc:
         raise _Moved(str(exc)) from exc
     return [records[0].index + offset for offset in offsets]
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from gateway.exchange import _store as store
-from gateway.store import Connection, Schema, ensure_schema, open_database, schema_version
+from gateway.store import (
+    Connection,
+    Schema,
+    ensure_schema,
+    integrity_errors,
+    open_database,
+    schema_version,
+)
 from tests.support import TEST_STORE, postgres_database, postgres_server_url
 
 
@@ -121,13 +128,49 @@ def test_a_new_store_is_made_at_the_latest_version(conn: Connection) -> None:
     conn.execute("COMMIT")
     assert store.recipients_of(conn, "HK", "watchlist:a/1") == {"CN", "MO"}
     conn.execute("BEGIN")
-    store.record_versions(
+    store.advance_versions(
         conn,
-        store.sent_version_rows(
-            "HK", [("watchlist:a/1", 2, True, ["CN", "MO", "HK"]), ("watchlist:a/1", 1, False, [])]
+        store.advance_rows(
+            "HK",
+            [
+                ("watchlist:a/1", (1, False), 2, False, ["CN", "MO", "HK"]),
+                ("watchlist:a/1", (2, False), 3, True, ["CN", "MO", "HK"]),  # as the first left it
+                ("watchlist:a/2", None, 1, False, ["CN"]),
+            ],
         ),
     )
     conn.execute("COMMIT")
-    # The higher version's recipients; a lower version changes nothing.
     assert store.recipients_of(conn, "HK", "watchlist:a/1") == {"CN", "HK", "MO"}
-    assert store.last_version(conn, "HK", "watchlist:a/1") == (2, True)
+    assert store.last_version(conn, "HK", "watchlist:a/1") == (3, True)
+    assert store.last_version(conn, "HK", "watchlist:a/2") == (1, False)
+
+
+@pytest.mark.parametrize(
+    "known",
+    [None, (1, False), (2, True), (3, False)],
+    ids=["absent", "older", "final", "newer"],
+)
+def test_a_version_written_against_another_state_than_stored_is_refused(
+    conn: Connection, known: tuple[int, bool] | None
+) -> None:
+    """The bulk commit's check by write (ADR 0085): a row whose known state is not the stored
+    one, (2, False) here, fails the whole statement and nothing of it is written."""
+    _upgrade(conn)
+    conn.execute("BEGIN")
+    store.advance_version(conn, "HK", "watchlist:a/1", None, 2, False, ["CN"])
+    conn.execute("COMMIT")
+    conn.execute("BEGIN")
+    with pytest.raises(integrity_errors()):
+        store.advance_versions(
+            conn,
+            store.advance_rows(
+                "HK",
+                [
+                    ("watchlist:a/2", None, 1, False, ["CN"]),
+                    ("watchlist:a/1", known, 4, False, ["CN"]),
+                ],
+            ),
+        )
+    conn.execute("ROLLBACK")
+    assert store.last_version(conn, "HK", "watchlist:a/1") == (2, False)
+    assert store.last_version(conn, "HK", "watchlist:a/2") is None
