@@ -513,12 +513,17 @@ def enqueue(conn: Connection, message_id: str, recipients: list[str]) -> None:
     )
 
 
-def enqueue_many(conn: Connection, messages: Sequence[tuple[str, list[str]]]) -> None:
-    """:func:`enqueue` of each (message id, recipients), in order, in one ``executemany``."""
+def enqueue_many(conn: Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+    """Insert :func:`outbox_rows` in one ``executemany`` (a bulk call's commit)."""
     conn.executemany(
-        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
-        [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients],
+        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)", rows
     )
+
+
+def outbox_rows(messages: Sequence[tuple[str, list[str]]]) -> list[tuple[str, str, int]]:
+    """The outbox rows that queue each (message id, recipients), in order: what
+    :func:`enqueue` would insert for each, made by the caller, outside the ledger writer."""
+    return [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients]
 
 
 def pending(conn: Connection, recipient: str, limit: int, after: int = 0) -> list[OutboxRow]:

@@ -496,13 +496,14 @@ def _commit(
         versions.append((item.subject, item.known, item.version, kind.final, names))
         queued.append((message_id, names))
     version_rows = store.advance_rows(origin, versions)
+    outbox_rows = store.outbox_rows(queued)
 
     def within(conn: Connection, first: int) -> None:
         for row, offset in zip(messages, offsets, strict=True):
             row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
         store.MessageRow.insert_values(conn, messages)
         store.advance_versions(conn, version_rows)  # refuses a subject moved meanwhile
-        store.enqueue_many(conn, queued)
+        store.enqueue_many(conn, outbox_rows)
 
     try:
         records = ex.ledger.append_many(entries, within)
