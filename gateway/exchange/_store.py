@@ -209,8 +209,12 @@ class MessageRow:
         """The row of ``message_id`` from ``origin``, or None.
 
         Message ids are unique per origin only: another jurisdiction's node cannot block or
-        stand in for a message by sending one of its own under the same id.
+        stand in for a message by sending one of its own under the same id. An id that could
+        not be stored (:func:`is_stored_id`) is absent without a query: a NUL byte is not even
+        a PostgreSQL text value, and a caller's id must never make a read fail.
         """
+        if not is_stored_id(message_id):
+            return None
         row = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
             "WHERE origin = ? AND message_id = ?",

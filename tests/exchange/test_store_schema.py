@@ -1,4 +1,5 @@
-"""The exchange's tables are versioned: an older store is upgraded in place at open.
+"""The exchange's tables are versioned: an older store is upgraded in place at open; and a
+read of what could never be stored answers without asking the store.
 
 On SQLite, and on PostgreSQL too in the suite's second pass (``CUSTOMS_TEST_STORE=postgresql``).
 """
@@ -174,3 +175,11 @@ def test_a_version_written_against_another_state_than_stored_is_refused(
     conn.execute("ROLLBACK")
     assert store.last_version(conn, "HK", "watchlist:a/1") == (2, False)
     assert store.last_version(conn, "HK", "watchlist:a/2") is None
+
+
+@pytest.mark.parametrize("message_id", ["\x00", "a\x00b", "not-a-uuid", ""])
+def test_a_message_id_that_cannot_be_stored_is_absent(conn: Connection, message_id: str) -> None:
+    """A partner's GetDeliveryStatus of an id with a NUL byte was INTERNAL on PostgreSQL (the
+    fail-closed fuzz test found it): such an id is answered as absent, as on SQLite."""
+    _upgrade(conn)
+    assert store.MessageRow.get(conn, "HK", message_id) is None
