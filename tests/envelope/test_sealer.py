@@ -133,3 +133,26 @@ def test_lengths_across_varint_bytes(world: World, length: int) -> None:
         expected.SerializeToString(),
         expected_digest,
     )
+
+
+def test_the_sealer_knows_every_field_of_the_messages_it_encodes() -> None:
+    """A field added to the header or the envelope must be taught to the sealer (and set in
+    the generated-header test above): this list fails first."""
+    header = {(f.number, f.name) for f in envelope_pb2.EnvelopeHeader.DESCRIPTOR.fields}
+    envelope = {(f.number, f.name) for f in envelope_pb2.Envelope.DESCRIPTOR.fields}
+    assert header == {
+        (1, "message_id"),
+        (2, "kind"),
+        (3, "origin"),
+        (4, "origin_node"),
+        (5, "recipients"),
+        (6, "created_at"),
+        (7, "handling"),
+    }
+    assert envelope == {
+        (1, "header"),
+        (2, "payload"),
+        (3, "key_id"),
+        (4, "signature"),
+        (5, "signer_certificate"),
+    }
