@@ -238,6 +238,9 @@ class MessageRow:
     ) -> dict[str, MessageRow]:
         """The rows of ``message_ids`` from ``origin`` that exist, by id (one query; at most
         500 ids)."""
+        message_ids = [m for m in message_ids if _storable(m)]
+        if not message_ids:
+            return {}
         marks = ",".join("?" * len(message_ids))
         rows = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
@@ -394,6 +397,8 @@ def message_and_version(
     """:meth:`MessageRow.get` of ``message_id`` and :func:`last_version` of ``subject``, both
     of ``origin``, in one statement: a single submit's reads in one round trip (on PostgreSQL
     one pooled connection and one snapshot, not two; ADR 0074)."""
+    if not (_storable(message_id) and _storable(subject)):  # so never stored: absent
+        return MessageRow.get(conn, origin, message_id), None
     row = conn.execute(_MESSAGE_AND_VERSION, (origin, message_id, origin, subject)).fetchone()
     message = MessageRow(*row[2:]) if row[2] is not None else None
     return message, (int(row[0]), bool(row[1])) if row[0] is not None else None
@@ -668,6 +673,13 @@ class Received:
     digest: bytes
 
 
+def _storable(text: str) -> bool:
+    """Whether ``text`` could be a stored value at all: PostgreSQL refuses a NUL byte in text
+    (and every stored id and subject is validated, so none has one). A read given such a
+    value from a caller answers "absent" rather than failing (INTERNAL) on PostgreSQL."""
+    return "\x00" not in text
+
+
 def is_stored_id(message_id: str) -> bool:
     """Whether ``message_id`` could be stored at all: only UUIDs are (every submit and receive
     checks), so anything else is answered as absent without a query (a NUL byte is not even a
@@ -882,7 +894,7 @@ def last_versions(
 ) -> dict[str, tuple[int, bool]]:
     """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
     found: dict[str, tuple[int, bool]] = {}
-    unique = sorted(set(subjects))
+    unique = sorted({s for s in subjects if _storable(s)})
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
         marks = ",".join("?" * len(chunk))

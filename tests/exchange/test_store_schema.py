@@ -183,3 +183,22 @@ def test_a_message_id_that_cannot_be_stored_is_absent(conn: Connection, message_
     fail-closed fuzz test found it): such an id is answered as absent, as on SQLite."""
     _upgrade(conn)
     assert store.MessageRow.get(conn, "HK", message_id) is None
+
+
+def test_reads_of_values_that_cannot_be_stored_answer_absent(conn: Connection) -> None:
+    """The fuzz test's other finds on PostgreSQL (an amendment whose message id or notice id
+    holds a NUL byte was INTERNAL): every read a submit makes before validating answers such a
+    value as absent, next to the stored ones it is asked with."""
+    _upgrade(conn)
+    good = "00000000-0000-4000-8000-000000000001"
+    conn.execute("BEGIN")
+    _message(conn, good, "out", "HK", "notice:n")
+    store.advance_version(conn, "HK", "notice:n", None, 1, False, ["CN"])
+    conn.execute("COMMIT")
+    assert store.message_and_version(conn, "HK", "\x00", "notice:n") == (None, None)
+    row, version = store.message_and_version(conn, "HK", good, "notice:\x00")
+    assert (row is not None and row.message_id, version) == (good, None)
+    assert store.message_and_version(conn, "HK", good, "notice:n")[1] == (1, False)
+    assert list(store.MessageRow.get_many(conn, "HK", ["\x00", good])) == [good]
+    assert store.MessageRow.get_many(conn, "HK", ["a\x00"]) == {}
+    assert store.last_versions(conn, "HK", ["notice:\x00", "notice:n"]) == {"notice:n": (1, False)}
