@@ -273,7 +273,7 @@ def normalise_identifier(scheme: int, value: str) -> str:
     # NFKC leaves ASCII text as it is: skip it for the common case.
     text = value if value.isascii() else unicodedata.normalize("NFKC", value)
     text = text.strip().upper()
-    if scheme in _SQUEEZED:
+    if scheme in _SQUEEZED and not text.isalnum():  # letters and digits only: none to drop
         text = _SEPARATORS.sub("", text)
     if scheme == _IMO_SCHEME and _BARE_IMO.fullmatch(text):
         text = "IMO" + text
@@ -318,8 +318,6 @@ def identifier_problems(scheme: int, value: str, issuing_country: str) -> list[t
 
 # --- HS codes ------------------------------------------------------------------------------------
 
-_DIGITS = re.compile(r"[0-9]+")
-
 
 def hs_code_problem(code: str, *, min_digits: int = 6, max_digits: int = 10) -> str | None:
     """Why ``code`` is not an HS code of ``min_digits``..``max_digits`` digits, or None.
@@ -328,7 +326,8 @@ def hs_code_problem(code: str, *, min_digits: int = 6, max_digits: int = 10) -> 
     """
     if not code:
         return "required"
-    if not _DIGITS.fullmatch(code) or not min_digits <= len(code) <= max_digits:
+    # ASCII digits only, as ``[0-9]+`` (``isdigit`` alone also takes other scripts' digits).
+    if not (code.isascii() and code.isdigit()) or not min_digits <= len(code) <= max_digits:
         return f"{code!r} is not an HS code ({min_digits} to {max_digits} digits, no dots)"
     if code[:2] not in reference.HS_CHAPTERS:
         return f"{code!r}: chapter {code[:2]} is not an HS-2022 chapter (01-97, not 77)"

@@ -23,6 +23,8 @@ from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain.validate import (
     raise_if_invalid,
     validate_addressing,
+    validate_addressing_but_id,
+    validate_message_id,
     validate_revocation,
     validate_seizure_notice,
     validate_watchlist_entry,
@@ -35,6 +37,7 @@ __all__ = [
     "BY_REQUEST",
     "KINDS",
     "Kind",
+    "RequestChecks",
     "SubmitRequest",
     "check_request",
     "kind_name",
@@ -239,3 +242,54 @@ def check_request(
         ValidationError: listing every violation, when there is at least one.
     """
     raise_if_invalid(validate_request(request, origin=origin, now=now, last_version=last_version))
+
+
+AddressingKey = tuple[tuple[common_pb2.Jurisdiction, ...], bytes | None]
+"""An addressing's recipients and serialized handling (None when unset): all that its
+violations but the message id's depend on, for a given origin."""
+
+
+class RequestChecks:
+    """:func:`check_request` for the many requests of one bulk call, from one ``origin`` at
+    one ``now``: the same violations in the same order, but the addressing's recipients and
+    handling (the same for most entries of a call) are validated once per distinct pair
+    (ADR 0085). Not thread-safe: one per call."""
+
+    def __init__(self, *, origin: common_pb2.Jurisdiction, now: dt.datetime) -> None:
+        self._origin = origin
+        self._now = now
+        self._addressing: dict[AddressingKey, list[FieldViolation]] = {}
+
+    def check(self, request: SubmitRequest, *, last_version: int | None = None) -> AddressingKey:
+        """:func:`check_request` of ``request``; returns what it read of the addressing to
+        key its check: the recipients and the serialized handling (None when unset), which
+        the envelope's header carries as they are (:class:`gateway.envelope.Sealer`).
+
+        Raises:
+            ValidationError: listing every violation, when there is at least one.
+        """
+        found: list[FieldViolation] = []
+        if request.HasField("addressing"):
+            addressing = request.addressing
+            recipients = tuple(addressing.recipients)
+            handling = (
+                addressing.handling.SerializeToString() if addressing.HasField("handling") else None
+            )
+            key = (recipients, handling)
+            rest = self._addressing.get(key)
+            if rest is None:
+                rest = self._addressing[key] = validate_addressing_but_id(
+                    addressing, origin=self._origin
+                )
+            found += validate_message_id(addressing.message_id)
+            found += rest
+        else:
+            key = ((), None)
+            found.append(FieldViolation("addressing", "required"))
+        row = kind_of_request(request)
+        if request.HasField(row.request_field):
+            found += row.validate(row.payload_of(request), self._now, last_version)
+        else:
+            found.append(FieldViolation(row.request_field, "required"))
+        raise_if_invalid(found)
+        return key

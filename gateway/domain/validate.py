@@ -45,7 +45,9 @@ __all__ = [
     "raise_if_invalid",
     "to_bad_request",
     "validate_addressing",
+    "validate_addressing_but_id",
     "validate_declaration",
+    "validate_message_id",
     "validate_revocation",
     "validate_seizure_notice",
     "validate_watchlist_entry",
@@ -76,6 +78,8 @@ _CONTAINER_SCHEME: Final = common_pb2.IDENTIFIER_SCHEME_CONTAINER
 _FIRST_SECOND: Final = -62_135_596_800
 _LAST_SECOND: Final = 253_402_300_799
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+_MAX_VALIDITY_MICROS: Final = MAX_VALIDITY // _MICROSECOND
 _NAMED_ENTITIES: Final = frozenset(
     {_E.ENTITY_TYPE_PERSON, _E.ENTITY_TYPE_ORGANISATION, _E.ENTITY_TYPE_VESSEL}
 )
@@ -156,6 +160,8 @@ class _Collector:
     ) -> None:
         """:meth:`enum` (required) of each of ``values`` at ``path[i]``; ``known`` is
         :func:`_known` of ``enum``. An item's path is built only for a violation."""
+        if known.issuperset(values):  # each one known: what the loop would find, in C
+            return
         for i, value in enumerate(values):
             if value not in known:
                 self.enum(f"{path}[{i}]", value, enum)
@@ -221,6 +227,14 @@ class _Collector:
             )
 
     def time(self, path: str, msg: Message, field: str) -> dt.datetime | None:
+        micros = self.micros(path, msg, field)
+        # What Timestamp.ToDatetime(tzinfo=UTC) returns for a valid value, without its checks
+        # made again and its conversion to UTC from UTC (a tenth of an entry's validation).
+        return None if micros is None else _EPOCH + dt.timedelta(microseconds=micros)
+
+    def micros(self, path: str, msg: Message, field: str) -> int | None:
+        """:meth:`time` as the whole microseconds since the epoch its datetime would hold:
+        compared as integers, no datetime is made for a valid time (ADR 0085)."""
         if not msg.HasField(field):
             self.add(path, "required")
             return None
@@ -232,9 +246,7 @@ class _Collector:
         if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
             self.add(path, f"seconds {seconds} out of range (years 0001 to 9999)")
             return None
-        # What Timestamp.ToDatetime(tzinfo=UTC) returns for a valid value, without its checks
-        # made again and its conversion to UTC from UTC (a tenth of an entry's validation).
-        return _EPOCH + dt.timedelta(0, seconds, nanos // 1000)  # (days, seconds, µs)
+        return seconds * 1_000_000 + nanos // 1000
 
     def not_future(self, path: str, when: dt.datetime | None) -> None:
         assert self.now is not None
@@ -278,15 +290,20 @@ class _Collector:
 
     def names(self, path: str, names: Sequence[common_pb2.Name], *, need_primary: bool) -> None:
         self.listed(path, names)
-        if need_primary and not any(not n.alias for n in names):
-            self.add(path, "required; at least one name that is not an alias")
+        at = len(self.violations)  # the missing primary name goes here, before the names'
+        primary = not need_primary  # found one that is not an alias (or none is needed)
         for i, name in enumerate(names):
+            if not primary and not name.alias:
+                primary = True
             # What :meth:`text` accepts without a word, checked before its paths are built.
             full, latin = name.full_name, name.latin_name
             if not (full and len(full) <= 300 and full.isprintable() and not full.isspace()):
                 self.text(f"{path}[{i}].full_name", full, max_len=300, required=True)
             if latin and not (len(latin) <= 300 and latin.isprintable() and not latin.isspace()):
                 self.text(f"{path}[{i}].latin_name", latin, max_len=300, required=False)
+        if not primary:
+            problem = FieldViolation(path, "required; at least one name that is not an alias")
+            self.violations.insert(at, problem)
 
     def identifiers(self, path: str, ids: Sequence[common_pb2.Identifier]) -> None:
         self.listed(path, ids)
@@ -400,25 +417,25 @@ def validate_watchlist_entry(
         required=False,
         multiline=True,
     )
-    until: dt.datetime | None = None
+    until: int | None = None  # times in microseconds since the epoch, as datetimes hold them
     if not entry.HasField("validity"):
         c.add(f"{path}.validity", "required")
     else:
         vpath = f"{path}.validity"
-        start = c.time(f"{vpath}.valid_from", entry.validity, "valid_from")
-        until = c.time(f"{vpath}.valid_until", entry.validity, "valid_until")
+        start = c.micros(f"{vpath}.valid_from", entry.validity, "valid_from")
+        until = c.micros(f"{vpath}.valid_until", entry.validity, "valid_until")
         if start is not None and until is not None:
             if until <= start:
                 c.add(f"{vpath}.valid_until", "must be after valid_from")
-            elif until - start > MAX_VALIDITY:
+            elif until - start > _MAX_VALIDITY_MICROS:
                 c.add(
                     f"{vpath}.valid_until",
-                    f"window of {(until - start).days} days is longer than "
-                    f"{MAX_VALIDITY.days} days (2 years)",
+                    f"window of {dt.timedelta(microseconds=until - start).days} days is longer "
+                    f"than {MAX_VALIDITY.days} days (2 years)",
                 )
-        if until is not None and until <= now:
+        if until is not None and until <= (now - _EPOCH) // _MICROSECOND:
             c.add(f"{vpath}.valid_until", f"already passed (now {now.isoformat()})")
-    retain = c.time(f"{path}.retain_until", entry, "retain_until")
+    retain = c.micros(f"{path}.retain_until", entry, "retain_until")
     if retain is not None and until is not None and retain < until:
         c.add(f"{path}.retain_until", "must not be before validity.valid_until")
     birth = dates.date_of_birth_problem(entry.date_of_birth)
@@ -590,10 +607,29 @@ def validate_addressing(
     Recipients: at least one, each a known jurisdiction, not the origin, not repeated, and each
     listed in ``handling.releasable_to`` (itself non-empty, known, without the origin).
     """
+    found = validate_message_id(addressing.message_id, path=f"{path}.message_id")
+    return found + validate_addressing_but_id(addressing, origin=origin, path=path)
+
+
+def validate_message_id(
+    message_id: str, *, path: str = "addressing.message_id"
+) -> list[FieldViolation]:
+    """Every violation of an Addressing's message id: what :func:`validate_addressing` reports
+    first."""
+    if message_id and _UUID.fullmatch(message_id):  # else :meth:`uuid` finds nothing
+        return []
     c = _Collector()
-    message_id = addressing.message_id
-    if not (message_id and _UUID.fullmatch(message_id)):  # else :meth:`uuid` finds nothing
-        c.uuid(f"{path}.message_id", message_id)
+    c.uuid(path, message_id)
+    return c.violations
+
+
+def validate_addressing_but_id(
+    addressing: partner_pb2.Addressing, *, origin: int, path: str = "addressing"
+) -> list[FieldViolation]:
+    """Every violation of an Addressing but of its message id: what :func:`validate_addressing`
+    reports after it. It depends on the recipients and the handling only, so a bulk call's
+    entries, which mostly share both, need it once per distinct pair (ADR 0085)."""
+    c = _Collector()
     releasable: AbstractSet[int] = frozenset()
     has_handling = addressing.HasField("handling")
     if has_handling:

@@ -13,6 +13,9 @@ from gateway.store import Connection
 __all__ = ["EPOCH", "ms", "retain_until_ms", "timestamp", "whole_ms", "winner"]
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31), as Timestamp checks it.
+_FIRST_SECOND = -62_135_596_800
+_LAST_SECOND = 253_402_300_799
 
 
 def timestamp(when: dt.datetime) -> Timestamp:
@@ -37,7 +40,11 @@ def retain_until_ms(payload: Message) -> int | None:
     retain = getattr(payload, "retain_until", None)
     if retain is None or not payload.HasField("retain_until"):
         return None
-    return int(retain.ToMilliseconds())
+    seconds, nanos = retain.seconds, retain.nanos
+    if 0 <= nanos < 1_000_000_000 and _FIRST_SECOND <= seconds <= _LAST_SECOND:
+        # What ToMilliseconds gives a valid Timestamp, without its Python-level checks.
+        return int(seconds * 1000 + nanos // 1_000_000)
+    return int(retain.ToMilliseconds())  # raises ValueError, naming what is out of range
 
 
 def winner(conn: Connection, origin: str, message_id: str, exc: Exception) -> store.MessageRow:

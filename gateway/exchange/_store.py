@@ -151,7 +151,28 @@ def _index_subjects(conn: Connection) -> None:
     )
 
 
-EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects})
+def _recipients_by_subject(conn: Connection) -> None:
+    """Version 3: who was sent a subject is kept in its version row (``recipients``, the
+    jurisdiction codes joined by commas; NULL for a subject of another origin), which a submit
+    reads and writes anyway, so messages need no index by subject (version 2's), one b-tree
+    fewer rewritten per bulk call with uuid-keyed subjects (ADR 0085). Filled here from the
+    outbox rows of each subject's messages, as :func:`recipients_of` read them until now."""
+    conn.execute("ALTER TABLE exchange_versions ADD COLUMN recipients TEXT")
+    codes = (
+        "group_concat(DISTINCT o.recipient)"
+        if conn.dialect == "sqlite"
+        else "string_agg(DISTINCT o.recipient, ',')"
+    )
+    conn.execute(
+        f"UPDATE exchange_versions SET recipients = (SELECT {codes} "  # noqa: S608
+        "FROM exchange_outbox o JOIN exchange_messages m ON m.message_id = o.message_id "
+        "AND m.origin = exchange_versions.origin AND m.direction = 'out' "
+        "WHERE m.subject = exchange_versions.subject)"
+    )
+    conn.execute("DROP INDEX IF EXISTS exchange_messages_subject")
+
+
+EXCHANGE_SCHEMA = Schema("exchange", {1: _create, 2: _index_subjects, 3: _recipients_by_subject})
 
 
 def create_schema(conn: Connection) -> None:
@@ -188,8 +209,12 @@ class MessageRow:
         """The row of ``message_id`` from ``origin``, or None.
 
         Message ids are unique per origin only: another jurisdiction's node cannot block or
-        stand in for a message by sending one of its own under the same id.
+        stand in for a message by sending one of its own under the same id. An id that could
+        not be stored (:func:`is_stored_id`) is absent without a query: a NUL byte is not even
+        a PostgreSQL text value, and a caller's id must never make a read fail.
         """
+        if not is_stored_id(message_id):
+            return None
         row = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
             "WHERE origin = ? AND message_id = ?",
@@ -213,6 +238,9 @@ class MessageRow:
     ) -> dict[str, MessageRow]:
         """The rows of ``message_ids`` from ``origin`` that exist, by id (one query; at most
         500 ids)."""
+        message_ids = [m for m in message_ids if _storable(m)]
+        if not message_ids:
+            return {}
         marks = ",".join("?" * len(message_ids))
         rows = conn.execute(
             f"SELECT {cls._COLUMNS} FROM exchange_messages "  # noqa: S608
@@ -369,6 +397,8 @@ def message_and_version(
     """:meth:`MessageRow.get` of ``message_id`` and :func:`last_version` of ``subject``, both
     of ``origin``, in one statement: a single submit's reads in one round trip (on PostgreSQL
     one pooled connection and one snapshot, not two; ADR 0074)."""
+    if not (_storable(message_id) and _storable(subject)):  # so never stored: absent
+        return MessageRow.get(conn, origin, message_id), None
     row = conn.execute(_MESSAGE_AND_VERSION, (origin, message_id, origin, subject)).fetchone()
     message = MessageRow(*row[2:]) if row[2] is not None else None
     return message, (int(row[0]), bool(row[1])) if row[0] is not None else None
@@ -381,46 +411,78 @@ def advance_version(
     known: tuple[int, bool] | None,
     version: int,
     final: bool,
+    recipients: Sequence[str],
 ) -> None:
-    """Record ``version`` (higher than ``known``'s) of ``subject`` if its stored state is still
-    ``known`` (None: never recorded): the check and the write in one statement (ADR 0074).
+    """Record ``version`` (higher than ``known``'s) of ``subject``, sent to ``recipients``, if
+    its stored state is still ``known`` (None: never recorded): the check and the write in one
+    statement (ADR 0074). ``recipients`` include every earlier version's (the submit checked
+    that, against this very state), so they replace the stored ones.
 
     Raises:
         one of ``integrity_errors()`` (the version's NOT NULL) when another submit moved the
         subject on meanwhile: nothing is written. On PostgreSQL inside a pipeline the error
         comes when the pipeline is synchronised.
     """
-    was, was_final = known if known is not None else (None, None)
     conn.execute(
-        "INSERT INTO exchange_versions (origin, subject, version, final) VALUES (?,?,?,?) "
-        "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
-        "exchange_versions.version = ? AND exchange_versions.final = ? "
-        "THEN excluded.version END, final = excluded.final",
-        (origin, subject, version, int(final), was, None if was_final is None else int(was_final)),
+        _ADVANCE_VERSION, advance_rows(origin, [(subject, known, version, final, recipients)])[0]
     )
+
+
+def advance_versions(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """:func:`advance_version` of each row of :func:`advance_rows`, in order, in one
+    ``executemany`` (a bulk call's commit): each subject's stored state is checked by its
+    write, a subject of the call against the state its earlier row left (ADR 0085).
+
+    Raises:
+        one of ``integrity_errors()``, as :func:`advance_version`.
+    """
+    conn.executemany(_ADVANCE_VERSION, rows)
+
+
+def advance_rows(
+    origin: str,
+    versions: Sequence[tuple[str, tuple[int, bool] | None, int, bool, Sequence[str]]],
+) -> list[tuple[object, ...]]:
+    """The values :func:`advance_versions` writes for each (subject, known, version, final,
+    recipients) of ``origin`` (this node): made by the caller, outside the ledger writer."""
+    codes: dict[tuple[str, ...], str] = {}
+    rows: list[tuple[object, ...]] = []
+    for subject, known, version, final, recipients in versions:
+        key = tuple(recipients)
+        text = codes.get(key)
+        if text is None:
+            text = codes[key] = _codes(recipients)
+        was, was_final = (known[0], int(known[1])) if known is not None else (None, None)
+        rows.append((origin, subject, version, int(final), text, was, was_final))
+    return rows
+
+
+_ADVANCE_VERSION = (
+    "INSERT INTO exchange_versions (origin, subject, version, final, recipients) "
+    "VALUES (?,?,?,?,?) "
+    "ON CONFLICT (origin, subject) DO UPDATE SET version = CASE WHEN "
+    "exchange_versions.version = ? AND exchange_versions.final = ? "
+    "THEN excluded.version END, final = excluded.final, recipients = excluded.recipients"
+)
+
+
+def _codes(recipients: Sequence[str]) -> str:
+    """Jurisdiction codes as a version row keeps them: sorted, joined by commas."""
+    return ",".join(sorted(set(recipients)))
 
 
 def recipients_of(conn: Connection, origin: str, subject: str) -> set[str]:
     """Every jurisdiction that was sent a version of ``subject`` by ``origin`` (this node)."""
-    rows = conn.execute(
-        "SELECT DISTINCT o.recipient FROM exchange_outbox o JOIN exchange_messages m "
-        "ON m.message_id = o.message_id AND m.origin = ? WHERE m.subject = ?",
+    row = conn.execute(
+        "SELECT recipients FROM exchange_versions WHERE origin = ? AND subject = ?",
         (origin, subject),
-    )
-    return {r[0] for r in rows}
+    ).fetchone()
+    return set(row[0].split(",")) if row is not None and row[0] else set()
 
 
 def record_version(conn: Connection, origin: str, subject: str, version: int, final: bool) -> None:
-    """Remember the highest version of ``subject`` (never lowers it)."""
+    """Remember the highest version of ``subject`` of another origin (never lowers it)."""
     conn.execute(_RECORD_VERSION, (origin, subject, version, int(final)))
-
-
-def record_versions(
-    conn: Connection, origin: str, versions: Sequence[tuple[str, int, bool]]
-) -> None:
-    """:func:`record_version` of each (subject, version, final), in order, in one
-    ``executemany`` (a bulk call's commit)."""
-    conn.executemany(_RECORD_VERSION, [(origin, s, v, int(f)) for s, v, f in versions])
 
 
 _RECORD_VERSION = (
@@ -460,12 +522,17 @@ def enqueue(conn: Connection, message_id: str, recipients: list[str]) -> None:
     )
 
 
-def enqueue_many(conn: Connection, messages: Sequence[tuple[str, list[str]]]) -> None:
-    """:func:`enqueue` of each (message id, recipients), in order, in one ``executemany``."""
+def enqueue_many(conn: Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+    """Insert :func:`outbox_rows` in one ``executemany`` (a bulk call's commit)."""
     conn.executemany(
-        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)",
-        [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients],
+        "INSERT INTO exchange_outbox (message_id, recipient, state) VALUES (?,?,?)", rows
     )
+
+
+def outbox_rows(messages: Sequence[tuple[str, list[str]]]) -> list[tuple[str, str, int]]:
+    """The outbox rows that queue each (message id, recipients), in order: what
+    :func:`enqueue` would insert for each, made by the caller, outside the ledger writer."""
+    return [(message_id, r, QUEUED) for message_id, recipients in messages for r in recipients]
 
 
 def pending(conn: Connection, recipient: str, limit: int, after: int = 0) -> list[OutboxRow]:
@@ -604,6 +671,13 @@ class Received:
     message_id: str
     kind: int
     digest: bytes
+
+
+def _storable(text: str) -> bool:
+    """Whether ``text`` could be a stored value at all: PostgreSQL refuses a NUL byte in text
+    (and every stored id and subject is validated, so none has one). A read given such a
+    value from a caller answers "absent" rather than failing (INTERNAL) on PostgreSQL."""
+    return "\x00" not in text
 
 
 def is_stored_id(message_id: str) -> bool:
@@ -820,7 +894,7 @@ def last_versions(
 ) -> dict[str, tuple[int, bool]]:
     """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
     found: dict[str, tuple[int, bool]] = {}
-    unique = sorted(set(subjects))
+    unique = sorted({s for s in subjects if _storable(s)})
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
         marks = ",".join("?" * len(chunk))

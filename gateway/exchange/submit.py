@@ -22,9 +22,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from google.protobuf.message import Message
+
 from customs.gateway.v1 import envelope_pb2, partner_pb2
-from gateway.domain.kinds import Kind, SubmitRequest, check_request, kind_of_request
+from gateway.domain.kinds import (
+    Kind,
+    RequestChecks,
+    SubmitRequest,
+    check_request,
+    kind_of_request,
+)
 from gateway.envelope import (
+    Sealer,
     jurisdiction_of,
     proto_jurisdiction,
     seal_with_digest,
@@ -168,7 +177,7 @@ def _submit(
 
     def within(conn: Connection, first_index: int) -> None:
         try:  # the version read above is checked by its write (ADR 0074)
-            store.advance_version(conn, origin, subject, known, version, row.final)
+            store.advance_version(conn, origin, subject, known, version, row.final, names)
         except integrity_errors() as exc:  # a concurrent submit moved the subject on
             raise FailedPreconditionError(
                 f"{subject} changed while this request was processed; retry with a new version"
@@ -267,17 +276,20 @@ class _Moved(Exception):
     """A concurrent submit recorded a subject or a message id of this call first."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Prepared:
-    """An accepted entry of a bulk call, sealed, waiting for the commit."""
+    """An accepted entry of a bulk call, sealed, waiting for the commit (its fields set once:
+    a plain class, as a frozen dataclass's ``__init__`` costs a call per field)."""
 
     position: int
-    request: SubmitRequest
+    message_id: str
     kind: Kind
+    payload: Message
     subject: str
+    known: tuple[int, bool] | None  # the subject's state before it, checked by its write
     version: int
     request_digest: bytes
-    envelope: envelope_pb2.Envelope
+    envelope: bytes
     digest: bytes
     names: list[str]
 
@@ -314,29 +326,30 @@ def _attempt(
     now = whole_ms(ex.now())
     origin = ex.jurisdiction.value
     me = proto_jurisdiction(ex.jurisdiction)
-    # Once per call, not per entry: the signer (one for the whole call), the creation time.
-    signer = ex.signer
-    origin_node = signer.identity.uri
+    # Once per call, not per entry: the checks' memo of addressings, the sealers (the signer,
+    # the origin node and the creation time encoded once per kind), the recipients' names.
+    checks = RequestChecks(origin=me, now=now)
+    sealers: dict[int, Sealer] = {}
     created_at = timestamp(now)
     recipient_names: dict[tuple[int, ...], list[str]] = {}
     reader = ex.ledger.reader()
     existing = _existing(reader, origin, [r.addressing.message_id for r in requests])
     kinds = [kind_of_request(r) for r in requests]
-    subjects = [k.subject(k.payload_of(r)) for k, r in zip(kinds, requests, strict=True)]
+    payloads = [k.payload_of(r) for k, r in zip(kinds, requests, strict=True)]
+    subjects = [k.subject(p) for k, p in zip(kinds, payloads, strict=True)]
     stored = store.last_versions(reader, origin, [subject for subject, _ in subjects])
     # The results are made in the response itself: no copy of each at the end.
     response = partner_pb2.BulkSubmitResponse()
     results: list[partner_pb2.BulkEntryResult] = []
     prepared: list[_Prepared] = []
+    repeats: list[partner_pb2.BulkEntryResult] = []  # of an entry accepted earlier in the call
     first_use: dict[str, int] = {}  # message id -> position of its accepted entry
     digests: dict[str, bytes] = {}
-    # The subjects' state as read (checked again inside the commit) and as this call leaves it.
-    read: dict[str, tuple[int, bool] | None] = {}
+    # The subjects' state as this call leaves it (each entry's write checks the state before).
     pending: dict[str, tuple[int, bool] | None] = {}
     pending_recipients: dict[str, set[str]] = {}
     for position, request in enumerate(requests):
-        addressing = request.addressing
-        message_id = addressing.message_id
+        message_id = request.addressing.message_id
         result = response.results.add(position=position, message_id=message_id)
         results.append(result)
         request_digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
@@ -347,6 +360,7 @@ def _attempt(
             if row is not None:
                 result.accepted.CopyFrom(_same_request(row, request_digest))
                 result.outcome = partner_pb2.BULK_OUTCOME_DUPLICATE
+                response.duplicates += 1
                 continue
             if message_id in first_use:
                 if digests[message_id] != request_digest:
@@ -355,12 +369,15 @@ def _attempt(
                         f"({field}[{first_use[message_id]}])"
                     )
                 result.outcome = partner_pb2.BULK_OUTCOME_DUPLICATE  # answered after the commit
+                response.duplicates += 1
+                repeats.append(result)
                 continue
             if subject not in pending:
-                read[subject] = pending[subject] = stored.get(subject)
+                pending[subject] = stored.get(subject)
             known = pending[subject]
-            check_request(
-                request, origin=me, now=now, last_version=known[0] if known is not None else None
+            # first: a malformed request is INVALID_ARGUMENT, naming every field
+            wire, handling = checks.check(
+                request, last_version=known[0] if known is not None else None
             )
             entry_mode = mode
             if entry_mode is Mode.PUBLISH:
@@ -368,25 +385,24 @@ def _attempt(
             _check_mode(entry_mode, subject, known)
             if known is not None:
                 _check_keeps_recipients(
-                    reader, origin, subject, addressing, pending_recipients.get(subject)
+                    reader, origin, subject, request.addressing, pending_recipients.get(subject)
                 )
         except GatewayError as exc:
             _refuse(result, exc, f"{field}[{position}]")
+            response.refused += 1
             continue
         first_use[message_id], digests[message_id] = position, request_digest
-        header = envelope_pb2.EnvelopeHeader(
-            message_id=message_id,
-            kind=kind.kind,
-            origin=me,
-            origin_node=origin_node,
-            recipients=addressing.recipients,
-            created_at=created_at,
-            handling=addressing.handling,
-        )
-        envelope, digest = seal_with_digest(
-            header, kind.payload_of(request).SerializeToString(), signer
-        )
-        wire = tuple(addressing.recipients)
+        sealer = sealers.get(kind.kind)
+        if sealer is None:
+            sealer = sealers[kind.kind] = Sealer(
+                kind=kind.kind,
+                origin=me,
+                origin_node=ex.signer.identity.uri,
+                created_at=created_at,
+                signer=ex.signer,
+            )
+        payload = payloads[position]
+        envelope, digest = sealer.seal(message_id, wire, handling, payload.SerializeToString())
         names = recipient_names.get(wire)
         if names is None:
             names = recipient_names[wire] = [
@@ -394,25 +410,28 @@ def _attempt(
             ]
         prepared.append(
             _Prepared(
-                position, request, kind, subject, version, request_digest, envelope, digest, names
+                position,
+                message_id,
+                kind,
+                payload,
+                subject,
+                known,
+                version,
+                request_digest,
+                envelope,
+                digest,
+                names,
             )
         )
         pending[subject] = (version, kind.final)
         pending_recipients.setdefault(subject, set()).update(names)
     if prepared:
-        indexes = _commit(ex, prepared, read, now)
+        indexes = _commit(ex, prepared, now)
         _answer(ex, prepared, indexes, results, now)
-    for result in results:  # a repeat of an accepted entry of this call: its answer again
-        if result.outcome == partner_pb2.BULK_OUTCOME_DUPLICATE and not result.HasField("accepted"):
-            result.accepted.CopyFrom(results[first_use[result.message_id]].accepted)
-            result.accepted.duplicate = True
-    for result in results:
-        if result.outcome == partner_pb2.BULK_OUTCOME_ACCEPTED:
-            response.accepted += 1
-        elif result.outcome == partner_pb2.BULK_OUTCOME_DUPLICATE:
-            response.duplicates += 1
-        else:
-            response.refused += 1
+        response.accepted = len(prepared)
+    for result in repeats:  # a repeat of an accepted entry of this call: its answer again
+        result.accepted.CopyFrom(results[first_use[result.message_id]].accepted)
+        result.accepted.duplicate = True
     return response
 
 
@@ -436,58 +455,61 @@ def _refuse(result: partner_pb2.BulkEntryResult, exc: GatewayError, prefix: str)
 def _commit(
     ex: Exchange,
     prepared: list[_Prepared],
-    read: dict[str, tuple[int, bool] | None],
     now: dt.datetime,
 ) -> list[int]:
     """Record every prepared entry in one transaction; return each one's first ledger index."""
     origin = ex.jurisdiction.value
+    created_ms = ms(now)
     entries: list[Entry] = []
     offsets: list[int] = []
-    for item in prepared:
-        offsets.append(len(entries))
-        message_uuid = uuid.UUID(item.request.addressing.message_id)
-        entries.extend(
-            Entry(Event.SENT, message_uuid, item.kind.name, r, (item.digest,)) for r in item.names
-        )
-    created_ms = ms(now)
-    subjects = sorted({item.subject for item in prepared})
-    expected = {s: v for s in subjects if (v := read[s]) is not None}
     # Every row's values made here, in the caller's thread: the writer (one for the node, the
     # GIL held) only puts each message's ledger index in (column _LEDGER_INDEX) and inserts.
     # One executemany per table for the whole call (ADR 0074), rows in request order.
-    messages: list[list[object]] = [
-        [
-            item.request.addressing.message_id,
-            "out",
-            origin,
-            item.kind.kind,
-            item.subject,
-            item.version,
-            item.digest,
-            item.request_digest,
-            item.envelope.SerializeToString(),
-            offset,  # plus the first index, in ``within``
-            created_ms,
-            None,
-            retain_until_ms(item.kind.payload_of(item.request)),
-        ]
-        for item, offset in zip(prepared, offsets, strict=True)
-    ]
-    versions = [(item.subject, item.version, item.kind.final) for item in prepared]
-    queued = [(item.request.addressing.message_id, item.names) for item in prepared]
+    messages: list[list[object]] = []
+    versions: list[tuple[str, tuple[int, bool] | None, int, bool, list[str]]] = []
+    queued: list[tuple[str, list[str]]] = []
+    sent = Event.SENT
+    for item in prepared:
+        offset = len(entries)
+        offsets.append(offset)
+        message_id, kind, digest, names = item.message_id, item.kind, item.digest, item.names
+        message_uuid = uuid.UUID(message_id)
+        name, digests = kind.name, (digest,)
+        entries.extend([Entry(sent, message_uuid, name, r, digests) for r in names])
+        messages.append(
+            [
+                message_id,
+                "out",
+                origin,
+                kind.kind,
+                item.subject,
+                item.version,
+                digest,
+                item.request_digest,
+                item.envelope,
+                offset,  # plus the first index, in ``within``
+                created_ms,
+                None,
+                retain_until_ms(item.payload),
+            ]
+        )
+        versions.append((item.subject, item.known, item.version, kind.final, names))
+        queued.append((message_id, names))
+    version_rows = store.advance_rows(origin, versions)
+    outbox_rows = store.outbox_rows(queued)
 
     def within(conn: Connection, first: int) -> None:
-        if store.last_versions(conn, origin, subjects) != expected:
-            raise _Moved("a subject of this call was changed by another call")
         for row, offset in zip(messages, offsets, strict=True):
             row[_LEDGER_INDEX] = first + offset  # set, not added: a rerun gives the same rows
         store.MessageRow.insert_values(conn, messages)
-        store.record_versions(conn, origin, versions)
-        store.enqueue_many(conn, queued)
+        store.advance_versions(conn, version_rows)  # refuses a subject moved meanwhile
+        store.enqueue_many(conn, outbox_rows)
 
     try:
         records = ex.ledger.append_many(entries, within)
-    except integrity_errors() as exc:  # a message id of this call was recorded meanwhile
+    # A message id or a subject of this call was recorded meanwhile (by the id's key, or by a
+    # version write finding another state than this call read): nothing of it was recorded.
+    except integrity_errors() as exc:
         raise _Moved(str(exc)) from exc
     return [records[0].index + offset for offset in offsets]
 
@@ -504,7 +526,7 @@ def _answer(
     recipients: set[str] = set()
     accepted_at = timestamp(now)
     for item, index in zip(prepared, indexes, strict=True):
-        message_id = item.request.addressing.message_id
+        message_id = item.message_id
         result = results[item.position]
         result.outcome = partner_pb2.BULK_OUTCOME_ACCEPTED
         accepted = result.accepted  # set in place: no SubmitResponse built and copied
@@ -512,9 +534,7 @@ def _answer(
         accepted.ledger_index = index
         accepted.digest = item.digest
         accepted.accepted_at.CopyFrom(accepted_at)
-        told.append(
-            (ex.jurisdiction, item.kind.kind, item.kind.payload_of(item.request), message_id, now)
-        )
+        told.append((ex.jurisdiction, item.kind.kind, item.payload, message_id, now))
         recipients.update(item.names)
     log.info(
         "sent %d message(s) of one bulk call at ledger indexes %d..%d",

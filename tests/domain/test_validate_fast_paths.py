@@ -99,3 +99,28 @@ def test_entry_lists_and_names() -> None:
     ]
     assert got[2][1] == "required"
     assert got[3][1] == "contains control or unassigned character U+000A"
+
+
+@pytest.mark.parametrize(
+    ("aliases", "expected"),
+    [
+        ([True, True], ["entry.names", "entry.names[1].full_name"]),
+        ([True, False], ["entry.names[1].full_name"]),
+        ([False, True], ["entry.names[1].full_name"]),
+    ],
+    ids=["all-aliases", "primary-last", "primary-first"],
+)
+def test_entry_primary_name_reported_before_the_names(
+    aliases: list[bool], expected: list[str]
+) -> None:
+    """The missing primary name is found in the names' own loop (ADR 0085) but reported
+    first, as when it was looked for before the loop."""
+    entry = fixtures.seed_publish_request(NOW).entry  # an organisation: needs a primary name
+    del entry.names[:]
+    for alias in aliases:
+        entry.names.add(full_name="Company Limited", alias=alias)
+    entry.names[1].full_name = ""
+    got = _paths(validate_watchlist_entry(entry, now=NOW))
+    assert [field for field, _ in got] == expected
+    if len(expected) == 2:
+        assert got[0][1] == "required; at least one name that is not an alias"

@@ -133,3 +133,25 @@ def test_a_known_good_kind_and_counterpart_does_not_excuse_the_rest(
     Entry(**good)  # type: ignore[arg-type]
     with pytest.raises(EntryFormatError, match=match):
         Entry(**{**good, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("digests", "match"),
+    [
+        ((b"short",), "digest 0"),
+        ((bytes(32), bytearray(32)), "digest 1"),
+        ((bytes(32),) * 9, "at most 8"),
+        ([bytes(32)], None),  # a list, not a tuple: the full checks, which accept it
+    ],
+    ids=["short-digest", "bytearray-digest", "too-many-digests", "digest-list"],
+)
+def test_a_kind_and_counterpart_found_good_still_check_the_digests(
+    digests: object, match: str | None
+) -> None:
+    """The fast path (a pair already found good) checks every digest as the full checks do."""
+    Entry(Event.SENT, uuid.UUID(int=1), "WATCHLIST_ENTRY", "MO", (bytes(32),))  # found good
+    if match is None:
+        assert Entry(Event.SENT, uuid.UUID(int=2), "WATCHLIST_ENTRY", "MO", digests).digests  # type: ignore[arg-type]
+        return
+    with pytest.raises(EntryFormatError, match=match):
+        Entry(Event.SENT, uuid.UUID(int=2), "WATCHLIST_ENTRY", "MO", digests)  # type: ignore[arg-type]
