@@ -292,3 +292,49 @@ def test_where_threads_cannot_be_pinned_serve_still_imports_and_pins_nothing() -
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not supported(), reason="pinning needs Linux")
+def test_a_node_that_cannot_pin_still_serves(world: World, tmp_path: Path) -> None:
+    """Pinning is an optimisation: a machine that will not say which CPU the process runs on
+    (``/proc/self/stat`` unreadable here) leaves the threads free, and the node serves and
+    stops as usual, without a traceback."""
+    config = world.write_config(Jurisdiction.HK, tmp_path / "data", peers={})
+    program = (
+        "import pathlib, sys\n"
+        "read = pathlib.Path.read_text\n"
+        "def refused(self, *args, **kwargs):\n"
+        "    if str(self) == '/proc/self/stat':\n"
+        "        raise PermissionError(13, 'Permission denied', str(self))\n"
+        "    return read(self, *args, **kwargs)\n"
+        "pathlib.Path.read_text = refused\n"
+        "from gateway.cli import main\n"
+        f"sys.exit(main(['serve', '--config', {str(config)!r}]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=30)
+        assert line.startswith("listening on "), log
+        assert proc.returncode == 0, log
+        assert "Traceback" not in log
+        said = [json.loads(x) for x in log.splitlines() if '"cpu-pin"' in x]
+        assert [(s["level"], s["message"]) for s in said] == [
+            (
+                "warning",
+                "Python threads left free: cannot pin them: [Errno 13] Permission denied: "
+                "'/proc/self/stat'",
+            )
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
