@@ -62,9 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     frozen = _freeze_startup_heap()  # before serving: the collection it runs takes tens of ms
     node.start()  # a failure gives the node up: ledger closed, data directory unlocked
     # After start: gRPC's native threads exist by now, and only the Python ones are pinned.
-    pinner = CpuPinner() if config.server.pin_python_threads and supported() else None
-    if pinner is not None:
-        pinner.start()
+    pinner = _pin_python_threads() if config.server.pin_python_threads and supported() else None
     # Logged once serving: a node that refuses to start says so in one line, nothing else.
     log.info(
         "start-up heap frozen: %d objects left out of garbage collection, young generation "
@@ -95,6 +93,21 @@ def _start_up(config: NodeConfig) -> Node:
         raise CliError(f"cannot start the node:{where} {exc.strerror or exc}") from None
     except database_errors() as exc:
         raise CliError(f"cannot start the node: ledger in {config.data_dir}: {exc}") from None
+
+
+def _pin_python_threads() -> CpuPinner | None:
+    """Start the pinner (ADR 0086), or None where the machine will not let it read or pin its
+    CPUs: pinning only saves CPU, so the node, already serving, serves on with its threads free
+    and says so in one line (not a traceback, and not a node left behind by a crash)."""
+    try:
+        pinner = CpuPinner()
+        pinner.start()
+    except Exception as exc:  # whatever /proc or the kernel answered
+        log.warning(
+            "Python threads left free: cannot pin them: %s", exc, extra={"event": "cpu-pin"}
+        )
+        return None
+    return pinner
 
 
 def _freeze_startup_heap() -> int:

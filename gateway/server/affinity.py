@@ -17,7 +17,8 @@ GIL (gRPC's event engine: sockets and TLS) stay free on every allowed CPU; one t
 the pin from the thread that started it is freed again at the next round.
 
 Which CPU: the allowed CPUs are the process's affinity at start (an operator's ``taskset`` or
-cpuset holds). The threads start on the allowed CPU that the fewest other processes are pinned
+cpuset holds), less any the kernel later refuses (a cpuset that shrinks: the threads go to a CPU
+still allowed). The threads start on the allowed CPU that the fewest other processes are pinned
 to (:func:`first_cpu`: nodes started one after another on one machine, as the demo and the
 benchmarks run three, take different CPUs; three nodes that shared one CPU of two delivered
 1,180-1,330 bulk arrivals/s where spread they delivered 1,500-2,000), the one the process runs on
@@ -32,6 +33,7 @@ other back and forth. Linux only: elsewhere :func:`supported` is false and nothi
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -180,6 +182,7 @@ class CpuPinner:
         python_threads: Callable[[], set[int]] = _python_threads,
         all_threads: Callable[[], set[int]] = _all_threads,
         set_affinity: Callable[[int, Collection[int]], None] | None = None,
+        get_affinity: Callable[[int], Collection[int]] | None = None,
         current_cpu: Callable[[], int] = _current_cpu,
         pinned: Callable[[], Mapping[int, int]] = pinned_processes,
         clock: Callable[[], float] = time.monotonic,
@@ -193,6 +196,7 @@ class CpuPinner:
         self._all_threads = all_threads
         # Looked up here, not as a default: the module imports where they do not exist.
         self._set_affinity = set_affinity or os.sched_setaffinity
+        self._get_affinity = get_affinity or os.sched_getaffinity
         self._clock = clock
         self.cpu = first_cpu(self.allowed, pinned(), current_cpu())
         self._last: tuple[CpuTimes, float, float] | None = None
@@ -248,11 +252,40 @@ class CpuPinner:
         self._last = now
         python = self._python_threads()
         for tid in self._all_threads():
-            self._pin(tid, (self.cpu,) if tid in python else self.allowed)
+            if tid in python:
+                self._pin_python(tid)
+            else:
+                self._pin(tid, self.allowed)
 
     def _pin(self, tid: int, cpus: Collection[int]) -> None:
         with contextlib.suppress(OSError):  # the thread ended meanwhile
             self._set_affinity(tid, cpus)
+
+    def _pin_python(self, tid: int) -> None:
+        try:
+            self._set_affinity(tid, (self.cpu,))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                return  # the thread ended meanwhile
+            # The CPU is no longer the process's (its cpuset shrank, the kernel spread the
+            # thread over what is left): what is left is allowed from now on.
+            with contextlib.suppress(OSError):
+                self._allow(frozenset(self._get_affinity(tid)))
+                self._set_affinity(tid, (self.cpu,))
+
+    def _allow(self, allowed: frozenset[int]) -> None:
+        """The process may now use ``allowed`` only; a pinned CPU outside it is left."""
+        if not allowed or self.cpu in allowed:
+            return
+        cpu = min(allowed)
+        log.info(
+            "Python threads moved from CPU %d to CPU %d: CPU %d is no longer allowed",
+            self.cpu,
+            cpu,
+            self.cpu,
+            extra={"event": "cpu-pin", "cpu": cpu},
+        )
+        self.allowed, self.cpu = allowed, cpu
 
 
 def _shares(

@@ -3,6 +3,7 @@ the real ``serve`` process pinning them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -192,6 +193,58 @@ def test_stop_frees_every_thread() -> None:
     assert machine.pinned == {11: {0, 1}, 12: {0, 1}, 21: {0, 1}}
 
 
+class _Cpuset(_Machine):
+    """A machine whose cpuset the operator (or Kubernetes' CPU manager) changes at run time:
+    as the kernel does, every mask is cut to the new set (reset to it where nothing is left),
+    and a mask with no allowed CPU is refused (EINVAL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = {0: (0, 0), 1: (0, 0), 2: (0, 0)}
+        self.cpuset = frozenset({0, 1, 2})
+
+    def shrink(self, cpuset: set[int]) -> None:
+        self.cpuset = frozenset(cpuset)
+        for tid, cpus in self.pinned.items():
+            self.pinned[tid] = cpus & self.cpuset or self.cpuset
+
+    def set_affinity(self, tid: int, cpus: Collection[int]) -> None:
+        if not set(cpus) & self.cpuset:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        super().set_affinity(tid, set(cpus) & self.cpuset)
+
+    def pinner(self) -> CpuPinner:
+        return CpuPinner(
+            allowed=self.cpuset,
+            read_cpus=lambda: dict(self.ticks),
+            own_seconds=lambda: self.own,
+            python_threads=lambda: set(self.python),
+            all_threads=lambda: self.python | self.native,
+            set_affinity=self.set_affinity,
+            get_affinity=lambda tid: self.pinned.get(tid, self.cpuset),
+            current_cpu=lambda: 1,
+            pinned=lambda: {},
+            clock=lambda: self.now,
+        )
+
+
+def test_a_cpuset_that_shrinks_under_the_pinned_cpu_moves_the_threads_within_it() -> None:
+    """The CPU the threads were pinned to is taken from the process (Kubernetes' static CPU
+    manager shrinks the shared pool when a pod gets CPUs of its own): the kernel frees the
+    threads over what is left; the pinner pins them again, to one CPU still allowed."""
+    machine = _Cpuset()
+    pinner = machine.pinner()
+    pinner.round()
+    assert machine.pinned == {11: {1}, 12: {1}, 21: {0, 1, 2}}
+    machine.shrink({0, 2})
+    assert machine.pinned == {11: {0, 2}, 12: {0, 2}, 21: {0, 2}}  # free on two CPUs
+    machine.spend({0: 50, 1: 0, 2: 50}, own=0.5)
+    pinner.round()
+    assert pinner.cpu in {0, 2}
+    assert pinner.allowed == {0, 2}
+    assert machine.pinned == {11: {pinner.cpu}, 12: {pinner.cpu}, 21: {0, 2}}
+
+
 def _affinity(pid: int) -> dict[int, tuple[str, str]]:
     """tid -> (comm, Cpus_allowed_list) of every thread of process ``pid``."""
     out = {}
@@ -292,3 +345,49 @@ def test_where_threads_cannot_be_pinned_serve_still_imports_and_pins_nothing() -
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not supported(), reason="pinning needs Linux")
+def test_a_node_that_cannot_pin_still_serves(world: World, tmp_path: Path) -> None:
+    """Pinning is an optimisation: a machine that will not say which CPU the process runs on
+    (``/proc/self/stat`` unreadable here) leaves the threads free, and the node serves and
+    stops as usual, without a traceback."""
+    config = world.write_config(Jurisdiction.HK, tmp_path / "data", peers={})
+    program = (
+        "import pathlib, sys\n"
+        "read = pathlib.Path.read_text\n"
+        "def refused(self, *args, **kwargs):\n"
+        "    if str(self) == '/proc/self/stat':\n"
+        "        raise PermissionError(13, 'Permission denied', str(self))\n"
+        "    return read(self, *args, **kwargs)\n"
+        "pathlib.Path.read_text = refused\n"
+        "from gateway.cli import main\n"
+        f"sys.exit(main(['serve', '--config', {str(config)!r}]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=30)
+        assert line.startswith("listening on "), log
+        assert proc.returncode == 0, log
+        assert "Traceback" not in log
+        said = [json.loads(x) for x in log.splitlines() if '"cpu-pin"' in x]
+        assert [(s["level"], s["message"]) for s in said] == [
+            (
+                "warning",
+                "Python threads left free: cannot pin them: [Errno 13] Permission denied: "
+                "'/proc/self/stat'",
+            )
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
