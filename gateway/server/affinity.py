@@ -225,11 +225,24 @@ class CpuPinner:
             self._pin(tid, self.allowed)
 
     def _run(self) -> None:
+        failing = False  # one warning per run of failed rounds, not one a second
         while not self._stop.wait(self._interval * random.uniform(0.75, 1.25)):  # noqa: S311
             try:
                 self.round()
-            except Exception:  # a machine that stops answering must not end the node
-                log.exception("could not re-pin the Python threads", extra={"event": "cpu-pin"})
+            except Exception as exc:  # a machine that stops answering must not end the node
+                if not failing:
+                    log.warning(
+                        "could not re-pin the Python threads (%s: %s); trying again each round,"
+                        " quietly until one succeeds",
+                        type(exc).__name__,
+                        exc,
+                        extra={"event": "cpu-pin"},
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("Python threads pinned again", extra={"event": "cpu-pin"})
+                failing = False
 
     def round(self) -> None:
         """Re-choose the CPU from the last interval's use (not on the first round), then pin

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Collection
 from pathlib import Path
 
@@ -191,6 +192,52 @@ def test_stop_frees_every_thread() -> None:
     pinner.start()
     pinner.stop()
     assert machine.pinned == {11: {0, 1}, 12: {0, 1}, 21: {0, 1}}
+
+
+def test_rounds_that_keep_failing_warn_once_and_say_when_pinning_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A machine whose /proc stops answering must not fill the log with a traceback a second."""
+    machine = _Machine()
+    broken = threading.Event()
+    rounds = threading.Semaphore(0)
+
+    def read_cpus() -> dict[int, tuple[int, int]]:
+        rounds.release()
+        if broken.is_set():
+            raise PermissionError(13, "Permission denied", "/proc/stat")
+        return dict(machine.ticks)
+
+    pinner = CpuPinner(
+        allowed={0, 1},
+        interval=0.01,
+        read_cpus=read_cpus,
+        own_seconds=lambda: machine.own,
+        python_threads=lambda: set(machine.python),
+        all_threads=lambda: machine.python | machine.native,
+        set_affinity=machine.set_affinity,
+        current_cpu=lambda: 1,
+        pinned=lambda: {},
+        clock=lambda: machine.now,
+    )
+    with caplog.at_level(logging.INFO, logger="gateway.server"):
+        pinner.start()  # its first round, in the caller, works
+        broken.set()
+        try:
+            for _ in range(5):
+                assert rounds.acquire(timeout=10)
+            broken.clear()
+            for _ in range(3):
+                assert rounds.acquire(timeout=10)
+        finally:
+            pinner.stop()
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "cpu-pin"]
+    assert lines[0].getMessage().startswith("Python threads on CPU 1")  # start's own line
+    lines = lines[1:]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO]
+    assert "could not re-pin the Python threads (PermissionError" in lines[0].getMessage()
+    assert lines[0].exc_info is None  # one line, no traceback
+    assert lines[1].getMessage() == "Python threads pinned again"
 
 
 class _Cpuset(_Machine):
