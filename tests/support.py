@@ -208,6 +208,18 @@ def running_node(config: Path) -> Iterator[Node]:
         node.stop(grace=0.5)
 
 
+def python_process(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """``python *args`` (this interpreter) as a process of its own, unbuffered, its stdout
+    (and, unless ``stderr`` says otherwise, its stderr) piped as text."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def serve_process(
     config: Path, log: Path, jurisdiction: Jurisdiction
 ) -> tuple[subprocess.Popen[str], str]:
@@ -219,13 +231,7 @@ def serve_process(
     """
     loaded = load_config(config)
     assert loaded.jurisdiction is jurisdiction, f"{config} is {loaded.jurisdiction}'s config"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=log.open("a"),
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = python_process("-m", "gateway", "serve", "--config", str(config), stderr=log.open("a"))
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("listening on 127.0.0.1:"), log.read_text()[-3000:]

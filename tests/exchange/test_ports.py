@@ -5,11 +5,8 @@ file, also after it came back on another port (ADR 0060)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,19 +17,13 @@ from gateway.ledger import Event
 from gateway.server import LISTEN_ADDRESS_FILE, load_config
 from gateway.server.config import PeerConfig
 from tests.exchange.conftest import CN, HK, Trio, address_file, notice_request, write_trio_configs
-from tests.support import World, wait_for
+from tests.support import World, python_process, wait_for
 
 
 def test_serve_on_port_0_reports_the_port_it_bound(world: World, tmp_path: Path) -> None:
     config = world.write_config(HK, tmp_path / "hk-data")
     assert 'listen = "127.0.0.1:0"' in config.read_text()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = python_process("-m", "gateway", "serve", "--config", str(config))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -6,6 +6,7 @@ On SQLite, and on PostgreSQL too in the suite's second pass (``CUSTOMS_TEST_STOR
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,23 +27,17 @@ from tests.support import TEST_STORE, postgres_database, postgres_server_url
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[Connection]:
     """A connection to an empty store of this run's kind."""
-    if TEST_STORE != "postgresql":
-        db = open_database(None, tmp_path / "ledger.db")
+    with contextlib.ExitStack() as stack:
+        if TEST_STORE == "postgresql":
+            db = open_database(
+                stack.enter_context(postgres_database(postgres_server_url())), Path()
+            )
+        else:
+            db = open_database(None, tmp_path / "ledger.db")
+        stack.callback(db.close)
         conn = db.dedicated()
-        try:
-            yield conn
-        finally:
-            conn.close()
-            db.close()
-        return
-    with postgres_database(postgres_server_url()) as url:
-        db = open_database(url, Path("unused"))
-        conn = db.dedicated()
-        try:
-            yield conn
-        finally:
-            conn.close()
-            db.close()
+        stack.callback(conn.close)
+        yield conn
 
 
 def _at_version(conn: Connection, version: int) -> None:

@@ -27,7 +27,7 @@ from gateway.server.affinity import (
     supported,
 )
 from gateway.server.config import load_config
-from tests.support import World
+from tests.support import World, python_process
 
 STAT = """\
 cpu  900 0 300 7000 100 0 0 0 0 0
@@ -308,13 +308,7 @@ def _serve(world: World, tmp_path: Path, pin: bool) -> tuple[dict[int, tuple[str
     server = "" if pin else "pin_python_threads = false"
     config = world.write_config(Jurisdiction.HK, tmp_path / "data", peers={}, server=server)
     assert load_config(config).server.pin_python_threads is pin
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = python_process("-m", "gateway", "serve", "--config", str(config))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -411,13 +405,7 @@ def test_a_node_that_cannot_pin_still_serves(world: World, tmp_path: Path) -> No
         "from gateway.cli import main\n"
         f"sys.exit(main(['serve', '--config', {str(config)!r}]))\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", program],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = python_process("-c", program)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

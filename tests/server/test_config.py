@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from gateway.cli import main
 from gateway.cli.serve import YOUNG_COLLECTION_THRESHOLD
 from gateway.pki import Jurisdiction
 from gateway.server import ConfigError, load_config
-from tests.support import World
+from tests.support import World, python_process
 
 
 @pytest.fixture
@@ -208,13 +205,7 @@ def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_serve_process_stops_cleanly_on_sigterm(good_config: Path) -> None:
     """The real command: starts, listens, and on SIGTERM exits 0 after a graceful stop."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(good_config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = python_process("-m", "gateway", "serve", "--config", str(good_config))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
