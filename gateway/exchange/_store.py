@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from gateway.errors import FailedPreconditionError
 from gateway.store import Connection, Schema, append_only, ddl, ensure_schema
@@ -29,6 +29,7 @@ __all__ = [
     "MessageRow",
     "OutboxRow",
     "StoredPayload",
+    "StoredVersion",
     "create_schema",
 ]
 
@@ -889,19 +890,37 @@ def evidence_summaries(conn: Connection) -> list[str]:
     ]
 
 
+class StoredVersion(NamedTuple):
+    """A subject's row of ``exchange_versions``: its last version, whether that one was final,
+    and every jurisdiction sent a version of it (this node's own subjects; empty otherwise)."""
+
+    version: int
+    final: bool
+    recipients: frozenset[str]
+
+    @property
+    def known(self) -> tuple[int, bool]:
+        """(version, final): the state a submit is judged against (:func:`advance_version`)."""
+        return self.version, self.final
+
+
 def last_versions(
     conn: Connection, origin: str, subjects: Sequence[str]
-) -> dict[str, tuple[int, bool]]:
-    """:func:`last_version` of many subjects at once (a bulk submit): only those ever seen."""
-    found: dict[str, tuple[int, bool]] = {}
+) -> dict[str, StoredVersion]:
+    """The version rows of many subjects at once (a bulk submit): only those ever seen; the
+    recipients come in the same read, so an amendment's check needs no query of its own."""
+    found: dict[str, StoredVersion] = {}
     unique = sorted({s for s in subjects if _storable(s)})
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            "SELECT subject, version, final FROM exchange_versions "  # noqa: S608
+            "SELECT subject, version, final, recipients FROM exchange_versions "  # noqa: S608
             f"WHERE origin = ? AND subject IN ({marks})",
             [origin, *chunk],
         )
-        found.update({row[0]: (int(row[1]), bool(row[2])) for row in rows})
+        for subject, version, final, recipients in rows:
+            found[subject] = StoredVersion(
+                int(version), bool(final), frozenset(recipients.split(",") if recipients else ())
+            )
     return found

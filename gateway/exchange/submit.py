@@ -19,6 +19,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,9 @@ def _submit(
             mode = Mode.NEW if version <= 1 else Mode.AMEND
         _check_mode(mode, subject, known)
         if known is not None:
-            _check_keeps_recipients(reader, origin, subject, addressing)
+            _check_keeps_recipients(
+                store.recipients_of(reader, origin, subject), subject, addressing
+            )
     except GatewayError as exc:  # another replica may have recorded this very id meanwhile
         if optimistic:
             return None
@@ -226,17 +229,14 @@ def _check_mode(mode: Mode, subject: str, known: tuple[int, bool] | None) -> Non
 
 
 def _check_keeps_recipients(
-    conn: Connection,
-    origin: str,
-    subject: str,
-    addressing: partner_pb2.Addressing,
-    also: set[str] | None = None,
+    earlier: AbstractSet[str], subject: str, addressing: partner_pb2.Addressing
 ) -> None:
-    """An amendment, revocation or withdrawal goes to everyone who had an earlier version:
+    """An amendment, revocation or withdrawal goes to everyone who had an earlier version
+    (``earlier``: every jurisdiction sent one, in the store or earlier in the same bulk call):
     otherwise a dropped recipient would keep the old version live (in its watchlist view,
-    in screening) for ever. ``also``: recipients of earlier versions in the same bulk call."""
+    in screening) for ever."""
     named = {j.value for j in map(jurisdiction_of, addressing.recipients) if j is not None}
-    dropped = sorted((store.recipients_of(conn, origin, subject) | (also or set())) - named)
+    dropped = sorted(earlier - named)
     if dropped:
         problem = FieldViolation(
             "addressing.recipients",
@@ -373,7 +373,9 @@ def _attempt(
                 repeats.append(result)
                 continue
             if subject not in pending:
-                pending[subject] = stored.get(subject)
+                seen = stored.get(subject)
+                pending[subject] = seen.known if seen is not None else None
+                pending_recipients[subject] = set(seen.recipients) if seen is not None else set()
             known = pending[subject]
             # first: a malformed request is INVALID_ARGUMENT, naming every field
             wire, handling = checks.check(
@@ -384,9 +386,7 @@ def _attempt(
                 entry_mode = Mode.NEW if version <= 1 else Mode.AMEND
             _check_mode(entry_mode, subject, known)
             if known is not None:
-                _check_keeps_recipients(
-                    reader, origin, subject, request.addressing, pending_recipients.get(subject)
-                )
+                _check_keeps_recipients(pending_recipients[subject], subject, request.addressing)
         except GatewayError as exc:
             _refuse(result, exc, f"{field}[{position}]")
             response.refused += 1
@@ -424,7 +424,7 @@ def _attempt(
             )
         )
         pending[subject] = (version, kind.final)
-        pending_recipients.setdefault(subject, set()).update(names)
+        pending_recipients[subject].update(names)
     if prepared:
         indexes = _commit(ex, prepared, now)
         _answer(ex, prepared, indexes, results, now)

@@ -157,6 +157,34 @@ def test_bulk_publish_answers_per_entry_delivers_once_and_the_ledgers_reconcile(
     assert "0 mismatches" in capsys.readouterr().out
 
 
+def test_an_amendment_in_a_later_call_must_keep_the_stored_recipients(trio: Trio) -> None:
+    """The recipients of earlier versions come from the store (read with the versions, in one
+    statement per call): an amendment that drops one is refused, one that keeps all is not."""
+    first = entry_request([CN, MO])
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=[first]), timeout=10
+    )
+    assert [r.outcome for r in response.results] == [OUTCOME.BULK_OUTCOME_ACCEPTED]
+    dropped = partner_pb2.PublishWatchlistEntryRequest()
+    dropped.CopyFrom(first)
+    dropped.addressing.message_id = str(uuid.uuid4())
+    dropped.entry.version = 2
+    dropped.addressing.recipients[:] = [PROTO[MO]]  # drops CN, which had version 1
+    dropped.addressing.handling.releasable_to[:] = [PROTO[MO]]
+    kept = partner_pb2.PublishWatchlistEntryRequest()
+    kept.CopyFrom(first)
+    kept.addressing.message_id = str(uuid.uuid4())
+    kept.entry.version = 2
+    response = trio.partner(HK).PublishWatchlistEntries(
+        partner_pb2.PublishWatchlistEntriesRequest(entries=[dropped, kept]), timeout=10
+    )
+    assert [r.outcome for r in response.results] == [
+        OUTCOME.BULK_OUTCOME_REFUSED,
+        OUTCOME.BULK_OUTCOME_ACCEPTED,
+    ]
+    assert _bad_request(response.results[0].refused) == ["entries[0].addressing.recipients"]
+
+
 def test_an_entry_amended_within_one_call_is_two_messages_in_order(trio: Trio) -> None:
     first = entry_request([CN])
     amended = partner_pb2.PublishWatchlistEntryRequest()

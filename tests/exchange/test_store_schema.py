@@ -114,6 +114,13 @@ def test_version_2_keeps_who_was_sent_each_subject_in_its_version_row(conn: Conn
     assert store.recipients_of(conn, "CN", "watchlist:b/1") == set()
     assert store.recipients_of(conn, "HK", "watchlist:never/sent") == set()
     assert store.last_version(conn, "HK", "watchlist:a/1") == (2, False)
+    # a bulk call reads the same recipients with the versions, in one statement
+    rows = store.last_versions(conn, "HK", ["watchlist:a/1", "watchlist:a/2", "watchlist:x/9"])
+    assert rows == {
+        "watchlist:a/1": store.StoredVersion(2, False, frozenset({"CN", "MO"})),
+        "watchlist:a/2": store.StoredVersion(2, False, frozenset({"MO"})),
+    }
+    assert store.last_versions(conn, "CN", ["watchlist:b/1"])["watchlist:b/1"].recipients == set()
 
 
 def test_a_new_store_is_made_at_the_latest_version(conn: Connection) -> None:
@@ -196,4 +203,6 @@ def test_reads_of_values_that_cannot_be_stored_answer_absent(conn: Connection) -
     assert store.message_and_version(conn, "HK", good, "notice:n")[1] == (1, False)
     assert list(store.MessageRow.get_many(conn, "HK", ["\x00", good])) == [good]
     assert store.MessageRow.get_many(conn, "HK", ["a\x00"]) == {}
-    assert store.last_versions(conn, "HK", ["notice:\x00", "notice:n"]) == {"notice:n": (1, False)}
+    found = store.last_versions(conn, "HK", ["notice:\x00", "notice:n"])
+    assert list(found) == ["notice:n"]
+    assert found["notice:n"].known == (1, False)
