@@ -35,6 +35,7 @@ from gateway.envelope.errors import (
     MalformedEnvelopeError,
     UntrustedSignerError,
 )
+from gateway.envelope.wire import length_delimited, varint
 from gateway.pki.bundle import TrustBundle, fingerprint
 from gateway.pki.chain import CertificateCheckError, verify_leaf
 from gateway.pki.identity import Jurisdiction, Role, SpiffeId
@@ -74,11 +75,14 @@ _PROTO_OF: dict[Jurisdiction, common_pb2.Jurisdiction] = {
 _JURISDICTION_OF: dict[int, Jurisdiction] = {int(v): k for k, v in _PROTO_OF.items()}
 
 
+_PACK_LENGTH = struct.Struct(">Q").pack
+
+
 def pae(context: bytes, *parts: bytes) -> bytes:
     """Pre-authentication encoding: ``context || 0x0A`` then each part as u64be length + bytes."""
     out = [context, b"\n"]
     for part in parts:
-        out += [struct.pack(">Q", len(part)), part]
+        out += [_PACK_LENGTH(len(part)), part]
     return b"".join(out)
 
 
@@ -136,24 +140,6 @@ def seal_with_digest(
     return envelope, hashlib.sha256(signed).digest()
 
 
-def _varint(n: int) -> bytes:
-    """``n`` (0 or more) as a protobuf base-128 varint."""
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: bytes, value: bytes) -> bytes:
-    """A length-delimited field (``tag`` = its key byte), omitted when empty as proto3 does."""
-    return tag + _varint(len(value)) + value if value else b""
-
-
-_PACK_LENGTH = struct.Struct(">Q").pack
 Recipients = tuple[common_pb2.Jurisdiction, ...]
 """An envelope header's recipients, as read from a request's addressing."""
 
@@ -212,29 +198,20 @@ class Sealer:
             ).SerializeToString()
         header = b"".join(
             (
-                _field(b"\x0a", message_id.encode()),
+                length_delimited(b"\x0a", message_id.encode()),
                 self._middle,
                 encoded,
                 self._created_at,
-                b"" if handling is None else b"\x3a" + _varint(len(handling)) + handling,
+                b"" if handling is None else b"\x3a" + varint(len(handling)) + handling,
             )
         )
-        signed = b"".join(
-            (
-                ENVELOPE_CONTEXT,
-                b"\n",
-                _PACK_LENGTH(len(header)),
-                header,
-                _PACK_LENGTH(len(payload)),
-                payload,
-            )
-        )
+        signed = pae(ENVELOPE_CONTEXT, header, payload)
         envelope = b"".join(
             (
-                _field(b"\x0a", header),
-                _field(b"\x12", payload),
+                length_delimited(b"\x0a", header),
+                length_delimited(b"\x12", payload),
                 self._key_id,
-                _field(b"\x22", self._sign(signed)),
+                length_delimited(b"\x22", self._sign(signed)),
                 self._certificate,
             )
         )

@@ -37,6 +37,7 @@ from google.rpc import code_pb2
 
 from customs.gateway.v1 import peer_pb2
 from gateway.envelope import open_receipt
+from gateway.envelope.wire import varint
 from gateway.errors import GatewayError
 from gateway.exchange import _store as store
 from gateway.exchange.core import Exchange, kind_name
@@ -73,22 +74,12 @@ _ENVELOPES_KEY = bytes(
 )
 
 
-def _varint(n: int) -> bytes:
-    """``n`` (not negative) as a protobuf base-128 varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _batch_request(envelopes: Sequence[bytes]) -> bytes:
     """The serialized ``DeliverBatchRequest`` of ``envelopes``, each the stored bytes of a
     serialized ``Envelope``: byte for byte what parsing each and serializing the request would
     give, without the parse and the copy (ADR 0081)."""
     key = _ENVELOPES_KEY
-    return b"".join(part for e in envelopes for part in (key, _varint(len(e)), e))
+    return b"".join(part for e in envelopes for part in (key, varint(len(e)), e))
 
 
 @dataclass(frozen=True)
