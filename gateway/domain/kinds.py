@@ -221,12 +221,17 @@ def validate_request(
         found += validate_addressing(request.addressing, origin=origin)
     else:
         found.append(FieldViolation("addressing", "required"))
+    return found + _payload_violations(request, now, last_version)
+
+
+def _payload_violations(
+    request: SubmitRequest, now: dt.datetime, last_version: int | None
+) -> list[FieldViolation]:
+    """The violations of ``request``'s payload (its kind's rules), or that it has none."""
     row = kind_of_request(request)
     if request.HasField(row.request_field):
-        found += row.validate(row.payload_of(request), now, last_version)
-    else:
-        found.append(FieldViolation(row.request_field, "required"))
-    return found
+        return row.validate(row.payload_of(request), now, last_version)
+    return [FieldViolation(row.request_field, "required")]
 
 
 def check_request(
@@ -286,10 +291,5 @@ class RequestChecks:
         else:
             key = ((), None)
             found.append(FieldViolation("addressing", "required"))
-        row = kind_of_request(request)
-        if request.HasField(row.request_field):
-            found += row.validate(row.payload_of(request), self._now, last_version)
-        else:
-            found.append(FieldViolation(row.request_field, "required"))
-        raise_if_invalid(found)
+        raise_if_invalid(found + _payload_violations(request, self._now, last_version))
         return key
