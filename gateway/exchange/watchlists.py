@@ -789,7 +789,7 @@ class StoredIndex:
         rows = self._conn.execute(
             "SELECT e.origin, e.watchlist, e.entry_id, p.value FROM screening_postings AS p "
             "JOIN view_entries AS e ON e.screening_n = p.n "
-            "WHERE p.tbl = ? AND p.k = ? AND e.screening_n IS NOT NULL ORDER BY p.n",
+            "WHERE p.tbl = ? AND p.k = ? ORDER BY p.n",
             (table, key),
         ).fetchall()
         return [((int(o), str(w), str(e)), str(v)) for o, w, e, v in rows]
@@ -941,8 +941,10 @@ class StoredIndex:
         self._conn.executemany(
             "INSERT INTO screening_postings (tbl, k, n, value) VALUES (?, ?, ?, ?)", rows
         )
-        # Into the entry's row, written before (ViewStore.save); a row is made when there is
-        # none (the index used alone, as its property test does).
+        # Into the entry's row. A row is made when there is none yet: the index used alone
+        # (its property test), or flushed by a read of a bucket before ViewStore.save wrote
+        # the records of the same change; the record's own write then fills the rest of the
+        # row and leaves these two columns as they are (_UPSERT sets the record's columns).
         self._conn.executemany(
             _SCREENING_COLUMNS,
             [
