@@ -16,6 +16,9 @@ from typing import Final
 
 __all__ = [
     "EARLIEST_BIRTH_YEAR",
+    "EPOCH",
+    "FIRST_TIMESTAMP_SECOND",
+    "LAST_TIMESTAMP_SECOND",
     "MAX_SEIZURE_AGE",
     "date_of_birth_problem",
     "retain_until_problem",
@@ -23,6 +26,10 @@ __all__ = [
 ]
 
 EARLIEST_BIRTH_YEAR: Final = 1900
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31), as Timestamp checks it.
+FIRST_TIMESTAMP_SECOND: Final = -62_135_596_800
+LAST_TIMESTAMP_SECOND: Final = 253_402_300_799
 MAX_SEIZURE_AGE: Final = dt.timedelta(days=10 * 366)
 _DOB: Final = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 

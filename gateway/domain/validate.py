@@ -30,6 +30,7 @@ from google.rpc import error_details_pb2
 
 from customs.gateway.v1 import common_pb2, domain_pb2, partner_pb2
 from gateway.domain import dates, identifiers, reference
+from gateway.domain.dates import EPOCH, FIRST_TIMESTAMP_SECOND, LAST_TIMESTAMP_SECOND
 from gateway.errors import FieldViolation, InvalidArgumentError
 
 __all__ = [
@@ -74,10 +75,6 @@ _CONTAINER: Final = common_pb2.ENTITY_TYPE_CONTAINER
 _VEHICLE: Final = common_pb2.ENTITY_TYPE_VEHICLE
 _COMMODITY: Final = common_pb2.ENTITY_TYPE_COMMODITY
 _CONTAINER_SCHEME: Final = common_pb2.IDENTIFIER_SCHEME_CONTAINER
-# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31), as Timestamp checks it.
-_FIRST_SECOND: Final = -62_135_596_800
-_LAST_SECOND: Final = 253_402_300_799
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 _MAX_VALIDITY_MICROS: Final = MAX_VALIDITY // _MICROSECOND
 _NAMED_ENTITIES: Final = frozenset(
@@ -230,7 +227,7 @@ class _Collector:
         micros = self.micros(path, msg, field)
         # What Timestamp.ToDatetime(tzinfo=UTC) returns for a valid value, without its checks
         # made again and its conversion to UTC from UTC (a tenth of an entry's validation).
-        return None if micros is None else _EPOCH + dt.timedelta(microseconds=micros)
+        return None if micros is None else EPOCH + dt.timedelta(microseconds=micros)
 
     def micros(self, path: str, msg: Message, field: str) -> int | None:
         """:meth:`time` as the whole microseconds since the epoch its datetime would hold:
@@ -243,7 +240,7 @@ class _Collector:
         if not 0 <= nanos < 1_000_000_000:
             self.add(path, f"nanos {nanos} out of range 0..999999999")
             return None
-        if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
+        if not FIRST_TIMESTAMP_SECOND <= seconds <= LAST_TIMESTAMP_SECOND:
             self.add(path, f"seconds {seconds} out of range (years 0001 to 9999)")
             return None
         return seconds * 1_000_000 + nanos // 1000
@@ -433,7 +430,7 @@ def validate_watchlist_entry(
                     f"window of {dt.timedelta(microseconds=until - start).days} days is longer "
                     f"than {MAX_VALIDITY.days} days (2 years)",
                 )
-        if until is not None and until <= (now - _EPOCH) // _MICROSECOND:
+        if until is not None and until <= (now - EPOCH) // _MICROSECOND:
             c.add(f"{vpath}.valid_until", f"already passed (now {now.isoformat()})")
     retain = c.micros(f"{path}.retain_until", entry, "retain_until")
     if retain is not None and until is not None and retain < until:

@@ -7,15 +7,11 @@ import datetime as dt
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.domain.dates import EPOCH, FIRST_TIMESTAMP_SECOND, LAST_TIMESTAMP_SECOND
 from gateway.exchange import _store as store
 from gateway.store import Connection
 
 __all__ = ["EPOCH", "ms", "retain_until_ms", "timestamp", "whole_ms", "winner"]
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31), as Timestamp checks it.
-_FIRST_SECOND = -62_135_596_800
-_LAST_SECOND = 253_402_300_799
 
 
 def timestamp(when: dt.datetime) -> Timestamp:
@@ -41,7 +37,7 @@ def retain_until_ms(payload: Message) -> int | None:
     if retain is None or not payload.HasField("retain_until"):
         return None
     seconds, nanos = retain.seconds, retain.nanos
-    if 0 <= nanos < 1_000_000_000 and _FIRST_SECOND <= seconds <= _LAST_SECOND:
+    if 0 <= nanos < 1_000_000_000 and FIRST_TIMESTAMP_SECOND <= seconds <= LAST_TIMESTAMP_SECOND:
         # What ToMilliseconds gives a valid Timestamp, without its Python-level checks.
         return int(seconds * 1000 + nanos // 1_000_000)
     return int(retain.ToMilliseconds())  # raises ValueError, naming what is out of range
